@@ -1,0 +1,46 @@
+# enrichkit — every target makes its own virtualenv from requirements*.txt first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+INPUT  ?= data/sample.csv
+OUTPUT ?= out/enriched.csv
+STAGES ?= data/stages.toml
+ARGS   ?=
+
+.PHONY: install demo enrich test lint bench status clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+## demo: the main job end to end against the bundled Gemini stand-in (no key needed)
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+## enrich: one line for a terminal or a crontab; starts, continues, or exits 0 when done
+enrich: $(STAMP)
+	$(PY) scripts/enrich.py --input "$(INPUT)" --output "$(OUTPUT)" --stages-file "$(STAGES)" --resume $(ARGS)
+
+## test: the whole suite (CI runs this)
+test: $(STAMP)
+	$(PY) -m ruff check lib scripts tests
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check lib scripts tests
+
+## bench: throughput, overhead, memory, resume and fault figures (prints a table, writes bench/results.json)
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+## status: the default job's state
+status: $(STAMP)
+	$(PY) scripts/jobs.py status $(basename $(OUTPUT)).progress.json
+
+clean:
+	rm -rf out bench/work .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Stage executors: one module per kind of stage (Gemini, HTTP, Python function)."""
