@@ -1,0 +1,40 @@
+"""The error log (`*.errors.jsonl`): one line per failed attempt, shared by all workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from enrichkit.checkpoint import utc_now
+from enrichkit.logs import redact
+
+ERROR_TYPES = ("rate_limit", "timeout", "server_error", "validation_error", "client_error", "auth_error",
+               "input_error", "budget")
+
+
+class ErrorLog:
+    """Append-only JSONL; each line is written whole under a lock and flushed."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        # Held while a line is written, and taken for good at abandon time so no line is torn by the exit.
+        self.lock = threading.Lock()
+
+    def record(self, *, record_id: str | None, row: int | None, stage: str | None, attempt: int,
+               error_type: str, message: str) -> dict[str, Any]:
+        entry = {"at": utc_now(), "record_id": record_id, "row": row, "stage": stage, "attempt": attempt,
+                 "error_type": error_type, "message": redact(message)[:2000]}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        with self.lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
+        return entry
+
+    def close(self) -> None:
+        with self.lock:
+            self._file.close()
