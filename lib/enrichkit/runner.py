@@ -1,0 +1,404 @@
+"""The run: stream pending records to a bounded pool of workers, write what finishes, stop cleanly.
+
+The main thread is the single writer of the output, the checkpoint and the counters; workers
+only return `RecordResult`s through a queue. Signals only set flags (`StopSignal`) that the main
+loop reads, so no handler ever runs in the middle of a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from enrichkit.breaker import CircuitBreaker
+from enrichkit.cache import ResponseCache
+from enrichkit.checkpoint import write_checkpoint
+from enrichkit.errorlog import ErrorLog
+from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, AuthError, EnrichError
+from enrichkit.idset import IdSet
+from enrichkit.job import Job
+from enrichkit.limiter import Limiter
+from enrichkit.logs import log
+from enrichkit.output import OutputWriter
+from enrichkit.pricing import load_pricing
+from enrichkit.progress import Figures, Progress, describe
+from enrichkit.records import BadRow, Record, make_record_id
+from enrichkit.report import RunStats, build_report, write_report
+from enrichkit.retry import RetryPolicy
+from enrichkit.worker import Enricher, RecordResult
+
+DRAIN_SECONDS = 10.0
+
+
+class StopSignal:
+    """Set by SIGINT/SIGTERM (or a fatal error, a budget, `jobs.py cancel`); read by everyone."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._event = threading.Event()
+        self.abandon = False
+        self.reason: str | None = None
+        self.deadline = float("inf")
+
+    def request(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self.deadline = self._clock() + DRAIN_SECONDS
+            self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._event.is_set() and self.reason == "signal":
+            self.abandon = True  # a second Ctrl+C: do not wait for in-flight records
+            return
+        self.request("signal")
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"\n{name}: finishing in-flight records (up to {DRAIN_SECONDS:.0f} s; "
+                         "press Ctrl+C again to stop at once)...\n")
+
+
+@dataclass
+class Outcome:
+    status: str
+    exit_code: int
+    message: str
+
+
+class Runner:
+    def __init__(self, job: Job, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.job = job
+        self.cp = job.checkpoint
+        self.opts = job.options
+        self.clock = clock
+        self.stop = StopSignal(clock)
+        self.stats = RunStats(fields=job.stages.output_fields)
+        self.results: queue.SimpleQueue[RecordResult] = queue.SimpleQueue()
+        self.fatal: EnrichError | None = None
+        self.limit_hit = False
+        self.exhausted = False
+        self.budget_hit = False
+        self._since_save = 0
+        self._last_save = clock()
+        self._save_cost = 0.0
+        self._elapsed_mark = clock()
+        self._last_draw = 0.0
+        self._run_started = clock()
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        job, opts = self.job, self.opts
+        kinds = {s.kind for s in job.stages.stages}
+        self.errorlog = ErrorLog(job.paths.errors)
+        # Python stages are cheap and local: only LLM and HTTP answers are worth caching.
+        self.cache = None if opts.no_cache or not kinds & {"llm", "http"} else ResponseCache(job.paths.cache)
+        gemini = http = limiter = breaker = None
+        if "llm" in kinds:
+            from enrichkit.providers.gemini import GeminiProvider
+
+            assert job.api_key is not None
+            base_url = opts.base_url or os.environ.get("GEMINI_BASE_URL") or None
+            gemini = GeminiProvider(api_key=job.api_key, base_url=base_url, timeout=opts.timeout)
+            defaults = job.stages.defaults
+            limiter = Limiter(opts.rpm if opts.rpm is not None else defaults.get("rpm"),
+                              opts.tpm if opts.tpm is not None else defaults.get("tpm"))
+        if "http" in kinds:
+            from enrichkit.providers.http import HttpProvider
+
+            http = HttpProvider(timeout=opts.timeout)
+        if kinds & {"llm", "http"}:
+            breaker = CircuitBreaker(max_outage=opts.max_outage)
+        self.gemini = gemini
+        self.enricher = Enricher(
+            stages=job.stages, policy=RetryPolicy(max_retries=opts.max_retries), errorlog=self.errorlog,
+            pricing=load_pricing(), should_stop=self.stop, gemini=gemini, http=http, functions=job.functions,
+            cache=self.cache, limiter=limiter, breaker=breaker, model=opts.model, delay=opts.delay)
+        self.writer = OutputWriter(job.paths.output, job.columns, job.stages.output_fields, self.cp.job_id)
+        self.progress = Progress(quiet=opts.quiet)
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        started = self.clock()
+        self._build()
+        self.cp.status = "running"
+        self.cp.runs += 1
+        self._save()
+        previous = {s: signal.signal(s, self.stop.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        pool = ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="enrich")
+        inflight = 0
+        try:
+            total, initial = self._progress_span()
+            self.progress.start(total, initial)
+            inflight = self._loop(pool)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        outcome = self._outcome()
+        self.progress.close()
+        self._finish(outcome, self.clock() - started)
+        if inflight:
+            # Abandoned records are still on the wire. Everything durable is written; make sure no
+            # worker is mid-line in the error log, then leave without joining their threads.
+            self.errorlog.lock.acquire()
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(outcome.exit_code)
+        pool.shutdown(wait=True)
+        self._close()
+        return outcome.exit_code
+
+    def _loop(self, pool: ThreadPoolExecutor) -> int:
+        """Keep at most 2 x workers records in flight; return how many were abandoned."""
+        bound = self.opts.max_workers * 2
+        source = self._pending()
+        inflight = 0
+        while True:
+            while inflight < bound and not self.stop() and not self.exhausted:
+                if self._budget_reached(inflight):
+                    break
+                item = next(source, None)
+                if item is None:
+                    self.exhausted = True
+                    break
+                pool.submit(self._work, *item)
+                inflight += 1
+            if inflight == 0:
+                return 0
+            if self.stop.abandon or self.clock() > self.stop.deadline:
+                return inflight
+            try:
+                result = self.results.get(timeout=0.2)
+            except queue.Empty:
+                self._tick()
+                continue
+            while True:
+                self._handle(result)
+                inflight -= 1
+                try:
+                    result = self.results.get_nowait()
+                except queue.Empty:
+                    break
+            self._tick()
+
+    def _work(self, record: Record, record_id: str) -> None:
+        try:
+            result = self.enricher.enrich(record, record_id)
+        except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
+            result = RecordResult(record_id, record.row, abandoned=True)
+            log.error("internal error on row %d: %r", record.row, exc)
+        self.results.put(result)
+
+    def _pending(self) -> Iterator[tuple[Record, str]]:
+        """Records still to do, in file order, each ID once. Reads the input lazily."""
+        cp, job = self.cp, self.job
+        retrying = job.mode == "retry_failed"
+        log_bad = cp.runs <= 1 or job.input_changed
+        seen = IdSet()  # pending IDs met in this pass (a completed ID needs no entry: it is skipped anyway)
+        taken = 0
+        completed, failed = cp.completed_ids, cp.failed_ids
+        for item in job.table.rows():
+            if isinstance(item, BadRow):
+                if log_bad:
+                    self.errorlog.record(record_id=None, row=item.row, stage=None, attempt=0,
+                                         error_type="input_error", message=item.message)
+                continue
+            record_id = make_record_id(item.values, job.id_columns)
+            if record_id in completed:
+                continue
+            if retrying != (record_id in failed) or record_id in seen:
+                continue
+            seen.add(record_id)
+            if self.opts.limit is not None and taken >= self.opts.limit:
+                self.limit_hit = True
+                return
+            taken += 1
+            yield item, record_id
+
+    def _handle(self, r: RecordResult) -> None:
+        cp, stats = self.cp, self.stats
+        stats.requests += r.calls.requests
+        stats.retries += r.calls.retries
+        stats.rate_limited += r.calls.rate_limited
+        stats.cache_hits += r.cache_hits
+        stats.prompt_tokens += r.prompt_tokens
+        stats.output_tokens += r.output_tokens
+        stats.cost_usd += r.cost_usd
+        cp.requests += r.calls.requests
+        cp.retries += r.calls.retries
+        cp.rate_limited += r.calls.rate_limited
+        cp.cache_hits += r.cache_hits
+        cp.prompt_tokens += r.prompt_tokens
+        cp.output_tokens += r.output_tokens
+        cp.total_tokens += r.prompt_tokens + r.output_tokens
+        cp.cost_usd += r.cost_usd
+        for stage, seconds in r.stage_latency:
+            stats.stages[stage].succeeded += 1
+            stats.stages[stage].add_latency(seconds, stats._rng)
+        for stage, error_type in r.attempt_errors:
+            stats.stages[stage].attempt_errors[error_type] += 1
+        cp.errors.extend(r.logged)
+        if r.values is not None:
+            self.writer.write(r.values, r.record_id)  # written and flushed: from here on the record is done
+            cp.mark_completed(r.record_id)
+            stats.add_success(r.values)
+            self._since_save += 1
+        elif r.failure is not None:
+            cp.mark_failed(r.record_id)
+            stats.failed += 1
+            stats.stages[r.failed_stage or "?"].failed_records[r.failure.error_type] += 1
+            self._since_save += 1
+        elif r.fatal is not None and self.fatal is None:
+            self.fatal = r.fatal
+            self.stop.request("fatal")
+            log.error("%s", r.fatal)
+
+    def _budget_reached(self, inflight: int) -> bool:
+        limit = self.opts.max_cost
+        if limit is None:
+            return False
+        done = max(1, self.stats.completed + self.stats.failed)
+        per_record = self.stats.cost_usd / done
+        if self.cp.cost_usd + per_record * (inflight + 1) > limit:
+            self.budget_hit = True
+            self.stop.request("budget")
+            return True
+        return False
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.clock()
+        interval_due = self._since_save >= self.opts.checkpoint_interval
+        # Coalesce in time: at least 1 s apart, and never more than ~5% of the run spent writing checkpoints.
+        gap = max(1.0, 20 * self._save_cost)
+        if (interval_due and now - self._last_save >= gap) or (self._since_save and now - self._last_save >= 10):
+            self._save()
+        if now - self._last_draw >= 0.2:
+            self._last_draw = now
+            self.progress.update(self._figures())
+
+    def _save(self) -> None:
+        started = self.clock()
+        self.writer_sync()
+        self.cp.elapsed_seconds += started - self._elapsed_mark
+        self._elapsed_mark = started
+        write_checkpoint(self.job.paths.checkpoint, self.cp)
+        self._since_save = 0
+        self._last_save = self.clock()
+        self._save_cost = self._last_save - started
+
+    def writer_sync(self) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.sync()  # the checkpoint must never claim rows that are not on disk
+
+    def _progress_span(self) -> tuple[int, int]:
+        if self.job.mode == "retry_failed":
+            return self.cp.failed_count, 0
+        return self.cp.total_records, self.cp.completed_count + self.cp.failed_count
+
+    def _figures(self) -> Figures:
+        total, _ = self._progress_span()
+        run_minutes = max(1e-9, (self.clock() - self._run_started) / 60)
+        if self.job.mode == "retry_failed":
+            done = self.stats.completed + self.stats.failed
+            failed = self.stats.failed
+        else:
+            done = self.cp.completed_count + self.cp.failed_count
+            failed = self.cp.failed_count
+        return Figures(done=done, total=max(total, done), failed=failed, tokens=self.cp.total_tokens,
+                       cost=self.cp.cost_usd, rate_per_min=(self.stats.completed + self.stats.failed) / run_minutes)
+
+    def _left(self) -> int:
+        return max(0, self.cp.total_records - self.cp.completed_count - self.cp.failed_count)
+
+    def _outcome(self) -> Outcome:
+        cp = self.cp
+        done, failed = cp.completed_count, cp.failed_count
+        if self.exhausted and self.job.mode != "retry_failed" and not self.stop():
+            # Every readable record was met in this pass, so nothing is left whatever total_records said.
+            cp.total_records = max(cp.total_records, done + failed)
+        left = self._left()
+        if self.fatal is not None:
+            status = "failed" if isinstance(self.fatal, AuthError) else "interrupted"
+            return Outcome(status, self.fatal.exit_code, f"Stopped: {self.fatal}. {done} done, {left} left.")
+        if self.budget_hit:
+            return Outcome("budget_exhausted", EXIT_BUDGET,
+                           f"Budget reached: ${cp.cost_usd:.4f} spent (--max-cost {self.opts.max_cost}); "
+                           f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
+        if self.stop():
+            return Outcome("interrupted", EXIT_INTERRUPTED,
+                           f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
+        if self.limit_hit and left:
+            return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
+                           f"Stopped after --limit {self.opts.limit}: {done} done, {left} left. "
+                           "Run with --resume to continue.")
+        if failed:
+            status = "interrupted" if left else "completed_with_failures"
+            return Outcome(status, EXIT_FAILURES,
+                           f"Finished with failures: {done} done, {failed} failed"
+                           f"{f', {left} not yet tried' if left else ''}. Details in {self.job.paths.errors}; "
+                           "run with --retry-failed to try them again.")
+        if left:
+            return Outcome("interrupted", EXIT_OK, f"{done} done, {left} not yet tried. Run with --resume.")
+        return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
+
+    def _finish(self, outcome: Outcome, wall: float) -> None:
+        cp = self.cp
+        cp.status = outcome.status
+        self._save()
+        report = build_report(cp, self.stats, exit_code=outcome.exit_code, wall_seconds=wall, pending=self._left(),
+                              message=outcome.message)
+        write_report(self.job.paths.report, report)
+        if not self.opts.quiet or outcome.exit_code not in (EXIT_OK,):
+            sys.stderr.write(outcome.message + "\n")
+        if not self.opts.quiet:
+            sys.stderr.write(_summary(report, self.job) + "\n")
+
+    def _close(self) -> None:
+        self.writer.close()
+        self.errorlog.close()
+        if self.cache is not None:
+            self.cache.close()
+        if self.gemini is not None:
+            self.gemini.close()
+
+
+def _summary(report: dict[str, Any], job: Job) -> str:
+    c = report["counts"]
+    t = report["tokens"]
+    lines = [
+        f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
+        f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows",
+        f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
+        f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
+        f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits",
+        f"  tokens: {t['total']:,} ({t['prompt']:,} in, {t['output']:,} out), cost ${report['cost_usd']:.4f}",
+        f"  files: {job.paths.output}  {job.paths.checkpoint}  {job.paths.report}  {job.paths.errors}",
+    ]
+    return "\n".join(lines)
+
+
+def run_job(job: Job) -> int:
+    """Run a prepared job to its end; the lock is released whatever happens."""
+    try:
+        return Runner(job).run()
+    finally:
+        with contextlib.suppress(Exception):
+            job.lock.release()
+
+
+__all__ = ["Runner", "StopSignal", "describe", "run_job"]

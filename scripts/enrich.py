@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Enrich every record of a CSV/JSONL/XLSX file. See --help, and README.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from enrichkit.cli import main  # noqa: E402 - after the path set-up, so the script runs from a clone
+
+if __name__ == "__main__":
+    sys.exit(main())
