@@ -15,7 +15,7 @@ from typing import Any, Literal
 State = Literal["closed", "open", "half_open"]
 
 
-class OutageTooLong(Exception):  # noqa: N818 - reads as the condition it reports
+class OutageTooLong(Exception):
     """The breaker has stayed open longer than `max_outage` seconds."""
 
     def __init__(self, seconds: float) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint, write_checkpoint
+from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint
 from enrichkit.errors import AuthError, ConfigError, UsageError
 from enrichkit.idset import IdSet
 from enrichkit.logs import log, register_secret
@@ -96,36 +96,60 @@ class Job:
     input_changed: bool = False
 
 
-def prepare_job(options: RunOptions) -> Job:
-    """All checks, then the lock, then the checkpoint and the output. Raises EnrichError subclasses."""
+@dataclass
+class Plan:
+    """A validated request: what `--dry-run` shows and what a run starts from."""
+
+    options: RunOptions
+    paths: JobPaths
+    stages: StagesConfig
+    table: InputTable
+    id_columns: list[str]
+    columns: list[str]
+    fingerprint: str
+    functions: dict[str, Any]
+
+
+def plan_job(options: RunOptions) -> Plan:
+    """Every check that needs no lock and no key: flags, stages file, input header, placeholders."""
     if not 1 <= options.max_workers <= 20:
         raise UsageError(f"--max-workers must be between 1 and 20, not {options.max_workers}")
     if options.checkpoint_interval < 1:
         raise UsageError("--checkpoint-interval must be at least 1")
     if options.limit is not None and options.limit < 0:
         raise UsageError("--limit must be 0 or more")
-    if options.max_retries < 0 or options.timeout <= 0:
-        raise UsageError("--max-retries must be >= 0 and --timeout > 0")
-    if sum([options.fresh, options.resume, options.retry_failed]) > 1 and options.fresh:
+    if options.max_retries < 0:
+        raise UsageError("--max-retries must be 0 or more")
+    if options.delay < 0:
+        raise UsageError("--delay must be 0 or more")
+    if options.fresh and (options.resume or options.retry_failed):
         raise UsageError("--fresh starts over; it cannot be combined with --resume or --retry-failed")
     paths = JobPaths.for_options(options)
     if paths.output.suffix.lower() != ".csv":
         raise UsageError(f"--output must be a .csv file, not {paths.output.name}")
+    if paths.output.resolve() == Path(options.input).resolve():
+        raise UsageError("--output must not be the input file")
     stages = load_stages(options.stages_file).select(options.stages)
     table = InputTable(options.input)
     id_columns = options.id_columns or list(table.columns)
     table.require_columns(id_columns, "--id-columns")
     stages.check_placeholders(table.columns)
     functions = {s.name: s.load_function() for s in stages.stages if s.kind == "python"}
-    api_key = _api_key(stages)
     columns = output_columns(table.columns, stages.output_fields)
-    fingerprint = stages.fingerprint(options.id_columns)
+    return Plan(options, paths, stages, table, id_columns, columns, stages.fingerprint(options.id_columns),
+                functions)
 
+
+def prepare_job(options: RunOptions) -> Job:
+    """All checks, then the lock, then the checkpoint and the output. Raises EnrichError subclasses."""
+    plan = plan_job(options)
+    paths, table = plan.paths, plan.table
+    api_key = _api_key(plan.stages)
     lock = RunLock(paths.lock)
     lock.acquire()
     try:
-        cp, mode, changed = _open_checkpoint(options, paths, stages, table, fingerprint)
-        recovered = recover_output(paths.output, columns)
+        cp, mode, changed = _open_checkpoint(options, paths, plan.stages, table, plan.fingerprint)
+        recovered = recover_output(paths.output, plan.columns)
         if recovered.torn_bytes:
             log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; "
                         "that record will be done again", recovered.torn_bytes, paths.output)
@@ -136,12 +160,14 @@ def prepare_job(options: RunOptions) -> Job:
         for record_id in recovered.ids:
             cp.mark_completed(record_id)
         if mode == "new" or changed:
-            _count_input(cp, table, id_columns)
+            # For progress and ETA; a resume of an unchanged input skips this pass.
+            cp.total_records, cp.duplicates, cp.input_errors = count_input(table, plan.id_columns)
         cp.pid, cp.host = os.getpid(), socket.gethostname()
     except BaseException:
         lock.release()
         raise
-    return Job(options, paths, stages, table, id_columns, columns, cp, lock, api_key, functions, mode, changed)
+    return Job(options, paths, plan.stages, table, plan.id_columns, plan.columns, cp, lock, api_key,
+               plan.functions, mode, changed)
 
 
 def _check_output_matches(cp: Checkpoint, in_output: IdSet, output: Path) -> None:
@@ -225,8 +251,8 @@ def _confirm_fresh(options: RunOptions, paths: JobPaths) -> None:
         raise UsageError("not confirmed; nothing was deleted")
 
 
-def _count_input(cp: Checkpoint, table: InputTable, id_columns: list[str]) -> None:
-    """Unique records, duplicates and unreadable rows, in one streaming pass (for progress and ETA)."""
+def count_input(table: InputTable, id_columns: list[str]) -> tuple[int, int, int]:
+    """(unique records, duplicate rows, unreadable rows) in one streaming pass."""
     seen = IdSet()
     unique = dupes = bad = 0
     for item in table.rows():
@@ -239,8 +265,4 @@ def _count_input(cp: Checkpoint, table: InputTable, id_columns: list[str]) -> No
         else:
             seen.add(record_id)
             unique += 1
-    cp.total_records, cp.duplicates, cp.input_errors = unique, dupes, bad
-
-
-def save(job: Job) -> None:
-    write_checkpoint(job.paths.checkpoint, job.checkpoint)
+    return unique, dupes, bad

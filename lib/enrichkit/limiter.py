@@ -40,7 +40,7 @@ class Limiter:
 
     def __init__(self, rpm: float | None, tpm: float | None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = time.sleep, max_nap: float = 0.25) -> None:
-        if rpm is not None and rpm <= 0 or tpm is not None and tpm <= 0:
+        if any(limit is not None and limit <= 0 for limit in (rpm, tpm)):
             raise ValueError("rpm and tpm must be positive (or None for no limit)")
         if max_nap <= 0:
             raise ValueError("max_nap must be positive")
