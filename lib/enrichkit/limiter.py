@@ -5,13 +5,14 @@ interval (60/rpm s) after the previous one, and tokens run on a second clock the
 request of T tokens occupies T*60/tpm s); a request goes at the later of the two. A burst at start
 would overrun a server that counts any sliding 60 s window, so there is none.
 
-Adaptation is AIMD. A 429 multiplies the pace by 0.7 (all 429s of one pause are one event: they
-come from requests already in flight). Each success then adds a step in two gears: a fast one
-(1/50 of the rate the 429 came at) back to 98 % of that rate, so a one-off 429 costs about 14
-requests' worth of slack; then a slow one (1 rpm per 50 successes, ~2 %/min whatever the rate)
-up to the configured rpm, so the server's 60 s window fills at the new pace before the pace rises
-further. A 429 that comes before the pace is back at its old peak means the quota is lower than
-that peak: the next peak aims 15 % lower, so a too-high --rpm converges in a few pauses.
+Adaptation is AIMD. A 429 pauses every worker for the server's delay and multiplies the pace by
+0.7; all 429s of one pause are one event (they answer requests already in flight). Each success
+adds 1/50 of the configured rpm, so 15 successes restore it at any rpm and a one-off 429 costs
+about 3 requests' worth of time beyond the pause. The climb is fast on purpose: the pause, not the
+pace, keeps a too-high --rpm inside the quota (the server's delay runs until a slot frees), while a
+slow climb lets the random 429s of a loaded API ratchet the pace down until it collapses (both
+seen in simulation). Without an rpm, the first 429 sets the pace from the rate achieved over the
+last 60 s, which then climbs by 1/50 of that per success with no ceiling, probing as TCP does.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ from typing import Any
 
 WINDOW = 60.0  # seconds the provider counts a quota over
 DECREASE = 0.7  # multiplicative decrease on a 429 event
-PEAK_CUT = 0.85  # a 429 below the old peak: the next peak aims this much lower
-FAST_STEPS = 50  # fast gear: peak/50 rpm per success ...
-FAST_UNTIL = 0.98  # ... until this fraction of the peak
-SLOW_STEP = 0.02  # slow gear, in rpm per success: 1 rpm per 50 successes
+RECOVERY_STEPS = 50  # additive increase: 1/50 of the configured (or learnt) rpm per success
 MIN_RPM = 1.0
 DEFAULT_PAUSE = 2.0  # when a 429 carries no delay; doubles when it was too short
 MAX_DEFAULT_PAUSE = 60.0
@@ -49,7 +47,7 @@ class Limiter:
         self._lock = threading.Lock()
         now = clock()
         self._rate: float | None = rpm  # the pace in force (requests/min); None: unpaced
-        self._peak: float | None = None  # the pace the last 429 event came at
+        self._step = (rpm or 0.0) / RECOVERY_STEPS  # rpm added per success after a decrease
         self._next_req = now  # earliest start of the next request on the request clock
         self._next_tok = now  # ... and on the token clock
         self._slack = 0.0
@@ -130,16 +128,15 @@ class Limiter:
                 self._event_until = max(self._event_until, self._paused_until)
 
     def _decrease(self, now: float) -> None:
-        measured = self._achieved_rpm(now)
-        if self._rpm is None and measured is not None:
-            # Unpaced, or paced at a rate we chose: what the workers really achieved is the truth.
-            before = measured if self._rate is None else min(self._rate, measured)
-        else:
-            before = self._rate
+        before = self._rate
+        if self._rpm is None:
+            # A pace we chose ourselves may sit far above what the workers achieve: decrease from the latter.
+            measured = self._achieved_rpm(now)
+            if measured is not None:
+                before = measured if before is None else min(before, measured)
+                self._step = before / RECOVERY_STEPS
         if before is None:
             return  # nothing sent yet: the pause alone must do
-        fell_short = self._peak is not None and before < self._peak
-        self._peak = before * PEAK_CUT if fell_short else before
         self._rate = max(MIN_RPM, before * DECREASE)
         self._decreases += 1
 
@@ -153,13 +150,9 @@ class Limiter:
     def on_success(self) -> None:
         """A request succeeded: let the pace climb back toward the configured rpm."""
         with self._lock:
-            rate, peak = self._rate, self._peak
-            if rate is None or peak is None or self._clock() < self._paused_until:
+            if self._rate is None or self._rate == self._rpm or self._clock() < self._paused_until:
                 return  # nothing to recover, or a request sent before the pause says nothing about the pace
-            if rate < FAST_UNTIL * peak:
-                rate = min(rate + peak / FAST_STEPS, FAST_UNTIL * peak)
-            else:
-                rate += SLOW_STEP
+            rate = self._rate + self._step
             self._rate = rate if self._rpm is None else min(rate, self._rpm)
 
     @property

@@ -1,0 +1,152 @@
+"""Shared fixtures: the Gemini stand-in on 127.0.0.1, a CLI runner, small input and stages files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from fake_gemini import FakeGemini  # noqa: E402
+
+ENRICH = ROOT / "scripts" / "enrich.py"
+JOBS = ROOT / "scripts" / "jobs.py"
+API_KEY = "test-key-AbCdEf0123456789"
+
+COLUMNS = ["fund.title", "fund.manager", "poc.first_name", "poc.last_name", "poc.email"]
+
+# One LLM stage with structured output, then a python stage reading the LLM's answer.
+STAGES = """
+[defaults]
+model = "gemini-2.5-flash"
+temperature = 0.2
+
+[[stages]]
+name = "poc"
+prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}? We know {poc.first_name} {poc.last_name}."
+[stages.fields]
+poc_name = "string"
+poc_email = "string"
+confidence = "number"
+
+[[stages]]
+name = "domain"
+type = "python"
+function = "enrichkit.builtin:email_domain"
+[stages.fields]
+email_domain = "string"
+"""
+
+
+def make_rows(n: int, start: int = 0) -> list[dict[str, str]]:
+    return [{"fund.title": f"Fund {i:05d}", "fund.manager": f"Manager {i % 37}", "poc.first_name": f"First{i}",
+             "poc.last_name": f"Last{i}", "poc.email": f"p{i}@m{i % 37}.example.com"} for i in range(start, start + n)]
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] | None = None) -> Path:
+    columns = columns or COLUMNS
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Workspace:
+    """A tmp directory with an input, a stages file and the stand-in's address; runs the real CLI."""
+
+    tmp: Path
+    fake: FakeGemini
+    input: Path = field(init=False)
+    stages: Path = field(init=False)
+    output: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input = write_csv(self.tmp / "input.csv", make_rows(40))
+        self.stages = self.tmp / "stages.toml"
+        self.stages.write_text(STAGES, encoding="utf-8")
+        self.output = self.tmp / "out" / "enriched.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.output.with_name("enriched.progress.json")
+
+    @property
+    def report(self) -> Path:
+        return self.output.with_name("enriched.report.json")
+
+    @property
+    def errors(self) -> Path:
+        return self.output.with_name("enriched.errors.jsonl")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
+        env.update({"GEMINI_API_KEY": API_KEY, "GEMINI_BASE_URL": self.fake.url, "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+    def args(self, *extra: str, base: bool = True) -> list[str]:
+        if not base:
+            return [sys.executable, str(ENRICH), *extra]
+        return [sys.executable, str(ENRICH), "--input", str(self.input), "--output", str(self.output),
+                "--stages-file", str(self.stages), "--max-retries", "2", *extra]
+
+    def run(self, *extra: str, base: bool = True, timeout: float = 90, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.args(*extra, base=base), capture_output=True, text=True, timeout=timeout,
+                              env=env or self.env(), cwd=self.tmp, stdin=subprocess.DEVNULL)
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env or self.env(), cwd=self.tmp, stdin=subprocess.DEVNULL)
+
+    def output_ids(self) -> list[str]:
+        return [row["_record_id"] for row in read_csv(self.output)]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini(seed=1) as server:
+        yield server
+
+
+@pytest.fixture
+def ws(tmp_path: Path, fake: FakeGemini) -> Workspace:
+    return Workspace(tmp_path, fake)
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `predicate` (a state we cannot be told about from another process) with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def expected_ids(ws: Workspace) -> set[str]:
+    from enrichkit.records import InputTable, Record, make_record_id
+
+    table = InputTable(ws.input)
+    return {make_record_id(r.values, table.columns) for r in table.rows() if isinstance(r, Record)}
