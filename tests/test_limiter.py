@@ -35,9 +35,8 @@ class FakeClock:
             self.now += seconds
 
 
-def make(rpm: float | None, tpm: float | None = None, start: float = 1000.0,
-         ) -> tuple[Limiter, FakeClock]:
-    clock = FakeClock(start)
+def make(rpm: float | None, tpm: float | None = None) -> tuple[Limiter, FakeClock]:
+    clock = FakeClock()
     return Limiter(rpm, tpm, clock=clock, sleep=clock.sleep), clock
 
 

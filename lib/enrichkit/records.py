@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,7 @@ class InputTable:
 
         try:
             wb = openpyxl.load_workbook(self.path, read_only=True, data_only=True)
-        except (InvalidFileException, OSError, KeyError, ValueError) as exc:
+        except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
             raise ValueError(f"not a readable XLSX workbook ({exc.__class__.__name__})") from None
         try:
             if not wb.worksheets:

@@ -37,7 +37,10 @@ from enrichkit.report import RunStats, build_report, write_report
 from enrichkit.retry import RetryPolicy
 from enrichkit.worker import Enricher, RecordResult
 
-DRAIN_SECONDS = 10.0
+# How long SIGINT/SIGTERM waits for in-flight records (SPEC: 10 s); the variable exists for tests.
+DRAIN_SECONDS = float(os.environ.get("ENRICHKIT_DRAIN_SECONDS", "10"))
+# First backoff step in seconds (then doubling, full jitter, capped at 60 s); tests shorten it.
+BACKOFF_BASE = float(os.environ.get("ENRICHKIT_BACKOFF_BASE", "1"))
 
 
 class StopSignal:
@@ -122,7 +125,8 @@ class Runner:
             breaker = CircuitBreaker(max_outage=opts.max_outage)
         self.gemini = gemini
         self.enricher = Enricher(
-            stages=job.stages, policy=RetryPolicy(max_retries=opts.max_retries), errorlog=self.errorlog,
+            stages=job.stages, policy=RetryPolicy(max_retries=opts.max_retries, base=BACKOFF_BASE),
+            errorlog=self.errorlog,
             pricing=load_pricing(), should_stop=self.stop, gemini=gemini, http=http, functions=job.functions,
             cache=self.cache, limiter=limiter, breaker=breaker, model=opts.model, delay=opts.delay)
         self.writer = OutputWriter(job.paths.output, job.columns, job.stages.output_fields, self.cp.job_id)

@@ -1,0 +1,43 @@
+"""One run per output: a second run exits 3 naming the holder; a lock left by kill -9 blocks nothing."""
+
+from __future__ import annotations
+
+import signal
+
+from conftest import Workspace, make_rows, read_json, wait_for, write_csv
+
+
+def _rows(ws: Workspace) -> int:
+    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+
+
+def test_second_concurrent_run_exits_3_naming_the_holder(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(100))
+    ws.fake.configure(latency=0.1)
+    first = ws.start("--max-workers", "2")
+    try:
+        wait_for(lambda: _rows(ws) >= 1, what="the first run to start writing")
+        second = ws.run("--resume")
+        assert second.returncode == 3, second.stderr
+        assert f"PID {first.pid}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+    assert first.returncode == 130
+    assert read_json(ws.checkpoint)["status"] == "interrupted"  # the refused run touched nothing
+
+
+def test_lock_left_by_kill_9_does_not_block_the_next_run(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(100))
+    ws.fake.configure(latency=0.05)
+    first = ws.start("--max-workers", "2")
+    wait_for(lambda: _rows(ws) >= 3, what="rows")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    assert ws.output.with_name("enriched.lock").exists()  # the file stays; the kernel lock is gone
+    ws.fake.configure(latency=0)
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert len(ws.output_ids()) == len(set(ws.output_ids())) == 100

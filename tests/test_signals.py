@@ -1,0 +1,68 @@
+"""SIGINT / SIGTERM: finish in-flight records, checkpoint `interrupted`, exit 130, --resume completes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
+
+
+def _rows(ws: Workspace) -> int:
+    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+
+
+def test_sigint_mid_run_exits_130_then_resume_completes_exactly_once(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(200))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "4")
+    wait_for(lambda: _rows(ws) >= 10, what="first rows")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "interrupted"
+    done = len(read_csv(ws.output))
+    assert 10 <= done < 200
+    assert f"Interrupted: {done} done, {200 - done} left. Run with --resume to continue." in err
+    assert cp["completed_count"] == done  # in-flight records finished and were checkpointed
+    resumed = ws.run("--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 200 and set(ids) == expected_ids(ws)
+
+
+def test_sigterm_is_handled_like_sigint(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(200))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "4")
+    wait_for(lambda: _rows(ws) >= 5, what="first rows")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert read_json(ws.checkpoint)["status"] == "interrupted"
+
+
+def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(50))
+    ws.fake.configure(latency=0.02)
+    err_path = ws.tmp / "stderr.txt"
+    with open(err_path, "w") as err_file:
+        # A drain long enough that only the second Ctrl+C can end the run before communicate() gives up.
+        proc = subprocess.Popen(ws.args("--max-workers", "4", "--timeout", "300"), stdout=subprocess.DEVNULL,
+                                stderr=err_file, env=ws.env(ENRICHKIT_DRAIN_SECONDS="600"), cwd=ws.tmp)
+        wait_for(lambda: _rows(ws) >= 5, what="first rows")
+        ws.fake.configure(latency=600)  # every request now hangs
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "finishing in-flight" in err_path.read_text(), what="the first Ctrl+C to be seen")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    err = err_path.read_text()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert read_json(ws.checkpoint)["status"] == "interrupted"
+    ws.fake.configure(latency=0)
+    assert ws.run("--resume").returncode == 0
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 50
