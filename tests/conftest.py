@@ -34,7 +34,7 @@ temperature = 0.2
 
 [[stages]]
 name = "poc"
-prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}? We know {poc.first_name} {poc.last_name}."
+prompt = "Who is the point of contact of {fund.title} ({fund.manager})? We know {poc.first_name} {poc.last_name}."
 [stages.fields]
 poc_name = "string"
 poc_email = "string"

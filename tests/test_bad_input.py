@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
 
 

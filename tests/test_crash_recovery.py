@@ -7,7 +7,6 @@ import random
 import signal
 
 from conftest import Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
-
 from enrichkit.output import recover_output
 
 

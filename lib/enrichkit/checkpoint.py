@@ -140,7 +140,7 @@ def write_checkpoint(path: str | Path, cp: Checkpoint) -> None:
         f.write("\n}\n")
         f.flush()
         os.fsync(f.fileno())  # the rename below must never expose a file whose bytes are not on disk
-    os.replace(tmp, path)
+    tmp.replace(path)
     _fsync_dir(path.parent)
 
 

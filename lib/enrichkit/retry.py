@@ -47,7 +47,7 @@ class StageFailure(Exception):
         return self.error_type in TRANSIENT
 
 
-class Abandoned(Exception):  # noqa: N818 - a state, not a failure
+class Abandoned(Exception):
     """The run is stopping: this call gave up without failing its record."""
 
 
@@ -249,7 +249,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
                 stats.retries += 1
             try:
                 result = call()
-            except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
+            except Exception as exc:
                 failure = classify_error(exc)
                 last = failure
                 on_failure(attempt.retry_state.attempt_number, failure)

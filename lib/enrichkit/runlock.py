@@ -33,7 +33,7 @@ class RunLock:
             raise LockedError(str(self.path), pid, host) from None
         tmp = self.owner_path.with_name(f".{self.owner_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
-        os.replace(tmp, self.owner_path)
+        tmp.replace(self.owner_path)
 
     def holder(self) -> tuple[int | None, str | None]:
         try:

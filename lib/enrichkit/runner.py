@@ -200,7 +200,7 @@ class Runner:
     def _work(self, record: Record, record_id: str) -> None:
         try:
             result = self.enricher.enrich(record, record_id)
-        except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
+        except BaseException as exc:
             result = RecordResult(record_id, record.row, abandoned=True)
             log.error("internal error on row %d: %r", record.row, exc)
         self.results.put(result)
@@ -385,11 +385,11 @@ def _summary(report: dict[str, Any], job: Job) -> str:
     c = report["counts"]
     t = report["tokens"]
     lines = [
-        f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
-        f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows",
-        f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
-        f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
-        f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits",
+        (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
+         f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows"),
+        (f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
+         f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
+         f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits"),
         f"  tokens: {t['total']:,} ({t['prompt']:,} in, {t['output']:,} out), cost ${report['cost_usd']:.4f}",
         f"  files: {job.paths.output}  {job.paths.checkpoint}  {job.paths.report}  {job.paths.errors}",
     ]
