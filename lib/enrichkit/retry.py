@@ -196,6 +196,19 @@ class RetryPolicy:
         return float(wait(types.SimpleNamespace(attempt_number=max(1, failures))))  # type: ignore[arg-type]
 
 
+def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should_stop: Callable[[], bool]) -> None:
+    """Sleep in short naps; raise `Abandoned` as soon as the run is stopping."""
+    left = seconds
+    while True:
+        if should_stop():
+            raise Abandoned()
+        if left <= 0:
+            return
+        step = min(left, 0.25)
+        sleep(step)
+        left -= step
+
+
 def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats,
                     should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
                     limiter: Limiter | None = None, breaker: CircuitBreaker | None = None,
@@ -220,13 +233,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         return policy.backoff(failures)
 
     def nap(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not should_stop():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            policy.sleep(min(left, 0.25))
-        raise Abandoned()
+        interruptible_sleep(seconds, policy.sleep, should_stop)
 
     retrying = tenacity.Retrying(
         stop=stop, wait=wait, sleep=nap, reraise=True,

@@ -22,7 +22,15 @@ from enrichkit.providers.function import call_function
 from enrichkit.providers.gemini import GeminiProvider, full_prompt
 from enrichkit.providers.http import HttpProvider
 from enrichkit.records import Record
-from enrichkit.retry import Abandoned, CallStats, RetryPolicy, StageFailure, call_with_retry, classify_error
+from enrichkit.retry import (
+    Abandoned,
+    CallStats,
+    RetryPolicy,
+    StageFailure,
+    call_with_retry,
+    classify_error,
+    interruptible_sleep,
+)
 from enrichkit.stages import Stage, StagesConfig
 
 
@@ -74,7 +82,7 @@ class Enricher:
         try:
             for i, stage in enumerate(self.stages.stages):
                 if i and self.delay:
-                    self._pause(self.delay)
+                    interruptible_sleep(self.delay, self.policy.sleep, self.should_stop)
                 started = time.monotonic()
                 answer = self._run_stage(stage, values, result)
                 result.stage_latency.append((stage.name, time.monotonic() - started))
@@ -93,12 +101,6 @@ class Enricher:
             result.logged.append(self._log(result, stage, 1, result.failure))
         return result
 
-    def _pause(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if self.should_stop():
-                raise Abandoned()
-            self.policy.sleep(min(left, 0.25))
 
     def _run_stage(self, stage: Stage, values: dict[str, str], result: RecordResult) -> Answer:
         if stage.kind == "python":

@@ -1,0 +1,27 @@
+"""The API key never reaches a file enrichkit writes, nor its logs."""
+
+from __future__ import annotations
+
+from conftest import API_KEY, Workspace
+
+
+def test_api_key_is_in_no_file_and_no_log_line(ws: Workspace) -> None:
+    # Errors on some records, a 400 carrying the key in its message, verbose logs: every place a key could leak.
+    ws.fake.configure(fail_matching=["Fund 00001 "], error_rate=0.2, seed=9)
+    proc = ws.run("-vv", "--max-retries", "1", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
+    assert proc.returncode in (0, 1), proc.stderr
+    assert API_KEY not in proc.stderr and API_KEY not in proc.stdout
+    written = [p for p in ws.tmp.rglob("*") if p.is_file() and p.name != "stages.toml"]
+    assert any(p.suffix == ".jsonl" for p in written)
+    for path in written:
+        assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_key_from_dotenv_is_used_and_not_leaked(ws: Workspace) -> None:
+    (ws.tmp / ".env").write_text(f"GEMINI_API_KEY={API_KEY}\n", encoding="utf-8")
+    env = {k: v for k, v in ws.env().items() if k != "GEMINI_API_KEY"}
+    ws.fake.configure(require_key=API_KEY)
+    proc = ws.run(env=env)
+    assert proc.returncode == 0, proc.stderr
+    for path in ws.output.parent.iterdir():
+        assert API_KEY.encode() not in path.read_bytes(), path
