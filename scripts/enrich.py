@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from enrichkit.cli import main  # noqa: E402 - after the path set-up, so the script runs from a clone
+from enrichkit.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
