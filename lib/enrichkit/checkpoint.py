@@ -46,6 +46,8 @@ class Checkpoint:
     stages: list[str]
     config_fingerprint: str
     id_columns: list[str] | None = None
+    fields: list[str] = field(default_factory=list)  # the stages' output columns, in order
+    stages_file: str = ""
     status: str = "running"
     started_at: str = field(default_factory=utc_now)
     last_updated: str = field(default_factory=utc_now)
@@ -97,6 +99,8 @@ class Checkpoint:
             "stages": self.stages,
             "config_fingerprint": self.config_fingerprint,
             "id_columns": self.id_columns,
+            "fields": self.fields,
+            "stages_file": self.stages_file,
             "total_records": self.total_records,
             "completed_count": self.completed_count,
             "failed_count": self.failed_count,
@@ -182,6 +186,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             stages=list(data.get("stages") or []),
             config_fingerprint=str(data.get("config_fingerprint", "")),
             id_columns=data.get("id_columns"),
+            fields=list(data.get("fields") or []),
+            stages_file=str(data.get("stages_file", "")),
             status=str(data.get("status", "interrupted")),
             started_at=str(data.get("started_at", "")),
             last_updated=str(data.get("last_updated", "")),

@@ -216,11 +216,13 @@ def _open_checkpoint(options: RunOptions, paths: JobPaths, stages: StagesConfig,
     elif not exists and not options.resume and paths.output.exists() and paths.output.stat().st_size > 0:
         raise UsageError(f"{paths.output} already exists; continue it with --resume, or discard it with --fresh")
 
-    input_info = {"path": str(table.path), "size": table.size, "mtime": table.mtime}
+    # Absolute paths: `jobs.py` and cron may look at the job from another directory.
+    input_info = {"path": str(table.path.resolve()), "size": table.size, "mtime": table.mtime}
     if not exists:
-        cp = Checkpoint(job_id=new_job_id(), output=str(paths.output), input=input_info,
+        cp = Checkpoint(job_id=new_job_id(), output=str(paths.output.resolve()), input=input_info,
                         stages=[s.name for s in stages.stages], config_fingerprint=fingerprint,
-                        id_columns=options.id_columns)
+                        id_columns=options.id_columns, fields=stages.output_fields,
+                        stages_file=str(Path(options.stages_file).resolve()))
         return cp, "new", False
 
     cp = read_checkpoint(paths.checkpoint)
@@ -232,6 +234,7 @@ def _open_checkpoint(options: RunOptions, paths: JobPaths, stages: StagesConfig,
         log.warning("the configuration changed since this job started; continuing (--allow-config-change)")
         cp.config_fingerprint = fingerprint
         cp.stages = [s.name for s in stages.stages]
+        cp.fields = stages.output_fields
     changed = (cp.input.get("size"), cp.input.get("mtime")) != (table.size, table.mtime)
     if changed:
         log.warning("the input changed since the checkpoint (size/mtime); IDs are content hashes, so new rows "
