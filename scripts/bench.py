@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""`make bench`: throughput against a quota, overhead, memory, resume latency and faults, in one run.
+
+Prints one table and writes bench/results.json. Every run talks only to the Gemini stand-in on
+127.0.0.1. Speed lives here, never in the test suite. `--quick` shrinks every size (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from fake_gemini import FakeGemini  # noqa: E402 - the stand-in lives beside this script
+
+WORK = ROOT / "bench" / "work"
+ENRICH = ROOT / "scripts" / "enrich.py"
+
+LLM_STAGES = """
+[defaults]
+model = "gemini-2.5-flash"
+temperature = 0.2
+
+[[stages]]
+name = "poc"
+prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}?"
+[stages.fields]
+poc_name = "string"
+poc_email = "string"
+confidence = "number"
+"""
+
+NOOP_STAGES = """
+[[stages]]
+name = "noop"
+type = "python"
+function = "probe:first_call"
+"""
+
+
+def write_input(path: Path, rows: int, start: int = 0, mode: str = "w") -> None:
+    with open(path, mode, newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        if mode == "w":
+            w.writerow(["fund.title", "fund.manager", "poc.email"])
+        for i in range(start, start + rows):
+            w.writerow([f"Fund {i:07d}", f"Manager {i % 97}", f"p{i}@m{i % 97}.example.com"])
+
+
+def run(args: list[str], env: dict[str, str]) -> tuple[int, float, int, float]:
+    """Run enrich.py; return (exit code, wall seconds, peak RSS in MB, start time)."""
+    started = time.time()
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(ENRICH), *args], env=env, cwd=WORK,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if proc.returncode not in (0, 1):
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return proc.returncode, wall, usage.ru_maxrss // 1024, started
+
+
+def base_env(fake: FakeGemini | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
+    env.update({"GEMINI_API_KEY": "bench-key-not-secret", "PYTHONPATH": str(ROOT / "bench")})
+    if fake is not None:
+        env["GEMINI_BASE_URL"] = fake.url
+    env.update(extra)
+    return env
+
+
+def report(name: str) -> dict[str, Any]:
+    return json.loads((WORK / f"{name}.report.json").read_text())
+
+
+def p1_rate(records: int) -> dict[str, Any]:
+    """Stand-in capped at 1,200 RPM, 0.2 s latency, 20 workers: achieved records/s vs the cap."""
+    cap = 1200
+    write_input(WORK / "p1.csv", records)
+    (WORK / "llm.toml").write_text(LLM_STAGES)
+    with FakeGemini(rpm=cap, latency=0.2, seed=1) as fake:
+        code, wall, _, _ = run(["--input", "p1.csv", "--output", "p1.out.csv", "--stages-file", "llm.toml",
+                                "--max-workers", "20", "--rpm", str(cap), "--quiet"], base_env(fake))
+        stats = fake.stats()
+    rep = json.loads((WORK / "p1.out.report.json").read_text())
+    rate = rep["counts"]["completed_this_run"] / rep["wall_seconds"]
+    answered_429 = stats["by_status"].get("429", 0)
+    return {"exit": code, "records": records, "records_per_s": round(rate, 2), "cap_per_s": cap / 60,
+            "ratio": round(rate / (cap / 60), 4), "requests": stats["generate"],
+            "share_429": round(answered_429 / max(1, stats["generate"]), 4), "process_wall_s": round(wall, 1)}
+
+
+def p2_p3_p4(small: int, large: int) -> dict[str, Any]:
+    """A python no-op stage over `small` and `large` rows; peak RSS of the large run; resume latency."""
+    (WORK / "noop.toml").write_text(NOOP_STAGES)
+    out: dict[str, Any] = {}
+    for label, rows in (("small", small), ("large", large)):
+        write_input(WORK / f"{label}.csv", rows)
+        code, wall, rss, _ = run(["--input", f"{label}.csv", "--output", f"{label}.out.csv", "--stages-file",
+                                  "noop.toml", "--quiet"], base_env())
+        out[label] = {"exit": code, "rows": rows, "wall_s": round(wall, 2), "records_per_s": round(rows / wall),
+                      "peak_rss_mb": rss}
+    out["time_ratio"] = round(out["large"]["wall_s"] / out["small"]["wall_s"], 2)
+    # P4: the large job is done; 10 new rows arrive at the end of the input (the worst place).
+    write_input(WORK / "large.csv", 10, start=large, mode="a")
+    probe = WORK / "probe.txt"
+    probe.unlink(missing_ok=True)
+    code, wall, rss, started = run(["--input", "large.csv", "--output", "large.out.csv", "--stages-file",
+                                    "noop.toml", "--resume", "--quiet"], base_env(BENCH_PROBE_FILE=str(probe)))
+    first = float(probe.read_text()) - started if probe.exists() else None
+    out["resume"] = {"exit": code, "done_before": large, "to_first_new_record_s": round(first, 2) if first else None,
+                     "wall_s": round(wall, 2), "peak_rss_mb": rss}
+    return out
+
+
+def p5_faults(records: int) -> dict[str, Any]:
+    """10 % 5xx, 5 % 429, 3 % malformed, 2 % timeouts over `records` records."""
+    write_input(WORK / "p5.csv", records)
+    (WORK / "llm.toml").write_text(LLM_STAGES)
+    with FakeGemini(error_rate=0.10, rate_limit_rate=0.05, malformed_rate=0.03, timeout_rate=0.02,
+                    hang_seconds=10, latency=0.05, seed=5) as fake:
+        code, wall, _, _ = run(["--input", "p5.csv", "--output", "p5.out.csv", "--stages-file", "llm.toml",
+                                "--max-workers", "20", "--timeout", "2", "--max-retries", "5", "--quiet"],
+                               base_env(fake))
+        stats = fake.stats()
+    rep = json.loads((WORK / "p5.out.report.json").read_text())
+    return {"exit": code, "records": records, "completed": rep["counts"]["completed"],
+            "failed": rep["counts"]["failed"], "requests": stats["generate"],
+            "requests_per_record": round(stats["generate"] / records, 3), "rate_limited": rep["rate_limited"],
+            "retries": rep["retries"], "wall_s": round(wall, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench runs, measures little")
+    args = parser.parse_args(argv)
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    sizes = (120, 2000, 20000, 100) if args.quick else (1200, 100_000, 1_000_000, 1000)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                               "quick": args.quick}
+    print("P1 rate against a 1,200 RPM quota ...", flush=True)
+    results["p1"] = p1_rate(sizes[0])
+    print("P2/P3/P4 overhead, memory, resume ...", flush=True)
+    results["p2"] = p2_p3_p4(sizes[1], sizes[2])
+    print("P5 faults ...", flush=True)
+    results["p5"] = p5_faults(sizes[3])
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    p1, p2, p5 = results["p1"], results["p2"], results["p5"]
+    rows = [
+        ("P1 rate", f"{p1['records_per_s']} rec/s of {p1['cap_per_s']:.0f} cap = {p1['ratio']:.3f}; "
+                    f"429s {100 * p1['share_429']:.2f} %", ">= 0.97 and <= 2 %",
+         p1["ratio"] >= 0.97 and p1["share_429"] <= 0.02),
+        ("P2 overhead", f"{p2['small']['records_per_s']:,} rec/s ({p2['small']['rows']:,}), "
+                        f"{p2['large']['records_per_s']:,} rec/s ({p2['large']['rows']:,}); "
+                        f"time ratio {p2['time_ratio']}", ">= 10,000 rec/s; ratio <= 11",
+         min(p2["small"]["records_per_s"], p2["large"]["records_per_s"]) >= 10_000 and p2["time_ratio"] <= 11),
+        ("P3 memory", f"peak RSS {p2['large']['peak_rss_mb']} MB ({p2['large']['rows']:,} rows)", "<= 100 MB",
+         p2["large"]["peak_rss_mb"] <= 100),
+        ("P4 resume", f"{p2['resume']['to_first_new_record_s']} s to the first new record "
+                      f"({p2['resume']['done_before']:,} done)", "<= 2 s",
+         (p2["resume"]["to_first_new_record_s"] or 99) <= 2),
+        ("P5 faults", f"{p5['completed']} completed, {p5['failed']} failed of {p5['records']}; "
+                      f"{p5['requests_per_record']} requests/record", "all complete",
+         p5["failed"] == 0 and p5["completed"] == p5["records"]),
+    ]
+    width = max(len(r[1]) for r in rows)
+    print(f"\n{'figure':<12} {'measured':<{width}}  {'target':<28} met")
+    for name, measured, target, ok in rows:
+        print(f"{name:<12} {measured:<{width}}  {target:<28} {'yes' if ok else 'NO'}")
+    print(f"\nwritten: {ROOT / 'bench' / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
