@@ -340,7 +340,7 @@ def test_bad_requests_get_google_style_errors(serve: Any) -> None:
     assert call(fake, "/_health") == (200, {"ok": True})
 
 
-def test_control_hides_keys_and_rejects_nothing_it_knows(serve: Any) -> None:
+def test_control_answers_the_new_config_with_keys_masked(serve: Any) -> None:
     fake = serve(require_key="hidden")
     status, config = call(fake, "/_control", json.dumps({"latency": 0.0, "rpm": 100}).encode())
     assert status == 200 and config["rpm"] == 100 and config["require_key"] == "***"
