@@ -267,7 +267,7 @@ class FakeGemini:
             status, payload = self._route(method, url.path, key, body)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # valid JSON, wrong shape
             status, payload = error_body(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc!r}")
-        except Exception as exc:  # whatever else a client sends must not take the server down
+        except Exception as exc:  # noqa: BLE001 - whatever else a client sends must not take the server down
             status, payload = error_body(500, "INTERNAL", f"fake_gemini could not handle this: {exc!r}")
         with self._lock:
             self._stats["by_status"][str(status)] += 1

@@ -100,3 +100,15 @@ def test_recover_output_cuts_each_kind_of_tear(tmp_path) -> None:  # type: ignor
     clean.write_text(good, encoding="utf-8")
     assert recover_output(clean, columns).torn_bytes == 0
     assert clean.read_text(encoding="utf-8") == good
+
+
+def test_stale_checkpoint_is_caught_up_from_the_output_tail(ws: Workspace) -> None:
+    """A crash after rows were written but before the checkpoint: the old checkpoint plus the output's tail."""
+    assert ws.run("--limit", "5").returncode == 0
+    old = ws.checkpoint.read_bytes()
+    assert ws.run("--resume", "--limit", "10").returncode == 0
+    ws.checkpoint.write_bytes(old)  # as if the last checkpoint writes never happened
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    _assert_exactly_once(ws)
+    assert ws.fake.stats()["generate"] == 40  # the 10 rows after the old checkpoint were not paid again

@@ -65,6 +65,9 @@ class Checkpoint:
     duplicates: int = 0
     input_errors: int = 0
     elapsed_seconds: float = 0.0  # running time summed over runs, for records/min and ETA
+    output_bytes: int = 0  # the output's size when this checkpoint was written (after fsync) ...
+    output_digest: str = ""  # ... and a digest of the bytes before it: a resume re-reads only what follows
+    output_rows: int = 0  # rows in those bytes (= completed IDs then); an edited ID list shows as a mismatch
     runs: int = 0
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
@@ -116,6 +119,9 @@ class Checkpoint:
             "input_errors": self.input_errors,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "runs": self.runs,
+            "output_bytes": self.output_bytes,
+            "output_digest": self.output_digest,
+            "output_rows": self.output_rows,
             "pid": self.pid,
             "host": self.host,
             "errors": list(self.errors),
@@ -199,10 +205,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
         )
         for name in ("total_tokens", "prompt_tokens", "output_tokens", "requests", "retries", "rate_limited",
-                     "cache_hits", "duplicates", "input_errors", "runs"):
+                     "cache_hits", "duplicates", "input_errors", "runs", "output_bytes", "output_rows"):
             setattr(cp, name, int(data.get(name) or 0))
         cp.cost_usd = float(data.get("cost_usd") or 0.0)
         cp.elapsed_seconds = float(data.get("elapsed_seconds") or 0.0)
+        cp.output_digest = str(data.get("output_digest") or "")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: corrupt checkpoint ({exc})") from None
     return cp

@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         sys.stderr.write(f"enrich: error: {where}{exc.strerror or exc}\n")
         return EXIT_USAGE
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
         _debug_traceback()
         sys.stderr.write(f"enrich: internal error: {redact(repr(exc))[:300]} "
                          "(a bug: rerun with ENRICHKIT_DEBUG=1 for the traceback and report it)\n")

@@ -95,6 +95,11 @@ class Job:
     mode: str = "new"  # new | resume | retry_failed
     input_changed: bool = False
 
+    @property
+    def counts_exactly(self) -> bool:
+        """This run's pass over the input must count records, duplicates and bad rows (they are not known)."""
+        return self.mode == "new" or self.input_changed
+
 
 @dataclass
 class Plan:
@@ -149,19 +154,22 @@ def prepare_job(options: RunOptions) -> Job:
     lock.acquire()
     try:
         cp, mode, changed = _open_checkpoint(options, paths, plan.stages, table, plan.fingerprint)
-        recovered = recover_output(paths.output, plan.columns)
+        consistent = mode != "new" and cp.output_digest and cp.output_rows == cp.completed_count
+        trusted = (cp.output_bytes, cp.output_digest) if consistent else None
+        recovered = recover_output(paths.output, plan.columns, trusted)
         if recovered.torn_bytes:
             log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; "
                         "that record will be done again", recovered.torn_bytes, paths.output)
         if recovered.bad_rows:
             log.warning("%s has %d malformed row(s) in the middle (edited by hand?); they are ignored",
                         paths.output, recovered.bad_rows)
-        _check_output_matches(cp, recovered.ids, paths.output)
+        if not recovered.from_offset:  # (a verified prefix is exactly what the checkpoint lists)
+            _check_output_matches(cp, recovered.ids, paths.output)
         for record_id in recovered.ids:
             cp.mark_completed(record_id)
         if mode == "new" or changed:
-            # For progress and ETA; a resume of an unchanged input skips this pass.
-            cp.total_records, cp.duplicates, cp.input_errors = count_input(table, plan.id_columns)
+            # A first figure for the progress bar; the run's pass over the input makes it exact.
+            cp.total_records = table.estimate_rows()
         cp.pid, cp.host = os.getpid(), socket.gethostname()
     except BaseException:
         lock.release()

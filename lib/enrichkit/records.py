@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import operator
 import os
 import sys
 import zipfile
@@ -21,7 +22,7 @@ from pathlib import Path
 from enrichkit.errors import InputError
 
 # Separator for the hashed ID columns: NUL cannot occur in a value (a row holding one is an input error).
-_ID_SEPARATOR = b"\x00"
+_ID_SEPARATOR = "\x00"
 SUPPORTED = (".csv", ".jsonl", ".xlsx")
 
 # A CSV field may legitimately be large (a scraped page); the default 128 KiB cap would turn it into an input error.
@@ -44,10 +45,23 @@ class BadRow:
     message: str
 
 
+class RecordIds:
+    """Record ID = 16 hex chars of a stable hash of the ID columns' values, whitespace-stripped and
+    joined by NUL (a value cannot hold one: such a row is an input error). Built once per run: hot path."""
+
+    def __init__(self, id_columns: Sequence[str]) -> None:
+        self._get = operator.itemgetter(*id_columns)
+        self._single = len(id_columns) == 1
+
+    def __call__(self, values: dict[str, str]) -> str:
+        parts = self._get(values)
+        text = parts.strip() if self._single else _ID_SEPARATOR.join([p.strip() for p in parts])
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
 def make_record_id(values: dict[str, str], id_columns: Sequence[str]) -> str:
-    """16 hex chars of a stable hash of the ID columns (whitespace-stripped)."""
-    joined = _ID_SEPARATOR.join(values[c].strip().encode("utf-8") for c in id_columns)
-    return hashlib.blake2b(joined, digest_size=8).hexdigest()
+    """The ID of one record (see `RecordIds`)."""
+    return RecordIds(id_columns)(values)
 
 
 class InputTable:
@@ -103,9 +117,24 @@ class InputTable:
         reader = {".csv": self._csv_rows, ".jsonl": self._jsonl_rows, ".xlsx": self._xlsx_rows}[self.kind]
         yield from reader()
 
-    def count(self) -> int:
-        """Number of data rows (readable or not), streaming."""
-        return sum(1 for _ in self.rows())
+    def estimate_rows(self) -> int:
+        """Data rows, estimated fast (newlines; a quoted field may hold more), for the first progress bar."""
+        if self.kind == ".xlsx":
+            import openpyxl
+
+            wb = openpyxl.load_workbook(self.path, read_only=True)
+            try:
+                return max(0, (wb.worksheets[0].max_row or 1) - 1) if wb.worksheets else 0
+            finally:
+                wb.close()
+        lines = 0
+        last = b"\n"
+        with open(self.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        lines += last != b"\n"
+        return max(0, lines - (self.kind == ".csv"))
 
     # --- per-format readers -------------------------------------------------------------------
 

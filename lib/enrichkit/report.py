@@ -28,7 +28,7 @@ class StageStats:
         if len(self.latencies) < _SAMPLES:
             self.latencies.append(seconds)
         else:
-            j = rng.randrange(self.seen)
+            j = int(rng.random() * self.seen)
             if j < _SAMPLES:
                 self.latencies[j] = seconds
 

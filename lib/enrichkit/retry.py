@@ -160,9 +160,9 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    kinds = (ConnectionError, *_exception_types(
-        ("httpx2", "NetworkError"), ("httpx2", "RemoteProtocolError"), ("httpx", "NetworkError"),
-        ("httpx", "RemoteProtocolError"), ("requests", "ConnectionError")))
+    # Checked after timeouts: every other transport failure (refused, reset, dropped) means the server side.
+    kinds = (ConnectionError, *_exception_types(("httpx2", "TransportError"), ("httpx", "TransportError"),
+                                                 ("requests", "ConnectionError")))
     return isinstance(exc, kinds)
 
 
@@ -256,7 +256,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
                 stats.retries += 1
             try:
                 result = call()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
                 failure = classify_error(exc)
                 last = failure
                 on_failure(attempt.retry_state.attempt_number, failure)

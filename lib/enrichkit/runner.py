@@ -8,6 +8,7 @@ loop reads, so no handler ever runs in the middle of a write.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import signal
@@ -29,10 +30,10 @@ from enrichkit.idset import IdSet
 from enrichkit.job import Job
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
-from enrichkit.output import OutputWriter
+from enrichkit.output import OutputWriter, tail_digest
 from enrichkit.pricing import load_pricing
 from enrichkit.progress import Figures, Progress, describe
-from enrichkit.records import BadRow, Record, make_record_id
+from enrichkit.records import BadRow, Record, RecordIds
 from enrichkit.report import RunStats, build_report, write_report
 from enrichkit.retry import RetryPolicy
 from enrichkit.worker import Enricher, RecordResult
@@ -87,11 +88,12 @@ class Runner:
         self.clock = clock
         self.stop = StopSignal(clock)
         self.stats = RunStats(fields=job.stages.output_fields)
-        self.results: queue.SimpleQueue[RecordResult] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[list[RecordResult]] = queue.SimpleQueue()
         self.fatal: EnrichError | None = None
         self.limit_hit = False
         self.exhausted = False
         self.budget_hit = False
+        self.counted = False  # the pass counted records, duplicates and bad rows exactly
         self._since_save = 0
         self._last_save = clock()
         self._save_cost = 0.0
@@ -124,6 +126,9 @@ class Runner:
         if kinds & {"llm", "http"}:
             breaker = CircuitBreaker(max_outage=opts.max_outage)
         self.gemini = gemini
+        # Python-only jobs are CPU-bound: hand records to workers in batches so the hand-over costs little.
+        # Anything that waits on the network goes one record at a time, so every answer is written at once.
+        self.batch_size = 1 if kinds & {"llm", "http"} else 32
         self.enricher = Enricher(
             stages=job.stages, policy=RetryPolicy(max_retries=opts.max_retries, base=BACKOFF_BASE),
             errorlog=self.errorlog,
@@ -165,71 +170,95 @@ class Runner:
         return outcome.exit_code
 
     def _loop(self, pool: ThreadPoolExecutor) -> int:
-        """Keep at most 2 x workers records in flight; return how many were abandoned."""
-        bound = self.opts.max_workers * 2
+        """Keep at most 2 x workers tasks in flight; return how many records were abandoned."""
+        batch = self.batch_size
+        bound = self.opts.max_workers * 2 * batch
         source = self._pending()
         inflight = 0
         while True:
             while inflight < bound and not self.stop() and not self.exhausted:
                 if self._budget_reached(inflight):
                     break
-                item = next(source, None)
-                if item is None:
+                items = list(itertools.islice(source, batch))
+                if len(items) < batch:
                     self.exhausted = True
+                if not items:
                     break
-                pool.submit(self._work, *item)
-                inflight += 1
+                pool.submit(self._work, items)
+                inflight += len(items)
             if inflight == 0:
                 return 0
             if self.stop.abandon or self.clock() > self.stop.deadline:
                 return inflight
             try:
-                result = self.results.get(timeout=0.2)
+                results = self.results.get(timeout=0.2)
             except queue.Empty:
                 self._tick()
                 continue
             while True:
-                self._handle(result)
-                inflight -= 1
+                for result in results:
+                    self._handle(result)
+                inflight -= len(results)
                 try:
-                    result = self.results.get_nowait()
+                    results = self.results.get_nowait()
                 except queue.Empty:
                     break
+            self.writer.flush()  # the rows handled above share one flush, before anything else happens
             self._tick()
 
-    def _work(self, record: Record, record_id: str) -> None:
-        try:
-            result = self.enricher.enrich(record, record_id)
-        except BaseException as exc:
-            result = RecordResult(record_id, record.row, abandoned=True)
-            log.error("internal error on row %d: %r", record.row, exc)
-        self.results.put(result)
+    def _work(self, items: list[tuple[Record, str]]) -> None:
+        results = []
+        for record, record_id in items:
+            try:
+                results.append(self.enricher.enrich(record, record_id))
+            except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
+                results.append(RecordResult(record_id, record.row, abandoned=True))
+                log.error("internal error on row %d: %r", record.row, exc)
+        self.results.put(results)
 
     def _pending(self) -> Iterator[tuple[Record, str]]:
-        """Records still to do, in file order, each ID once. Reads the input lazily."""
+        """Records still to do, in file order, each ID once. Reads the input lazily.
+
+        When the counts are not known (a new job, a changed input) the pass counts unique records,
+        duplicates and bad rows, reading on to the end after a --limit so the figures are exact.
+        """
         cp, job = self.cp, self.job
         retrying = job.mode == "retry_failed"
+        counting = job.counts_exactly
         log_bad = cp.runs <= 1 or job.input_changed
-        seen = IdSet()  # pending IDs met in this pass (a completed ID needs no entry: it is skipped anyway)
-        taken = 0
+        ids = RecordIds(job.id_columns)
+        # IDs met in this pass. A completed ID needs no entry unless counting: it is skipped anyway.
+        seen = IdSet()
+        unique = dupes = bad = taken = 0
         completed, failed = cp.completed_ids, cp.failed_ids
+        limit = self.opts.limit
         for item in job.table.rows():
             if isinstance(item, BadRow):
+                bad += 1
                 if log_bad:
                     self.errorlog.record(record_id=None, row=item.row, stage=None, attempt=0,
                                          error_type="input_error", message=item.message)
                 continue
-            record_id = make_record_id(item.values, job.id_columns)
-            if record_id in completed:
+            record_id = ids(item.values)
+            if record_id in completed and not counting:
                 continue
-            if retrying != (record_id in failed) or record_id in seen:
+            if record_id in seen:
+                dupes += 1
                 continue
             seen.add(record_id)
-            if self.opts.limit is not None and taken >= self.opts.limit:
+            unique += 1
+            if record_id in completed or retrying != (record_id in failed) or self.limit_hit:
+                continue
+            if limit is not None and taken >= limit:
                 self.limit_hit = True
-                return
+                if not counting:
+                    return
+                continue
             taken += 1
             yield item, record_id
+        if counting:
+            cp.total_records, cp.duplicates, cp.input_errors = unique, dupes, bad
+            self.counted = True
 
     def _handle(self, r: RecordResult) -> None:
         cp, stats = self.cp, self.stats
@@ -255,7 +284,8 @@ class Runner:
             stats.stages[stage].attempt_errors[error_type] += 1
         cp.errors.extend(r.logged)
         if r.values is not None:
-            self.writer.write(r.values, r.record_id)  # written and flushed: from here on the record is done
+            # Written here, flushed by the loop before the next checkpoint or result: then the record is done.
+            self.writer.write(r.values, r.record_id, flush=False)
             cp.mark_completed(r.record_id)
             stats.add_success(r.values)
             self._since_save += 1
@@ -308,6 +338,9 @@ class Runner:
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.sync()  # the checkpoint must never claim rows that are not on disk
+            self.cp.output_bytes = writer.size()
+            self.cp.output_digest = tail_digest(writer.path, self.cp.output_bytes)
+            self.cp.output_rows = self.cp.completed_count  # every completed record is one row, and only those
 
     def _progress_span(self) -> tuple[int, int]:
         if self.job.mode == "retry_failed":
@@ -332,7 +365,8 @@ class Runner:
     def _outcome(self) -> Outcome:
         cp = self.cp
         done, failed = cp.completed_count, cp.failed_count
-        if self.exhausted and self.job.mode != "retry_failed" and not self.stop():
+        if self.exhausted and not self.counted and self.job.mode != "retry_failed" and not self.stop() \
+                and not self.limit_hit:
             # Every readable record was met in this pass, so nothing is left whatever total_records said.
             cp.total_records = max(cp.total_records, done + failed)
         left = self._left()

@@ -95,7 +95,7 @@ class Enricher:
         except StageFailure as failure:
             result.failure = failure
             result.failed_stage = stage.name if stage else None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a bug in one record must not end the run
             result.failure = classify_error(exc)
             result.failed_stage = stage.name if stage else None
             result.logged.append(self._log(result, stage, 1, result.failure))

@@ -73,7 +73,7 @@ class GeminiProvider:
     def close(self) -> None:
         try:
             self._client.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing at exit must never mask the run's outcome
             pass
 
 

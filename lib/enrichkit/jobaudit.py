@@ -1,0 +1,323 @@
+"""A job's input and output read side by side: `validate`, `missing` and `export` of `jobs.py`.
+
+Everything here reads; nothing writes, truncates or locks. The output may be growing under a live
+run, so it is read as a snapshot of its size at the start, and `export`/`missing` take only whole
+rows (a row ends with `,<record id>,<job id>\\n`; `scan_output` tells a torn one).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enrichkit.checkpoint import Checkpoint
+from enrichkit.errors import InputError, UsageError
+from enrichkit.idset import IdSet
+from enrichkit.jobstate import JobStatus
+from enrichkit.output import output_columns, scan_output
+from enrichkit.records import BadRow, InputTable, Record, make_record_id
+
+SHOW = 20  # defects of one kind listed one by one; the rest are counted
+
+
+@dataclass
+class WholeRows:
+    """The output's whole rows as of now; `skipped` counts malformed rows met in the middle and
+    `torn` is True when the last row was still being written (or cut by a crash)."""
+
+    path: Path
+    header: list[str] = field(default_factory=list)
+    skipped: int = 0
+    torn: bool = False
+
+    def rows(self) -> Iterator[list[str]]:
+        if not self.path.exists():
+            return
+        scan = scan_output(self.path)
+        first = next(scan, None)
+        if first is None or not first.closed or not first.fields:
+            return  # no header yet: nothing written
+        self.header = first.fields
+        width = len(self.header)
+        for row in scan:
+            if not row.closed:
+                self.torn = True
+            elif row.is_record(width):
+                yield row.fields  # type: ignore[misc]
+            else:
+                self.skipped += 1
+
+
+def output_ids(path: Path) -> IdSet:
+    """Record IDs of the output's whole rows (what is done for sure)."""
+    ids = IdSet()
+    for fields in WholeRows(path).rows():
+        ids.add(fields[-2])
+    return ids
+
+
+def open_input(job: JobStatus) -> InputTable:
+    path = job.paths.input
+    if not str(path) or str(path) == ".":
+        raise InputError(f"{job.paths.checkpoint}: the checkpoint does not name its input")
+    return InputTable(path)
+
+
+def id_columns(cp: Checkpoint, table: InputTable) -> list[str]:
+    columns = cp.id_columns or list(table.columns)
+    table.require_columns(columns, "the job's --id-columns")
+    return columns
+
+
+# --- missing --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MissingCount:
+    pending: int = 0
+    failed: int = 0
+    unreadable: int = 0  # input rows that are no record at all (see the error log)
+
+
+def missing_records(job: JobStatus, table: InputTable, *, include_failed: bool = True,
+                    count: MissingCount | None = None) -> Iterator[tuple[Record, str, str]]:
+    """(record, record ID, "pending" | "failed") for each input record whose row is not in the output,
+    in input order, each ID once (a duplicate row is the same record)."""
+    count = count if count is not None else MissingCount()
+    columns = id_columns(job.cp, table)
+    done = output_ids(job.paths.output)
+    seen = IdSet()
+    failed_ids = job.cp.failed_ids
+    for item in table.rows():
+        if isinstance(item, BadRow):
+            count.unreadable += 1
+            continue
+        record_id = make_record_id(item.values, columns)
+        if record_id in done or record_id in seen:
+            continue
+        seen.add(record_id)
+        if record_id in failed_ids:
+            count.failed += 1
+            if include_failed:
+                yield item, record_id, "failed"
+        else:
+            count.pending += 1
+            yield item, record_id, "pending"
+
+
+# --- validate -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Defect:
+    kind: str  # header | torn | ragged | duplicate | mismatch | lost | not_done
+    message: str
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "count": self.count}
+
+
+@dataclass
+class Validation:
+    job_id: str
+    defects: list[Defect] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    input_records: int = 0
+    output_rows: int = 0
+    failed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.defects
+
+    def add(self, kind: str, items: list[str], total: int, summary: str) -> None:
+        """One defect per item for the first SHOW, then one that counts the rest."""
+        for message in items[:SHOW]:
+            self.defects.append(Defect(kind, message))
+        if total > SHOW:
+            self.defects.append(Defect(kind, f"... and {total - SHOW} more: {summary}", total - SHOW))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "ok": self.ok, "defect_count": sum(d.count for d in self.defects),
+                "defects": [d.to_json() for d in self.defects], "notes": self.notes,
+                "input_records": self.input_records, "output_rows": self.output_rows, "failed": self.failed}
+
+
+def validate_job(job: JobStatus) -> Validation:
+    """Prove the job's integrity from its files: the output's header is the one the job writes; no torn,
+    ragged or duplicated row; each row's `_record_id` matches its values; every input record is in the
+    output exactly once or in `failed_ids`."""
+    cp = job.cp
+    table = open_input(job)
+    columns = id_columns(cp, table)
+    result = Validation(cp.job_id)
+    if job.state not in ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"):
+        result.notes.append(f"the job is {job.state}: records not yet done and a torn last row may be "
+                            "transient; validate a stopped job for a verdict")
+    in_output = _check_output(job, table, columns, result)
+
+    input_ids = IdSet()
+    lost: list[str] = []
+    not_done: list[str] = []
+    n_lost = n_not_done = failed = 0
+    for item in table.rows():
+        if isinstance(item, BadRow):
+            continue
+        record_id = make_record_id(item.values, columns)
+        if record_id in input_ids:
+            continue
+        input_ids.add(record_id)
+        if record_id in in_output:
+            continue
+        if record_id in cp.failed_ids:
+            failed += 1
+        elif record_id in cp.completed_ids:
+            n_lost += 1
+            if len(lost) < SHOW:
+                lost.append(f"record {record_id} (input row {item.row}) is not in the output, though the "
+                            "checkpoint lists it as done")
+        else:
+            n_not_done += 1
+            if len(not_done) < SHOW:
+                not_done.append(f"record {record_id} (input row {item.row}) is neither in the output nor failed")
+    result.input_records = len(input_ids)
+    result.failed = failed
+    result.add("lost", lost, n_lost, "rows the checkpoint counts as done are gone from the output "
+               "(`enrich.py --resume` redoes them)")
+    result.add("not_done", not_done, n_not_done, "not done yet (`enrich.py --resume` does them)")
+    if n_not_done and job.state in ("interrupted", "budget_exhausted", "failed"):
+        result.notes.append(f"{n_not_done} record(s) not done yet: the job is {job.state}; `enrich.py ... "
+                            "--resume` continues it")
+    strays = sum(1 for record_id in in_output if record_id not in input_ids)
+    if strays:
+        result.notes.append(f"{strays} output row(s) belong to no current input record (the input changed since "
+                            "they were written?); they are kept and ignored")
+    if cp.input_errors:
+        result.notes.append(f"{cp.input_errors} input row(s) cannot be read and are not expected in the output "
+                            "(see the error log)")
+    return result
+
+
+def _check_output(job: JobStatus, table: InputTable, columns: list[str], result: Validation) -> IdSet:
+    """Header, torn, ragged, duplicated and mismatched rows; returns the IDs of the good rows."""
+    path = job.paths.output
+    ids = IdSet()
+    if not path.exists():
+        if job.cp.completed_count:
+            result.defects.append(Defect("lost", f"{path}: the output is missing, though the checkpoint lists "
+                                                 f"{job.cp.completed_count} records as done"))
+        return ids
+    expected = output_columns(table.columns, job.cp.fields)
+    width = len(expected)
+    inputs = len(table.columns)
+    rows = scan_output(path)
+    header = next(rows, None)
+    if header is None:
+        return ids
+    same_header = header.fields == expected
+    if not same_header:
+        result.add("header", [f"{path}: the header is {header.fields}, the job writes {expected}"], 1, "")
+        width = len(header.fields or expected)  # judge the rows by the header they were written under
+    ragged: list[str] = []
+    mismatched: list[str] = []
+    dupes: dict[str, list[int]] = {}
+    n_ragged = n_mismatched = other_jobs = 0
+    for row in rows:
+        f = row.fields
+        if not row.closed:
+            result.defects.append(Defect("torn", f"{path}: the last row (line {row.line}) is torn: no newline "
+                                                 "ends it (a crash or a write in progress); `enrich.py --resume` "
+                                                 "cuts it and redoes that record"))
+            continue
+        if f is None or not row.is_record(width):
+            n_ragged += 1
+            if len(ragged) < SHOW:
+                shape = "unreadable CSV" if f is None else f"{len(f)} fields, the header has {width}"
+                ragged.append(f"{path}: line {row.line}: malformed row ({shape})")
+            continue
+        record_id = f[-2]
+        if record_id in ids:
+            dupes.setdefault(record_id, []).append(row.line)
+            continue
+        ids.add(record_id)
+        if f[-1] != job.cp.job_id:
+            other_jobs += 1
+        if same_header and make_record_id(dict(zip(table.columns, f[:inputs], strict=True)), columns) != record_id:
+            n_mismatched += 1
+            if len(mismatched) < SHOW:
+                mismatched.append(f"{path}: line {row.line}: _record_id {record_id} does not match the row's "
+                                  "input values (edited by hand?)")
+    result.output_rows = len(ids) + sum(len(lines) for lines in dupes.values())
+    result.add("ragged", ragged, n_ragged, "malformed rows")
+    result.add("mismatch", mismatched, n_mismatched, "rows whose _record_id does not match their values")
+    if dupes:
+        first_lines = _first_lines(path, set(dupes), width)
+        items = [f"record {rid} is in the output {len(lines) + 1} times (lines "
+                 f"{', '.join(map(str, [first_lines.get(rid, 0), *lines]))})" for rid, lines in dupes.items()]
+        result.add("duplicate", items, len(items), "records written more than once")
+    if other_jobs:
+        result.notes.append(f"{other_jobs} row(s) carry another _job_id than {job.cp.job_id} (written by an "
+                            "earlier job on this output)")
+    return ids
+
+
+def _first_lines(path: Path, wanted: set[str], width: int) -> dict[str, int]:
+    """Line of the first occurrence of each duplicated ID (a second pass: duplicates are rare)."""
+    found: dict[str, int] = {}
+    for row in scan_output(path):
+        if row.is_record(width) and row.fields is not None and row.fields[-2] in wanted:
+            found.setdefault(row.fields[-2], row.line)
+    return found
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+XLSX_MAX_ROWS = 1_048_576
+XLSX_MAX_CHARS = 32_767
+
+
+def write_xlsx(source: WholeRows, target: Path) -> int:
+    """The whole rows of `source` as one XLSX sheet, streamed (openpyxl write-only), through a temp file.
+
+    Every cell is written as text: a value such as `=HYPERLINK(...)` stays text in the sheet, never a
+    formula, and `007` keeps its zeros. Returns the number of rows written."""
+    import openpyxl
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("enriched")
+
+    def text_cells(values: list[str]) -> list[Any]:
+        cells = []
+        for value in values:
+            cell = WriteOnlyCell(ws, value=ILLEGAL_CHARACTERS_RE.sub("", value)[:XLSX_MAX_CHARS])
+            cell.data_type = "s"  # openpyxl would otherwise turn a leading "=" into a formula
+            cells.append(cell)
+        return cells
+
+    rows = 0
+    header_written = False
+    for fields in source.rows():
+        if not header_written:
+            ws.append(text_cells(source.header))
+            header_written = True
+        rows += 1
+        if rows >= XLSX_MAX_ROWS:
+            raise UsageError(f"more than {XLSX_MAX_ROWS - 1:,} rows: too many for one XLSX sheet; "
+                             "use --format jsonl")
+        ws.append(text_cells(fields))
+    if not header_written and source.header:
+        ws.append(text_cells(source.header))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        wb.save(tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
