@@ -162,7 +162,7 @@ def validate_job(job: JobStatus) -> Validation:
 
     input_ids = IdSet()
     lost: list[str] = []
-    not_done: list[str] = []
+    not_done: list[int] = []  # input rows, for the message
     n_lost = n_not_done = failed = 0
     for item in table.rows():
         if isinstance(item, BadRow):
@@ -182,16 +182,17 @@ def validate_job(job: JobStatus) -> Validation:
                             "checkpoint lists it as done")
         else:
             n_not_done += 1
-            if len(not_done) < SHOW:
-                not_done.append(f"record {record_id} (input row {item.row}) is neither in the output nor failed")
+            if len(not_done) < 10:
+                not_done.append(item.row)
     result.input_records = len(input_ids)
     result.failed = failed
     result.add("lost", lost, n_lost, "rows the checkpoint counts as done are gone from the output "
                "(`enrich.py --resume` redoes them)")
-    result.add("not_done", not_done, n_not_done, "not done yet (`enrich.py --resume` does them)")
-    if n_not_done and job.state in ("interrupted", "budget_exhausted", "failed"):
-        result.notes.append(f"{n_not_done} record(s) not done yet: the job is {job.state}; `enrich.py ... "
-                            "--resume` continues it")
+    if n_not_done:
+        rows = ", ".join(map(str, not_done)) + (", ..." if n_not_done > len(not_done) else "")
+        result.defects.append(Defect("not_done", f"{n_not_done} input record(s) are neither in the output nor "
+                                     f"failed (input rows {rows}): not done yet; `enrich.py ... --resume` does them "
+                                     "(`jobs.py missing` lists them)", n_not_done))
     strays = sum(1 for record_id in in_output if record_id not in input_ids)
     if strays:
         result.notes.append(f"{strays} output row(s) belong to no current input record (the input changed since "

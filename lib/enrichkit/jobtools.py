@@ -123,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return HANDLERS[args.command](args)
     except AmbiguousJob as exc:
         sys.stderr.write(f"jobs: error: {exc}:\n")
-        for job in load_all(exc.found):
-            sys.stderr.write(f"  {_line(job)}\n")
+        jobs, broken = _load_sorted(exc.found)
+        for item in [*jobs, *broken]:
+            sys.stderr.write(f"  {_line(item)}\n")
         return EXIT_USAGE
     except EnrichError as exc:
         _debug_traceback()
@@ -181,7 +182,7 @@ def describe(job: JobStatus) -> str:
         ("rate", f"{rate:.1f} records/min" if rate is not None else "-"),
         ("ETA" if job.state == "running" else "time left", eta if job.pending else "-"),
         ("started", cp.started_at),
-        ("updated", cp.last_updated + (f" ({format_duration(ago)} ago)" if ago is not None else "")),
+        ("updated", cp.last_updated + (f" ({_age(ago)} ago)" if ago is not None else "")),
         ("last error", _error_text(job.last_error)),
         ("input", str(job.paths.input)),
         ("output", str(job.paths.output)),
@@ -215,13 +216,11 @@ def _next_step(job: JobStatus) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     root = _existing_dir(args.dir)
-    loaded = list(load_all(find_checkpoints(root)))
-    jobs = newest_first([j for j in loaded if isinstance(j, JobStatus)])
-    broken = [j for j in loaded if not isinstance(j, JobStatus)]
+    jobs, broken = _load_sorted(find_checkpoints(root))
     if args.json:
         _print([*(j.to_json() for j in jobs), *({"checkpoint": str(p), "error": e} for p, e in broken)])
         return EXIT_OK
-    if not loaded:
+    if not jobs and not broken:
         sys.stderr.write(f"no jobs under {root}\n")
         return EXIT_OK
     print(f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  CHECKPOINT")
@@ -230,13 +229,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_sorted(paths: list[Path]) -> tuple[list[JobStatus], list[tuple[Path, str]]]:
+    """The readable jobs newest first, and the unreadable checkpoints with the reason."""
+    loaded = list(load_all(paths))
+    jobs = newest_first([j for j in loaded if isinstance(j, JobStatus)])
+    return jobs, [j for j in loaded if not isinstance(j, JobStatus)]
+
+
 def _line(item: JobStatus | tuple[Path, str]) -> str:
     if not isinstance(item, JobStatus):
         path, reason = item
+        reason = reason.removeprefix(f"{path}: ")
         return f"{'?':<20}  {'unreadable':<23}  {'':>13}  {'':>6}  {'':>9}  {'?':<29}  {_show(path)}: {reason}"
     j = item
     done = f"{j.done}/{j.total} {j.progress_pct:>5.1f}%"
-    return (f"{j.cp.last_updated:<20}  {j.state:<23}  {done:>13}  {j.failed:>6}  ${j.cp.cost_usd:>8.4f}  "
+    cost = f"${j.cp.cost_usd:.4f}"
+    return (f"{j.cp.last_updated:<20}  {j.state:<23}  {done:>13}  {j.failed:>6}  {cost:>9}  "
             f"{j.cp.job_id:<29}  {_show(j.paths.checkpoint)}")
 
 
@@ -322,7 +330,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from enrichkit.jobaudit import WholeRows
 
     job = load_status(resolve_checkpoint(args.checkpoint))
-    fmt = args.format or Path(args.output).suffix.lower().lstrip(".")
+    fmt = args.format or ("jsonl" if args.output == "-" else Path(args.output).suffix.lower().lstrip("."))
     if fmt not in ("jsonl", "xlsx"):
         raise UsageError(f"cannot tell the format from {args.output}; add --format jsonl or --format xlsx")
     if args.output == "-" and fmt != "jsonl":
@@ -423,6 +431,10 @@ def _show(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else format_duration(seconds)
 
 
 def _quote(arg: str) -> str:

@@ -401,8 +401,7 @@ class Runner:
         report = build_report(cp, self.stats, exit_code=outcome.exit_code, wall_seconds=wall, pending=self._left(),
                               message=outcome.message)
         write_report(self.job.paths.report, report)
-        if not self.opts.quiet or outcome.exit_code not in (EXIT_OK,):
-            sys.stderr.write(outcome.message + "\n")
+        sys.stderr.write(outcome.message + "\n")  # the final line, even with --quiet
         if not self.opts.quiet:
             sys.stderr.write(_summary(report, self.job) + "\n")
 
