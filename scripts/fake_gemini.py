@@ -52,6 +52,7 @@ class FakeConfig:
     jitter: float = 0.0
     seed: int = 0
     rpm: int | None = None
+    window: float = 60.0  # the --rpm window in seconds; tests shrink it to make a quota storm quick
     daily_quota: int | None = None
     error_rate: float = 0.0
     timeout_rate: float = 0.0
@@ -66,7 +67,7 @@ class FakeConfig:
 
 
 FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "malformed_rate",
-          "rate_limit_rate", "outage"}
+          "rate_limit_rate", "outage", "window"}
 RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
 
 
@@ -331,10 +332,10 @@ class FakeGemini:
         if cfg.daily_quota is not None and self._stats["answered"] - self._daily_base >= cfg.daily_quota:
             quota_id = "GenerateRequestsPerDayPerProjectPerModel"
             return "daily_quota", quota_error(quota_id, cfg.daily_quota, model, 3600.0)
-        while self._window and self._window[0] <= now - 60.0:
+        while self._window and self._window[0] <= now - cfg.window:
             self._window.popleft()
         if cfg.rpm and len(self._window) >= cfg.rpm:
-            delay = self._window[0] + 60.0 - now  # until the oldest admitted request leaves the window
+            delay = self._window[0] + cfg.window - now  # until the oldest admitted request leaves the window
             return "rpm", quota_error("GenerateRequestsPerMinutePerProjectPerModel", cfg.rpm, model, delay)
         self._window.append(now)
         return None
@@ -463,6 +464,7 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     add("--jitter", type=float, default=0.0, help="uniform +/- seconds added to the latency")
     add("--seed", type=int, default=0, help="seed for answers and random faults")
     add("--rpm", type=int, help="requests per sliding minute; beyond: 429 with RetryInfo")
+    add("--window", type=float, default=60.0, help="length of the --rpm window in seconds (default 60)")
     add("--daily-quota", type=int, help="after N answers, every request gets a per-day 429")
     add("--error-rate", type=float, default=0.0, help="fraction answered 500 INTERNAL / 503 UNAVAILABLE")
     add("--timeout-rate", type=float, default=0.0, help="fraction that hang for --hang-seconds")

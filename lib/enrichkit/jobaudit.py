@@ -241,18 +241,20 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
                 ragged.append(f"{path}: line {row.line}: malformed row ({shape})")
             continue
         record_id = f[-2]
+        if same_header and make_record_id(dict(zip(table.columns, f[:inputs], strict=True)), columns) != record_id:
+            # Not proof that its record is done: the values were changed after the run wrote them.
+            n_mismatched += 1
+            if len(mismatched) < SHOW:
+                mismatched.append(f"{path}: line {row.line}: _record_id {record_id} does not match the row's "
+                                  "input values (edited by hand?)")
+            continue
         if record_id in ids:
             dupes.setdefault(record_id, []).append(row.line)
             continue
         ids.add(record_id)
         if f[-1] != job.cp.job_id:
             other_jobs += 1
-        if same_header and make_record_id(dict(zip(table.columns, f[:inputs], strict=True)), columns) != record_id:
-            n_mismatched += 1
-            if len(mismatched) < SHOW:
-                mismatched.append(f"{path}: line {row.line}: _record_id {record_id} does not match the row's "
-                                  "input values (edited by hand?)")
-    result.output_rows = len(ids) + sum(len(lines) for lines in dupes.values())
+    result.output_rows = len(ids) + sum(len(lines) for lines in dupes.values()) + n_mismatched
     result.add("ragged", ragged, n_ragged, "malformed rows")
     result.add("mismatch", mismatched, n_mismatched, "rows whose _record_id does not match their values")
     if dupes:

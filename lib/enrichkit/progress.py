@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -62,8 +63,10 @@ class Progress:
         if self._tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, unit="rec", file=sys.stderr, dynamic_ncols=True,
-                             colour=None if not use_color() else "green", smoothing=0.1)
+            # A terminal that reports no size (a fresh pty, some containers) makes tqdm draw nothing.
+            size = shutil.get_terminal_size((100, 24))
+            self._bar = tqdm(total=total, initial=initial, unit="rec", file=sys.stderr, ncols=size.columns,
+                             nrows=max(size.lines, 2), colour=None if not use_color() else "green", smoothing=0.1)
         self._last_done = initial
 
     def update(self, f: Figures, *, force: bool = False) -> None:

@@ -1,0 +1,81 @@
+"""Against a quota: 429s pause every worker and never fail a record; quota and outages stop resumably."""
+
+from __future__ import annotations
+
+from conftest import Workspace, expected_ids, make_rows, read_json, write_csv
+
+
+def _fast(ws: Workspace) -> dict[str, str]:
+    return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
+
+
+def _exactly_once(ws: Workspace) -> None:
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
+
+
+def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
+    # 5 requests per 0.5 s window (600 rpm), hammered by 10 workers that were told no rpm at all.
+    write_csv(ws.input, make_rows(80))
+    ws.fake.configure(rpm=5, window=0.5)
+    proc = ws.run("--max-workers", "10", "--max-retries", "0", env=_fast(ws))
+    assert proc.returncode == 0, proc.stderr
+    _exactly_once(ws)
+    cp = read_json(ws.checkpoint)
+    assert cp["failed_count"] == 0
+    assert cp["rate_limited"] > 0  # the storm happened; with --max-retries 0, any counted 429 would fail a record
+    # The pause honoured by every worker and the adapted pace keep waste bounded.
+    assert ws.fake.stats()["generate"] <= 80 * 2
+
+
+def test_pacing_at_the_quota_avoids_429s(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(60))
+    ws.fake.configure(rpm=10, window=1.0)  # 600 rpm
+    proc = ws.run("--max-workers", "10", "--rpm", "540", env=_fast(ws))
+    assert proc.returncode == 0, proc.stderr
+    _exactly_once(ws)
+    assert read_json(ws.checkpoint)["rate_limited"] <= 3
+
+
+def test_random_429s_with_retry_delay_are_absorbed(ws: Workspace) -> None:
+    ws.fake.configure(rate_limit_rate=0.2, seed=4)
+    proc = ws.run("--max-workers", "8", "--max-retries", "0", env=_fast(ws))
+    assert proc.returncode == 0, proc.stderr
+    _exactly_once(ws)
+    assert read_json(ws.checkpoint)["rate_limited"] > 0
+
+
+def test_daily_quota_stops_resumably_then_resume_completes(ws: Workspace) -> None:
+    ws.fake.configure(daily_quota=15)
+    proc = ws.run("--max-workers", "2", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    assert "daily quota" in proc.stderr and "--resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "interrupted"
+    assert cp["failed_count"] == 0 and cp["completed_count"] == 15
+    ws.fake.configure(daily_quota=None)  # the quota resets
+    resumed = ws.run("--resume", env=_fast(ws))
+    assert resumed.returncode == 0, resumed.stderr
+    _exactly_once(ws)
+
+
+def test_outage_opens_the_breaker_and_the_run_recovers(ws: Workspace) -> None:
+    ws.fake.configure(outage=2.0, outage_after=10)
+    proc = ws.run("--max-workers", "4", "--max-retries", "3", env=_fast(ws))
+    assert proc.returncode == 0, proc.stderr
+    _exactly_once(ws)
+    # The breaker stopped the flood: a few failures open it, then one probe per cool-down.
+    assert ws.fake.stats()["faults"]["outage"] <= 15
+
+
+def test_outage_longer_than_max_outage_stops_resumably(ws: Workspace) -> None:
+    ws.fake.configure(outage=600, outage_after=5)
+    proc = ws.run("--max-workers", "2", "--max-outage", "1", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    assert "--max-outage" in proc.stderr and "--resume" in proc.stderr
+    assert read_json(ws.checkpoint)["status"] == "interrupted"
+    ws.fake.configure(outage=0)
+    assert ws.run("--resume", env=_fast(ws)).returncode in (0, 1)
+    assert ws.run("--retry-failed", env=_fast(ws)).returncode == 0
+    _exactly_once(ws)
