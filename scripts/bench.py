@@ -108,14 +108,14 @@ def p2_p3_p4(small: int, large: int) -> dict[str, Any]:
     (WORK / "noop.toml").write_text(NOOP_STAGES)
     out: dict[str, Any] = {}
     for label, rows in (("small", small), ("large", large)):
-        write_input(WORK / f"{label}.csv", rows)
+        # 10 rows more than processed: they stay pending for P4 (a resume after an interruption).
+        write_input(WORK / f"{label}.csv", rows + 10)
         code, wall, rss, _ = run(["--input", f"{label}.csv", "--output", f"{label}.out.csv", "--stages-file",
-                                  "noop.toml", "--quiet"], base_env())
+                                  "noop.toml", "--limit", str(rows), "--quiet"], base_env())
         out[label] = {"exit": code, "rows": rows, "wall_s": round(wall, 2), "records_per_s": round(rows / wall),
                       "peak_rss_mb": rss}
     out["time_ratio"] = round(out["large"]["wall_s"] / out["small"]["wall_s"], 2)
-    # P4: the large job is done; 10 new rows arrive at the end of the input (the worst place).
-    write_input(WORK / "large.csv", 10, start=large, mode="a")
+    # P4: `large` records are done, the 10 pending ones are at the end of the input (the worst place).
     probe = WORK / "probe.txt"
     probe.unlink(missing_ok=True)
     code, wall, rss, started = run(["--input", "large.csv", "--output", "large.out.csv", "--stages-file",

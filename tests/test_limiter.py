@@ -229,6 +229,24 @@ def test_no_limits_means_no_pacing_until_a_429() -> None:
     assert limiter.current_rpm == pytest.approx(420 + 20 * 12)
 
 
+def test_random_429s_without_rpm_do_not_ratchet_the_pace_down() -> None:
+    # A 429 in every 20 answers, each with a 1 s delay, whatever the pace (`make bench` P5's 5 %).
+    limiter, clock = make(None)
+    for _ in range(100):
+        assert limiter.acquire(0)
+        clock.now += 0.01  # 6,000 rpm before the first 429
+    learnt = None
+    for i in range(2000):
+        assert limiter.acquire(0)
+        if i % 20 == 19:
+            limiter.on_rate_limited(1.0)
+            learnt = learnt or limiter.current_rpm
+        else:
+            limiter.on_success()
+    assert learnt is not None
+    assert limiter.current_rpm >= learnt  # it recovers between 429s instead of sinking with each one
+
+
 def test_snapshot_reports_configuration_and_pauses() -> None:
     limiter, clock = make(1200, tpm=100_000)
     limiter.on_rate_limited(4.0)

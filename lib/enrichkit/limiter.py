@@ -129,11 +129,13 @@ class Limiter:
 
     def _decrease(self, now: float) -> None:
         before = self._rate
-        if self._rpm is None:
-            # A pace we chose ourselves may sit far above what the workers achieve: decrease from the latter.
+        if self._rpm is None and before is None:
+            # No rpm was given: the first 429 starts the pace from the rate achieved so far. Only the first:
+            # later measurements include the pauses themselves, and re-measuring would ratchet the pace
+            # down to nothing under random 429s (seen in `make bench` P5).
             measured = self._achieved_rpm(now)
             if measured is not None:
-                before = measured if before is None else min(before, measured)
+                before = measured
                 self._step = before / RECOVERY_STEPS
         if before is None:
             return  # nothing sent yet: the pause alone must do

@@ -141,32 +141,31 @@ class Runner:
 
     def run(self) -> int:
         started = self.clock()
-        self._build()
-        self.cp.status = "running"
-        self.cp.runs += 1
-        self._save()
+        # From here to the end a signal only sets a flag, so every write (rows, checkpoint, report) stays whole.
         previous = {s: signal.signal(s, self.stop.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        pool = ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="enrich")
-        inflight = 0
         try:
-            total, initial = self._progress_span()
-            self.progress.start(total, initial)
+            self._build()
+            self.cp.status = "running"
+            self.cp.runs += 1
+            self._save()
+            pool = ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="enrich")
+            self.progress.start(*self._progress_span())
             inflight = self._loop(pool)
+            outcome = self._outcome()
+            self.progress.close()
+            self._finish(outcome, self.clock() - started)
+            if inflight:
+                # Abandoned records are still on the wire. Everything durable is written; make sure no
+                # worker is mid-line in the error log, then leave without joining their threads.
+                self.errorlog.lock.acquire()
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(outcome.exit_code)
+            pool.shutdown(wait=True)
+            self._close()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        outcome = self._outcome()
-        self.progress.close()
-        self._finish(outcome, self.clock() - started)
-        if inflight:
-            # Abandoned records are still on the wire. Everything durable is written; make sure no
-            # worker is mid-line in the error log, then leave without joining their threads.
-            self.errorlog.lock.acquire()
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(outcome.exit_code)
-        pool.shutdown(wait=True)
-        self._close()
         return outcome.exit_code
 
     def _loop(self, pool: ThreadPoolExecutor) -> int:
