@@ -9,8 +9,8 @@ import select
 import subprocess
 
 import pytest
-from conftest import Workspace, make_rows, write_csv
 
+from conftest import Workspace, make_rows, write_csv
 from enrichkit.progress import Figures, Progress, describe, format_duration
 
 
