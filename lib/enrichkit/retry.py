@@ -270,8 +270,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
                     if failure.daily_quota or streak >= policy.rate_limit_streak:
                         why = "the daily quota is used up" if failure.daily_quota else \
                             f"{streak} rate-limited answers in a row"
-                        raise QuotaExhausted(f"stopped: {why}; run again with --resume when the quota resets") \
-                            from None
+                        raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
                 else:
                     streak = 0
                     failures += 1

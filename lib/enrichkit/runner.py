@@ -17,19 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
 from enrichkit.cache import ResponseCache
 from enrichkit.checkpoint import write_checkpoint
 from enrichkit.errorlog import ErrorLog
-from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, AuthError, EnrichError
+from enrichkit.errors import EnrichError
 from enrichkit.idset import IdSet
 from enrichkit.job import Job
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
+from enrichkit.outcome import Outcome, RunEnd, decide_outcome, records_left, summary
 from enrichkit.output import OutputWriter, tail_digest
 from enrichkit.pricing import load_pricing
 from enrichkit.progress import Figures, Progress, describe
@@ -71,13 +70,6 @@ class StopSignal:
         name = signal.Signals(signum).name
         sys.stderr.write(f"\n{name}: finishing in-flight records (up to {DRAIN_SECONDS:.0f} s; "
                          "press Ctrl+C again to stop at once)...\n")
-
-
-@dataclass
-class Outcome:
-    status: str
-    exit_code: int
-    message: str
 
 
 class Runner:
@@ -358,51 +350,26 @@ class Runner:
         return Figures(done=done, total=max(total, done), failed=failed, tokens=self.cp.total_tokens,
                        cost=self.cp.cost_usd, rate_per_min=(self.stats.completed + self.stats.failed) / run_minutes)
 
-    def _left(self) -> int:
-        return max(0, self.cp.total_records - self.cp.completed_count - self.cp.failed_count)
-
     def _outcome(self) -> Outcome:
         cp = self.cp
-        done, failed = cp.completed_count, cp.failed_count
         if self.exhausted and not self.counted and self.job.mode != "retry_failed" and not self.stop() \
                 and not self.limit_hit:
             # Every readable record was met in this pass, so nothing is left whatever total_records said.
-            cp.total_records = max(cp.total_records, done + failed)
-        left = self._left()
-        if self.fatal is not None:
-            status = "failed" if isinstance(self.fatal, AuthError) else "interrupted"
-            return Outcome(status, self.fatal.exit_code, f"Stopped: {self.fatal}. {done} done, {left} left.")
-        if self.budget_hit:
-            return Outcome("budget_exhausted", EXIT_BUDGET,
-                           f"Budget reached: ${cp.cost_usd:.4f} spent (--max-cost {self.opts.max_cost}); "
-                           f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
-        if self.stop():
-            return Outcome("interrupted", EXIT_INTERRUPTED,
-                           f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
-        if self.limit_hit and left:
-            return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
-                           f"Stopped after --limit {self.opts.limit}: {done} done, {left} left. "
-                           "Run with --resume to continue.")
-        if failed:
-            status = "interrupted" if left else "completed_with_failures"
-            return Outcome(status, EXIT_FAILURES,
-                           f"Finished with failures: {done} done, {failed} failed"
-                           f"{f', {left} not yet tried' if left else ''}. Details in {self.job.paths.errors}; "
-                           "run with --retry-failed to try them again.")
-        if left:
-            return Outcome("interrupted", EXIT_OK, f"{done} done, {left} not yet tried. Run with --resume.")
-        return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
+            cp.total_records = max(cp.total_records, cp.completed_count + cp.failed_count)
+        return decide_outcome(cp, RunEnd(fatal=self.fatal, budget_hit=self.budget_hit, stopped=self.stop(),
+                                         limit_hit=self.limit_hit, limit=self.opts.limit,
+                                         max_cost=self.opts.max_cost, errors_path=self.job.paths.errors))
 
     def _finish(self, outcome: Outcome, wall: float) -> None:
         cp = self.cp
         cp.status = outcome.status
         self._save()
-        report = build_report(cp, self.stats, exit_code=outcome.exit_code, wall_seconds=wall, pending=self._left(),
-                              message=outcome.message)
+        report = build_report(cp, self.stats, exit_code=outcome.exit_code, wall_seconds=wall,
+                              pending=records_left(cp), message=outcome.message)
         write_report(self.job.paths.report, report)
         sys.stderr.write(outcome.message + "\n")  # the final line, even with --quiet
         if not self.opts.quiet:
-            sys.stderr.write(_summary(report, self.job) + "\n")
+            sys.stderr.write(summary(report, self.job.paths) + "\n")
 
     def _close(self) -> None:
         self.writer.close()
@@ -411,21 +378,6 @@ class Runner:
             self.cache.close()
         if self.gemini is not None:
             self.gemini.close()
-
-
-def _summary(report: dict[str, Any], job: Job) -> str:
-    c = report["counts"]
-    t = report["tokens"]
-    lines = [
-        (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
-         f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows"),
-        (f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
-         f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
-         f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits"),
-        f"  tokens: {t['total']:,} ({t['prompt']:,} in, {t['output']:,} out), cost ${report['cost_usd']:.4f}",
-        f"  files: {job.paths.output}  {job.paths.checkpoint}  {job.paths.report}  {job.paths.errors}",
-    ]
-    return "\n".join(lines)
 
 
 def run_job(job: Job) -> int:

@@ -1,0 +1,76 @@
+"""How a run ended: its status, exit code and closing line (pure), and the summary printed after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enrichkit.checkpoint import Checkpoint
+from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, AuthError, EnrichError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # the checkpoint's status
+    exit_code: int
+    message: str  # the closing line on stderr
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Why the main loop stopped."""
+
+    fatal: EnrichError | None = None  # auth, quota, outage
+    budget_hit: bool = False
+    stopped: bool = False  # a signal, `jobs.py cancel`, or the fatal/budget stop itself
+    limit_hit: bool = False
+    limit: int | None = None
+    max_cost: float | None = None
+    errors_path: Path | str = ""
+
+
+def records_left(cp: Checkpoint) -> int:
+    return max(0, cp.total_records - cp.completed_count - cp.failed_count)
+
+
+def decide_outcome(cp: Checkpoint, end: RunEnd) -> Outcome:
+    """The first that applies: fatal error, budget, signal, --limit, failures, records not reached, done."""
+    done, failed, left = cp.completed_count, cp.failed_count, records_left(cp)
+    if end.fatal is not None:
+        status = "failed" if isinstance(end.fatal, AuthError) else "interrupted"
+        return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.")
+    if end.budget_hit:
+        return Outcome("budget_exhausted", EXIT_BUDGET,
+                       f"Budget reached: ${cp.cost_usd:.4f} spent (--max-cost {end.max_cost}); "
+                       f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
+    if end.stopped:
+        return Outcome("interrupted", EXIT_INTERRUPTED,
+                       f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
+    if end.limit_hit and left:
+        return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
+                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.")
+    if failed:
+        status = "interrupted" if left else "completed_with_failures"
+        not_tried = f", {left} not yet tried" if left else ""
+        return Outcome(status, EXIT_FAILURES,
+                       f"Finished with failures: {done} done, {failed} failed{not_tried}. Details in "
+                       f"{end.errors_path}; run with --retry-failed to try them again.")
+    if left:
+        return Outcome("interrupted", EXIT_OK, f"{done} done, {left} not yet tried. Run with --resume.")
+    return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
+
+
+def summary(report: dict[str, Any], paths: Any) -> str:
+    """The lines printed under the closing line: the job's counts and this run's figures."""
+    c = report["counts"]
+    t = report["tokens"]
+    return "\n".join([
+        (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
+         f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows"),
+        (f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
+         f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
+         f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits"),
+        f"  tokens: {t['total']:,} ({t['prompt']:,} in, {t['output']:,} out), cost ${report['cost_usd']:.4f}",
+        f"  files: {paths.output}  {paths.checkpoint}  {paths.report}  {paths.errors}",
+    ])
