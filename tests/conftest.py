@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -150,3 +152,28 @@ def expected_ids(ws: Workspace) -> set[str]:
 
     table = InputTable(ws.input)
     return {make_record_id(r.values, table.columns) for r in table.rows() if isinstance(r, Record)}
+
+
+class ExThread(threading.Thread):
+    """A thread that re-raises its exception in join (as in filelock's tests)."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(target=target, name=name)
+        self.ex: tuple[type[BaseException], BaseException, TracebackType] | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception:
+            self.ex = sys.exc_info()  # type: ignore[assignment]
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout=timeout)
+        assert not self.is_alive()
+        if self.ex is not None:
+            raise RuntimeError(f"{self.name} failed") from self.ex[1]
+
+
+def rows_written(ws: Workspace) -> int:
+    """Data rows in the output so far (newlines minus the header); 0 before it exists."""
+    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0

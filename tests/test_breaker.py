@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Callable
-from types import TracebackType
 
 import pytest
 
+from conftest import ExThread
 from enrichkit.breaker import CircuitBreaker, OutageTooLong
 
 
@@ -169,26 +167,6 @@ def test_invalid_settings_are_refused() -> None:
         CircuitBreaker(threshold=0)
     with pytest.raises(ValueError, match="threshold"):
         CircuitBreaker(base_cooldown=10.0, max_cooldown=5.0)
-
-
-class ExThread(threading.Thread):
-    """A thread that re-raises its exception in join (as in filelock's tests)."""
-
-    def __init__(self, target: Callable[[], None], name: str) -> None:
-        super().__init__(target=target, name=name)
-        self.ex: tuple[type[BaseException], BaseException, TracebackType] | None = None
-
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception:
-            self.ex = sys.exc_info()  # type: ignore[assignment]
-
-    def join(self, timeout: float | None = None) -> None:
-        super().join(timeout=timeout)
-        assert not self.is_alive()
-        if self.ex is not None:
-            raise RuntimeError(f"{self.name} failed") from self.ex[1]
 
 
 def test_threads_after_the_cooldown_elect_exactly_one_probe() -> None:

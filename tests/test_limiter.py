@@ -6,14 +6,12 @@ import heapq
 import itertools
 import math
 import random
-import sys
 import threading
 from collections import deque
-from collections.abc import Callable
-from types import TracebackType
 
 import pytest
 
+from conftest import ExThread
 from enrichkit.limiter import Limiter
 
 
@@ -260,26 +258,6 @@ def test_invalid_limits_are_refused() -> None:
         Limiter(0, None)
     with pytest.raises(ValueError, match="rpm and tpm"):
         Limiter(None, -5)
-
-
-class ExThread(threading.Thread):
-    """A thread that re-raises its exception in join (as in filelock's tests)."""
-
-    def __init__(self, target: Callable[[], None], name: str) -> None:
-        super().__init__(target=target, name=name)
-        self.ex: tuple[type[BaseException], BaseException, TracebackType] | None = None
-
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception:
-            self.ex = sys.exc_info()  # type: ignore[assignment]
-
-    def join(self, timeout: float | None = None) -> None:
-        super().join(timeout=timeout)
-        assert not self.is_alive()
-        if self.ex is not None:
-            raise RuntimeError(f"{self.name} failed") from self.ex[1]
 
 
 def test_threads_sharing_a_limiter_never_share_a_slot() -> None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import Workspace, make_rows, read_json, wait_for, write_csv
-
-
-def _rows(ws: Workspace) -> int:
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+from conftest import Workspace, make_rows, read_json, rows_written, wait_for, write_csv
 
 
 def test_second_concurrent_run_exits_3_naming_the_holder(ws: Workspace) -> None:
@@ -16,7 +12,7 @@ def test_second_concurrent_run_exits_3_naming_the_holder(ws: Workspace) -> None:
     ws.fake.configure(latency=0.1)
     first = ws.start("--max-workers", "2")
     try:
-        wait_for(lambda: _rows(ws) >= 1, what="the first run to start writing")
+        wait_for(lambda: rows_written(ws) >= 1, what="the first run to start writing")
         second = ws.run("--resume")
         assert second.returncode == 3, second.stderr
         assert f"PID {first.pid}" in second.stderr
@@ -33,7 +29,7 @@ def test_lock_left_by_kill_9_does_not_block_the_next_run(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(100))
     ws.fake.configure(latency=0.05)
     first = ws.start("--max-workers", "2")
-    wait_for(lambda: _rows(ws) >= 3, what="rows")
+    wait_for(lambda: rows_written(ws) >= 3, what="rows")
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
     assert ws.output.with_name("enriched.lock").exists()  # the file stays; the kernel lock is gone

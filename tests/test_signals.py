@@ -5,18 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
-
-
-def _rows(ws: Workspace) -> int:
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, rows_written, wait_for, write_csv
 
 
 def test_sigint_mid_run_exits_130_then_resume_completes_exactly_once(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(200))
     ws.fake.configure(latency=0.05)
     proc = ws.start("--max-workers", "4")
-    wait_for(lambda: _rows(ws) >= 10, what="first rows")
+    wait_for(lambda: rows_written(ws) >= 10, what="first rows")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -37,7 +33,7 @@ def test_sigterm_is_handled_like_sigint(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(200))
     ws.fake.configure(latency=0.05)
     proc = ws.start("--max-workers", "4")
-    wait_for(lambda: _rows(ws) >= 5, what="first rows")
+    wait_for(lambda: rows_written(ws) >= 5, what="first rows")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -52,7 +48,7 @@ def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
         # A drain long enough that only the second Ctrl+C can end the run before communicate() gives up.
         proc = subprocess.Popen(ws.args("--max-workers", "4", "--timeout", "300"), stdout=subprocess.DEVNULL,
                                 stderr=err_file, env=ws.env(ENRICHKIT_DRAIN_SECONDS="600"), cwd=ws.tmp)
-        wait_for(lambda: _rows(ws) >= 5, what="first rows")
+        wait_for(lambda: rows_written(ws) >= 5, what="first rows")
         ws.fake.configure(latency=600)  # every request now hangs
         proc.send_signal(signal.SIGINT)
         wait_for(lambda: "finishing in-flight" in err_path.read_text(), what="the first Ctrl+C to be seen")

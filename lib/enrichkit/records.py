@@ -205,7 +205,7 @@ class InputTable:
                 if extra:
                     yield BadRow(row_no, f"keys not in the first object: {', '.join(map(str, extra))}")
                     continue
-                values = {c: _stringify(obj.get(c)) for c in columns}
+                values = {c: stringify(obj.get(c)) for c in columns}
                 problem = _bad_text(values.values())
                 if problem:
                     yield BadRow(row_no, problem)
@@ -224,7 +224,7 @@ class InputTable:
             if not wb.worksheets:
                 return
             for cells in wb.worksheets[0].iter_rows(values_only=True):
-                values = [_stringify(v) for v in cells]
+                values = [stringify(v) for v in cells]
                 while values and values[-1] == "":
                     values.pop()
                 if values:
@@ -262,7 +262,8 @@ def _bad_text(values: object) -> str | None:
     return None
 
 
-def _stringify(value: object) -> str:
+def stringify(value: object) -> str:
+    """A value from JSON, a spreadsheet or a python stage as a CSV cell (12.0 -> "12", None -> "")."""
     if value is None:
         return ""
     if isinstance(value, str):

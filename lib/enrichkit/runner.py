@@ -253,21 +253,15 @@ class Runner:
 
     def _handle(self, r: RecordResult) -> None:
         cp, stats = self.cp, self.stats
-        stats.requests += r.calls.requests
-        stats.retries += r.calls.retries
-        stats.rate_limited += r.calls.rate_limited
-        stats.cache_hits += r.cache_hits
-        stats.prompt_tokens += r.prompt_tokens
-        stats.output_tokens += r.output_tokens
-        stats.cost_usd += r.cost_usd
-        cp.requests += r.calls.requests
-        cp.retries += r.calls.retries
-        cp.rate_limited += r.calls.rate_limited
-        cp.cache_hits += r.cache_hits
-        cp.prompt_tokens += r.prompt_tokens
-        cp.output_tokens += r.output_tokens
+        for totals in (stats, cp):  # this run's figures and the job's, counted alike
+            totals.requests += r.calls.requests
+            totals.retries += r.calls.retries
+            totals.rate_limited += r.calls.rate_limited
+            totals.cache_hits += r.cache_hits
+            totals.prompt_tokens += r.prompt_tokens
+            totals.output_tokens += r.output_tokens
+            totals.cost_usd += r.cost_usd
         cp.total_tokens += r.prompt_tokens + r.output_tokens
-        cp.cost_usd += r.cost_usd
         for stage, seconds in r.stage_latency:
             stats.stages[stage].succeeded += 1
             stats.stages[stage].add_latency(seconds, stats._rng)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from enrichkit.records import stringify
 from enrichkit.retry import StageFailure
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
@@ -78,16 +79,3 @@ def _as_number(value: Any) -> int | float | None:
             except ValueError:
                 pass
     return None
-
-
-def stringify(value: Any) -> str:
-    """A python stage's or HTTP answer's value as a CSV cell."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

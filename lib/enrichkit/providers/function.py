@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from enrichkit.providers.answers import Answer, stringify
+from enrichkit.providers.answers import Answer
+from enrichkit.records import stringify
 from enrichkit.retry import StageFailure
 from enrichkit.stages import Stage
 
