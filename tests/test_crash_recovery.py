@@ -112,3 +112,13 @@ def test_stale_checkpoint_is_caught_up_from_the_output_tail(ws: Workspace) -> No
     assert proc.returncode == 0, proc.stderr
     _assert_exactly_once(ws)
     assert ws.fake.stats()["generate"] == 40  # the 10 rows after the old checkpoint were not paid again
+
+
+def test_resume_starts_reading_after_the_rows_already_done(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    mark = read_json(ws.checkpoint)["resume_at"]
+    lines = ws.input.read_bytes().splitlines(keepends=True)
+    assert mark == {"offset": sum(len(line) for line in lines[:11]), "row": 10}  # header + 10 rows
+    assert ws.run("--resume").returncode == 0
+    _assert_exactly_once(ws)
+    assert read_json(ws.checkpoint)["resume_at"] == {"offset": len(ws.input.read_bytes()), "row": 40}

@@ -24,9 +24,23 @@ def test_csv_with_quotes_newlines_bom_and_dotted_columns(tmp_path: Path) -> None
     path.write_bytes('\ufefffund.title,poc name\n"Acme, ""Inc""","multi\nline"\nBé,ø\n'.encode())
     table = InputTable(path)
     assert table.columns == ["fund.title", "poc name"]
-    rows = list(table.rows())
-    assert rows == [Record(1, {"fund.title": 'Acme, "Inc"', "poc name": "multi\nline"}),
-                    Record(2, {"fund.title": "Bé", "poc name": "ø"})]
+    rows = [(r.row, r.values) for r in table.rows()]
+    assert rows == [(1, {"fund.title": 'Acme, "Inc"', "poc name": "multi\nline"}),
+                    (2, {"fund.title": "Bé", "poc name": "ø"})]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+def test_rows_restart_after_any_row_end_exactly_as_a_full_scan(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_bytes('\ufeffa,b\n1,"multi\nline"\n\n2,x\nbad\n3,"q ""x"""\n4,é\n'.encode())
+    else:
+        path.write_text('{"a": 1}\n\n{"a": 2}\nnope\n{"a": "é"}\n', encoding="utf-8")
+    table = InputTable(path)
+    full = list(table.rows())
+    assert all(item.end > 0 for item in full)
+    for i, item in enumerate(full):
+        assert list(table.rows(start=(item.end, item.row))) == full[i + 1:]
 
 
 def test_bad_rows_are_reported_with_row_numbers(tmp_path: Path) -> None:
@@ -58,8 +72,8 @@ def test_jsonl_values_are_stringified_and_foreign_keys_are_bad_rows(tmp_path: Pa
     path.write_text('{"a": 1, "b": null, "c": true}\n{"a": 2.5, "c": {"x": 1}}\nnot json\n{"a": 3, "z": 1}\n',
                     encoding="utf-8")
     items = list(InputTable(path).rows())
-    assert items[0] == Record(1, {"a": "1", "b": "", "c": "true"})
-    assert items[1] == Record(2, {"a": "2.5", "b": "", "c": '{"x":1}'})
+    assert (items[0].row, items[0].values) == (1, {"a": "1", "b": "", "c": "true"})
+    assert (items[1].row, items[1].values) == (2, {"a": "2.5", "b": "", "c": '{"x":1}'})
     assert isinstance(items[2], BadRow) and isinstance(items[3], BadRow)
     assert "z" in items[3].message
 

@@ -68,6 +68,7 @@ class Checkpoint:
     output_bytes: int = 0  # the output's size when this checkpoint was written (after fsync) ...
     output_digest: str = ""  # ... and a digest of the bytes before it: a resume re-reads only what follows
     output_rows: int = 0  # rows in those bytes (= completed IDs then); an edited ID list shows as a mismatch
+    resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
     runs: int = 0
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
@@ -122,6 +123,7 @@ class Checkpoint:
             "output_bytes": self.output_bytes,
             "output_digest": self.output_digest,
             "output_rows": self.output_rows,
+            "resume_at": self.resume_at,
             "pid": self.pid,
             "host": self.host,
             "errors": list(self.errors),
@@ -143,7 +145,7 @@ def write_checkpoint(path: str | Path, cp: Checkpoint) -> None:
         f.write(',\n "completed_ids": [')
         first = True
         for chunk in cp.completed_ids.hex_chunks():
-            f.write(("" if first else ", ") + '"' + '", "'.join(chunk) + '"')
+            f.write(chunk if first else ", " + chunk)
             first = False
         f.write('],\n "failed_ids": ')
         f.write(json.dumps(sorted(cp.failed_ids)))
@@ -210,6 +212,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         cp.cost_usd = float(data.get("cost_usd") or 0.0)
         cp.elapsed_seconds = float(data.get("elapsed_seconds") or 0.0)
         cp.output_digest = str(data.get("output_digest") or "")
+        resume_at = data.get("resume_at")
+        cp.resume_at = {"offset": int(resume_at["offset"]), "row": int(resume_at["row"])} \
+            if isinstance(resume_at, dict) else None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: corrupt checkpoint ({exc})") from None
     return cp

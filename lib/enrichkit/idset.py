@@ -66,16 +66,15 @@ class IdSet:
         """The IDs as integers, in ascending order."""
         return heapq.merge(self._base, sorted(self._recent))
 
-    def hex_chunks(self, size: int = 50000) -> Iterator[list[str]]:
-        """The IDs as hex strings in lists of `size`, so a writer never holds them all as objects."""
-        chunk: list[str] = []
-        for value in self.values():
-            chunk.append(f"{value:016x}")
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+    def hex_chunks(self, size: int = 50000) -> Iterator[str]:
+        """The IDs as JSON strings (`"…", "…"`) in pieces of `size`, made at C speed, never all at once."""
+        self._merge()
+        for start in range(0, len(self._base), size):
+            chunk = self._base[start:start + size]
+            if sys.byteorder == "little":
+                chunk.byteswap()  # big-endian bytes give the hex digits in order
+            text = chunk.tobytes().hex()
+            yield '"' + '", "'.join([text[i:i + 16] for i in range(0, len(text), 16)]) + '"'
 
     def _in_base(self, value: int) -> bool:
         base = self._base
@@ -83,5 +82,15 @@ class IdSet:
         return i < len(base) and base[i] == value
 
     def _merge(self) -> None:
-        self._base = array("Q", heapq.merge(self._base, sorted(self._recent)))
+        """Fold the recent additions into the sorted array: a bisection and a C-level copy per addition."""
+        if not self._recent:
+            return
+        base, merged, prev = self._base, array("Q"), 0
+        for value in sorted(self._recent):
+            i = bisect_left(base, value, prev)
+            merged.extend(base[prev:i])
+            merged.append(value)
+            prev = i
+        merged.extend(base[prev:])
+        self._base = merged
         self._recent = set()

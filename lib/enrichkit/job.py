@@ -191,6 +191,7 @@ def _check_output_matches(cp: Checkpoint, in_output: IdSet, output: Path) -> Non
     log.warning("the checkpoint lists %d finished records but %s holds %d; the output wins: records missing "
                 "from it will be done again", claimed, output, len(in_output))
     cp.completed_ids = IdSet()
+    cp.resume_at = None  # rows before it may be among the missing: read the input from the top
 
 
 def _api_key(stages: StagesConfig) -> str | None:
@@ -248,6 +249,7 @@ def _open_checkpoint(options: RunOptions, paths: JobPaths, stages: StagesConfig,
         log.warning("the input changed since the checkpoint (size/mtime); IDs are content hashes, so new rows "
                     "will be processed and vanished rows ignored")
         cp.input = input_info
+        cp.resume_at = None  # byte offsets into the old file mean nothing in the new one
     return cp, "retry_failed" if options.retry_failed else "resume", changed
 
 

@@ -35,6 +35,7 @@ class Record:
 
     row: int
     values: dict[str, str]
+    end: int = 0  # byte offset just after the row (0: not known, as in XLSX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class BadRow:
 
     row: int
     message: str
+    end: int = 0
 
 
 class RecordIds:
@@ -112,10 +114,19 @@ class InputTable:
                 f"{what} {', '.join(repr(m) for m in missing)} not in the header "
                 f"(columns: {', '.join(self.columns)})", str(self.path))
 
-    def rows(self) -> Iterator[Record | BadRow]:
-        """Every data row in file order, as `Record` or `BadRow`; constant memory."""
-        reader = {".csv": self._csv_rows, ".jsonl": self._jsonl_rows, ".xlsx": self._xlsx_rows}[self.kind]
-        yield from reader()
+    def rows(self, start: tuple[int, int] | None = None) -> Iterator[Record | BadRow]:
+        """Every data row in file order, as `Record` or `BadRow`; constant memory.
+
+        `start` = (byte offset, row number) of a row's end, as a Record's `end` and `row` gave it: the
+        rows after it, without reading those before (CSV and JSONL; XLSX always starts at the top).
+        """
+        offset, row = start if start and self.kind != ".xlsx" else (0, 0)
+        if self.kind == ".csv":
+            yield from self._csv_rows(offset, row)
+        elif self.kind == ".jsonl":
+            yield from self._jsonl_rows(offset, row)
+        else:
+            yield from self._xlsx_rows()
 
     def estimate_rows(self) -> int:
         """Data rows, estimated fast (newlines; a quoted field may hold more), for the first progress bar."""
@@ -155,12 +166,25 @@ class InputTable:
         else:
             yield from self._xlsx_raw()
 
-    def _csv_rows(self) -> Iterator[Record | BadRow]:
+    def _csv_rows(self, offset: int, first_row: int) -> Iterator[Record | BadRow]:
         columns = self.columns
         width = len(columns)
-        with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            reader = csv.reader(f)
-            row_no = -1  # the header is row 0
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            consumed = offset
+
+            def lines() -> Iterator[str]:
+                # Binary lines decoded one by one, so every row's end is known as a byte offset (for resume).
+                nonlocal consumed
+                for raw in f:
+                    if consumed == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                        raw = raw[3:]  # a BOM
+                        consumed += 3
+                    consumed += len(raw)
+                    yield raw.decode("utf-8", "surrogateescape")
+
+            reader = csv.reader(lines())
+            row_no = first_row if offset else -1  # the header is row 0
             while True:
                 try:
                     row = next(reader)
@@ -168,7 +192,7 @@ class InputTable:
                     return
                 except csv.Error as exc:
                     row_no += 1
-                    yield BadRow(row_no, f"unreadable CSV row: {exc}")
+                    yield BadRow(row_no, f"unreadable CSV row: {exc}", consumed)
                     continue
                 if not row:
                     continue  # blank line
@@ -176,41 +200,44 @@ class InputTable:
                 if row_no == 0:
                     continue
                 if len(row) != width:
-                    yield BadRow(row_no, f"ragged row: {len(row)} fields, the header has {width}")
+                    yield BadRow(row_no, f"ragged row: {len(row)} fields, the header has {width}", consumed)
                     continue
                 problem = _bad_text(row)
                 if problem:
-                    yield BadRow(row_no, problem)
+                    yield BadRow(row_no, problem, consumed)
                     continue
-                yield Record(row_no, dict(zip(columns, row, strict=True)))
+                yield Record(row_no, dict(zip(columns, row, strict=True)), consumed)
 
-    def _jsonl_rows(self) -> Iterator[Record | BadRow]:
+    def _jsonl_rows(self, offset: int, first_row: int) -> Iterator[Record | BadRow]:
         columns = self.columns
         known = set(columns)
         with open(self.path, "rb") as f:
-            row_no = 0
+            f.seek(offset)
+            consumed = offset
+            row_no = first_row
             for raw in f:
+                consumed += len(raw)
                 if not raw.strip():
                     continue
                 row_no += 1
                 try:
                     obj = json.loads(raw.decode("utf-8-sig"))
                 except (UnicodeDecodeError, ValueError) as exc:
-                    yield BadRow(row_no, f"not valid JSON: {exc}")
+                    yield BadRow(row_no, f"not valid JSON: {exc}", consumed)
                     continue
                 if not isinstance(obj, dict):
-                    yield BadRow(row_no, "not a JSON object")
+                    yield BadRow(row_no, "not a JSON object", consumed)
                     continue
                 extra = [k for k in obj if k not in known]
                 if extra:
-                    yield BadRow(row_no, f"keys not in the first object: {', '.join(map(str, extra))}")
+                    yield BadRow(row_no, f"keys not in the first object: {', '.join(map(str, extra))}", consumed)
                     continue
                 values = {c: stringify(obj.get(c)) for c in columns}
                 problem = _bad_text(values.values())
                 if problem:
-                    yield BadRow(row_no, problem)
+                    yield BadRow(row_no, problem, consumed)
                     continue
-                yield Record(row_no, values)
+                yield Record(row_no, values, consumed)
 
     def _xlsx_raw(self) -> Iterator[list[str]]:
         import openpyxl  # only needed for XLSX input
@@ -255,10 +282,11 @@ def _bad_text(values: object) -> str | None:
     text = "".join(values)  # type: ignore[arg-type]
     if "\x00" in text:
         return "the row contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the row contains bytes that are not valid UTF-8"
+    if not text.isascii():  # (the common all-ASCII row skips the encode)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "the row contains bytes that are not valid UTF-8"
     return None
 
 

@@ -86,6 +86,8 @@ class Runner:
         self.exhausted = False
         self.budget_hit = False
         self.counted = False  # the pass counted records, duplicates and bad rows exactly
+        self._open: dict[str, tuple[int, int]] = {}  # records handed out and not yet done -> where they start
+        self._scanned: tuple[int, int] | None = None  # (byte offset, row) after the last input row read
         self._since_save = 0
         self._last_save = clock()
         self._save_cost = 0.0
@@ -212,6 +214,8 @@ class Runner:
 
         When the counts are not known (a new job, a changed input) the pass counts unique records,
         duplicates and bad rows, reading on to the end after a --limit so the figures are exact.
+        A resume of an unchanged input starts after the checkpoint's `resume_at`, the end of the
+        longest stretch of rows that were all done (or failed, duplicates, unreadable) at the time.
         """
         cp, job = self.cp, self.job
         retrying = job.mode == "retry_failed"
@@ -223,22 +227,31 @@ class Runner:
         unique = dupes = bad = taken = 0
         completed, failed = cp.completed_ids, cp.failed_ids
         limit = self.opts.limit
-        for item in job.table.rows():
+        start = None
+        if job.mode == "resume" and not job.input_changed and cp.resume_at:
+            start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
+        self._scanned = start or (0, 0)
+        for item in job.table.rows(start):
+            here = (item.end, item.row)
             if isinstance(item, BadRow):
                 bad += 1
                 if log_bad:
                     self.errorlog.record(record_id=None, row=item.row, stage=None, attempt=0,
                                          error_type="input_error", message=item.message)
+                self._advance(here)
                 continue
             record_id = ids(item.values)
             if record_id in completed and not counting:
+                self._advance(here)
                 continue
             if record_id in seen:
                 dupes += 1
+                self._advance(here)
                 continue
             seen.add(record_id)
             unique += 1
             if record_id in completed or retrying != (record_id in failed) or self.limit_hit:
+                self._advance(here)
                 continue
             if limit is not None and taken >= limit:
                 self.limit_hit = True
@@ -246,10 +259,24 @@ class Runner:
                     return
                 continue
             taken += 1
+            self._open[record_id] = self._scanned  # not done until its result is handled
+            self._advance(here)
             yield item, record_id
         if counting:
             cp.total_records, cp.duplicates, cp.input_errors = unique, dupes, bad
             self.counted = True
+
+    def _advance(self, here: tuple[int, int]) -> None:
+        # Past --limit the pass only counts: the rows it reads then are not done.
+        if not self.limit_hit:
+            self._scanned = here
+
+    def _resume_at(self) -> dict[str, int] | None:
+        """Where a resume may start reading: before the first record still open, else after the last row read."""
+        if self.job.mode == "retry_failed" or self._scanned is None:
+            return self.cp.resume_at  # this run did not scan for pending records: the old mark stands
+        offset, row = min(self._open.values()) if self._open else self._scanned
+        return {"offset": offset, "row": row} if offset else None
 
     def _handle(self, r: RecordResult) -> None:
         cp, stats = self.cp, self.stats
@@ -268,6 +295,8 @@ class Runner:
         for stage, error_type in r.attempt_errors:
             stats.stages[stage].attempt_errors[error_type] += 1
         cp.errors.extend(r.logged)
+        if r.values is not None or r.failure is not None:
+            self._open.pop(r.record_id, None)
         if r.values is not None:
             # Written here, flushed by the loop before the next checkpoint or result: then the record is done.
             self.writer.write(r.values, r.record_id, flush=False)
@@ -326,6 +355,7 @@ class Runner:
             self.cp.output_bytes = writer.size()
             self.cp.output_digest = tail_digest(writer.path, self.cp.output_bytes)
             self.cp.output_rows = self.cp.completed_count  # every completed record is one row, and only those
+        self.cp.resume_at = self._resume_at()
 
     def _progress_span(self) -> tuple[int, int]:
         if self.job.mode == "retry_failed":
