@@ -112,3 +112,25 @@ def test_the_make_enrich_line_of_the_crontab_starts_and_finishes_a_job(ws: Works
                             capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert status.returncode == 0, status.stderr
     assert "completed" in status.stdout and "100.0%" in status.stdout
+
+
+# Remove the marker once the runner is fixed (strict: an unexpected pass fails the suite, as a reminder).
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="runner (since e7af79e): a new job's first run killed before its pass over "
+                          "the input ends keeps the newline estimate as total_records; resumes never count again, so "
+                          "with a duplicate row the job stays `interrupted` with 1 'not yet tried' forever")
+def test_cron_completes_a_job_whose_input_has_a_duplicate_row(ws: Workspace) -> None:
+    rows = make_rows(60)
+    rows.insert(30, dict(rows[10]))  # the same record twice: processed once, counted as a duplicate
+    write_csv(ws.input, rows)
+    ws.fake.configure(latency=0.05)
+    first = ws.start(*CRON_FLAGS)
+    wait_for(lambda: _rows(ws) >= 4 or first.poll() is not None, what="first rows")
+    first.send_signal(signal.SIGKILL)  # long before the run's pass has read the whole input
+    first.communicate(timeout=30)
+    ws.fake.configure(latency=0)
+    for _ in range(2):
+        proc = ws.run(*CRON_FLAGS)
+        assert proc.returncode == 0, proc.stderr
+    assert "Done: all 60 records enriched." in proc.stderr
+    assert read_json(ws.checkpoint)["status"] == "completed"

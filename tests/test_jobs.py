@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import JOBS, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
-from enrichkit.checkpoint import Checkpoint
+from enrichkit.checkpoint import Checkpoint, write_checkpoint
 from enrichkit.jobstate import decide_state, process_alive
 from fake_gemini import FakeGemini
 
@@ -347,6 +347,44 @@ def test_killed_run_shows_interrupted_and_its_missing_rows(ws: Workspace) -> Non
     assert set(ws.output_ids()) == expected_ids(ws)
 
 
+def _fake_run(tmp_path: Path, handler: str) -> tuple[subprocess.Popen[str], Path]:
+    """A process standing in for a run (SIGINT `handler` installed), and a checkpoint naming it as running."""
+    code = f"import signal, time\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\ntime.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    checkpoint = tmp_path / "job.progress.json"
+    write_checkpoint(checkpoint, Checkpoint(job_id="enrich_fake", output=str(tmp_path / "job.csv"),
+                                            input={"path": str(tmp_path / "in.csv")}, stages=["poc"],
+                                            config_fingerprint="", status="running", pid=proc.pid))
+    return proc, checkpoint
+
+
+def test_cancel_gives_up_after_its_timeout_on_a_run_that_does_not_stop(tmp_path: Path) -> None:
+    proc, checkpoint = _fake_run(tmp_path, "lambda *_: None")
+    try:
+        assert jobs_json("status", str(checkpoint))["state"] == "running"
+        cancel = jobs("cancel", str(checkpoint), "--timeout", "0.5")
+        assert cancel.returncode == 1 and "still running after 0.5 s" in cancel.stdout
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert jobs_json("status", str(checkpoint))["state"] == "interrupted"
+
+
+def test_cancel_sends_sigterm_to_a_run_that_ignores_sigint(tmp_path: Path) -> None:
+    # A run started in the background by a script ignores SIGINT until the runner installs its handler.
+    proc, checkpoint = _fake_run(tmp_path, "signal.SIG_IGN")
+    try:
+        cancel = jobs("cancel", str(checkpoint), "--timeout", "30")
+        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        assert "stopped: enrich_fake is interrupted" in cancel.stdout
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGTERM
+
+
 # --- bad arguments ----------------------------------------------------------------------------------
 
 
@@ -395,6 +433,8 @@ def test_state_is_running_only_with_a_live_pid_on_this_host() -> None:
     # A run still setting up holds the lock before it writes the checkpoint.
     assert decide_state(_cp("interrupted", pid=300), (200, "here", 0.0), "here", alive) == ("starting", 200)
     assert decide_state(_cp("interrupted", pid=300), (300, "here", 0.0), "here", alive) == ("interrupted", None)
+    # A run that wrote its last checkpoint still holds the lock for a moment while it exits.
+    assert decide_state(_cp("completed", pid=200), (200, "here", 0.0), "here", alive) == ("completed", None)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times and zombies are read from /proc")

@@ -8,15 +8,15 @@ rows (a row ends with `,<record id>,<job id>\\n`; `scan_output` tells a torn one
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from enrichkit.checkpoint import Checkpoint
 from enrichkit.errors import InputError, UsageError
 from enrichkit.idset import IdSet
-from enrichkit.jobstate import JobStatus
+from enrichkit.jobstate import JobPaths, JobStatus
 from enrichkit.output import output_columns, scan_output
 from enrichkit.records import BadRow, InputTable, Record, make_record_id
 
@@ -316,11 +316,38 @@ def write_xlsx(source: WholeRows, target: Path) -> int:
         ws.append(text_cells(fields))
     if not header_written and source.header:
         ws.append(text_cells(source.header))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write_atomically(target, wb.save)
+    return rows
+
+
+def checked_target(target: str, job: JobPaths) -> Path:
+    """An --output path, refused when it is one of the job's own files or a folder."""
+    path = Path(target)
+    for own in (job.output, job.input, job.checkpoint):
+        if path.resolve() == own.resolve():
+            raise UsageError(f"{target}: that is one of the job's own files; choose another --output")
+    if path.is_dir():
+        raise UsageError(f"{target}: is a folder; give a file name")
+    return path
+
+
+def write_atomically(path: Path, save: Callable[[Path], None]) -> str:
+    """`save(tmp)` writes a temp file beside `path`, renamed over it at the end: nobody sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        wb.save(tmp)
-        tmp.replace(target)
+        save(tmp)
+        tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return rows
+    return str(path)
+
+
+def text_file(write: Callable[[IO[str]], None], *, newline: str | None = None) -> Callable[[Path], None]:
+    """A `save` for `write_atomically` that hands `write` the temp file opened as UTF-8 text."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            write(f)
+
+    return save

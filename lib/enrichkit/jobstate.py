@@ -247,7 +247,7 @@ def decide_state(cp: Checkpoint, holder: tuple[int, str, float] | None, host: st
 
     - the checkpoint says running and its PID lives here: `running`;
     - another live process here holds the lock (a run still setting up: checking the output,
-      reading the input) : `starting`, whatever the checkpoint says;
+      reading the input): `starting`, whatever the checkpoint says;
     - the checkpoint says running but that run is gone: `interrupted` (it was killed);
     - the checkpoint says running on another host: `unknown` (this host cannot check it).
     """
@@ -255,7 +255,8 @@ def decide_state(cp: Checkpoint, holder: tuple[int, str, float] | None, host: st
         return "running", cp.pid
     if holder is not None:
         pid, owner_host, written = holder
-        if owner_host == host and alive(pid, written):
+        finishing = pid == cp.pid and cp.status != "running"  # its last checkpoint is written; it is exiting
+        if owner_host == host and not finishing and alive(pid, written):
             return "starting", pid
     if cp.status == "running":
         return ("unknown" if cp.host and cp.host != host else "interrupted"), None
@@ -358,3 +359,46 @@ def stop_signal_for(pid: int) -> int:
             ignored = int(line.split()[1], 16)
             return signal.SIGTERM if ignored & (1 << (signal.SIGINT - 1)) else signal.SIGINT
     return signal.SIGINT
+
+
+@dataclass
+class StopResult:
+    """What `stop_run` did: `outcome` is stopped | none (no live run) | elsewhere (another host) |
+    denied (another user's process) | timeout (still running); `job` is the state at the end."""
+
+    outcome: str
+    pid: int | None
+    job: JobStatus
+
+
+def stop_run(checkpoint: Path, timeout: float, *, on_signal: Callable[[int], None] = lambda pid: None,
+             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> StopResult:
+    """Ask the job's live run to stop as Ctrl+C would, and wait until it has (or `timeout` passes).
+
+    Done when the process is gone, or when its checkpoint no longer says running (then a short grace
+    for the exit, so the lock is free for whoever runs next)."""
+    job = load_status(checkpoint)
+    if job.state == "unknown":
+        return StopResult("elsewhere", None, job)
+    pid = job.active_pid
+    if pid is None:
+        return StopResult("none", None, job)
+    try:
+        os.kill(pid, stop_signal_for(pid))
+    except ProcessLookupError:
+        return StopResult("none", None, load_status(checkpoint))
+    except PermissionError:
+        return StopResult("denied", pid, job)
+    on_signal(pid)
+    was_running = job.state == "running"
+    deadline = clock() + timeout
+    while process_alive(pid):
+        if was_running and load_status(checkpoint).cp.status != "running":
+            grace = min(deadline, clock() + 2.0)
+            while process_alive(pid) and clock() < grace:
+                sleep(0.05)
+            break
+        if clock() >= deadline:
+            return StopResult("timeout", pid, load_status(checkpoint))
+        sleep(0.1)
+    return StopResult("stopped", pid, load_status(checkpoint))

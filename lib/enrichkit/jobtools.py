@@ -10,8 +10,8 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +25,8 @@ from enrichkit.jobstate import (
     load_all,
     load_status,
     newest_first,
-    process_alive,
     resolve_checkpoint,
-    stop_signal_for,
+    stop_run,
     totals,
 )
 from enrichkit.progress import format_duration
@@ -42,6 +41,9 @@ examples:
 
 A CHECKPOINT is a job's progress file (<output stem>.progress.json); its output CSV, or a folder
 holding one job, names it too.
+
+exit codes: 0 done, 1 `validate` found defects or `cancel` stopped nothing, 2 bad arguments or no
+            such / corrupt checkpoint (one line on stderr)
 """
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -71,8 +73,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    p = _Parser(prog="jobs.py", description="Watch and steer enrichkit jobs from outside: each command reads "
-                "only the files a job writes (checkpoint, output, input), and none of them disturbs a live run.",
+    p = _Parser(prog="jobs.py", description="Watch and steer enrichkit jobs from outside: each command reads only "
+                "the files\na job writes (checkpoint, output, input); none of them disturbs a live run.",
                 epilog=EXAMPLES, formatter_class=raw)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     cmd = {}
@@ -207,10 +209,15 @@ def _next_step(job: JobStatus) -> str:
     if job.state == "unknown":
         return "unknown: look on the host that runs it"
     if job.can_resume:
-        return "yes: python scripts/enrich.py " + " ".join(_quote(a) for a in job.resume_args())
+        command = "python scripts/enrich.py " + shlex.join(job.resume_args())
+        if job.state == "budget_exhausted":
+            return f"yes, with a higher budget: {command} --max-cost USD"
+        if job.state == "failed":
+            return f"yes, once the API key works: {command}"
+        return f"yes: {command}"
     if job.can_retry_failed:
         return ("no, nothing pending; retry the failures: python scripts/enrich.py "
-                + " ".join(_quote(a) for a in job.resume_args("--retry-failed")))
+                + shlex.join(job.resume_args("--retry-failed")))
     return "no: nothing left to do"
 
 
@@ -257,7 +264,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     states = ", ".join(f"{s} {n}" for s, n in t["states"].items())
     rate = f" ({t['records_per_min']:.1f} records/min)" if t["records_per_min"] is not None else ""
-    success = f"{100 * t['success_rate']:.1f}% of the records tried" if t["success_rate"] is not None else "-"
+    success = "-"
+    if t["done"] + t["failed"]:
+        pct = f"{100 * t['done'] / (t['done'] + t['failed']):.1f}"
+        pct = "99.9" if pct == "100.0" and t["failed"] else pct  # never "100.0%" while something failed
+        success = f"{pct}% of the records tried"
     lines = [
         ("jobs", f"{t['jobs']}" + (f" ({states})" if states else "")),
         ("records", f"{t['records']:,} in all: {t['done']:,} done, {t['failed']:,} failed, {t['pending']:,} pending"),
@@ -296,7 +307,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_missing(args: argparse.Namespace) -> int:
-    from enrichkit.jobaudit import MissingCount, missing_records, open_input
+    from enrichkit.jobaudit import (
+        MissingCount,
+        checked_target,
+        missing_records,
+        open_input,
+        text_file,
+        write_atomically,
+    )
 
     job = load_status(resolve_checkpoint(args.checkpoint))
     table = open_input(job)
@@ -312,7 +330,7 @@ def cmd_missing(args: argparse.Namespace) -> int:
             out.writerow([*record.values.values(), *extra])
 
     if args.output:
-        where = _write_atomically(args.output, write, job, newline="")
+        where = write_atomically(checked_target(args.output, job.paths), text_file(write, newline=""))
     else:
         where = "stdout"
         write(sys.stdout)
@@ -327,7 +345,7 @@ def cmd_missing(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from enrichkit.jobaudit import WholeRows
+    from enrichkit.jobaudit import WholeRows, checked_target, text_file, write_atomically
 
     job = load_status(resolve_checkpoint(args.checkpoint))
     fmt = args.format or ("jsonl" if args.output == "-" else Path(args.output).suffix.lower().lstrip("."))
@@ -351,12 +369,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         where = "stdout"
     elif fmt == "jsonl":
-        where = _write_atomically(args.output, write_jsonl, job)
+        where = write_atomically(checked_target(args.output, job.paths), text_file(write_jsonl))
     else:
         from enrichkit.jobaudit import write_xlsx
 
         where = args.output
-        rows = write_xlsx(source, _checked_target(args.output, job))
+        rows = write_xlsx(source, checked_target(args.output, job.paths))
     live = " (the job is running: these are the rows so far)" if job.state in ("running", "starting") else ""
     skipped = f"; {source.skipped} malformed row(s) skipped" if source.skipped else ""
     sys.stderr.write(f"exported {rows} row(s) of {job.cp.job_id} to {where}{live}{skipped}\n")
@@ -366,48 +384,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- cancel -----------------------------------------------------------------------------------------
 
 
-def cmd_cancel(args: argparse.Namespace, *, clock: Callable[[], float] = time.monotonic,
-               sleep: Callable[[float], None] = time.sleep) -> int:
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    job = load_status(checkpoint)
-    if job.state == "unknown":
+def cmd_cancel(args: argparse.Namespace) -> int:
+    def waiting(pid: int) -> None:
+        sys.stderr.write(f"asked PID {pid} to stop; waiting up to {args.timeout:g} s for in-flight records to "
+                         "finish and the checkpoint to be written...\n")
+
+    result = stop_run(resolve_checkpoint(args.checkpoint), args.timeout, on_signal=waiting)
+    job, pid = result.job, result.pid
+    if result.outcome == "elsewhere":
         print(f"the run of {job.cp.job_id} is on host {job.cp.host}; cancel it there")
-        return EXIT_FAILURES
-    pid = job.active_pid
-    if pid is None:
+    elif result.outcome == "none":
         print(f"no run is active for {job.cp.job_id} (state: {job.state})")
-        return EXIT_FAILURES
-    signum = stop_signal_for(pid)
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        print(f"no run is active for {job.cp.job_id} (PID {pid} just ended)")
-        return EXIT_FAILURES
-    except PermissionError:
+    elif result.outcome == "denied":
         print(f"not allowed to signal PID {pid} (another user's process); stop it as that user")
-        return EXIT_FAILURES
-    was_running = job.state == "running"
-    sys.stderr.write(f"asked PID {pid} to stop; waiting up to {args.timeout:g} s for in-flight records to finish "
-                     "and the checkpoint to be written...\n")
-    deadline = clock() + args.timeout
-    while process_alive(pid):
-        if was_running and load_status(checkpoint).cp.status != "running":
-            # Checkpointed; the process is writing its report and exiting. Give it a moment to release the lock.
-            grace = min(deadline, clock() + 2.0)
-            while process_alive(pid) and clock() < grace:
-                sleep(0.05)
-            break
-        if clock() >= deadline:
-            print(f"PID {pid} is still running after {args.timeout:g} s (finishing in-flight records?); "
-                  f"run cancel again to stop it at once")
-            return EXIT_FAILURES
-        sleep(0.1)
-    final = load_status(checkpoint)
-    print(f"stopped: {final.cp.job_id} is {final.state}: {final.done} done, {final.failed} failed, "
-          f"{final.pending} pending")
-    if final.can_resume:
-        print("continue with: python scripts/enrich.py " + " ".join(_quote(a) for a in final.resume_args()))
-    return EXIT_OK
+    elif result.outcome == "timeout":
+        print(f"PID {pid} is still running after {args.timeout:g} s (finishing in-flight records?); "
+              "run cancel again to stop it at once")
+    else:
+        print(f"stopped: {job.cp.job_id} is {job.state}: {job.done} done, {job.failed} failed, {job.pending} pending")
+        if job.can_resume:
+            print("continue with: python scripts/enrich.py " + shlex.join(job.resume_args()))
+        return EXIT_OK
+    return EXIT_FAILURES
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -437,42 +435,11 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else format_duration(seconds)
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
 def _existing_dir(arg: str) -> Path:
     path = Path(arg)
     if not path.is_dir():
         raise UsageError(f"{arg}: no such folder")
     return path
-
-
-def _checked_target(target: str, job: JobStatus) -> Path:
-    path = Path(target)
-    for own in (job.paths.output, job.paths.input, job.paths.checkpoint):
-        if path.resolve() == own.resolve():
-            raise UsageError(f"{target}: that is one of the job's own files; choose another --output")
-    if path.is_dir():
-        raise UsageError(f"{target}: is a folder; give a file name")
-    return path
-
-
-def _write_atomically(target: str, write: Callable[[IO[str]], None], job: JobStatus, newline: str | None = None
-                      ) -> str:
-    """Write through a temp file beside `target`, renamed at the end: a reader never sees half a file."""
-    path = _checked_target(target, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
-            write(f)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(path)
 
 
 def _debug_traceback() -> None:
