@@ -114,11 +114,6 @@ def test_the_make_enrich_line_of_the_crontab_starts_and_finishes_a_job(ws: Works
     assert "completed" in status.stdout and "100.0%" in status.stdout
 
 
-# Remove the marker once the runner is fixed (strict: an unexpected pass fails the suite, as a reminder).
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="runner (since e7af79e): a new job's first run killed before its pass over "
-                          "the input ends keeps the newline estimate as total_records; resumes never count again, so "
-                          "with a duplicate row the job stays `interrupted` with 1 'not yet tried' forever")
 def test_cron_completes_a_job_whose_input_has_a_duplicate_row(ws: Workspace) -> None:
     rows = make_rows(60)
     rows.insert(30, dict(rows[10]))  # the same record twice: processed once, counted as a duplicate

@@ -16,7 +16,7 @@ def _exactly_once(ws: Workspace) -> None:
 
 def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
     # 5 requests per 0.5 s window (600 rpm), hammered by 10 workers that were told no rpm at all.
-    write_csv(ws.input, make_rows(80))
+    write_csv(ws.input, make_rows(40))
     ws.fake.configure(rpm=5, window=0.5)
     proc = ws.run("--max-workers", "10", "--max-retries", "0", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
@@ -25,11 +25,11 @@ def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
     assert cp["failed_count"] == 0
     assert cp["rate_limited"] > 0  # the storm happened; with --max-retries 0, any counted 429 would fail a record
     # The pause honoured by every worker and the adapted pace keep waste bounded.
-    assert ws.fake.stats()["generate"] <= 80 * 2
+    assert ws.fake.stats()["generate"] <= 40 * 2
 
 
 def test_pacing_at_the_quota_avoids_429s(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(60))
+    write_csv(ws.input, make_rows(30))
     ws.fake.configure(rpm=10, window=1.0)  # 600 rpm
     proc = ws.run("--max-workers", "10", "--rpm", "540", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
@@ -38,7 +38,8 @@ def test_pacing_at_the_quota_avoids_429s(ws: Workspace) -> None:
 
 
 def test_random_429s_with_retry_delay_are_absorbed(ws: Workspace) -> None:
-    ws.fake.configure(rate_limit_rate=0.2, seed=4)
+    write_csv(ws.input, make_rows(20))
+    ws.fake.configure(rate_limit_rate=0.15, seed=4)
     proc = ws.run("--max-workers", "8", "--max-retries", "0", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
     _exactly_once(ws)
@@ -53,7 +54,8 @@ def test_daily_quota_stops_resumably_then_resume_completes(ws: Workspace) -> Non
     assert "Traceback" not in proc.stderr
     cp = read_json(ws.checkpoint)
     assert cp["status"] == "interrupted"
-    assert cp["failed_count"] == 0 and cp["completed_count"] == 15
+    assert cp["failed_count"] == 0
+    assert cp["completed_count"] == ws.fake.stats()["answered"] >= 15  # every answer paid for was written
     ws.fake.configure(daily_quota=None)  # the quota resets
     resumed = ws.run("--resume", env=_fast(ws))
     assert resumed.returncode == 0, resumed.stderr

@@ -135,6 +135,16 @@ def test_auth_error_stops_the_run() -> None:
         _run(Script(_api_error(403, "PERMISSION_DENIED")))
 
 
-def test_stop_request_abandons_without_failing() -> None:
+def test_a_stop_abandons_the_retry_without_failing_the_record() -> None:
+    stop: list[bool] = []
+    call = Script(_api_error(503, "UNAVAILABLE"))
     with pytest.raises(Abandoned):
-        _run(Script(), stop=True)
+        call_with_retry(call, policy=RetryPolicy(base=0.001, sleep=lambda _: None), stats=CallStats(),
+                        should_stop=lambda: bool(stop), on_failure=lambda attempt, f: stop.append(True))
+    assert call.calls == 1
+
+
+def test_a_stop_still_lets_a_local_first_attempt_run() -> None:
+    # A python stage after the LLM answers arrived: the record is written, not redone on resume.
+    result, _, _ = _run(Script(), stop=True)
+    assert result == "ok"

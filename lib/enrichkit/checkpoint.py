@@ -69,6 +69,9 @@ class Checkpoint:
     output_digest: str = ""  # ... and a digest of the bytes before it: a resume re-reads only what follows
     output_rows: int = 0  # rows in those bytes (= completed IDs then); an edited ID list shows as a mismatch
     resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
+    counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass (not an estimate)
+    report_path: str = ""  # where this job's report and error log go (--report / --errors may move them)
+    errors_path: str = ""
     runs: int = 0
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
@@ -124,6 +127,9 @@ class Checkpoint:
             "output_digest": self.output_digest,
             "output_rows": self.output_rows,
             "resume_at": self.resume_at,
+            "counts_exact": self.counts_exact,
+            "report_path": self.report_path,
+            "errors_path": self.errors_path,
             "pid": self.pid,
             "host": self.host,
             "errors": list(self.errors),
@@ -212,6 +218,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         cp.cost_usd = float(data.get("cost_usd") or 0.0)
         cp.elapsed_seconds = float(data.get("elapsed_seconds") or 0.0)
         cp.output_digest = str(data.get("output_digest") or "")
+        cp.counts_exact = bool(data.get("counts_exact"))
+        cp.report_path = str(data.get("report_path") or "")
+        cp.errors_path = str(data.get("errors_path") or "")
         resume_at = data.get("resume_at")
         cp.resume_at = {"offset": int(resume_at["offset"]), "row": int(resume_at["row"])} \
             if isinstance(resume_at, dict) else None

@@ -97,8 +97,9 @@ class Job:
 
     @property
     def counts_exactly(self) -> bool:
-        """This run's pass over the input must count records, duplicates and bad rows (they are not known)."""
-        return self.mode == "new" or self.input_changed
+        """This run's pass over the input must count records, duplicates and bad rows (they are not known:
+        a new job, a changed input, or an earlier counting pass that was stopped before the end)."""
+        return self.mode == "new" or self.input_changed or not self.checkpoint.counts_exact
 
 
 @dataclass
@@ -171,6 +172,7 @@ def prepare_job(options: RunOptions) -> Job:
             # A first figure for the progress bar; the run's pass over the input makes it exact.
             cp.total_records = table.estimate_rows()
         cp.pid, cp.host = os.getpid(), socket.gethostname()
+        cp.report_path, cp.errors_path = str(paths.report.resolve()), str(paths.errors.resolve())
     except BaseException:
         lock.release()
         raise
@@ -250,6 +252,7 @@ def _open_checkpoint(options: RunOptions, paths: JobPaths, stages: StagesConfig,
                     "will be processed and vanished rows ignored")
         cp.input = input_info
         cp.resume_at = None  # byte offsets into the old file mean nothing in the new one
+        cp.counts_exact = False
     return cp, "retry_failed" if options.retry_failed else "resume", changed
 
 

@@ -46,7 +46,8 @@ class JobPaths:
         output = Path(cp.output) if cp.output else checkpoint.with_name(checkpoint.name[: -len(SUFFIX)] + ".csv")
         stem = output.with_suffix("")
         return cls(checkpoint=checkpoint, output=output, input=Path(str(cp.input.get("path", ""))),
-                   errors=Path(f"{stem}.errors.jsonl"), report=Path(f"{stem}.report.json"),
+                   errors=Path(cp.errors_path or f"{stem}.errors.jsonl"),
+                   report=Path(cp.report_path or f"{stem}.report.json"),
                    lock=Path(f"{stem}.lock"))
 
 

@@ -240,7 +240,10 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         retry=tenacity.retry_if_exception(lambda e: isinstance(e, StageFailure) and e.transient))
     for attempt in retrying:
         with attempt:
-            if should_stop():
+            # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
+            # so a record whose answers are all in is written rather than redone.
+            remote = limiter is not None or breaker is not None
+            if should_stop() and (remote or attempt.retry_state.attempt_number > 1):
                 raise Abandoned()
             try:
                 if breaker is not None and not breaker.before_request(should_stop):

@@ -44,27 +44,36 @@ BACKOFF_BASE = float(os.environ.get("ENRICHKIT_BACKOFF_BASE", "1"))
 
 
 class StopSignal:
-    """Set by SIGINT/SIGTERM (or a fatal error, a budget, `jobs.py cancel`); read by everyone."""
+    """Two steps, read by everyone. `stop()`: take no new records (SIGINT/SIGTERM, a budget, `jobs.py cancel`);
+    the ones in flight may finish, stages and retries included, until the drain deadline. `abandoning()`:
+    workers give up at their next step (a second Ctrl+C, the deadline, a fatal error)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._event = threading.Event()
-        self.abandon = False
+        self._stopping = threading.Event()
+        self._abandoning = threading.Event()
         self.reason: str | None = None
         self.deadline = float("inf")
 
     def request(self, reason: str) -> None:
-        if not self._event.is_set():
+        if not self._stopping.is_set():
             self.reason = reason
             self.deadline = self._clock() + DRAIN_SECONDS
-            self._event.set()
+            self._stopping.set()
+
+    def abandon(self) -> None:
+        self._stopping.set()
+        self._abandoning.set()
 
     def __call__(self) -> bool:
-        return self._event.is_set()
+        return self._stopping.is_set()
+
+    def abandoning(self) -> bool:
+        return self._abandoning.is_set() or (self._stopping.is_set() and self._clock() > self.deadline)
 
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self._event.is_set() and self.reason == "signal":
-            self.abandon = True  # a second Ctrl+C: do not wait for in-flight records
+        if self._stopping.is_set() and self.reason == "signal":
+            self.abandon()  # a second Ctrl+C: do not wait for in-flight records
             return
         self.request("signal")
         name = signal.Signals(signum).name
@@ -126,7 +135,7 @@ class Runner:
         self.enricher = Enricher(
             stages=job.stages, policy=RetryPolicy(max_retries=opts.max_retries, base=BACKOFF_BASE),
             errorlog=self.errorlog,
-            pricing=load_pricing(), should_stop=self.stop, gemini=gemini, http=http, functions=job.functions,
+            pricing=load_pricing(), should_stop=self.stop.abandoning, gemini=gemini, http=http, functions=job.functions,
             cache=self.cache, limiter=limiter, breaker=breaker, model=opts.model, delay=opts.delay)
         self.writer = OutputWriter(job.paths.output, job.columns, job.stages.output_fields, self.cp.job_id)
         self.progress = Progress(quiet=opts.quiet)
@@ -181,7 +190,7 @@ class Runner:
                 inflight += len(items)
             if inflight == 0:
                 return 0
-            if self.stop.abandon or self.clock() > self.stop.deadline:
+            if self.stop.abandoning():
                 return inflight
             try:
                 results = self.results.get(timeout=0.2)
@@ -228,7 +237,7 @@ class Runner:
         completed, failed = cp.completed_ids, cp.failed_ids
         limit = self.opts.limit
         start = None
-        if job.mode == "resume" and not job.input_changed and cp.resume_at:
+        if job.mode == "resume" and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
         self._scanned = start or (0, 0)
         for item in job.table.rows(start):
@@ -264,7 +273,7 @@ class Runner:
             yield item, record_id
         if counting:
             cp.total_records, cp.duplicates, cp.input_errors = unique, dupes, bad
-            self.counted = True
+            cp.counts_exact = self.counted = True
 
     def _advance(self, here: tuple[int, int]) -> None:
         # Past --limit the pass only counts: the rows it reads then are not done.
@@ -311,6 +320,7 @@ class Runner:
         elif r.fatal is not None and self.fatal is None:
             self.fatal = r.fatal
             self.stop.request("fatal")
+            self.stop.abandon()  # the key, the quota or the API is gone: in-flight calls would fail or wait in vain
             log.error("%s", r.fatal)
 
     def _budget_reached(self, inflight: int) -> bool:
