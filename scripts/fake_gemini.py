@@ -186,7 +186,8 @@ class FakeGemini:
         self._stats: dict[str, Any] = {
             "requests": 0, "by_status": collections.Counter(), "generate": 0, "count_tokens": 0,
             "answered": 0, "grounded": 0, "keys_seen": 0, "in_flight": 0, "max_in_flight": 0,
-            "faults": collections.Counter(), "by_prompt": collections.Counter()}
+            "faults": collections.Counter(), "by_prompt": collections.Counter(),
+            "by_model": collections.Counter()}
 
     @property
     def url(self) -> str:
@@ -356,6 +357,7 @@ class FakeGemini:
         with self._lock:
             self._stats["generate"] += 1
             self._stats["by_prompt"][hashlib.sha1(prompt.encode(errors="replace")).hexdigest()[:12]] += 1
+            self._stats["by_model"][model] += 1
             refused = self._refuse(model, key, prompt, time.monotonic())
             fault = refused[0] if refused else self._draw_fault()
             self._stats["faults"].update([fault] if fault else [])

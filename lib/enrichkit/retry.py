@@ -41,6 +41,7 @@ class StageFailure(Exception):
         self.message = message
         self.retry_after = retry_after
         self.daily_quota = daily_quota
+        self.tokens: tuple[int, int] | None = None  # (prompt, output) of an answer that was billed but unusable
 
     @property
     def transient(self) -> bool:

@@ -95,6 +95,7 @@ class Runner:
         self.exhausted = False
         self.budget_hit = False
         self.counted = False  # the pass counted records, duplicates and bad rows exactly
+        self._max_record_cost = 0.0
         self._open: dict[str, tuple[int, int]] = {}  # records handed out and not yet done -> where they start
         self._scanned: tuple[int, int] | None = None  # (byte offset, row) after the last input row read
         self._since_save = 0
@@ -179,7 +180,7 @@ class Runner:
         inflight = 0
         while True:
             while inflight < bound and not self.stop() and not self.exhausted:
-                if self._budget_reached(inflight):
+                if not self._may_submit(inflight):
                     break
                 items = list(itertools.islice(source, batch))
                 if len(items) < batch:
@@ -298,6 +299,7 @@ class Runner:
             totals.output_tokens += r.output_tokens
             totals.cost_usd += r.cost_usd
         cp.total_tokens += r.prompt_tokens + r.output_tokens
+        self._max_record_cost = max(self._max_record_cost, r.cost_usd)
         for stage, seconds in r.stage_latency:
             stats.stages[stage].succeeded += 1
             stats.stages[stage].add_latency(seconds, stats._rng)
@@ -323,17 +325,19 @@ class Runner:
             self.stop.abandon()  # the key, the quota or the API is gone: in-flight calls would fail or wait in vain
             log.error("%s", r.fatal)
 
-    def _budget_reached(self, inflight: int) -> bool:
+    def _may_submit(self, inflight: int) -> bool:
+        """--max-cost: submit only while the job's cost plus the most a record has cost so far, for each record in
+        flight and the next, stays within the budget. Until one record has a cost, one record at a time."""
         limit = self.opts.max_cost
         if limit is None:
-            return False
-        done = max(1, self.stats.completed + self.stats.failed)
-        per_record = self.stats.cost_usd / done
-        if self.cp.cost_usd + per_record * (inflight + 1) > limit:
+            return True
+        if not self.stats.completed + self.stats.failed:
+            return inflight == 0
+        if self.cp.cost_usd + self._max_record_cost * (inflight + 1) > limit:
             self.budget_hit = True
             self.stop.request("budget")
-            return True
-        return False
+            return False
+        return True
 
     # --- bookkeeping --------------------------------------------------------------------------
 

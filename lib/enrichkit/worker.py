@@ -153,10 +153,9 @@ class Enricher:
 
     def _retrying(self, stage: Stage, result: RecordResult, call: Callable[[], Answer], **kwargs: Any) -> Answer:
         def on_failure(attempt: int, failure: StageFailure) -> None:
-            tokens = getattr(failure, "tokens", None)
-            if tokens:  # a malformed answer is still billed
+            if failure.tokens:  # a malformed answer is still billed
                 model = stage.model or self.model or self.stages.model
-                self._charge(result, model, *tokens)
+                self._charge(result, model, *failure.tokens)
             result.attempt_errors.append((stage.name, failure.error_type))
             result.logged.append(self._log(result, stage, attempt, failure))
 

@@ -66,7 +66,7 @@ class GeminiProvider:
         try:
             fields = check_fields(parse_json_object(text), stage.fields)
         except StageFailure as failure:
-            failure.tokens = (prompt_tokens, output_tokens)  # type: ignore[attr-defined]
+            failure.tokens = (prompt_tokens, output_tokens)
             raise
         return Answer(fields, prompt_tokens, output_tokens, model)
 

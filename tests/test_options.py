@@ -1,0 +1,70 @@
+"""The run options that shape a job: --max-cost, --no-cache, --model, --delay, --stages, http stages."""
+
+from __future__ import annotations
+
+from conftest import Workspace, expected_ids, read_csv, read_json
+
+
+def _exactly_once(ws: Workspace) -> None:
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
+
+
+def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -> None:
+    proc = ws.run("--max-cost", "0.001", "--max-workers", "2")
+    assert proc.returncode == 4, proc.stderr
+    assert "Budget reached" in proc.stderr and "--resume" in proc.stderr
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "budget_exhausted"
+    assert 0 < cp["completed_count"] < 40
+    assert cp["cost_usd"] <= 0.001
+    more = ws.run("--resume", "--max-cost", "1")
+    assert more.returncode == 0, more.stderr
+    _exactly_once(ws)
+
+
+def test_no_cache_writes_no_cache_and_pays_again(ws: Workspace) -> None:
+    ws.stages.write_text(ws.stages.read_text() + '''
+[[stages]]
+name = "fund"
+prompt = "How large is {fund.title}?"
+[stages.fields]
+fund_size = "number"
+''', encoding="utf-8")
+    ws.fake.configure(fail_matching=["How large is Fund 00002?"])
+    assert ws.run("--no-cache", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01")).returncode == 1
+    assert not list(ws.output.parent.glob("*.cache.sqlite*"))
+    ws.fake.configure(fail_matching=[])
+    assert ws.run("--retry-failed", "--no-cache").returncode == 0
+    assert ws.fake.stats()["generate"] == 80 + 2  # stage 1 was asked again: no cache to answer it
+    _exactly_once(ws)
+
+
+def test_model_flag_overrides_the_stages_file(ws: Workspace) -> None:
+    assert ws.run("--model", "gemini-2.5-pro", "--limit", "3").returncode == 0
+    assert ws.fake.stats()["by_model"] == {"gemini-2.5-pro": 3}
+
+
+def test_stages_selects_and_delay_pauses_between_stages(ws: Workspace) -> None:
+    proc = ws.run("--stages", "poc", "--delay", "0.01", "--limit", "5")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(ws.output)
+    assert "email_domain" not in rows[0] and rows[0]["poc_name"]
+
+
+def test_http_stage_takes_fields_from_the_json_answer(ws: Workspace) -> None:
+    ws.stages.write_text(f'''
+[[stages]]
+name = "health"
+type = "http"
+url = "{ws.fake.url}/_health?fund={{fund.title}}"
+method = "GET"
+[stages.fields]
+healthy = "ok"
+missing = "no.such.path"
+''', encoding="utf-8")
+    proc = ws.run("--limit", "4")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(ws.output)
+    assert [(r["healthy"], r["missing"]) for r in rows] == [("true", "")] * 4
+    assert read_json(ws.checkpoint)["requests"] == 4
