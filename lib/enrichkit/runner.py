@@ -44,14 +44,16 @@ BACKOFF_BASE = float(os.environ.get("ENRICHKIT_BACKOFF_BASE", "1"))
 
 
 class StopSignal:
-    """Two steps, read by everyone. `stop()`: take no new records (SIGINT/SIGTERM, a budget, `jobs.py cancel`);
-    the ones in flight may finish, stages and retries included, until the drain deadline. `abandoning()`:
-    workers give up at their next step (a second Ctrl+C, the deadline, a fatal error)."""
+    """Read by everyone. `stop()`: take no new records (SIGINT/SIGTERM, a budget, `jobs.py cancel`, a fatal
+    error); the ones in flight may finish, stages and retries included, until the drain deadline.
+    `abandoning()`: workers give up at their next call or wait (the deadline, a fatal error, a second
+    Ctrl+C). `leaving()`: the main loop stops waiting for them (the deadline, a second Ctrl+C)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
+        self._leaving = False
         self.reason: str | None = None
         self.deadline = float("inf")
 
@@ -71,9 +73,13 @@ class StopSignal:
     def abandoning(self) -> bool:
         return self._abandoning.is_set() or (self._stopping.is_set() and self._clock() > self.deadline)
 
+    def leaving(self) -> bool:
+        return self._leaving or (self._stopping.is_set() and self._clock() > self.deadline)
+
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping.is_set() and self.reason == "signal":
-            self.abandon()  # a second Ctrl+C: do not wait for in-flight records
+            self._leaving = True  # a second Ctrl+C: do not wait for in-flight records
+            self.abandon()
             return
         self.request("signal")
         name = signal.Signals(signum).name
@@ -191,7 +197,7 @@ class Runner:
                 inflight += len(items)
             if inflight == 0:
                 return 0
-            if self.stop.abandoning():
+            if self.stop.leaving():
                 return inflight
             try:
                 results = self.results.get(timeout=0.2)
@@ -322,7 +328,8 @@ class Runner:
         elif r.fatal is not None and self.fatal is None:
             self.fatal = r.fatal
             self.stop.request("fatal")
-            self.stop.abandon()  # the key, the quota or the API is gone: in-flight calls would fail or wait in vain
+            # The key, the quota or the API is gone: in-flight records stop calling, finish local work, and return.
+            self.stop.abandon()
             log.error("%s", r.fatal)
 
     def _may_submit(self, inflight: int) -> bool:
