@@ -18,7 +18,7 @@ from enrichkit.errors import AuthError, ConfigError, UsageError
 from enrichkit.idset import IdSet
 from enrichkit.logs import log, register_secret
 from enrichkit.output import output_columns, recover_output
-from enrichkit.records import BadRow, InputTable, make_record_id
+from enrichkit.records import BadRow, InputTable, RecordIds
 from enrichkit.runlock import RunLock
 from enrichkit.stages import StagesConfig, load_stages
 
@@ -270,12 +270,13 @@ def _confirm_fresh(options: RunOptions, paths: JobPaths) -> None:
 def count_input(table: InputTable, id_columns: list[str]) -> tuple[int, int, int]:
     """(unique records, duplicate rows, unreadable rows) in one streaming pass."""
     seen = IdSet()
+    ids = RecordIds(id_columns)
     unique = dupes = bad = 0
     for item in table.rows():
         if isinstance(item, BadRow):
             bad += 1
             continue
-        record_id = make_record_id(item.values, id_columns)
+        record_id = ids(item.values)
         if record_id in seen:
             dupes += 1
         else:
