@@ -23,8 +23,8 @@ from enrichkit.idset import IdSet
 VERSION = 1
 STATUSES = ("running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
 KEEP_ERRORS = 50
-_IDS_RE = re.compile(r'"completed_ids"\s*:\s*\[([^\]]*)\]')
-_NOT_HEX_ID = re.compile(r'[\s",]')
+_IDS_RE = re.compile(rb'"completed_ids"\s*:\s*\[([^\]]*)\]')
+_ID_PUNCTUATION = b'", \t\r\n'  # what separates the IDs in the list
 
 
 def utc_now() -> str:
@@ -166,15 +166,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint; a file that is not one is a one-line `ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the checkpoint: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a checkpoint (not UTF-8 text)") from None
     ids = IdSet()
-    match = _IDS_RE.search(text)
+    # A million IDs as JSON strings would cost ~100 MB and a second; as bytes with the quotes and commas
+    # deleted (C speed, one copy) they become 8 MB of integers.
+    match = _IDS_RE.search(raw)
     if match:
-        blob = _NOT_HEX_ID.sub("", match.group(1))
+        blob = raw[match.start(1):match.end(1)].translate(None, _ID_PUNCTUATION)
         try:
             if len(blob) % 16:
                 raise ValueError
@@ -182,9 +182,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         except ValueError:
             raise ConfigError(f"{path}: corrupt checkpoint: completed_ids holds something that is not an ID") \
                 from None
-        text = text[: match.start(1)] + text[match.end(1):]
+        del blob
+        raw = raw[: match.start(1)] + raw[match.end(1):]
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a checkpoint (not UTF-8 text)") from None
     except ValueError as exc:
         raise ConfigError(f"{path}: corrupt checkpoint (not valid JSON: {exc})") from None
     if not isinstance(data, dict) or "job_id" not in data:

@@ -7,6 +7,7 @@ grows (the merge threshold grows with the array, so merging stays amortised O(1)
 
 from __future__ import annotations
 
+import binascii
 import heapq
 import itertools
 import operator
@@ -28,9 +29,9 @@ class IdSet:
             self.add(record_id)
 
     @classmethod
-    def from_hex_blob(cls, blob: str) -> IdSet:
+    def from_hex_blob(cls, blob: bytes) -> IdSet:
         """Build from concatenated 16-char hex IDs (how the checkpoint stores them), at C speed."""
-        raw = bytes.fromhex(blob)
+        raw = binascii.unhexlify(blob)  # ValueError (binascii.Error) on anything but hex digits
         values = array("Q")
         values.frombytes(raw)
         if sys.byteorder == "little":
