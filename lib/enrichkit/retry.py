@@ -223,6 +223,53 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
     failures = 0  # attempts that count toward max_retries (429s do not)
     streak = 0  # consecutive 429s
     last: StageFailure | None = None
+    remote = limiter is not None or breaker is not None
+
+    def attempt_once(number: int) -> T:
+        nonlocal failures, streak, last
+        # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
+        # so a record whose answers are all in is written rather than redone.
+        if should_stop() and (remote or number > 1):
+            raise Abandoned()
+        try:
+            if breaker is not None and not breaker.before_request(should_stop):
+                raise Abandoned()
+        except OutageTooLong as exc:
+            raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
+                              "run again with --resume when it is back") from None
+        estimate = tokens()
+        if limiter is not None and not limiter.acquire(estimate, should_stop):
+            raise Abandoned()
+        stats.requests += 1
+        if number > 1:
+            stats.retries += 1
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
+            failure = classify_error(exc)
+            last = failure
+            on_failure(number, failure)
+            _account(failure, limiter, breaker, estimate)
+            if failure.error_type == "auth_error":
+                raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
+                                "in the environment or .env") from None
+            if failure.error_type == "rate_limit":
+                stats.rate_limited += 1
+                streak += 1
+                if failure.daily_quota or streak >= policy.rate_limit_streak:
+                    why = "the daily quota is used up" if failure.daily_quota else \
+                        f"{streak} rate-limited answers in a row"
+                    raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
+            else:
+                streak = 0
+                failures += 1
+            raise failure from None
+        if breaker is not None:
+            breaker.record_success()
+        if limiter is not None:
+            limiter.on_success()
+            limiter.settle(estimate, actual_tokens(result) if actual_tokens else estimate)
+        return result
 
     def stop(_state: Any) -> bool:
         return failures > policy.max_retries
@@ -236,55 +283,23 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
     def nap(seconds: float) -> None:
         interruptible_sleep(seconds, policy.sleep, should_stop)
 
+    done_attempts = 0
+    if not remote:
+        # A local call (a python stage) almost always succeeds at once: try it before building a tenacity
+        # loop, which would cost more than the call (~25 us, a quarter of a no-op record's budget).
+        try:
+            return attempt_once(1)
+        except StageFailure as failure:
+            if not failure.transient or stop(None):
+                raise
+        done_attempts = 1
+        nap(wait(None))
     retrying = tenacity.Retrying(
         stop=stop, wait=wait, sleep=nap, reraise=True,
         retry=tenacity.retry_if_exception(lambda e: isinstance(e, StageFailure) and e.transient))
     for attempt in retrying:
         with attempt:
-            # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
-            # so a record whose answers are all in is written rather than redone.
-            remote = limiter is not None or breaker is not None
-            if should_stop() and (remote or attempt.retry_state.attempt_number > 1):
-                raise Abandoned()
-            try:
-                if breaker is not None and not breaker.before_request(should_stop):
-                    raise Abandoned()
-            except OutageTooLong as exc:
-                raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
-                                  "run again with --resume when it is back") from None
-            estimate = tokens()
-            if limiter is not None and not limiter.acquire(estimate, should_stop):
-                raise Abandoned()
-            stats.requests += 1
-            if attempt.retry_state.attempt_number > 1:
-                stats.retries += 1
-            try:
-                result = call()
-            except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
-                failure = classify_error(exc)
-                last = failure
-                on_failure(attempt.retry_state.attempt_number, failure)
-                _account(failure, limiter, breaker, estimate)
-                if failure.error_type == "auth_error":
-                    raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
-                                    "in the environment or .env") from None
-                if failure.error_type == "rate_limit":
-                    stats.rate_limited += 1
-                    streak += 1
-                    if failure.daily_quota or streak >= policy.rate_limit_streak:
-                        why = "the daily quota is used up" if failure.daily_quota else \
-                            f"{streak} rate-limited answers in a row"
-                        raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
-                else:
-                    streak = 0
-                    failures += 1
-                raise failure from None
-            if breaker is not None:
-                breaker.record_success()
-            if limiter is not None:
-                limiter.on_success()
-                limiter.settle(estimate, actual_tokens(result) if actual_tokens else estimate)
-            return result
+            return attempt_once(attempt.retry_state.attempt_number + done_attempts)
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
