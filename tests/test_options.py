@@ -68,3 +68,46 @@ missing = "no.such.path"
     rows = read_csv(ws.output)
     assert [(r["healthy"], r["missing"]) for r in rows] == [("true", "")] * 4
     assert read_json(ws.checkpoint)["requests"] == 4
+
+
+def test_http_stage_posts_a_json_body_per_record_and_caches_by_body(ws: Workspace) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            reply = json.dumps({"data": {"echo": body["fund"], "auth": self.headers.get("X-Token")}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ws.stages.write_text(f'''
+[[stages]]
+name = "echo"
+type = "http"
+url = "http://127.0.0.1:{server.server_port}/lookup"
+method = "POST"
+headers = {{ X-Token = "t-{{poc.last_name}}" }}
+json = {{ fund = "{{fund.title}}" }}
+[stages.fields]
+echoed = "data.echo"
+token = "data.auth"
+''', encoding="utf-8")
+        proc = ws.run("--limit", "5")
+        assert proc.returncode == 0, proc.stderr
+        rows = read_csv(ws.output)
+        assert all(r["echoed"] == r["fund.title"] and r["token"] == f"t-{r['poc.last_name']}" for r in rows)
+        assert len({r["echoed"] for r in rows}) == 5  # one answer per body, not one cached for the URL
+    finally:
+        server.shutdown()
+        server.server_close()

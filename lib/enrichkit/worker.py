@@ -31,7 +31,7 @@ from enrichkit.retry import (
     classify_error,
     interruptible_sleep,
 )
-from enrichkit.stages import Stage, StagesConfig
+from enrichkit.stages import Stage, StagesConfig, render_tree
 
 
 @dataclass
@@ -101,7 +101,6 @@ class Enricher:
             result.logged.append(self._log(result, stage, 1, result.failure))
         return result
 
-
     def _run_stage(self, stage: Stage, values: dict[str, str], result: RecordResult) -> Answer:
         if stage.kind == "python":
             func = self.functions[stage.name]
@@ -109,8 +108,10 @@ class Enricher:
         if stage.kind == "http":
             assert self.http is not None
             http = self.http
+            # Everything the request carries decides its answer (the key is a hash: header secrets are not stored).
             material = {"kind": "http", "method": stage.method, "url": stage.url.render(values) if stage.url else "",
-                        "stage": stage.raw}
+                        "headers": {k: t.render(values) for k, t in stage.headers.items()},
+                        "json": render_tree(stage.body, values), "fields": stage.fields}
             return self._cached(material, result, lambda: self._retrying(stage, result,
                                                                          lambda: http.call(stage, values)))
         assert self.gemini is not None and stage.prompt is not None
