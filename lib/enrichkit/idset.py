@@ -1,14 +1,15 @@
 """A compact set of 64-bit record IDs.
 
-A million IDs in a Python `set[str]` cost ~100 MB; here they cost ~8 MB: a sorted `array('Q')`
-searched by bisection, plus a small `set[int]` of recent additions merged into the array when it
-grows (the merge threshold grows with the array, so merging stays amortised O(1) per add).
+A million IDs in a Python `set[str]` cost ~100 MB; here they cost ~9 MB: 4,096 sorted
+`array('Q')` buckets chosen by the ID's top 12 bits. A lookup bisects one small bucket and an
+insert shifts part of one (a C memmove of about a kilobyte at a million IDs), so every
+operation costs about the same at 100,000 IDs as at 10 million, and the buckets read in
+order are the IDs in ascending order.
 """
 
 from __future__ import annotations
 
 import binascii
-import heapq
 import itertools
 import operator
 import sys
@@ -16,15 +17,16 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 
-_MIN_MERGE = 65536
+_BUCKET_BITS = 12
+_SHIFT = 64 - _BUCKET_BITS
 
 
 class IdSet:
     """Set of 16-hex-char record IDs stored as unsigned 64-bit integers."""
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
-        self._base = array("Q")
-        self._recent: set[int] = set()
+        self._buckets = [array("Q") for _ in range(1 << _BUCKET_BITS)]
+        self._len = 0
         for record_id in ids:
             self.add(record_id)
 
@@ -37,27 +39,40 @@ class IdSet:
         if sys.byteorder == "little":
             values.byteswap()  # the hex is big-endian
         ids = cls()
-        # The checkpoint writes them ascending; sort (with a transient copy) only if someone edited it.
-        ascending = all(map(operator.lt, values, itertools.islice(values, 1, None)))
-        ids._base = values if ascending else array("Q", sorted(set(values)))
+        # The checkpoint writes them ascending: cut the array at each bucket's first value. If someone
+        # edited the file out of order, add them one by one instead.
+        if all(map(operator.lt, values, itertools.islice(values, 1, None))):
+            start = 0
+            for b in range(len(ids._buckets)):
+                end = bisect_left(values, (b + 1) << _SHIFT, start)
+                ids._buckets[b] = values[start:end]
+                start = end
+            ids._len = len(values)
+        else:
+            for value in values:
+                ids._add_value(value)
         return ids
 
     def add(self, record_id: str) -> None:
-        value = int(record_id, 16)
-        if value in self._recent or self._in_base(value):
-            return
-        self._recent.add(value)
-        if len(self._recent) >= max(_MIN_MERGE, len(self._base) // 8):
-            self._merge()
+        self._add_value(int(record_id, 16))
+
+    def _add_value(self, value: int) -> None:
+        bucket = self._buckets[value >> _SHIFT]
+        i = bisect_left(bucket, value)
+        if i == len(bucket) or bucket[i] != value:
+            bucket.insert(i, value)
+            self._len += 1
 
     def __contains__(self, record_id: object) -> bool:
         if not isinstance(record_id, str):
             return False
         value = int(record_id, 16)
-        return value in self._recent or self._in_base(value)
+        bucket = self._buckets[value >> _SHIFT]
+        i = bisect_left(bucket, value)
+        return i < len(bucket) and bucket[i] == value
 
     def __len__(self) -> int:
-        return len(self._base) + len(self._recent)
+        return self._len
 
     def __iter__(self) -> Iterator[str]:
         for value in self.values():
@@ -65,33 +80,22 @@ class IdSet:
 
     def values(self) -> Iterator[int]:
         """The IDs as integers, in ascending order."""
-        return heapq.merge(self._base, sorted(self._recent))
+        return itertools.chain.from_iterable(self._buckets)
 
     def hex_chunks(self, size: int = 50000) -> Iterator[str]:
-        """The IDs as JSON strings (`"…", "…"`) in pieces of `size`, made at C speed, never all at once."""
-        self._merge()
-        for start in range(0, len(self._base), size):
-            chunk = self._base[start:start + size]
-            if sys.byteorder == "little":
-                chunk.byteswap()  # big-endian bytes give the hex digits in order
-            text = chunk.tobytes().hex()
-            yield '"' + '", "'.join([text[i:i + 16] for i in range(0, len(text), 16)]) + '"'
+        """The IDs as JSON strings (`"…", "…"`) in pieces of about `size`, made at C speed, never all at once."""
+        pending = array("Q")
+        for bucket in self._buckets:
+            pending.extend(bucket)
+            if len(pending) >= size:
+                yield _as_json_strings(pending)
+                pending = array("Q")
+        if pending:
+            yield _as_json_strings(pending)
 
-    def _in_base(self, value: int) -> bool:
-        base = self._base
-        i = bisect_left(base, value)
-        return i < len(base) and base[i] == value
 
-    def _merge(self) -> None:
-        """Fold the recent additions into the sorted array: a bisection and a C-level copy per addition."""
-        if not self._recent:
-            return
-        base, merged, prev = self._base, array("Q"), 0
-        for value in sorted(self._recent):
-            i = bisect_left(base, value, prev)
-            merged.extend(base[prev:i])
-            merged.append(value)
-            prev = i
-        merged.extend(base[prev:])
-        self._base = merged
-        self._recent = set()
+def _as_json_strings(values: array) -> str:  # type: ignore[type-arg]
+    if sys.byteorder == "little":
+        values.byteswap()  # big-endian bytes give the hex digits in order
+    text = values.tobytes().hex()
+    return '"' + '", "'.join([text[i:i + 16] for i in range(0, len(text), 16)]) + '"'
