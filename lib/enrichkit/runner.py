@@ -13,11 +13,9 @@ import os
 import queue
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 
 from enrichkit.breaker import CircuitBreaker
 from enrichkit.cache import ResponseCache
@@ -31,60 +29,15 @@ from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, records_left, summary
 from enrichkit.output import OutputWriter, tail_digest
 from enrichkit.pricing import load_pricing
-from enrichkit.progress import Figures, Progress, describe
+from enrichkit.progress import Figures, Progress
 from enrichkit.records import BadRow, Record, RecordIds
 from enrichkit.report import RunStats, build_report, write_report
 from enrichkit.retry import RetryPolicy
+from enrichkit.stopping import StopSignal
 from enrichkit.worker import Enricher, RecordResult
 
-# How long SIGINT/SIGTERM waits for in-flight records (SPEC: 10 s); the variable exists for tests.
-DRAIN_SECONDS = float(os.environ.get("ENRICHKIT_DRAIN_SECONDS", "10"))
 # First backoff step in seconds (then doubling, full jitter, capped at 60 s); tests shorten it.
 BACKOFF_BASE = float(os.environ.get("ENRICHKIT_BACKOFF_BASE", "1"))
-
-
-class StopSignal:
-    """Read by everyone. `stop()`: take no new records (SIGINT/SIGTERM, a budget, `jobs.py cancel`, a fatal
-    error); the ones in flight may finish, stages and retries included, until the drain deadline.
-    `abandoning()`: workers give up at their next call or wait (the deadline, a fatal error, a second
-    Ctrl+C). `leaving()`: the main loop stops waiting for them (the deadline, a second Ctrl+C)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._stopping = threading.Event()
-        self._abandoning = threading.Event()
-        self._leaving = False
-        self.reason: str | None = None
-        self.deadline = float("inf")
-
-    def request(self, reason: str) -> None:
-        if not self._stopping.is_set():
-            self.reason = reason
-            self.deadline = self._clock() + DRAIN_SECONDS
-            self._stopping.set()
-
-    def abandon(self) -> None:
-        self._stopping.set()
-        self._abandoning.set()
-
-    def __call__(self) -> bool:
-        return self._stopping.is_set()
-
-    def abandoning(self) -> bool:
-        return self._abandoning.is_set() or (self._stopping.is_set() and self._clock() > self.deadline)
-
-    def leaving(self) -> bool:
-        return self._leaving or (self._stopping.is_set() and self._clock() > self.deadline)
-
-    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self._stopping.is_set() and self.reason == "signal":
-            self._leaving = True  # a second Ctrl+C: do not wait for in-flight records
-            self.abandon()
-            return
-        self.request("signal")
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"\n{name}: finishing in-flight records (up to {DRAIN_SECONDS:.0f} s; "
-                         "press Ctrl+C again to stop at once)...\n")
 
 
 class Runner:
@@ -434,4 +387,4 @@ def run_job(job: Job) -> int:
             job.lock.release()
 
 
-__all__ = ["Runner", "StopSignal", "describe", "run_job"]
+__all__ = ["Runner", "run_job"]
