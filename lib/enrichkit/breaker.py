@@ -12,15 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from enrichkit.errors import OutageTooLong
+
 State = Literal["closed", "open", "half_open"]
-
-
-class OutageTooLong(Exception):
-    """The breaker has stayed open longer than `max_outage` seconds."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the service has been failing for {seconds:.0f} s")
-        self.seconds = seconds
 
 
 class CircuitBreaker:
@@ -28,7 +22,8 @@ class CircuitBreaker:
 
     def __init__(self, *, threshold: int = 5, base_cooldown: float = 2.0, max_cooldown: float = 60.0,
                  max_outage: float = 600.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep, max_nap: float = 0.25) -> None:
+                 sleep: Callable[[float], object] = time.sleep, max_nap: float = 0.25,
+                 on_event: Callable[[str], None] = lambda message: None) -> None:
         if threshold < 1 or base_cooldown <= 0 or max_cooldown < base_cooldown or max_nap <= 0:
             raise ValueError("need threshold >= 1 and 0 < base_cooldown <= max_cooldown, max_nap > 0")
         self._threshold, self._base, self._max_cooldown = threshold, base_cooldown, max_cooldown
@@ -41,6 +36,9 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._probe_since = 0.0
         self._opened = 0
+        self._answered = False  # anything ever answered (even with an error): the address is right
+        self._refused = 0  # connections refused before anything answered
+        self._on_event = on_event
 
     def before_request(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Wait until a request may go: at once when closed; after the cool-down, one caller probes.
@@ -67,11 +65,22 @@ class CircuitBreaker:
     def record_success(self) -> None:
         """The service answered: close, forget the failure streak, reset the cool-down."""
         with self._lock:
+            was = self._state
             self._state, self._failures, self._cooldown = "closed", 0, self._base
+            self._answered = True
+        if was != "closed":
+            self._on_event("the API answers again: sending resumes")
 
-    def record_failure(self) -> None:
+    def unreachable(self, limit: int) -> bool:
+        """Connections were refused `limit` times and nothing has ever answered: a wrong address, not an outage."""
+        with self._lock:
+            return not self._answered and self._refused >= limit
+
+    def record_failure(self, *, refused: bool = False) -> None:
         """A server error or a timeout: count it while closed; a failed probe re-opens for longer."""
         with self._lock:
+            if refused and not self._answered:
+                self._refused += 1
             now = self._clock()
             if self._state == "closed":
                 if self._failures == 0:
@@ -87,6 +96,8 @@ class CircuitBreaker:
     def _open(self, now: float) -> None:
         self._state, self._open_until = "open", now + self._cooldown
         self._opened += 1
+        self._on_event(f"the API keeps failing: sending paused for {self._cooldown:.0f} s, then one probe "
+                       "(circuit breaker open)")
 
     @property
     def state(self) -> State:

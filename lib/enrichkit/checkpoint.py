@@ -1,7 +1,8 @@
-"""The progress file (`*.progress.json`): what a job has done, rewritten atomically.
+"""The progress file (`*.progress.json`): its schema, and reading and writing it.
 
 It is bookkeeping, not the truth: on every start the output's `_record_id` column is merged in
-(see `enrichkit.output`), so the checkpoint interval decides only how much is redone.
+(see `enrichkit.store`), so the checkpoint interval decides only how much is redone. Who writes it,
+and when, is the job store's business; this module only knows the file.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from enrichkit.counters import Counters
 from enrichkit.errors import ConfigError
 from enrichkit.idset import IdSet
+from enrichkit.jobfiles import atomic_write
 
 VERSION = 1
-STATUSES = ("running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
 KEEP_ERRORS = 50
 _IDS_RE = re.compile(rb'"completed_ids"\s*:\s*\[([^\]]*)\]')
 _ID_PUNCTUATION = b'", \t\r\n'  # what separates the IDs in the list
@@ -41,40 +43,41 @@ class Checkpoint:
     """Everything `*.progress.json` holds. Counters are cumulative over every run of the job."""
 
     job_id: str
-    output: str
-    input: dict[str, Any]
+    output: str  # absolute path of the output this job writes
+    input: dict[str, Any]  # {"path", "size", "mtime"} of the input when last seen
     stages: list[str]
     config_fingerprint: str
     id_columns: list[str] | None = None
     fields: list[str] = field(default_factory=list)  # the stages' output columns, in order
     stages_file: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the run options a bare --resume continues with
     status: str = "running"
     started_at: str = field(default_factory=utc_now)
     last_updated: str = field(default_factory=utc_now)
     total_records: int = 0
     completed_ids: IdSet = field(default_factory=IdSet)
     failed_ids: set[str] = field(default_factory=set)
-    total_tokens: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    cache_hits: int = 0
+    totals: Counters = field(default_factory=Counters)
     duplicates: int = 0
     input_errors: int = 0
-    elapsed_seconds: float = 0.0  # running time summed over runs, for records/min and ETA
+    empty_rows: int = 0
+    elapsed_seconds: float = 0.0  # running time summed over runs
+    run_started_at: str = ""  # this (or the last) run: when it started, what it did and for how long,
+    run_done: int = 0  # ... so `jobs.py status` shows the same rate and ETA as the run's own log lines
+    run_seconds: float = 0.0
     output_bytes: int = 0  # the output's size when this checkpoint was written (after fsync) ...
-    output_digest: str = ""  # ... and a digest of the bytes before it: a resume re-reads only what follows
-    output_rows: int = 0  # rows in those bytes (= completed IDs then); an edited ID list shows as a mismatch
+    output_crc32: int | None = None  # ... and the CRC-32 of all its bytes up to there: any edit shows
+    output_rows: int = 0  # rows in those bytes (= completed IDs then)
     resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
-    counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass (not an estimate)
-    report_path: str = ""  # where this job's report and error log go (--report / --errors may move them)
+    counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass
+    report_path: str = ""
     errors_path: str = ""
     runs: int = 0
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    filled: dict[str, int] = field(default_factory=dict)  # output field -> rows in the output where it is non-empty
+    stage_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> successes, failures by type
+    pace: dict[str, Any] = field(default_factory=dict)  # model -> the limiter's figures at the last write
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
 
     @property
@@ -85,6 +88,10 @@ class Checkpoint:
     def failed_count(self) -> int:
         return len(self.failed_ids)
 
+    @property
+    def records_left(self) -> int:
+        return max(0, self.total_records - self.completed_count - self.failed_count)
+
     def mark_completed(self, record_id: str) -> None:
         self.completed_ids.add(record_id)
         self.failed_ids.discard(record_id)
@@ -94,7 +101,8 @@ class Checkpoint:
             self.failed_ids.add(record_id)
 
     def summary(self) -> dict[str, Any]:
-        """Every field but the ID lists, in the SPEC's order."""
+        """Every field but the ID lists, SPEC's keys first."""
+        totals = self.totals.to_json()
         return {
             "version": VERSION,
             "job_id": self.job_id,
@@ -105,61 +113,58 @@ class Checkpoint:
             "output": self.output,
             "stages": self.stages,
             "config_fingerprint": self.config_fingerprint,
-            "id_columns": self.id_columns,
-            "fields": self.fields,
-            "stages_file": self.stages_file,
             "total_records": self.total_records,
             "completed_count": self.completed_count,
             "failed_count": self.failed_count,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "requests": self.requests,
-            "retries": self.retries,
-            "rate_limited": self.rate_limited,
-            "cache_hits": self.cache_hits,
+            **totals,
+            "pid": self.pid,
+            "host": self.host,
+            "id_columns": self.id_columns,
+            "fields": self.fields,
+            "stages_file": self.stages_file,
+            "options": self.options,
             "duplicates": self.duplicates,
             "input_errors": self.input_errors,
+            "empty_rows": self.empty_rows,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "run_started_at": self.run_started_at,
+            "run_done": self.run_done,
+            "run_seconds": round(self.run_seconds, 3),
             "runs": self.runs,
             "output_bytes": self.output_bytes,
-            "output_digest": self.output_digest,
+            "output_crc32": self.output_crc32,
             "output_rows": self.output_rows,
             "resume_at": self.resume_at,
             "counts_exact": self.counts_exact,
             "report_path": self.report_path,
             "errors_path": self.errors_path,
-            "pid": self.pid,
-            "host": self.host,
+            "filled": self.filled,
+            "stage_totals": self.stage_totals,
+            "pace": self.pace,
             "errors": list(self.errors),
         }
 
 
-def write_checkpoint(path: str | Path, cp: Checkpoint) -> None:
-    """Write atomically: temp file beside it, fsync, rename, fsync the directory.
-
-    The ID list is streamed in chunks so a million IDs never exist as a million str objects.
-    """
-    path = Path(path)
-    cp.last_updated = utc_now()
+def render_checkpoint(cp: Checkpoint, f: IO[bytes]) -> None:
+    """Write `cp` as JSON. The ID list is streamed in chunks so a million IDs never exist as a million
+    str objects."""
     head = json.dumps(cp.summary(), indent=1, ensure_ascii=False)
     assert head.endswith("\n}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(head[:-2])
-        f.write(',\n "completed_ids": [')
-        first = True
-        for chunk in cp.completed_ids.hex_chunks():
-            f.write(chunk if first else ", " + chunk)
-            first = False
-        f.write('],\n "failed_ids": ')
-        f.write(json.dumps(sorted(cp.failed_ids)))
-        f.write("\n}\n")
-        f.flush()
-        os.fsync(f.fileno())  # the rename below must never expose a file whose bytes are not on disk
-    tmp.replace(path)
-    _fsync_dir(path.parent)
+    f.write(head[:-2].encode("utf-8"))
+    f.write(b',\n "completed_ids": [')
+    first = True
+    for chunk in cp.completed_ids.hex_chunks():
+        f.write((chunk if first else ", " + chunk).encode("ascii"))
+        first = False
+    f.write(b'],\n "failed_ids": ')
+    f.write(json.dumps(sorted(cp.failed_ids)).encode("ascii"))
+    f.write(b"\n}\n")
+
+
+def write_checkpoint(path: str | Path, cp: Checkpoint) -> None:
+    """Replace the checkpoint atomically (temp file, fsync, rename, fsync the folder)."""
+    cp.last_updated = utc_now()
+    atomic_write(path, lambda f: render_checkpoint(cp, f))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -196,50 +201,58 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise ConfigError(f"{path}: checkpoint version {data.get('version')!r} is not supported "
                           f"(expected {VERSION})")
     try:
-        cp = Checkpoint(
-            job_id=str(data["job_id"]),
-            output=str(data.get("output", "")),
-            input=dict(data.get("input") or {}),
-            stages=list(data.get("stages") or []),
-            config_fingerprint=str(data.get("config_fingerprint", "")),
-            id_columns=data.get("id_columns"),
-            fields=list(data.get("fields") or []),
-            stages_file=str(data.get("stages_file", "")),
-            status=str(data.get("status", "interrupted")),
-            started_at=str(data.get("started_at", "")),
-            last_updated=str(data.get("last_updated", "")),
-            total_records=int(data.get("total_records", 0)),
-            completed_ids=ids,
-            failed_ids={str(x) for x in data.get("failed_ids") or []},
-            pid=int(data.get("pid") or 0),
-            host=str(data.get("host", "")),
-            errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
-        )
-        for name in ("total_tokens", "prompt_tokens", "output_tokens", "requests", "retries", "rate_limited",
-                     "cache_hits", "duplicates", "input_errors", "runs", "output_bytes", "output_rows"):
-            setattr(cp, name, int(data.get(name) or 0))
-        cp.cost_usd = float(data.get("cost_usd") or 0.0)
-        cp.elapsed_seconds = float(data.get("elapsed_seconds") or 0.0)
-        cp.output_digest = str(data.get("output_digest") or "")
-        cp.counts_exact = bool(data.get("counts_exact"))
-        cp.report_path = str(data.get("report_path") or "")
-        cp.errors_path = str(data.get("errors_path") or "")
-        resume_at = data.get("resume_at")
-        cp.resume_at = {"offset": int(resume_at["offset"]), "row": int(resume_at["row"])} \
-            if isinstance(resume_at, dict) else None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: corrupt checkpoint ({exc})") from None
-    return cp
+        return _from_json(data, ids)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{path}: corrupt checkpoint ({exc!r})") from None
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is still atomic
-    finally:
-        os.close(fd)
+def _from_json(data: dict[str, Any], ids: IdSet) -> Checkpoint:
+    def text(key: str, default: str = "") -> str:
+        value = data.get(key)
+        return default if value is None else str(value)
+
+    def number(key: str) -> int:
+        return int(data.get(key) or 0)
+
+    resume_at = data.get("resume_at")
+    crc = data.get("output_crc32")
+    return Checkpoint(
+        job_id=str(data["job_id"]),
+        output=text("output"),
+        input=dict(data.get("input") or {}),
+        stages=[str(s) for s in data.get("stages") or []],
+        config_fingerprint=text("config_fingerprint"),
+        id_columns=[str(c) for c in data["id_columns"]] if data.get("id_columns") else None,
+        fields=[str(f) for f in data.get("fields") or []],
+        stages_file=text("stages_file"),
+        options=dict(data.get("options") or {}),
+        status=text("status", "interrupted"),
+        started_at=text("started_at"),
+        last_updated=text("last_updated"),
+        total_records=number("total_records"),
+        completed_ids=ids,
+        failed_ids={str(x) for x in data.get("failed_ids") or []},
+        totals=Counters.from_json(data),
+        duplicates=number("duplicates"),
+        input_errors=number("input_errors"),
+        empty_rows=number("empty_rows"),
+        elapsed_seconds=float(data.get("elapsed_seconds") or 0.0),
+        run_started_at=text("run_started_at"),
+        run_done=number("run_done"),
+        run_seconds=float(data.get("run_seconds") or 0.0),
+        output_bytes=number("output_bytes"),
+        output_crc32=int(crc) if crc is not None else None,
+        output_rows=number("output_rows"),
+        resume_at={"offset": int(resume_at["offset"]), "row": int(resume_at["row"])}
+        if isinstance(resume_at, dict) else None,
+        counts_exact=bool(data.get("counts_exact")),
+        report_path=text("report_path"),
+        errors_path=text("errors_path"),
+        runs=number("runs"),
+        pid=number("pid"),
+        host=text("host"),
+        filled={str(k): int(v) for k, v in (data.get("filled") or {}).items()},
+        stage_totals={str(k): dict(v) for k, v in (data.get("stage_totals") or {}).items()},
+        pace=dict(data.get("pace") or {}),
+        errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
+    )

@@ -1,6 +1,8 @@
-"""The errors a user can meet, each carrying what they need to act, and its exit code.
+"""Every exception enrichkit raises, and the exit codes.
 
-The CLI maps these to exit codes in one place (`enrichkit.cli`); everything else raises them.
+User-facing errors derive from `EnrichError`: one line that says what happened and what to do,
+mapped to an exit code by its class (`exit_code`), in one place (`enrichkit.cli.error_edge`).
+`StageFailure` and `Abandoned` never reach the user: they travel between a call and the pipeline.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ class UsageError(EnrichError):
 
 
 class ConfigError(EnrichError):
-    """The stages file, the pricing file or the checkpoint disagrees with what was asked."""
+    """The stages file, the pricing file, a model or the checkpoint disagrees with what was asked."""
 
 
 class InputError(EnrichError):
-    """The input file cannot be read at all (missing, empty, no header, ...)."""
+    """The input file cannot be read at all (missing, empty, no header, wrong encoding or delimiter, ...)."""
 
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(f"{path}: {message}" if path else message)
@@ -44,11 +46,11 @@ class LockedError(EnrichError):
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, lock_path: str, pid: int | None, host: str | None) -> None:
+    def __init__(self, lock_path: str, pid: int | None, host: str | None, checkpoint: str = "<checkpoint>") -> None:
         holder = f"PID {pid} on {host}" if pid else "another process"
         super().__init__(
             f"another run ({holder}) is working on this output (lock {lock_path}); "
-            "wait for it, or stop it with: python scripts/jobs.py cancel <checkpoint>"
+            f"wait for it, or stop it with: python scripts/jobs.py cancel {checkpoint}"
         )
         self.lock_path = lock_path
         self.pid = pid
@@ -59,3 +61,72 @@ class BudgetExhausted(EnrichError):
     """--max-cost would be exceeded by the next request."""
 
     exit_code = EXIT_BUDGET
+
+
+class ProviderStop(EnrichError):
+    """The provider stopped the run early, resumably: quota used up, billing, an outage (exit 1)."""
+
+    exit_code = EXIT_FAILURES
+
+
+class QuotaExhausted(ProviderStop):
+    """The provider's quota is used up (a daily quota, or 429s without end)."""
+
+
+class BillingError(ProviderStop):
+    """An account-level 429: prepaid credits depleted, a spend cap reached, or a model with no quota ("limit: 0")."""
+
+
+class OutageError(ProviderStop):
+    """The API has been down longer than --max-outage, or refuses connections from the start."""
+
+
+class WriteFailed(EnrichError):
+    """A file of the job could not be written (a full disk, a read-only folder): stop, resumable (exit 1)."""
+
+    exit_code = EXIT_FAILURES
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}; free space or fix the folder, then run again with --resume")
+        self.path = path
+        self.reason = reason
+
+
+class StageFailure(Exception):
+    """One failed attempt of a stage call, classified (see `enrichkit.classify`)."""
+
+    def __init__(self, error_type: str, message: str, *, retry_after: float | None = None,
+                 quota: str = "", retries_allowed: int | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.retry_after = retry_after  # the server's delay for a 429 (RetryInfo, Retry-After, "retry in N s")
+        self.quota = quota  # for a 429: "minute", "day", "account" (billing) or "" (not said)
+        # None: retried as its error type says; a number: at most that many retries (SAFETY: 1, a block: 0).
+        self.retries_allowed = retries_allowed
+        self.usage: object | None = None  # what an answer that was billed but unusable cost (a `Usage`)
+        self.fatal: EnrichError | None = None  # set when every record would fail alike: the run stops with it
+        self.refused: bool = False  # a connection refused (nobody listens): no request got through
+
+    @property
+    def transient(self) -> bool:
+        if self.retries_allowed is not None:
+            return self.retries_allowed > 0
+        return self.error_type in TRANSIENT
+
+
+TRANSIENT = frozenset({"rate_limit", "timeout", "server_error", "validation_error"})
+ERROR_TYPES = ("rate_limit", "timeout", "server_error", "validation_error", "blocked", "client_error", "auth_error",
+               "input_error", "budget")
+
+
+class Abandoned(Exception):
+    """The run is stopping: this call gave up without failing its record."""
+
+
+class OutageTooLong(Exception):
+    """The circuit breaker has stayed open longer than `max_outage` seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the service has been failing for {seconds:.0f} s")
+        self.seconds = seconds

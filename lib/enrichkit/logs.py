@@ -1,26 +1,16 @@
-"""Logging to stderr, with every registered secret redacted from every line."""
+"""Lines on stderr: enrichkit's log and the lines a run prints, every one through `redact`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
+
+from enrichkit.redact import redact
 
 log = logging.getLogger("enrichkit")
-_secrets: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Never let `value` (an API key) reach a log line or a file enrichkit writes."""
-    if value and len(value) >= 6:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+_write_lock = threading.Lock()
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -29,16 +19,26 @@ class _RedactingFormatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int) -> None:
-    """-q → warnings only, default → info, -v → debug (third-party HTTP logs stay quiet unless -vv)."""
+    """-q: warnings only; default: info; -v: enrichkit's own debug lines; -vv: the HTTP libraries' too."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    noisy = logging.DEBUG if verbosity >= 2 else logging.WARNING
-    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "google_genai", "urllib3", "google"):
-        logging.getLogger(name).setLevel(noisy)
+    # Third-party loggers stay at WARNING unless -vv: -v is for enrichkit's own debug lines.
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    log.setLevel(level)
+
+
+def say(text: str) -> None:
+    """Print a line of the run's own (the closing line, the summary) to stderr, redacted. A stderr that is
+    gone (`... 2>&1 | head`) must not change the run's outcome, so a failed write is ignored."""
+    with _write_lock:
+        try:
+            sys.stderr.write(redact(text) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def use_color() -> bool:

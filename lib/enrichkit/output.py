@@ -1,34 +1,40 @@
-"""The output CSV: read back on start (the truth about what is done), appended as records finish.
+"""The output CSV: appended as records finish, read back on every start (the truth about what is done).
 
-Each row goes out in one write followed by a flush; a crash mid-write leaves at most one torn
-last row, which `recover_output` cuts off before anything else is appended.
+Rows are valid, correctly quoted UTF-8 whatever a value holds: a bare CR is quoted like a newline,
+a value that cannot be encoded (a lone surrogate from a python stage) is replaced, and values a
+spreadsheet would run as a formula are neutralised. The writer keeps a running CRC-32 of every byte
+it wrote, so a resume can prove that the rows the checkpoint counts are still exactly there.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from enrichkit.errors import ConfigError
 from enrichkit.idset import IdSet
 
 ID_COLUMN = "_record_id"
 JOB_COLUMN = "_job_id"
+COST_COLUMN = "_cost_usd"
+BOM = b"\xef\xbb\xbf"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_RECORD_ID = re.compile(r"^[0-9a-f]{16}$")
+RECORD_ID = re.compile(r"^[0-9a-f]{16}$")
 _TAIL_CHUNK = 1 << 20
-_DIGEST_SPAN = 4096
 
 
 def output_columns(input_columns: Sequence[str], fields: Sequence[str]) -> list[str]:
-    return [*input_columns, *fields, ID_COLUMN, JOB_COLUMN]
+    """Input columns in input order, the stages' fields, then `_cost_usd`, `_record_id`, `_job_id`."""
+    return [*input_columns, *fields, COST_COLUMN, ID_COLUMN, JOB_COLUMN]
 
 
 def neutralise(value: str) -> str:
@@ -38,56 +44,184 @@ def neutralise(value: str) -> str:
     return value
 
 
+def encodable(value: str) -> str | None:
+    """`value` as valid UTF-8 text, or None when it already is (the common case costs one check)."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return None
+
+
+class OutputWriter:
+    """Appends one row per finished record; used from one thread. `write` buffers, `flush` hands the rows
+    to the kernel, `sync` makes them durable. `crc32` and `size` cover every byte written so far."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str], enriched: Sequence[str], job_id: str, *,
+                 on_replaced: Callable[[str, str], None] = lambda column, record_id: None) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self._value_columns = self.columns[:-3]
+        self._enriched = set(enriched)
+        self._job_id = job_id
+        self._on_replaced = on_replaced
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
+        self.size = os.fstat(self._file.fileno()).st_size
+        self.crc32 = 0
+        self._buf = io.StringIO()
+        self._csv = csv.writer(self._buf, lineterminator="\n")
+        # QUOTE_MINIMAL quotes a field holding a character of the line terminator: with "\r\n" that includes
+        # a bare CR, which a "\n" writer would leave unquoted (and a reader would split the row there).
+        self._csv_cr = csv.writer(self._buf, lineterminator="\r\n")
+        if not existed:
+            self._emit(self.columns)
+
+    def resume_crc(self, crc32: int) -> None:
+        """The CRC of the bytes already in the file (verified by the store), so the running CRC covers them."""
+        self.crc32 = crc32
+
+    def write(self, values: dict[str, str], record_id: str, cost: str = "") -> None:
+        get = values.get
+        row = [neutralise(get(c, "")) if c in self._enriched else get(c, "") for c in self._value_columns]
+        for i, value in enumerate(row):
+            fixed = encodable(value)
+            if fixed is not None:
+                row[i] = fixed
+                self._on_replaced(self._value_columns[i], record_id)
+        row += [cost, record_id, self._job_id]
+        self._emit(row)
+
+    def _emit(self, row: list[str]) -> None:
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        if any("\r" in value for value in row):
+            self._csv_cr.writerow(row)
+            text = buf.getvalue()[:-2] + "\n"
+        else:
+            self._csv.writerow(row)
+            text = buf.getvalue()
+        data = text.encode("utf-8")
+        self._file.write(data)
+        self.size += len(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def sync(self) -> None:
+        """flush + fsync: done before every checkpoint write, so the checkpoint never claims rows a reboot
+        could lose."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            try:
+                self.sync()
+            finally:
+                self._file.close()
+
+    def abandon(self) -> None:
+        """Close without writing what is still buffered (after a write failed: it would tear a row)."""
+        try:
+            os.close(self._file.fileno())
+        except OSError:
+            pass
+
+
+# --- reading back -------------------------------------------------------------------------------
+
+
+def file_crc32(path: Path, size: int) -> int | None:
+    """CRC-32 of the first `size` bytes of `path`; None when the file is shorter."""
+    crc = 0
+    left = size
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, _TAIL_CHUNK))
+            if not chunk:
+                return None
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+    return crc
+
+
 @dataclass
 class Recovered:
-    ids: IdSet  # the IDs found (only those after `from_offset` when a trusted prefix was skipped)
-    rows: int
-    torn_bytes: int  # bytes cut from the end (a row torn by a crash)
-    bad_rows: int  # rows in the middle with the wrong shape (an edited file); ignored
-    from_offset: int = 0  # > 0: the bytes before it matched the checkpoint's fingerprint and were not re-read
+    """What the start of a run found in the output."""
+
+    ids: IdSet  # IDs of the whole rows read (after `from_offset` when a verified prefix was skipped)
+    rows: int = 0
+    torn_bytes: int = 0  # bytes cut from the end (a row torn by a crash)
+    bad_rows: int = 0  # malformed rows in the middle (an edited file); ignored
+    from_offset: int = 0  # > 0: the bytes before it matched the checkpoint's CRC and were not re-read
+    crc32: int = 0  # of the whole file as it is now (after any cut)
+    size: int = 0
+    filled: Counter[str] = field(default_factory=Counter)  # field -> non-empty count in the rows read
+    job_ids: Counter[str] = field(default_factory=Counter)  # the `_job_id`s of the rows read
+    header_found: bool = False
 
 
-def tail_digest(path: str | Path, size: int) -> str:
-    """Fingerprint of the output's bytes just before `size`, kept in the checkpoint with `size`."""
-    with open(path, "rb") as f:
-        f.seek(max(0, size - _DIGEST_SPAN))
-        return hashlib.sha256(f.read(size - max(0, size - _DIGEST_SPAN))).hexdigest()[:32]
-
-
-def recover_output(path: str | Path, columns: Sequence[str], trusted: tuple[int, str] | None = None) -> Recovered:
+def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[str] = (),
+                   trusted: tuple[int, int] | None = None) -> Recovered:
     """Read the `_record_id`s back, check the header and cut a torn last row off.
 
-    `trusted` = (size, digest) from the checkpoint: when the file still starts with exactly those
-    bytes (checked by the digest of their end), only what follows is read, so resuming a job of a
-    million rows does not re-parse them; the checkpoint already lists their IDs.
-    Raises ConfigError when the existing header is not the one this job writes.
+    `trusted` = (size, crc32) from the checkpoint: when the file's first `size` bytes still have that
+    CRC, only what follows is read; the checkpoint already lists their IDs. Raises ConfigError when the
+    header is not the one this job writes (a UTF-8 BOM and CRLF line ends, as Excel saves, are fine).
     """
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return Recovered(IdSet(), 0, 0, 0)
-    header_bytes = _header_line(columns)
+        return Recovered(IdSet())
+    header_bytes = header_line(columns)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(len(header_bytes))
+        head = f.read(len(header_bytes) + len(BOM))
     if size < len(header_bytes) and header_bytes.startswith(head):
         _truncate(path, 0)  # a crash while writing the header itself
-        return Recovered(IdSet(), 0, size, 0)
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        _check_header(path, next(csv.reader(f), []), columns)
+        return Recovered(IdSet(), torn_bytes=size)
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        check_header(path, next(csv.reader(f), []), columns)
     start = 0
-    if trusted and len(header_bytes) <= trusted[0] <= size and tail_digest(path, trusted[0]) == trusted[1]:
-        start = trusted[0]
+    start_crc = 0
+    if trusted and trusted[0] <= size and file_crc32(path, trusted[0]) == trusted[1]:
+        start, start_crc = trusted
+    rec = _read_rows(path, columns, fields, start)
+    if rec.torn_bytes:
+        _truncate(path, size - rec.torn_bytes)
+    rec.from_offset = start
+    rec.header_found = True
+    rec.size = size - rec.torn_bytes
+    rec.crc32 = _extend_crc(path, start, start_crc, rec.size)
+    return rec
+
+
+def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start: int) -> Recovered:
     width = len(columns)
-    ids = IdSet()
-    rows = bad = 0
+    field_index = [(name, columns.index(name)) for name in fields if name in columns]
+    rec = Recovered(IdSet())
     prev_good: list[str] | None = None
     last_good: list[str] | None = None
     last_ok = True
+
+    def accept(row: list[str]) -> None:
+        rec.ids.add(row[-2])
+        rec.rows += 1
+        rec.job_ids[row[-1]] += 1
+        for name, i in field_index:
+            if row[i].strip():
+                rec.filled[name] += 1
+
     with open(path, "rb") as raw:
         raw.seek(start)
-        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline=""))
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig" if not start else "utf-8",
+                                             errors="surrogateescape", newline=""))
         if not start:
-            next(reader, None)  # the header, checked above
+            next(reader, None)  # the header, checked by the caller
         while True:
             try:
                 row = next(reader)
@@ -96,48 +230,64 @@ def recover_output(path: str | Path, columns: Sequence[str], trusted: tuple[int,
             except csv.Error:
                 row = []
             if not last_ok:
-                bad += 1  # a bad row followed by another row was not torn by a crash: an edit
-            if len(row) == width and _RECORD_ID.match(row[-2]) and row[-1]:
+                rec.bad_rows += 1  # a bad row followed by another row was not torn by a crash: an edit
+            if len(row) == width and RECORD_ID.match(row[-2]) and row[-1]:
                 if last_good is not None:
-                    ids.add(last_good[-2])  # confirmed: a row follows it
-                    rows += 1
+                    accept(last_good)  # confirmed: a row follows it
                 prev_good, last_good, last_ok = last_good, row, True
             else:
                 last_ok = False
     if last_ok and _last_byte(path) == b"\n":
         if last_good is not None:
-            ids.add(last_good[-2])
-            rows += 1
-        return Recovered(ids, rows, 0, bad, start)
+            accept(last_good)
+        return rec
     # The tail is torn. If the last row parsed whole, only its newline (or part of its job id) is
     # missing: it is torn too, and the cut goes after the row before it.
-    # (In both cases every good row before `last_good` is already in `ids`.)
     if last_ok:
-        keep = prev_good  # last_good is dropped; its ID was never added
+        keep = prev_good
     else:
         keep = last_good
         if last_good is not None:
-            ids.add(last_good[-2])
-            rows += 1
-    cut = _end_of_row(path, keep) if keep is not None else (start or len(header_bytes))
-    _truncate(path, cut)
-    return Recovered(ids, rows, size - cut, bad, start)
+            accept(last_good)
+    size = path.stat().st_size
+    cut = end_of_row(path, keep) if keep is not None else (start or _end_of_first_line(path))
+    rec.torn_bytes = size - cut
+    return rec
 
 
-def _header_line(columns: Sequence[str]) -> bytes:
+def _extend_crc(path: Path, start: int, crc: int, size: int) -> int:
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = size - start
+        while left > 0:
+            chunk = f.read(min(left, _TAIL_CHUNK))
+            if not chunk:
+                break
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+    return crc
+
+
+def header_line(columns: Sequence[str]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(columns)
     return buf.getvalue().encode("utf-8")
 
 
-def _check_header(path: Path, header: list[str], columns: Sequence[str]) -> None:
+def check_header(path: Path, header: list[str], columns: Sequence[str]) -> None:
     if header == list(columns):
         return
     if len(header) < 2 or header[-2:] != [ID_COLUMN, JOB_COLUMN]:
         raise ConfigError(f"{path}: exists but is not an enrichkit output (no {ID_COLUMN} column); "
                           "choose another --output")
     raise ConfigError(f"{path}: its columns differ from what this job writes (the input header or the "
-                      "stages changed); use another --output, or --fresh to start over")
+                      "stages changed); use another --output")
+
+
+def _end_of_first_line(path: Path) -> int:
+    """Just after the header (its line end, LF or CRLF, included); a header holds no quoted newline."""
+    with open(path, "rb") as f:
+        return len(f.readline())
 
 
 def _truncate(path: Path, size: int) -> None:
@@ -153,77 +303,28 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
-def _end_of_row(path: Path, row: list[str]) -> int:
-    """Byte offset just after `row`. Every row ends with `,<record id>,<job id>\\n`, written
+def end_of_row(path: Path, row: list[str]) -> int:
+    """Byte offset just after `row`. Every row ends with `,<record id>,<job id>` and a line end, written
     unquoted, so its end is found by searching backwards from the end of the file."""
-    marker = f",{row[-2]},{row[-1]}\n".encode()
+    markers = [f",{row[-2]},{row[-1]}{end}".encode() for end in ("\r\n", "\n")]
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         span = _TAIL_CHUNK
         while True:
             start = max(0, size - span)
             f.seek(start)
-            pos = f.read(size - start).rfind(marker)
-            if pos != -1:
-                return start + pos + len(marker)
+            data = f.read(size - start)
+            for marker in markers:
+                pos = data.rfind(marker)
+                if pos != -1:
+                    return start + pos + len(marker)
             if start == 0:
                 raise ConfigError(f"{path}: cannot find where its last complete row ends; "
                                   "check the file's end by hand")
             span *= 4
 
 
-class OutputWriter:
-    """Appends one row per finished record: one write, one flush. Used from one thread."""
-
-    def __init__(self, path: str | Path, columns: Sequence[str], enriched: Sequence[str], job_id: str) -> None:
-        self.path = Path(path)
-        self.columns = list(columns)
-        self._value_columns = self.columns[:-2]
-        self._enriched = set(enriched)
-        self._job_id = job_id
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-        self._buf = io.StringIO()
-        self._csv = csv.writer(self._buf, lineterminator="\n")
-        if new:
-            self._emit(self.columns)
-
-    def write(self, values: dict[str, str], record_id: str, *, flush: bool = True) -> None:
-        """One row in one write; `flush=False` lets a batch of rows finishing together share one flush."""
-        get = values.get
-        row = [neutralise(get(c, "")) if c in self._enriched else get(c, "") for c in self._value_columns]
-        row += [record_id, self._job_id]
-        self._emit(row, flush)
-
-    def _emit(self, row: list[str], flush: bool = True) -> None:
-        buf = self._buf
-        buf.seek(0)
-        buf.truncate()
-        self._csv.writerow(row)
-        self._file.write(buf.getvalue())
-        if flush:
-            self._file.flush()
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def size(self) -> int:
-        self._file.flush()
-        return os.fstat(self._file.fileno()).st_size
-
-    def sync(self) -> None:
-        """fsync: called before every checkpoint write, so the checkpoint never claims rows a reboot could lose."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self.sync()
-            self._file.close()
-
-
-# --- read-only scanning, for the job tools (`enrichkit.jobstate`) ------------------------------
+# --- read-only scanning, for the job tools -------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +339,7 @@ class OutputRow:
     def is_record(self, width: int) -> bool:
         """A whole, well-formed record row: closed, `width` fields, a record ID and a job ID."""
         f = self.fields
-        return self.closed and f is not None and len(f) == width and bool(_RECORD_ID.match(f[-2])) and bool(f[-1])
+        return self.closed and f is not None and len(f) == width and bool(RECORD_ID.match(f[-2])) and bool(f[-1])
 
 
 def scan_output(path: str | Path, size: int | None = None) -> Iterator[OutputRow]:
@@ -259,6 +360,9 @@ def scan_output(path: str | Path, size: int | None = None) -> Iterator[OutputRow
                 raw = f.readline(limit - pos)
                 if not raw:
                     break
+                if pos == 0 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]
+                    pos += len(BOM)
                 pos += len(raw)
                 lines += 1
                 newline = raw.endswith(b"\n")

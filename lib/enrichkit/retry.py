@@ -1,180 +1,38 @@
-"""What went wrong with a call (`classify_error`, the one place) and what to do about it (`call_with_retry`).
+"""The retry policy: how often and how long to try a call again, and the loop that does it (tenacity).
 
-| error_type        | from                                                         | then                       |
-|-------------------|--------------------------------------------------------------|----------------------------|
-| rate_limit        | HTTP 429                                                     | pause all workers, retry   |
-| server_error      | HTTP 500/502/503/504 (any 5xx), connection refused/reset     | backoff, retry             |
-| timeout           | client timeout (httpx2/httpx/requests), HTTP 408             | backoff, retry             |
-| validation_error  | an answer that is not JSON matching the stage's fields       | backoff, retry             |
-| client_error      | any other 4xx, an exception raised by a python stage         | fail the record at once    |
-| auth_error        | 401, 403, 400 API_KEY_INVALID                                | stop the run (exit 2)      |
+Transient failures (see `enrichkit.classify`) are retried with exponential backoff and full jitter
+up to `max_retries`; 429s are paced by the limiter and do not use up attempts; a failure that says
+how often it may be retried (a SAFETY finish: once; a blocked prompt: never) is held to that.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import tenacity
 
-from enrichkit.breaker import CircuitBreaker, OutageTooLong
-from enrichkit.errors import EXIT_FAILURES, AuthError, EnrichError
+from enrichkit.breaker import CircuitBreaker
+from enrichkit.classify import classify_error
+from enrichkit.errors import (
+    Abandoned,
+    AuthError,
+    OutageError,
+    OutageTooLong,
+    QuotaExhausted,
+    StageFailure,
+)
 from enrichkit.limiter import Limiter
 
 T = TypeVar("T")
-TRANSIENT = frozenset({"rate_limit", "timeout", "server_error", "validation_error"})
-_RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
-
-
-class StageFailure(Exception):
-    """One failed attempt, classified."""
-
-    def __init__(self, error_type: str, message: str, *, retry_after: float | None = None,
-                 daily_quota: bool = False) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.retry_after = retry_after
-        self.daily_quota = daily_quota
-        self.tokens: tuple[int, int] | None = None  # (prompt, output) of an answer that was billed but unusable
-
-    @property
-    def transient(self) -> bool:
-        return self.error_type in TRANSIENT
-
-
-class Abandoned(Exception):
-    """The run is stopping: this call gave up without failing its record."""
-
-
-class QuotaExhausted(EnrichError):
-    """The provider's quota is used up (a daily quota, or 429s without end): stop, resumable."""
-
-    exit_code = EXIT_FAILURES
-
-
-class OutageError(EnrichError):
-    """The API has been down longer than --max-outage: stop, resumable."""
-
-    exit_code = EXIT_FAILURES
-
-
-def classify_error(exc: BaseException) -> StageFailure:
-    """Map any exception a stage call can raise to a `StageFailure` (see the module table)."""
-    if isinstance(exc, StageFailure):
-        return exc
-    code = _status_code(exc)
-    if code is not None:
-        return _classify_status(code, exc)
-    if _is_timeout(exc):
-        return StageFailure("timeout", f"timed out: {_describe(exc)}")
-    if _is_connection_error(exc):
-        return StageFailure("server_error", f"connection failed: {_describe(exc)}")
-    return StageFailure("client_error", _describe(exc))
-
-
-def _classify_status(code: int, exc: BaseException) -> StageFailure:
-    message = _describe(exc)
-    details = _error_details(exc)
-    if code == 429:
-        daily = any("PerDay" in str(v.get("quotaId", "")) for d in details for v in d.get("violations", []) or [])
-        return StageFailure("rate_limit", message, retry_after=_retry_after(exc, details, message),
-                            daily_quota=daily)
-    if code in (401, 403) or any(d.get("reason") == "API_KEY_INVALID" for d in details) \
-            or "API key not valid" in message:
-        return StageFailure("auth_error", message)
-    if code == 408:
-        return StageFailure("timeout", message)
-    if code >= 500:
-        return StageFailure("server_error", message)
-    return StageFailure("client_error", message)
-
-
-def _status_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "code", None)  # google.genai.errors.APIError
-    if isinstance(code, int) and 100 <= code < 600:
-        return code
-    response = getattr(exc, "response", None)  # requests.HTTPError
-    status = getattr(response, "status_code", None)
-    if isinstance(status, int) and type(exc).__name__ == "HTTPError":
-        return status
-    return None
-
-
-def _error_details(exc: BaseException) -> list[dict[str, Any]]:
-    body = getattr(exc, "details", None)
-    if isinstance(body, dict):
-        body = body.get("error", body)
-        found = body.get("details") if isinstance(body, dict) else None
-        if isinstance(found, list):
-            return [d for d in found if isinstance(d, dict)]
-    return []
-
-
-def _retry_after(exc: BaseException, details: list[dict[str, Any]], message: str) -> float | None:
-    """The server's own delay: RetryInfo.retryDelay, else a Retry-After header, else 'retry in N s'."""
-    for d in details:
-        if str(d.get("@type", "")).endswith("RetryInfo"):
-            delay = d.get("retryDelay")
-            if isinstance(delay, str) and delay.endswith("s"):
-                try:
-                    return float(delay[:-1])
-                except ValueError:
-                    pass
-            if isinstance(delay, dict):
-                return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is not None:
-        try:
-            value = headers.get("retry-after")
-            if value:
-                return float(value)
-        except (TypeError, ValueError):
-            pass
-    match = _RETRY_IN.search(message)
-    if match:
-        value = float(match.group(1))
-        return value / 1000 if match.group(2).lower() == "ms" else value
-    return None
-
-
-def _exception_types(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = []
-    for module_name, attr in names:
-        module = sys.modules.get(module_name)
-        cls = getattr(module, attr, None) if module else None
-        if isinstance(cls, type):
-            found.append(cls)
-    return tuple(found)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    # The SDK raises its HTTP client's timeouts (httpx2), not APIError; only modules already imported can match.
-    kinds = (TimeoutError, *_exception_types(("httpx2", "TimeoutException"), ("httpx", "TimeoutException"),
-                                              ("requests", "Timeout")))
-    return isinstance(exc, kinds)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    # Checked after timeouts: every other transport failure (refused, reset, dropped) means the server side.
-    kinds = (ConnectionError, *_exception_types(("httpx2", "TransportError"), ("httpx", "TransportError"),
-                                                 ("requests", "ConnectionError")))
-    return isinstance(exc, kinds)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return " ".join(text.split())[:500]
 
 
 @dataclass
 class CallStats:
-    """What one record's calls cost, counted by the worker and summed by the runner."""
+    """What one call's attempts were, counted by the loop and summed by the enricher."""
 
     requests: int = 0
     retries: int = 0
@@ -189,7 +47,8 @@ class RetryPolicy:
     base: float = 1.0
     cap: float = 60.0
     rate_limit_streak: int = 25  # this many 429s in a row for one call: the quota is exhausted, not busy
-    sleep: Callable[[float], object] = time.sleep
+    refused_limit: int = 3  # connections refused this many times before anything ever answered: wrong address
+    sleep: Callable[[float], object] = field(default=time.sleep)
 
     def backoff(self, failures: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(failures-1))], tenacity's wait_random_exponential."""
@@ -210,20 +69,32 @@ def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should
         left -= step
 
 
-def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats,
+@dataclass
+class Guards:
+    """What stands between a remote call and the network: the pace and the circuit breaker."""
+
+    limiter: Limiter | None = None
+    breaker: CircuitBreaker | None = None
+    tokens: int = 0  # input tokens the limiter reserves before the answer says the real count
+    actual_tokens: Callable[[Any], int] | None = None  # the answer's real input tokens
+
+
+def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats, provider: str,
                     should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
-                    limiter: Limiter | None = None, breaker: CircuitBreaker | None = None,
-                    tokens: Callable[[], int] = lambda: 0,
-                    actual_tokens: Callable[[T], int] | None = None) -> T:
+                    guards: Guards | None = None) -> T:
     """Run `call` until it succeeds, a permanent error, or the retry budget is spent.
 
-    Raises the last `StageFailure`, `Abandoned` when the run stops meanwhile, `QuotaExhausted`,
-    `OutageError` or `AuthError`. `on_failure(attempt, failure)` sees every failed attempt.
+    Raises the last `StageFailure`; `Abandoned` when the run stops meanwhile; or the fatal error that
+    ends the whole run (`AuthError`, `QuotaExhausted`, `BillingError`, `OutageError`, a `ConfigError`).
+    `on_failure(attempt, failure)` sees every failed attempt; `provider` is the stage kind, for
+    classification. Without `guards` the call is local (a python stage): tried at once, not paced.
     """
     failures = 0  # attempts that count toward max_retries (429s do not)
+    of_type: dict[str, int] = {}  # failures by error type, for a failure that allows N retries
     streak = 0  # consecutive 429s
     last: StageFailure | None = None
-    remote = limiter is not None or breaker is not None
+    g = guards or Guards()
+    remote = guards is not None
 
     def attempt_once(number: int) -> T:
         nonlocal failures, streak, last
@@ -232,52 +103,52 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         if should_stop() and (remote or number > 1):
             raise Abandoned()
         try:
-            if breaker is not None and not breaker.before_request(should_stop):
+            if g.breaker is not None and not g.breaker.before_request(should_stop):
                 raise Abandoned()
         except OutageTooLong as exc:
             raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
                               "run again with --resume when it is back") from None
-        estimate = tokens()
-        if limiter is not None and not limiter.acquire(estimate, should_stop):
+        if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
             raise Abandoned()
-        stats.requests += 1
-        if number > 1:
-            stats.retries += 1
+        if remote:
+            stats.requests += 1
+            if number > 1:
+                stats.retries += 1
         try:
             result = call()
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
-            failure = classify_error(exc)
+            failure = classify_error(exc, provider=provider)
             last = failure
             on_failure(number, failure)
-            _account(failure, limiter, breaker, estimate)
-            if failure.error_type == "auth_error":
-                raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
-                                "in the environment or .env") from None
+            _account(failure, g)
+            _raise_if_fatal(failure, g, policy, streak + 1)
             if failure.error_type == "rate_limit":
                 stats.rate_limited += 1
                 streak += 1
-                if failure.daily_quota or streak >= policy.rate_limit_streak:
-                    why = "the daily quota is used up" if failure.daily_quota else \
-                        f"{streak} rate-limited answers in a row"
-                    raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
             else:
                 streak = 0
                 failures += 1
+                of_type[failure.error_type] = of_type.get(failure.error_type, 0) + 1
             raise failure from None
-        if breaker is not None:
-            breaker.record_success()
-        if limiter is not None:
-            limiter.on_success()
-            limiter.settle(estimate, actual_tokens(result) if actual_tokens else estimate)
+        if g.breaker is not None:
+            g.breaker.record_success()
+        if g.limiter is not None:
+            g.limiter.on_success()
+            g.limiter.settle(g.tokens, g.actual_tokens(result) if g.actual_tokens else g.tokens)
         return result
 
-    def stop(_state: Any) -> bool:
+    def give_up(_state: Any) -> bool:
+        if last is not None and last.retries_allowed is not None:
+            return of_type.get(last.error_type, 0) > last.retries_allowed
         return failures > policy.max_retries
+
+    def retryable(exc: BaseException) -> bool:
+        return isinstance(exc, StageFailure) and exc.transient
 
     def wait(_state: Any) -> float:
         if last is not None and last.error_type == "rate_limit":
             # The limiter pauses every worker for the server's delay; without one, wait it here.
-            return 0.0 if limiter is not None else (last.retry_after or policy.backoff(max(streak, 1)))
+            return 0.0 if g.limiter is not None else (last.retry_after or policy.backoff(max(streak, 1)))
         return policy.backoff(failures)
 
     def nap(seconds: float) -> None:
@@ -290,26 +161,40 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         try:
             return attempt_once(1)
         except StageFailure as failure:
-            if not failure.transient or stop(None):
+            if not retryable(failure) or give_up(None):
                 raise
         done_attempts = 1
         nap(wait(None))
-    retrying = tenacity.Retrying(
-        stop=stop, wait=wait, sleep=nap, reraise=True,
-        retry=tenacity.retry_if_exception(lambda e: isinstance(e, StageFailure) and e.transient))
+    retrying = tenacity.Retrying(stop=give_up, wait=wait, sleep=nap, reraise=True,
+                                 retry=tenacity.retry_if_exception(retryable))
     for attempt in retrying:
         with attempt:
             return attempt_once(attempt.retry_state.attempt_number + done_attempts)
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
-def _account(failure: StageFailure, limiter: Limiter | None, breaker: CircuitBreaker | None, estimate: int) -> None:
-    if breaker is not None:
+def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, streak: int) -> None:
+    """Errors that end the whole run: every record would meet them."""
+    if failure.fatal is not None:
+        raise failure.fatal from None
+    if failure.error_type == "auth_error":
+        raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
+                        "in the environment or .env") from None
+    if failure.error_type == "rate_limit" and (failure.quota == "day" or streak >= policy.rate_limit_streak):
+        why = "the daily quota is used up" if failure.quota == "day" else f"{streak} rate-limited answers in a row"
+        raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
+    if failure.refused and g.breaker is not None and g.breaker.unreachable(policy.refused_limit):
+        raise OutageError(f"nothing answers at the API's address ({failure.message[:200]}); check --base-url "
+                          "(or GEMINI_BASE_URL) and the network, then run again with --resume") from None
+
+
+def _account(failure: StageFailure, g: Guards) -> None:
+    if g.breaker is not None:
         if failure.error_type in ("server_error", "timeout"):
-            breaker.record_failure()
+            g.breaker.record_failure(refused=failure.refused)
         else:
-            breaker.record_success()  # it answered: the service is up
-    if limiter is not None:
+            g.breaker.record_success()  # it answered: the service is up
+    if g.limiter is not None:
         if failure.error_type == "rate_limit":
-            limiter.on_rate_limited(failure.retry_after)
-        limiter.settle(estimate, 0 if failure.error_type != "timeout" else estimate)
+            g.limiter.on_rate_limited(failure.retry_after)
+        g.limiter.settle(g.tokens, 0 if failure.error_type != "timeout" else g.tokens)

@@ -1,50 +1,79 @@
-"""One run per output: a filelock beside it, held for the whole run.
+"""One run per output: a filelock beside it, and a lock on the output file itself, held for the whole run.
 
-The kernel drops the lock when its holder dies (even by `kill -9`), so a stale lock file never
-blocks the next run. Who holds it (PID, host) is written to a sidecar for the message a second
-run prints.
+The kernel drops both when their holder dies (even by `kill -9`), so a stale lock file never blocks
+the next run. The lock on the output's own inode is what makes a deleted `<stem>.lock` harmless: a
+cleanup script can remove the lock file of a live run, and the next cron tick then takes a fresh
+lock file, but never the output a live run is appending to.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import os
-import socket
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from enrichkit.errors import LockedError
+from enrichkit.jobfiles import owner_path, read_owner, write_owner
 
 
 class RunLock:
-    def __init__(self, lock_path: str | Path) -> None:
+    def __init__(self, lock_path: str | Path, output: str | Path, checkpoint: str | Path = "<checkpoint>") -> None:
         self.path = Path(lock_path)
-        self.owner_path = self.path.with_name(self.path.name + ".owner")
+        self.output = Path(output)
+        self._checkpoint = str(checkpoint)
         self._lock = FileLock(str(self.path), timeout=0)
+        self._fd: int | None = None
+        self._created_output = False
 
     def acquire(self) -> None:
-        """Take the lock at once or raise `LockedError` naming the holder (exit 3)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Take both locks at once or raise `LockedError` naming the holder (exit 3)."""
         try:
             self._lock.acquire()
         except Timeout:
-            pid, host = self.holder()
-            raise LockedError(str(self.path), pid, host) from None
-        tmp = self.owner_path.with_name(f".{self.owner_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
-        tmp.replace(self.owner_path)
-
-    def holder(self) -> tuple[int | None, str | None]:
+            raise self._locked() from None
         try:
-            data = json.loads(self.owner_path.read_text(encoding="utf-8"))
-            return int(data["pid"]), str(data["host"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None, None
+            self._lock_output()
+        except BaseException:
+            self._lock.release()
+            raise
+        write_owner(self.path)
+
+    def _lock_output(self) -> None:
+        self._created_output = not self.output.exists()
+        fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._locked() from None
+        self._fd = fd
+
+    def relock_output(self) -> None:
+        """After `--fresh` replaced the output: lock the new file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._lock_output()
+
+    def _locked(self) -> LockedError:
+        owner = read_owner(self.path)
+        return LockedError(str(self.path), owner.pid if owner else None, owner.host if owner else None,
+                           self._checkpoint)
 
     def release(self) -> None:
+        if self._fd is not None:
+            # A run that stopped before writing anything leaves no empty output behind.
+            with contextlib.suppress(OSError):
+                if self._created_output and os.fstat(self._fd).st_size == 0 and self.output.exists() \
+                        and os.path.samefile(self.output, f"/proc/self/fd/{self._fd}"):
+                    self.output.unlink()
+            os.close(self._fd)
+            self._fd = None
         if self._lock.is_locked:
-            self.owner_path.unlink(missing_ok=True)
+            owner_path(self.path).unlink(missing_ok=True)
             self._lock.release()
 
     def __enter__(self) -> RunLock:

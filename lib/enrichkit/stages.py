@@ -1,68 +1,104 @@
-"""The stages file (TOML): stage definitions, prompt templates and the config fingerprint."""
+"""The stages file (TOML): stage definitions, checked whole at start, and the config fingerprint.
+
+Every key is known: a typo (`serach = true`, `[default]`), a wrong type (`temperature = "hot"`) or
+a value out of range (`rpm = 0`) stops the run before the first request, naming the file, the key
+and, for a typo, the nearest valid key.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
+import math
 import tomllib
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from enrichkit.errors import ConfigError
+from enrichkit.templates import Template, render_tree, template_tree, templates_in
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
 STAGE_KINDS = ("llm", "python", "http")
 DEFAULT_MODEL = "gemini-2.5-flash"
+DEFAULT_MAX_OUTPUT_TOKENS = 8192
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+SERVICE_TIERS = ("standard", "flex")
+__all__ = ["FieldSpec", "Stage", "StagesConfig", "Template", "load_stages", "render_tree"]
+
+
+def _number(low: float | None = None, high: float | None = None, *, integer: bool = False,
+            above: float | None = None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return "an integer" if integer else "a number"
+        if not math.isfinite(value):
+            return "a finite number"
+        if above is not None and value <= above:
+            return f"a number above {above:g}"
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        return None
+    return check
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"one of {', '.join(map(repr, choices))}"
+
+
+def _names(value: Any) -> str | None:
+    ok = isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
+    return None if ok else "a list of field names"
+
+
+def _url(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.startswith(("http://", "https://")) else "an http(s) URL"
+
+
+# Model settings: in [defaults] (for every llm stage) or on one stage.
+MODEL_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "model": _text, "temperature": _number(0, 2), "max_output_tokens": _number(1, integer=True),
+    "thinking_budget": _number(-1, integer=True), "thinking_level": _one_of(*THINKING_LEVELS),
+    "system_instruction": _text, "service_tier": _one_of(*SERVICE_TIERS),
+    "rpm": _number(above=0), "tpm": _number(above=0),
+}
+DEFAULT_KEYS = {**MODEL_KEYS, "notify_url": _url}
+COMMON_STAGE_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "name": _text, "type": _one_of(*STAGE_KINDS), "fields": lambda v: None, "skip_if_filled": _names}
+STAGE_KEYS: dict[str, dict[str, Callable[[Any], str | None]]] = {
+    "llm": {**COMMON_STAGE_KEYS, **MODEL_KEYS, "prompt": _text, "search": _flag, "sources": _flag,
+            "fallback_model": _text},
+    "python": {**COMMON_STAGE_KEYS, "function": _text},
+    "http": {**COMMON_STAGE_KEYS, "url": _text, "method": _one_of("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"),
+             "headers": lambda v: None if isinstance(v, dict) else "a table", "json": lambda v: None},
+}
+FIELD_KEYS = {"type": _one_of(*FIELD_TYPES), "description": _text, "enum": lambda v: None if isinstance(v, list)
+              and v else "a non-empty list", "required": _flag}
+PRICE_KEYS = {"input": _number(0), "output": _number(0), "cached_input": _number(0),
+              "grounding_per_1000": _number(0), "grounding_unit": _one_of("prompt", "query")}
 
 
 @dataclass(frozen=True)
-class Template:
-    """A text with `{column}` placeholders; the column name is taken literally, `{{`/`}}` are braces."""
+class FieldSpec:
+    """An LLM or python stage's output field: its JSON type; llm fields may be described, restricted to an
+    enum, and required (a null, meaning "unknown", is then a validation error instead of an empty cell)."""
 
-    text: str
-    parts: tuple[tuple[str, str | None], ...]  # (literal, placeholder or None)
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> Template:
-        parts: list[tuple[str, str | None]] = []
-        buf: list[str] = []
-        i = 0
-        while i < len(text):
-            ch = text[i]
-            if text.startswith("{{", i) or text.startswith("}}", i):
-                buf.append(ch)
-                i += 2
-            elif ch == "{":
-                end = text.find("}", i + 1)
-                name = text[i + 1:end] if end != -1 else ""
-                if end == -1 or not name or "{" in name:
-                    raise ConfigError(f"{where}: unclosed or empty placeholder at character {i + 1} "
-                                      "(write {{ and }} for literal braces)")
-                parts.append(("".join(buf), name))
-                buf = []
-                i = end + 1
-            elif ch == "}":
-                raise ConfigError(f"{where}: a lone '}}' at character {i + 1} (write }}}} for a literal brace)")
-            else:
-                buf.append(ch)
-                i += 1
-        parts.append(("".join(buf), None))
-        return cls(text, tuple(parts))
-
-    @property
-    def placeholders(self) -> list[str]:
-        return [name for _, name in self.parts if name is not None]
-
-    def render(self, values: dict[str, str]) -> str:
-        out: list[str] = []
-        for literal, name in self.parts:
-            out.append(literal)
-            if name is not None:
-                out.append(values.get(name, ""))
-        return "".join(out)
+    type: str
+    description: str | None = None
+    enum: tuple[Any, ...] | None = None
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,10 +108,14 @@ class Stage:
     name: str
     kind: str
     fields: dict[str, str]
+    specs: dict[str, FieldSpec] = field(default_factory=dict)
     prompt: Template | None = None
-    model: str | None = None
-    temperature: float | None = None
+    model: str | None = None  # None: --model, else [defaults] model
+    settings: dict[str, Any] = field(default_factory=dict)  # model settings, [defaults] merged in
     search: bool = False
+    sources: bool = True
+    fallback_model: str | None = None
+    skip_if_filled: tuple[str, ...] = ()
     function: str | None = None
     url: Template | None = None
     method: str = "GET"
@@ -83,30 +123,58 @@ class Stage:
     body: Any = None  # the `json` table of an http stage, strings as Templates
     raw: dict[str, Any] = field(default_factory=dict)  # the TOML table, for the fingerprint
 
-    def placeholders(self) -> list[str]:
-        names: list[str] = []
-        for template in self._templates():
-            names += template.placeholders
-        return names
+    @property
+    def temperature(self) -> float | None:
+        value = self.settings.get("temperature")
+        return None if value is None else float(value)
 
-    def _templates(self) -> list[Template]:
+    @property
+    def source_fields(self) -> list[str]:
+        """The columns a grounded stage adds after its fields: sources, queries, whether it was grounded."""
+        if self.kind == "llm" and self.search and self.sources:
+            return [f"{self.name}_sources", f"{self.name}_queries", f"{self.name}_grounded"]
+        return []
+
+    @property
+    def output_fields(self) -> list[str]:
+        return [*self.fields, *self.source_fields]
+
+    def placeholders(self) -> list[str]:
         found = [t for t in (self.prompt, self.url) if t is not None]
         found += list(self.headers.values())
-        found += _templates_in(self.body)
-        return found
+        found += templates_in(self.body)
+        return [name for template in found for name in template.placeholders]
 
-    def load_function(self) -> Callable[[dict[str, str]], dict[str, Any]]:
-        """Import `module:callable` of a python stage."""
+    def load_function(self) -> Callable[[dict[str, str]], Any]:
+        """Import `module:callable` of a python stage; a module that fails to import names its file and line."""
         assert self.function is not None
         module_name, _, attr = self.function.partition(":")
         try:
             module = importlib.import_module(module_name)
-            func = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"stage {self.name!r}: cannot import function {self.function!r} ({exc})") from None
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                raise ConfigError(f"stage {self.name!r}: no module named {module_name!r} for function "
+                                  f"{self.function!r} (is it on PYTHONPATH?)") from None
+            raise ConfigError(f"stage {self.name!r}: importing {module_name!r} failed: {_where(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's module may raise anything at import
+            raise ConfigError(f"stage {self.name!r}: importing {module_name!r} failed: {_where(exc)}") from None
+        func = getattr(module, attr, None)
+        if func is None:
+            raise ConfigError(f"stage {self.name!r}: module {module_name!r} has no {attr!r} "
+                              f"({getattr(module, '__file__', '')})")
         if not callable(func):
             raise ConfigError(f"stage {self.name!r}: {self.function!r} is not callable")
         return func  # type: ignore[no-any-return]
+
+
+def _where(exc: BaseException) -> str:
+    """'SyntaxError: invalid syntax at /path/mod.py line 3', or the innermost frame of an import error."""
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc.msg} at {exc.filename} line {exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename]
+    where = f" at {user[-1].filename} line {user[-1].lineno}" if user else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +182,7 @@ class StagesConfig:
     path: Path
     defaults: dict[str, Any]
     stages: list[Stage]
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> prices given in the stages file
 
     @property
     def model(self) -> str:
@@ -121,7 +190,7 @@ class StagesConfig:
 
     @property
     def output_fields(self) -> list[str]:
-        return [f for s in self.stages for f in s.fields]
+        return [f for s in self.stages for f in s.output_fields]
 
     def select(self, names: Sequence[str] | None) -> StagesConfig:
         """Keep only the named stages, in file order."""
@@ -132,7 +201,17 @@ class StagesConfig:
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)} in --stages; "
                               f"the stages file defines: {', '.join(known)}")
-        return StagesConfig(self.path, self.defaults, [s for s in self.stages if s.name in names])
+        return StagesConfig(self.path, self.defaults, [s for s in self.stages if s.name in names], self.prices)
+
+    def models(self, override: str | None) -> list[str]:
+        """Every model the llm stages use (with --model as the default), fallbacks included, in order."""
+        found: list[str] = []
+        for s in self.stages:
+            if s.kind == "llm":
+                for m in (s.model or override or self.model, s.fallback_model):
+                    if m and m not in found:
+                        found.append(m)
+        return found
 
     def check_placeholders(self, columns: Sequence[str]) -> None:
         """Every placeholder names an input column or a field of an earlier stage; fail at start otherwise."""
@@ -143,18 +222,24 @@ class StagesConfig:
                 raise ConfigError(
                     f"stage {stage.name!r} uses {', '.join('{' + m + '}' for m in missing)}, which is neither "
                     f"an input column nor a field of an earlier stage (columns: {', '.join(columns)})")
-            clash = [f for f in stage.fields if f in available]
+            unknown = [f for f in stage.skip_if_filled if f not in available | set(stage.fields)]
+            if unknown:
+                raise ConfigError(f"stage {stage.name!r}: skip_if_filled names {', '.join(unknown)}, which is "
+                                  "neither an input column nor a field of this or an earlier stage")
+            clash = [f for f in stage.output_fields if f in available]
+            own = set(stage.skip_if_filled)  # filling an input column's gaps is what skip_if_filled is for
+            clash = [f for f in clash if f not in own]
             if clash:
                 raise ConfigError(f"stage {stage.name!r}: field(s) {', '.join(clash)} would overwrite an input "
                                   "column or an earlier field; rename them")
-            available.update(stage.fields)
+            available.update(stage.output_fields)
 
-    def fingerprint(self, id_columns: Sequence[str] | None) -> str:
-        """Hash of what decides the answers: the selected stages, the model defaults, the ID columns."""
+    def fingerprint(self, id_columns: Sequence[str] | None, model: str | None = None) -> str:
+        """Hash of what decides the answers: the selected stages, the models, the ID columns."""
         material = {
             "stages": [s.raw for s in self.stages],
-            "model": self.model,
-            "temperature": self.defaults.get("temperature"),
+            "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "notify_url")},
+            "models": self.models(model),
             "id_columns": list(id_columns) if id_columns else None,
         }
         blob = json.dumps(material, sort_keys=True, default=str).encode()
@@ -172,22 +257,45 @@ def load_stages(path: str | Path) -> StagesConfig:
         raise ConfigError(f"{path}: cannot read the stages file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_keys(data, {"defaults": None, "stages": None, "prices": None}, f"{path}", "top-level key")
     defaults = data.get("defaults", {})
-    tables = data.get("stages")
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: [defaults] must be a table")
+    _check_keys(defaults, DEFAULT_KEYS, f"{path}: [defaults]", "key")
+    prices = data.get("prices", {})
+    if not isinstance(prices, dict) or not all(isinstance(v, dict) for v in prices.values()):
+        raise ConfigError(f'{path}: [prices] must hold one table per model ([prices."gemini-x"] input = ...)')
+    for model, table in prices.items():
+        _check_keys(table, PRICE_KEYS, f"{path}: [prices.{model!r}]", "key")
+        if "input" not in table or "output" not in table:
+            raise ConfigError(f"{path}: [prices.{model!r}] needs input and output (USD per million tokens)")
+    tables = data.get("stages")
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{path}: no [[stages]] defined")
     stages: list[Stage] = []
     for i, table in enumerate(tables):
-        stage = _parse_stage(table, f"{path}: stage {i + 1}")
+        stage = _parse_stage(table, defaults, f"{path}: stage {i + 1}")
         if any(s.name == stage.name for s in stages):
             raise ConfigError(f"{path}: two stages are named {stage.name!r}")
         stages.append(stage)
-    return StagesConfig(path, defaults, stages)
+    return StagesConfig(path, defaults, stages, prices)
 
 
-def _parse_stage(table: dict[str, Any], where: str) -> Stage:
+def _check_keys(table: dict[str, Any], known: dict[str, Any], where: str, what: str) -> None:
+    for key, value in table.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(known)})"
+            raise ConfigError(f"{where}: unknown {what} {key!r}{hint}")
+        check = known[key]
+        problem = check(value) if check is not None else None
+        if problem:
+            raise ConfigError(f"{where}: {key} must be {problem}, not {value!r}")
+
+
+def _parse_stage(table: Any, defaults: dict[str, Any], where: str) -> Stage:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: each [[stages]] entry must be a table")
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: every stage needs a name")
@@ -195,24 +303,24 @@ def _parse_stage(table: dict[str, Any], where: str) -> Stage:
     kind = table.get("type", "llm")
     if kind not in STAGE_KINDS:
         raise ConfigError(f"{where}: type must be one of {', '.join(STAGE_KINDS)}, not {kind!r}")
-    fields = table.get("fields", {})
-    if not isinstance(fields, dict) or any(not isinstance(v, str) for v in fields.values()):
-        raise ConfigError(f"{where}: [stages.fields] must map field names to strings")
-    if kind != "http":
-        bad = {k: v for k, v in fields.items() if v not in FIELD_TYPES}
-        if bad:
-            raise ConfigError(f"{where}: field types must be one of {', '.join(FIELD_TYPES)}: {bad}")
+    _check_keys(table, STAGE_KEYS[kind], where, f"key for a {kind} stage")
+    fields, specs = _parse_fields(table.get("fields", {}), kind, where)
     if kind in ("llm", "http") and not fields:
         raise ConfigError(f"{where}: an {kind} stage needs [stages.fields]")
-    kwargs: dict[str, Any] = {"name": name, "kind": kind, "fields": dict(fields), "raw": table}
+    kwargs: dict[str, Any] = {"name": name, "kind": kind, "fields": fields, "specs": specs, "raw": table,
+                              "skip_if_filled": tuple(table.get("skip_if_filled", ()))}
     if kind == "llm":
-        prompt = table.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ConfigError(f"{where}: an llm stage needs a prompt")
-        kwargs["prompt"] = Template.parse(prompt, f"{where} prompt")
+        kwargs["prompt"] = Template.parse(table.get("prompt") or _missing(where, "a prompt"), f"{where} prompt")
         kwargs["model"] = table.get("model")
-        kwargs["temperature"] = table.get("temperature")
         kwargs["search"] = bool(table.get("search", False))
+        kwargs["sources"] = bool(table.get("sources", True))
+        kwargs["fallback_model"] = table.get("fallback_model")
+        settings = {k: v for k, v in defaults.items() if k in MODEL_KEYS and k != "model"}
+        settings.update({k: v for k, v in table.items() if k in MODEL_KEYS and k != "model"})
+        settings.setdefault("max_output_tokens", DEFAULT_MAX_OUTPUT_TOKENS)
+        if "thinking_budget" in settings and "thinking_level" in settings:
+            raise ConfigError(f"{where}: set thinking_budget (2.5 models) or thinking_level (3.x), not both")
+        kwargs["settings"] = settings
     elif kind == "python":
         function = table.get("function")
         if not isinstance(function, str) or ":" not in function:
@@ -224,40 +332,39 @@ def _parse_stage(table: dict[str, Any], where: str) -> Stage:
             raise ConfigError(f"{where}: an http stage needs url = \"https://...\"")
         kwargs["url"] = Template.parse(url, f"{where} url")
         kwargs["method"] = str(table.get("method", "GET")).upper()
-        headers = table.get("headers", {})
-        if not isinstance(headers, dict):
-            raise ConfigError(f"{where}: headers must be a table")
-        kwargs["headers"] = {k: Template.parse(str(v), f"{where} header {k}") for k, v in headers.items()}
-        kwargs["body"] = _template_tree(table.get("json"), f"{where} json")
+        kwargs["headers"] = {k: Template.parse(str(v), f"{where} header {k}")
+                             for k, v in table.get("headers", {}).items()}
+        kwargs["body"] = template_tree(table.get("json"), f"{where} json")
     return Stage(**kwargs)
 
 
-def _template_tree(value: Any, where: str) -> Any:
-    if isinstance(value, str):
-        return Template.parse(value, where)
-    if isinstance(value, dict):
-        return {k: _template_tree(v, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_template_tree(v, where) for v in value]
-    return value
+def _missing(where: str, what: str) -> str:
+    raise ConfigError(f"{where}: an llm stage needs {what}")
 
 
-def _templates_in(value: Any) -> list[Template]:
-    if isinstance(value, Template):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _templates_in(v)]
-    if isinstance(value, list):
-        return [t for v in value for t in _templates_in(v)]
-    return []
-
-
-def render_tree(value: Any, values: dict[str, str]) -> Any:
-    """Render every Template inside a JSON-like tree (an http stage's body)."""
-    if isinstance(value, Template):
-        return value.render(values)
-    if isinstance(value, dict):
-        return {k: render_tree(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_tree(v, values) for v in value]
-    return value
+def _parse_fields(fields: Any, kind: str, where: str) -> tuple[dict[str, str], dict[str, FieldSpec]]:
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{where}: [stages.fields] must be a table of field = type")
+    if kind == "http":
+        if any(not isinstance(v, str) for v in fields.values()):
+            raise ConfigError(f"{where}: an http stage's fields map names to dotted paths (\"data.email\")")
+        return dict(fields), {}
+    plain: dict[str, str] = {}
+    specs: dict[str, FieldSpec] = {}
+    for name, value in fields.items():
+        spec_where = f"{where} field {name!r}"
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{spec_where}: give a type (\"string\") or a table {{ type = ..., description = ... }}")
+        _check_keys(value, FIELD_KEYS, spec_where, "key")
+        if value.get("type") not in FIELD_TYPES:
+            raise ConfigError(f"{spec_where}: field types must be one of {', '.join(FIELD_TYPES)}, "
+                              f"not {value.get('type')!r}")
+        if kind == "python" and set(value) - {"type"}:
+            raise ConfigError(f"{spec_where}: a python stage's fields take a type only")
+        enum = value.get("enum")
+        plain[name] = str(value["type"])
+        specs[name] = FieldSpec(str(value["type"]), value.get("description"), tuple(enum) if enum else None,
+                                bool(value.get("required", False)))
+    return plain, specs

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from enrichkit.errors import StageFailure
 from enrichkit.records import stringify
-from enrichkit.retry import StageFailure
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
-
-
-@dataclass
-class Answer:
-    """A successful stage call: output fields as strings, and what it cost."""
-
-    fields: dict[str, str]
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    model: str = ""
-    cached: bool = False
 
 
 def parse_json_object(text: str | None) -> dict[str, Any]:

@@ -1,21 +1,40 @@
-"""Python stages: `callable(record: dict) -> dict of fields`."""
+"""Python stages: `callable(record: dict) -> dict of fields`, run in the worker thread."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from enrichkit.providers.answers import Answer
+from enrichkit.errors import StageFailure
+from enrichkit.providers.base import Answer, Request
 from enrichkit.records import stringify
-from enrichkit.retry import StageFailure
 from enrichkit.stages import Stage
 
+Function = Callable[[dict[str, str]], Any]
 
-def call_function(stage: Stage, func: Callable[[dict[str, str]], Any], values: dict[str, str]) -> Answer:
-    result = func(dict(values))
-    if not isinstance(result, dict):
-        raise StageFailure("validation_error", f"{stage.function} returned {type(result).__name__}, not a dict")
-    missing = [f for f in stage.fields if f not in result]
-    if missing:
-        raise StageFailure("validation_error", f"{stage.function} returned no {', '.join(missing)}")
-    return Answer({name: stringify(result[name]) for name in stage.fields})
+
+class FunctionProvider:
+    """Calls the stage's function on a copy of the record so far. Local: not paced, cached or abandoned."""
+
+    kind = "python"
+    remote = False
+
+    def __init__(self, functions: dict[str, Function]) -> None:
+        self._functions = functions
+
+    def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
+        return Request(stage, payload=values)
+
+    def call(self, request: Request) -> Answer:
+        stage = request.stage
+        result = self._functions[stage.name](dict(request.payload))
+        if not isinstance(result, dict):
+            # The user's function is wrong for every record alike; retrying cannot help.
+            raise StageFailure("client_error", f"{stage.function} returned {type(result).__name__}, not a dict")
+        missing = [f for f in stage.fields if f not in result]
+        if missing:
+            raise StageFailure("client_error", f"{stage.function} returned no {', '.join(missing)}")
+        return Answer({name: stringify(result[name]) for name in stage.fields})
+
+    def close(self) -> None:
+        return None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from enrichkit.providers.answers import Answer, check_fields, parse_json_object
-from enrichkit.retry import StageFailure
-from enrichkit.stages import Stage
+from enrichkit.errors import StageFailure
+from enrichkit.pricing import Pricing
+from enrichkit.providers.answers import check_fields, parse_json_object
+from enrichkit.providers.base import Answer, Request, Usage
+from enrichkit.stages import Stage, StagesConfig
 
 API_VERSION = "v1beta"
 _JSON_TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
@@ -31,44 +33,72 @@ def full_prompt(stage: Stage, rendered: str) -> str:
 class GeminiProvider:
     """One shared `genai.Client` for all workers; the SDK's own retry is off (enrichkit's does the work)."""
 
-    def __init__(self, *, api_key: str, base_url: str | None, timeout: float) -> None:
+    kind = "gemini"
+    remote = True
+
+    def __init__(self, *, api_key: str, base_url: str | None, timeout: float, stages: StagesConfig,
+                 pricing: Pricing, model: str | None = None) -> None:
         from google import genai
         from google.genai import types
 
         self._types = types
+        self._stages = stages
+        self._pricing = pricing
+        self._model = model  # --model: the default model for stages that name none
         options = types.HttpOptions(
             base_url=base_url or None,
             api_version=API_VERSION,
             timeout=int(timeout * 1000),
             retry_options=types.HttpRetryOptions(attempts=1),
         )
-        self._client = genai.Client(api_key=api_key, http_options=options)
+        # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI=true in the environment would otherwise turn this
+        # client into a Vertex AI one, where every call answers 404.
+        self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
-    def generate(self, stage: Stage, prompt: str, *, model: str, temperature: float | None) -> Answer:
+    def model_for(self, stage: Stage) -> str:
+        return stage.model or self._model or self._stages.model
+
+    def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
+        assert stage.prompt is not None
+        model = self.model_for(stage)
+        temperature = stage.temperature if stage.temperature is not None else self._stages.defaults.get("temperature")
+        prompt = full_prompt(stage, stage.prompt.render(values))
+        material = {"kind": "llm", "model": model, "temperature": temperature, "prompt": prompt,
+                    "fields": stage.fields, "search": stage.search}
+        return Request(stage, {"model": model, "temperature": temperature, "prompt": prompt}, material,
+                       pace=model, input_tokens=len(prompt) // 4 + 1)
+
+    def call(self, request: Request) -> Answer:
         types = self._types
+        stage, p = request.stage, request.payload
         config: dict[str, Any] = {}
-        if temperature is not None:
-            config["temperature"] = temperature
+        if p["temperature"] is not None:
+            config["temperature"] = p["temperature"]
         if stage.search:
             config["tools"] = [types.Tool(google_search=types.GoogleSearch())]
         else:
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = json_schema(stage.fields)
         response = self._client.models.generate_content(
-            model=model, contents=prompt, config=types.GenerateContentConfig(**config))
-        usage = response.usage_metadata
-        prompt_tokens = int(getattr(usage, "prompt_token_count", 0) or 0) + \
-            int(getattr(usage, "tool_use_prompt_token_count", 0) or 0)
-        # Thinking tokens are billed as output.
-        output_tokens = int(getattr(usage, "candidates_token_count", 0) or 0) + \
-            int(getattr(usage, "thoughts_token_count", 0) or 0)
-        text = _answer_text(response)
+            model=p["model"], contents=p["prompt"], config=types.GenerateContentConfig(**config))
+        usage = self._usage(response, p["model"], stage.search)
         try:
-            fields = check_fields(parse_json_object(text), stage.fields)
+            fields = check_fields(parse_json_object(_answer_text(response)), stage.fields)
         except StageFailure as failure:
-            failure.tokens = (prompt_tokens, output_tokens)
+            failure.usage = usage  # a malformed answer is billed all the same
             raise
-        return Answer(fields, prompt_tokens, output_tokens, model)
+        return Answer(fields, usage)
+
+    def _usage(self, response: Any, asked: str, search: bool) -> Usage:
+        meta = response.usage_metadata
+        served = str(getattr(response, "model_version", None) or asked)
+        prompt = int(getattr(meta, "prompt_token_count", 0) or 0) + \
+            int(getattr(meta, "tool_use_prompt_token_count", 0) or 0)
+        thinking = int(getattr(meta, "thoughts_token_count", 0) or 0)
+        output = int(getattr(meta, "candidates_token_count", 0) or 0) + thinking  # thinking is billed as output
+        cost = self._pricing.cost(served, prompt, output)
+        return Usage(model=served, prompt_tokens=prompt, output_tokens=output, thinking_tokens=thinking,
+                     grounded=search, token_cost_usd=cost)
 
     def close(self) -> None:
         try:

@@ -5,18 +5,24 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from enrichkit.providers.answers import Answer
+from enrichkit.errors import StageFailure
+from enrichkit.providers.base import Answer, Request
 from enrichkit.records import stringify
-from enrichkit.retry import StageFailure
 from enrichkit.stages import Stage, render_tree
 
 
 class HttpProvider:
-    """`requests` with one Session per worker thread (a Session is not documented as thread-safe)."""
+    """`requests` with one Session per worker thread (a Session is not documented as thread-safe);
+    every Session is closed with the provider."""
+
+    kind = "http"
+    remote = True
 
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
         self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._lock = threading.Lock()
 
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)
@@ -24,20 +30,37 @@ class HttpProvider:
             import requests
 
             session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
         return session
 
-    def call(self, stage: Stage, values: dict[str, str]) -> Answer:
+    def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
         assert stage.url is not None
-        url = stage.url.render(values)
-        headers = {k: t.render(values) for k, t in stage.headers.items()}
-        body = render_tree(stage.body, values) if stage.body is not None else None
-        response = self._session().request(stage.method, url, headers=headers, json=body, timeout=self._timeout)
-        response.raise_for_status()  # HTTPError is classified by its status code
+        payload = {"method": stage.method, "url": stage.url.render(values),
+                   "headers": {k: t.render(values) for k, t in stage.headers.items()},
+                   "json": render_tree(stage.body, values) if stage.body is not None else None}
+        # Everything the request carries decides its answer (the key is a hash: header secrets are not stored).
+        return Request(stage, payload, material={"kind": "http", **payload, "fields": stage.fields})
+
+    def call(self, request: Request) -> Answer:
+        p = request.payload
+        response = self._session().request(p["method"], p["url"], headers=p["headers"], json=p["json"],
+                                           timeout=self._timeout)
+        try:
+            response.raise_for_status()  # HTTPError is classified by its status code
+        finally:
+            response.close()
         try:
             data = response.json()
         except ValueError:
             raise StageFailure("validation_error", f"answer is not JSON: {response.text[:120]!r}") from None
-        return Answer({name: stringify(lookup(data, path)) for name, path in stage.fields.items()})
+        return Answer({name: stringify(lookup(data, path)) for name, path in request.stage.fields.items()})
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
 
 def lookup(data: Any, path: str) -> Any:

@@ -1,0 +1,204 @@
+"""What went wrong with a call: any exception a stage can raise becomes a `StageFailure`.
+
+| error_type        | from                                                                  | then                         |
+|-------------------|-----------------------------------------------------------------------|------------------------------|
+| rate_limit        | HTTP 429                                                              | pace, wait the server's delay |
+| server_error      | HTTP 5xx (incl. an HTML 502), connection refused/reset                | backoff, retry               |
+| timeout           | client timeout (httpx2/httpx/requests), HTTP 408                      | backoff, retry               |
+| validation_error  | an answer that is not JSON matching the stage's fields                | backoff, retry               |
+| blocked           | Gemini refused the prompt or stopped for safety (see the provider)    | once or never                |
+| client_error      | any other 4xx; an exception raised by (or a non-dict from) a python stage | fail the record at once  |
+| auth_error        | Gemini: 401, 403, 400 API_KEY_INVALID                                 | stop the run (exit 2)        |
+
+Provider-aware: an `http` stage's 401/403 is that stage's failure (`client_error`), never "check
+GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute (pace), per day (stop,
+resumable) or the account (credits, spend cap, "limit: 0": stop with a billing message). Gemini
+configuration errors (a retired model, an unsupported location or tool combination) carry a fatal
+`ConfigError`: every record would fail the same way, so the run stops instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from enrichkit.errors import BillingError, ConfigError, EnrichError, StageFailure
+from enrichkit.redact import redact
+
+_RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
+# Account-level 429s: waiting does not help, paying does (Google's texts, see README "Against the real Gemini API").
+_BILLING = re.compile(r"prepayment credits are depleted|credits? (?:are|is) (?:exhausted|depleted)|spend(?:ing)? cap"
+                      r"|billing account|limit:\s*0\b", re.IGNORECASE)
+
+
+def classify_error(exc: BaseException, *, provider: str = "gemini") -> StageFailure:
+    """Map any exception a stage call can raise to a `StageFailure` (see the module table).
+
+    `provider` is the stage kind that raised it: "gemini" (an llm stage), "http" or "python".
+    """
+    if isinstance(exc, StageFailure):
+        return exc
+    if provider == "python":
+        return StageFailure("client_error", f"the function raised {_describe(exc)}")
+    code = _status_code(exc)
+    if code is not None:
+        return _classify_status(code, exc, provider)
+    if _is_timeout(exc):
+        return StageFailure("timeout", f"timed out: {_describe(exc)}")
+    if _is_connection_error(exc):
+        failure = StageFailure("server_error", f"connection failed: {_describe(exc)}")
+        failure.refused = _is_refused(exc)
+        return failure
+    return StageFailure("client_error", _describe(exc))
+
+
+def _classify_status(code: int, exc: BaseException, provider: str) -> StageFailure:
+    message = _describe(exc)
+    details = error_details(exc)
+    if code == 429:
+        quota = quota_kind(details, message) if provider == "gemini" else ""
+        failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
+        if quota == "account":
+            failure.fatal = BillingError(
+                f"the API refused for billing reasons ({_short(message)}); check the project's credits, spend cap "
+                "and tier at https://aistudio.google.com, then run again with --resume")
+        return failure
+    if code == 408:
+        return StageFailure("timeout", message)
+    if code >= 500:
+        return StageFailure("server_error", message)
+    if provider == "gemini":
+        if code in (401, 403) or any(d.get("reason") == "API_KEY_INVALID" for d in details) \
+                or "API key not valid" in message:
+            return StageFailure("auth_error", message)
+        fatal = _configuration_error(code, message)
+        if fatal is not None:
+            failure = StageFailure("client_error", message)
+            failure.fatal = fatal
+            return failure
+    return StageFailure("client_error", message)
+
+
+def _configuration_error(code: int, message: str) -> EnrichError | None:
+    """A Gemini 4xx that every record would meet: stop the run (exit 2) instead of failing them all."""
+    lower = message.lower()
+    if code == 404 and ("model" in lower or "not found" in lower):
+        return ConfigError(f"the API does not serve this model ({_short(message)}); pick a current model "
+                           "(the run checks models before record 1)")
+    if "location is not supported" in lower or "failed_precondition" in lower:
+        return ConfigError(f"the API refuses requests from here ({_short(message)}); this is a property of the "
+                           "project or network, not of a record")
+    if "tool use with a response mime type" in lower or "is unsupported" in lower and "mime" in lower:
+        return ConfigError(f"the model cannot combine Search grounding with a JSON response ({_short(message)}); "
+                           "use a 3.x model or let the stage embed the schema in its prompt")
+    return None
+
+
+def quota_kind(details: list[dict[str, Any]], message: str) -> str:
+    """"day" for a per-day quota, "account" for billing (credits, spend cap, no quota at all),
+    "minute" for a per-minute quota, "" when the answer does not say."""
+    if _BILLING.search(message):
+        return "account"
+    ids = [str(v.get("quotaId", "")) for d in details for v in d.get("violations", []) or []
+           if isinstance(v, dict)]
+    if any("PerDay" in q for q in ids):
+        return "day"
+    if any("PerMinute" in q for q in ids):
+        return "minute"
+    return ""
+
+
+def _status_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)  # google.genai.errors.APIError
+    if isinstance(code, int) and 100 <= code < 600:
+        return code
+    response = getattr(exc, "response", None)  # requests.HTTPError
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and type(exc).__name__ == "HTTPError":
+        return status
+    return None
+
+
+def error_details(exc: BaseException) -> list[dict[str, Any]]:
+    """The `details` list of a Google error body (RetryInfo, QuotaFailure, ErrorInfo, Help)."""
+    body = getattr(exc, "details", None)
+    if isinstance(body, dict):
+        body = body.get("error", body)
+        found = body.get("details") if isinstance(body, dict) else None
+        if isinstance(found, list):
+            return [d for d in found if isinstance(d, dict)]
+    return []
+
+
+def retry_delay(exc: BaseException, details: list[dict[str, Any]], message: str) -> float | None:
+    """The server's own delay: RetryInfo.retryDelay, else a Retry-After header, else 'retry in N s'."""
+    for d in details:
+        if str(d.get("@type", "")).endswith("RetryInfo"):
+            delay = d.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return float(delay[:-1])
+                except ValueError:
+                    pass
+            if isinstance(delay, dict):
+                return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is not None:
+        try:
+            value = headers.get("retry-after")
+            if value:
+                return float(value)
+        except (TypeError, ValueError, AttributeError):
+            pass
+    match = _RETRY_IN.search(message)
+    if match:
+        value = float(match.group(1))
+        return value / 1000 if match.group(2).lower() == "ms" else value
+    return None
+
+
+def _exception_types(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module_name, attr in names:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, attr, None) if module else None
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # The SDK raises its HTTP client's timeouts (httpx2), not APIError; only modules already imported can match.
+    kinds = (TimeoutError, *_exception_types(("httpx2", "TimeoutException"), ("httpx", "TimeoutException"),
+                                              ("requests", "Timeout")))
+    return isinstance(exc, kinds)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    # Checked after timeouts: every other transport failure (refused, reset, dropped) means the server side.
+    kinds = (ConnectionError, *_exception_types(("httpx2", "TransportError"), ("httpx", "TransportError"),
+                                                 ("requests", "ConnectionError")))
+    return isinstance(exc, kinds)
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """Nobody listens at that address (a typo in --base-url, a server not started): no request got through."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower() \
+                or "name or service not known" in str(seen).lower() or "nodename nor servname" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return redact(" ".join(text.split())[:500])
+
+
+def _short(message: str) -> str:
+    return message[:200]

@@ -1,0 +1,177 @@
+"""One record through its stages, on a worker thread: cache, pacing, breaker, retries, and what it cost.
+
+An enricher never writes a job file: it returns a `RecordResult`, and reports each failed attempt
+through `on_attempt_error`; the pipeline's main thread writes both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from enrichkit.breaker import CircuitBreaker
+from enrichkit.cache import ResponseCache
+from enrichkit.classify import classify_error
+from enrichkit.counters import Counters
+from enrichkit.errors import Abandoned, EnrichError, StageFailure
+from enrichkit.limiter import Limiter
+from enrichkit.logs import log
+from enrichkit.providers.base import Answer, Provider, Request, Usage
+from enrichkit.records import Record
+from enrichkit.retry import CallStats, Guards, RetryPolicy, call_with_retry, interruptible_sleep
+from enrichkit.scan import Position
+from enrichkit.stages import Stage
+
+
+@dataclass
+class AttemptError:
+    """One failed attempt, as the error log records it."""
+
+    record_id: str
+    row: int
+    stage: str
+    attempt: int
+    error_type: str
+    message: str
+
+
+@dataclass
+class RecordResult:
+    """What happened to one record. Exactly one of values / failure / abandoned / fatal is set."""
+
+    record_id: str
+    row: int
+    start: Position = (0, 0)  # where the record starts in the input (for the checkpoint's resume_at)
+    values: dict[str, str] | None = None
+    failure: StageFailure | None = None
+    failed_stage: str | None = None
+    abandoned: bool = False
+    fatal: EnrichError | None = None
+    counters: Counters = field(default_factory=Counters)
+    stage_latency: list[tuple[str, float]] = field(default_factory=list)
+    attempt_errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, error_type)
+    skipped_stages: list[str] = field(default_factory=list)  # skip_if_filled: nothing to do
+
+
+@dataclass
+class Enricher:
+    """Runs a record's stages in order; shared by all workers (every part is thread-safe).
+
+    `providers` maps a stage kind (llm, python, http) to its provider; `limiters(pace)` gives the
+    limiter of a model (one per model: quotas are per model); `breakers` one per remote provider kind.
+    """
+
+    providers: dict[str, Provider]
+    policy: RetryPolicy
+    should_stop: Callable[[], bool]
+    on_attempt_error: Callable[[AttemptError], None] = lambda error: None
+    limiters: Callable[[str], Limiter | None] = lambda pace: None
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    cache: ResponseCache | None = None
+    delay: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _cache_broken: threading.Event = field(default_factory=threading.Event)
+
+    def enrich(self, record: Record, record_id: str, stages: list[Stage], start: Position = (0, 0)) -> RecordResult:
+        result = RecordResult(record_id, record.row, start)
+        values = dict(record.values)
+        stage: Stage | None = None
+        try:
+            ran = 0
+            for stage in stages:
+                if stage.skip_if_filled and all(values.get(f, "").strip() for f in stage.skip_if_filled):
+                    result.skipped_stages.append(stage.name)
+                    values.update({f: values.get(f, "") for f in stage.fields})
+                    continue
+                if ran and self.delay:
+                    interruptible_sleep(self.delay, self.policy.sleep, self.should_stop)
+                ran += 1
+                started = self.clock()
+                answer = self._run_stage(stage, values, result)
+                result.stage_latency.append((stage.name, self.clock() - started))
+                values.update(answer.fields)
+            result.values = values
+        except Abandoned:
+            result.abandoned = True
+        except EnrichError as exc:  # auth, quota, billing, outage, configuration: the whole run stops
+            result.fatal = exc
+        except StageFailure as failure:
+            result.failure = failure
+            result.failed_stage = stage.name if stage else None
+        except Exception as exc:  # noqa: BLE001 - a bug in one record must not end the run
+            result.failure = classify_error(exc, provider="python")
+            result.failed_stage = stage.name if stage else None
+            if stage is not None:
+                self._report(result, stage, 1, result.failure)
+        return result
+
+    def _run_stage(self, stage: Stage, values: dict[str, str], result: RecordResult) -> Answer:
+        provider = self.providers[stage.kind]
+        request = provider.prepare(stage, values)
+        key = request.cache_key if provider.remote else None
+        hit = self._cache_get(key)
+        if hit is not None:
+            result.counters.cache_hits += 1
+            return Answer({name: str(hit["fields"].get(name, "")) for name in stage.fields}, cached=True)
+        answer = self._call(provider, request, result)
+        self._cache_put(key, answer)
+        return answer
+
+    def _call(self, provider: Provider, request: Request, result: RecordResult) -> Answer:
+        stage = request.stage
+
+        def on_failure(attempt: int, failure: StageFailure) -> None:
+            if isinstance(failure.usage, Usage):  # a malformed or blocked answer is still billed
+                result.counters.add(failure.usage.counters())
+            result.attempt_errors.append((stage.name, failure.error_type))
+            self._report(result, stage, attempt, failure)
+
+        guards = None
+        if provider.remote:
+            guards = Guards(limiter=self.limiters(request.pace) if request.pace else None,
+                            breaker=self.breakers.get(provider.kind), tokens=request.input_tokens,
+                            actual_tokens=lambda answer: answer.usage.prompt_tokens or request.input_tokens)
+        stats = CallStats()
+        try:
+            answer = call_with_retry(lambda: provider.call(request), policy=self.policy, stats=stats,
+                                     provider=provider.kind, should_stop=self.should_stop, on_failure=on_failure,
+                                     guards=guards)
+        finally:
+            c = result.counters
+            c.requests += stats.requests
+            c.retries += stats.retries
+            c.rate_limited += stats.rate_limited
+        result.counters.add(answer.usage.counters())
+        return answer
+
+    def _report(self, result: RecordResult, stage: Stage, attempt: int, failure: StageFailure) -> None:
+        self.on_attempt_error(AttemptError(result.record_id, result.row, stage.name, attempt, failure.error_type,
+                                           failure.message))
+
+    # The cache is an optimisation: when it fails, a call is repeated, a record is never failed.
+
+    def _cache_get(self, key: str | None) -> dict[str, Any] | None:
+        if key is None or self.cache is None or self._cache_broken.is_set():
+            return None
+        try:
+            return self.cache.get(key)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            self._cache_failed(exc)
+            return None
+
+    def _cache_put(self, key: str | None, answer: Answer) -> None:
+        if key is None or self.cache is None or self._cache_broken.is_set():
+            return
+        try:
+            self.cache.put(key, {"fields": answer.fields, "model": answer.usage.model})
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            self._cache_failed(exc)
+
+    def _cache_failed(self, exc: BaseException) -> None:
+        if not self._cache_broken.is_set():
+            self._cache_broken.set()
+            log.warning("the response cache failed (%s); carrying on without it: answers are not reused", exc)

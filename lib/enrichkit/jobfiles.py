@@ -1,0 +1,156 @@
+"""The files of one job: where they are, who holds the job, what state it is in, and the one way a
+file is replaced (temp file beside it, fsync, rename, fsync the folder; no temp file left behind).
+
+Both sides use this module: a run (`enrichkit.store`, `enrichkit.plan`) and the job tools that look
+at a job from outside (`enrichkit.jobs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+Status = Literal["running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"]
+STATUSES: tuple[Status, ...] = ("running", "interrupted", "completed", "completed_with_failures",
+                                "budget_exhausted", "failed")
+# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones).
+STOPPED: tuple[str, ...] = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
+
+CHECKPOINT_SUFFIX = ".progress.json"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Every file of a job. All but `input` are written by a run and must differ from each other and
+    from the input (see `enrichkit.plan.check_paths`)."""
+
+    output: Path
+    checkpoint: Path
+    report: Path
+    errors: Path
+    lock: Path
+    cache: Path
+    input: Path | None = None
+
+    @classmethod
+    def for_output(cls, output: str | Path, *, checkpoint: str | Path | None = None, report: str | Path | None = None,
+                   errors: str | Path | None = None, input: str | Path | None = None) -> JobPaths:
+        """The paths `enrich.py` uses: each beside the output, named after its stem, unless given."""
+        output = Path(output)
+        stem = output.with_suffix("")
+        return cls(
+            output=output,
+            checkpoint=Path(checkpoint) if checkpoint else Path(f"{stem}{CHECKPOINT_SUFFIX}"),
+            report=Path(report) if report else Path(f"{stem}.report.json"),
+            errors=Path(errors) if errors else Path(f"{stem}.errors.jsonl"),
+            lock=Path(f"{stem}.lock"),
+            cache=Path(f"{stem}.cache.sqlite"),
+            input=Path(input) if input else None,
+        )
+
+    @property
+    def owner(self) -> Path:
+        """The lock's sidecar naming its holder (PID, host) for the message a second run prints."""
+        return owner_path(self.lock)
+
+    def written(self) -> dict[str, Path]:
+        """The files a run writes, by the flag that names them (for collision checks and --fresh)."""
+        return {"--output": self.output, "--checkpoint": self.checkpoint, "--report": self.report,
+                "--errors": self.errors, "the lock": self.lock, "the cache": self.cache}
+
+    def default_checkpoint(self) -> Path:
+        return Path(f"{self.output.with_suffix('')}{CHECKPOINT_SUFFIX}")
+
+
+def owner_path(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".owner")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a job's lock, and when the sidecar was written (epoch seconds)."""
+
+    pid: int
+    host: str
+    written: float
+
+
+def write_owner(lock: Path) -> None:
+    """Name this process as the lock's holder."""
+    atomic_write(owner_path(lock), json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(),
+                 durable=False)
+
+
+def read_owner(lock: Path) -> Owner | None:
+    """The holder named in the sidecar; None when there is none or it cannot be read. A run removes it
+    when it ends; `kill -9` leaves it behind, so a PID read here must still be checked."""
+    path = owner_path(lock)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Owner(int(data["pid"]), str(data["host"]), path.stat().st_mtime)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def temp_path(path: Path) -> Path:
+    """The temp file a replacement of `path` goes through: hidden, beside it, unique to this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: str | Path, data: bytes | Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
+    """Replace `path` whole: write a temp file beside it (`data`, or `data(file)`), fsync it, rename it
+    over `path`, fsync the folder. Readers see the old file or the new one, never half of one; a
+    failure (a full disk) leaves the old file and no temp file. `durable=False` skips the fsyncs, for
+    files whose loss in a power cut costs nothing (a report rewritten at every exit, a sidecar)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())  # the rename below must never expose bytes that are not on disk
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable; some filesystems refuse fsync on a folder (then it is skipped)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Do `a` and `b` name the same file: the same path after resolving links, or the same inode (a hard
+    link)? A path that does not exist yet can only match by its resolved name."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

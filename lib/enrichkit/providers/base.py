@@ -1,0 +1,81 @@
+"""The provider seam: what every kind of stage (Gemini, HTTP, a Python function) offers the pipeline.
+
+    request = provider.prepare(stage, values)   # pure: what to send, its cache key, its pace
+    answer = provider.call(request)             # one attempt; raises on failure (classified by kind)
+
+Retries, pacing, the circuit breaker and the cache live around `call`, in `enrichkit.enricher`;
+a provider only knows how to ask and how to read the answer (and, for Gemini, what it cost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from enrichkit.counters import Counters
+from enrichkit.stages import Stage
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one answer was billed for, priced by the model that served it."""
+
+    model: str = ""
+    prompt_tokens: int = 0  # billed input tokens (tool-use prompt tokens included)
+    output_tokens: int = 0  # billed output tokens (thinking included)
+    thinking_tokens: int = 0
+    cached_tokens: int = 0
+    grounded: bool = False
+    search_queries: int = 0
+    token_cost_usd: float = 0.0
+    grounding_cost_usd: float = 0.0
+
+    def counters(self) -> Counters:
+        return Counters(prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
+                        thinking_tokens=self.thinking_tokens, cached_tokens=self.cached_tokens,
+                        grounded_prompts=int(self.grounded), search_queries=self.search_queries,
+                        token_cost_usd=self.token_cost_usd, grounding_cost_usd=self.grounding_cost_usd)
+
+
+@dataclass
+class Answer:
+    """A successful stage call: output fields as strings, and what it cost."""
+
+    fields: dict[str, str]
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prepared call. `material` is everything that decides the answer (the cache key is its hash;
+    None: never cached); `pace` names the limiter it counts against (a model; None: not paced);
+    `input_tokens` is the estimate the limiter reserves before the answer says the real count."""
+
+    stage: Stage
+    payload: Any
+    material: dict[str, Any] | None = None
+    pace: str | None = None
+    input_tokens: int = 0
+
+    @property
+    def cache_key(self) -> str | None:
+        if self.material is None:
+            return None
+        blob = json.dumps(self.material, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+class Provider(Protocol):
+    """What the pipeline needs of a kind of stage."""
+
+    kind: str  # "gemini" | "http" | "python": how its errors are classified (`enrichkit.classify`)
+    remote: bool  # calls go over the network: paced, guarded by the breaker, cached, abandoned on a stop
+
+    def prepare(self, stage: Stage, values: dict[str, str]) -> Request: ...
+
+    def call(self, request: Request) -> Answer: ...
+
+    def close(self) -> None: ...
