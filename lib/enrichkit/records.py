@@ -130,7 +130,7 @@ class InputTable:
         self.delimiter: str | None = None
         self._codec, self._errors, self._bom, self._newline = "utf-8", "surrogateescape", 0, b"\n"
         self._seekable = self.kind != ".xlsx"  # rows(start) can seek: byte offsets are known
-        self._formulas: bool | None = None
+        self._formulas: bool | None = None  # whether the XLSX sheet holds formulas (known after the first rows())
         self._unquoted = dict.fromkeys((",", ";", "\t", "|"), 0)  # separators outside quotes in the header line
         if self.kind == ".xlsx":
             for flag, value in (("--encoding", encoding), ("--delimiter", delimiter)):
@@ -140,10 +140,18 @@ class InputTable:
             with open(self.path, "rb") as f:
                 head = f.read(SAMPLE_BYTES)
             self._sniff(head, encoding, delimiter)
-        self.columns = self._read_header()
+        if self.kind == ".xlsx":
+            source = self._xlsx_values(True)  # the header and the sample from one pass
+            try:
+                self.columns = self._read_header(values for values, _ in source if any(values))
+                self._check_sample(self._xlsx_rows(source, header_seen=True))
+            finally:
+                source.close()
+            return
+        self.columns = self._read_header(self._raw_header())
         if self.kind in (".csv", ".tsv"):
             self._check_one_column_header(given=delimiter is not None)
-        self._check_sample()
+        self._check_sample(self._jsonl_rows(0, 0) if self.kind == ".jsonl" else self._csv_rows(0, 0))
 
     def describe_format(self) -> str:
         """What the file was read as, for messages: "utf-8, ',' separated, 5 columns"."""
@@ -193,7 +201,7 @@ class InputTable:
         """
         offset, row = start if start and self._seekable else (0, 0)
         if self.kind == ".xlsx":
-            yield from self._xlsx_rows(self._has_formulas())
+            yield from self._xlsx_rows(self._xlsx_values(self._formulas))
         elif self.kind == ".jsonl":
             yield from self._jsonl_rows(offset, row)
         else:
@@ -256,12 +264,10 @@ class InputTable:
                                  f"it looks like {_delimiter_name(char)}-separated: use --delimiter {flag}",
                                  str(self.path))
 
-    def _check_sample(self) -> None:
+    def _check_sample(self, items: Generator[RowItem, None, None]) -> None:
         """Stop before any request when most of the first rows are unreadable (or none is a record)."""
         records = bad = 0
         example: BadRow | None = None
-        items = self._xlsx_rows(True) if self.kind == ".xlsx" else \
-            self._jsonl_rows(0, 0) if self.kind == ".jsonl" else self._csv_rows(0, 0)
         for item in items:
             if isinstance(item, Record):
                 records += 1
@@ -274,10 +280,9 @@ class InputTable:
         if bad > records:
             raise self.unreadable_error(bad, bad + records, example, sample=True)
 
-    def _read_header(self) -> list[str]:
-        header: list[str] | None = None
+    def _read_header(self, raw: Iterator[list[str]]) -> list[str]:
         try:
-            header = next(iter(self._raw_header()), None)
+            header = next(raw, None)
         except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
             raise InputError(f"cannot read the header: {exc}", str(self.path)) from None
         if header is None or not any(h.strip() for h in header):
@@ -296,9 +301,6 @@ class InputTable:
         return header
 
     def _raw_header(self) -> Iterator[list[str]]:
-        if self.kind == ".xlsx":
-            yield from (values for values, _ in self._xlsx_values(False) if any(values))
-            return
         with open(self.path, "rb") as f:
             f.seek(self._bom)
             if self.kind == ".jsonl":
@@ -410,40 +412,46 @@ class InputTable:
                     continue
                 yield Record(row_no, values, consumed)
 
-    def _has_formulas(self) -> bool:
-        if self._formulas is None:
-            self._formulas = _sheet_has_formulas(self.path)
-        return self._formulas
-
-    def _xlsx_values(self, formulas: bool) -> Iterator[tuple[list[str], int]]:
+    def _xlsx_values(self, formulas: bool | None) -> Generator[tuple[list[str], int], None, None]:
         """Each row of the first sheet as strings, with the position of its first formula cell that has no
         computed value (-1: none). openpyxl's data_only pass shows such a cell as empty, so a second pass
-        without data_only, read in step with the first, tells which empty cells are formulas."""
+        without data_only, read in step with the first, tells which empty cells are formulas; it is skipped
+        when the sheet has none (`formulas` None: look first)."""
         wb = _open_workbook(self.path, data_only=True)
-        fwb = _open_workbook(self.path, data_only=False) if formulas else None
+        fwb = None
         try:
             if not wb.worksheets:
                 return
+            if formulas is None:
+                formulas = self._formulas = _sheet_has_formulas(wb)
+            if formulas:
+                fwb = _open_workbook(self.path, data_only=False)
             if fwb is None:
                 for cells in wb.worksheets[0].iter_rows(values_only=True):
                     yield [stringify(v) for v in cells], -1
                 return
-            for cells, fcells in zip(wb.worksheets[0].iter_rows(), fwb.worksheets[0].iter_rows(), strict=False):
-                # A formula whose text result is empty keeps t="str"; an uncomputed one has no usable type.
-                missing = next((i for i, (c, fc) in enumerate(zip(cells, fcells, strict=False))
-                                if fc.data_type == "f" and c.value is None and c.data_type != "str"), -1)
-                yield [stringify(c.value) for c in cells], missing
+            for cells, formulas_row in zip(wb.worksheets[0].iter_rows(), fwb.worksheets[0].iter_rows(values_only=True),
+                                           strict=False):
+                row = [c.value for c in cells]
+                missing = -1
+                if None in row:
+                    # Empty here but not in the formula pass: a formula. With its text result empty it keeps
+                    # t="str"; an uncomputed one has no usable type.
+                    missing = next((i for i, (c, f) in enumerate(zip(cells, formulas_row, strict=False))
+                                    if c.value is None and f is not None and c.data_type != "str"), -1)
+                yield [stringify(v) for v in row], missing
         finally:
             wb.close()
             if fwb is not None:
                 fwb.close()
 
-    def _xlsx_rows(self, formulas: bool) -> Generator[RowItem, None, None]:
+    def _xlsx_rows(self, source: Iterator[tuple[list[str], int]], *,
+                   header_seen: bool = False) -> Generator[RowItem, None, None]:
         columns = self.columns
         width = len(columns)
         label = self._label()
-        row_no = -1  # rows before the header (the first row with a value) are not counted
-        for values, missing in self._xlsx_values(formulas):
+        row_no = 0 if header_seen else -1  # rows before the header (the first row with a value) are not counted
+        for values, missing in source:
             while values and values[-1] == "":
                 values.pop()
             if row_no < 0:
@@ -582,30 +590,26 @@ def _delimiter_name(char: str) -> str:
     return "tab" if char == "\t" else f"'{char}'"
 
 
-def _sheet_has_formulas(path: Path) -> bool:
-    """Whether the first sheet's XML holds a formula (<f>): only then is the second, formula-aware pass needed.
-    Reads openpyxl's own record of the sheet's part; when that is not available, assume formulas."""
-    wb = _open_workbook(path, data_only=True)
-    try:
-        archive = getattr(wb, "_archive", None)
-        part = getattr(wb.worksheets[0], "_worksheet_path", None) if wb.worksheets else None
-        if not isinstance(archive, zipfile.ZipFile) or not isinstance(part, str):
-            return bool(wb.worksheets)
-        tag = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s/>]")
-        tail = b""
-        with archive.open(part) as src:
-            while chunk := src.read(1 << 20):
-                if tag.search(tail + chunk):
-                    return True
-                tail = chunk[-64:]
-        return False
-    finally:
-        wb.close()
+def _sheet_has_formulas(wb: Any) -> bool:
+    """Whether the first sheet's XML holds a formula (<f>), read at zlib speed from openpyxl's open archive
+    (private names: when they are missing, assume it does)."""
+    archive = getattr(wb, "_archive", None)
+    part = getattr(wb.worksheets[0], "_worksheet_path", None)
+    if not isinstance(archive, zipfile.ZipFile) or not isinstance(part, str):
+        return True
+    tag = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?f[\s/>]")
+    tail = b""
+    with archive.open(part) as src:
+        while chunk := src.read(1 << 20):
+            if tag.search(tail + chunk):
+                return True
+            tail = chunk[-64:]
+    return False
 
 
 def _open_workbook(path: Path, *, data_only: bool) -> Any:
-    import openpyxl  # type: ignore[import-untyped]  # only needed for XLSX input
-    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
+    import openpyxl  # only needed for XLSX input
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         return openpyxl.load_workbook(path, read_only=True, data_only=data_only)
