@@ -1,167 +1,251 @@
-"""`scripts/jobs.py` through its CLI, on jobs made by real runs against the stand-in: a finished job,
-one with failures, a live one, a killed one, and copies of them with defects planted by hand."""
+"""`scripts/jobs.py`: its commands in-process on jobs written here file by file (a finished job, one with
+failures, one still running), and through real runs against the stand-in where only a process shows
+it (a live run, cancel, kill -9)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import shutil
+import random
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import chdir
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import JOBS, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
+from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
 from enrichkit.checkpoint import Checkpoint, write_checkpoint
-from enrichkit.jobstate import decide_state, process_alive
-from fake_gemini import FakeGemini
+from enrichkit.counters import Counters
+from enrichkit.jobfiles import Owner
+from enrichkit.jobs.cli import main
+from enrichkit.jobs.state import decide_state, load_status, process_alive
+from enrichkit.output import output_columns
+from enrichkit.records import RecordIds
 
 FORMULA = "=SUM(1,2)"  # an input value a spreadsheet would run; exports must keep it as text
+FIELDS = ["poc_name", "poc_email", "confidence", "email_domain"]
+JOB_ID = "enrich_20261120_100000_abcdef"
 
 
-def jobs(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(JOBS), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, stdin=subprocess.DEVNULL)
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
 
 
-def jobs_json(*args: str) -> Any:
-    proc = jobs(*args, "--json")
-    assert proc.returncode in (0, 1), proc.stderr
-    return json.loads(proc.stdout)
+@pytest.fixture
+def jobs(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run `jobs.py` in-process: `jobs("status", path, cwd=...) -> Result`."""
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        capsys.readouterr()
+        with chdir(cwd or Path.cwd()):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, or a usage error
+                code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
 
 
-def _rows(ws: Workspace) -> int:
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+def as_json(result: Result) -> Any:
+    assert result.code in (0, 1), result.err
+    return json.loads(result.out)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+def one_line_error(result: Result) -> str:
+    assert result.code == 2, (result.out, result.err)
+    assert "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
     return lines[0]
 
 
-# --- jobs made once per module, copied by the tests that plant defects ------------------------------
+# --- jobs written file by file -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeGemini]:
-    with FakeGemini(seed=1) as fake:
-        yield fake
-
-
-def _finished(tmp: Path, server: FakeGemini, fail: list[str]) -> Workspace:
-    ws = Workspace(tmp, server)
-    rows = make_rows(40)
+def write_job(tmp: Path, *, n: int = 40, failed: tuple[int, ...] = (), pending: tuple[int, ...] = (),
+              status: str = "completed", shuffle: bool = False, **cp_fields: Any) -> Path:
+    """A job as a run leaves it: input, stages file, output rows for the records done (in finishing
+    order: shuffled if asked), and the checkpoint. Returns the checkpoint."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = make_rows(n)
     rows[7]["fund.manager"] = FORMULA
-    write_csv(ws.input, rows)
-    server.configure(fail_matching=fail, latency=0)
-    proc = ws.run(env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
-    assert proc.returncode == (1 if fail else 0), proc.stderr
-    return ws
-
-
-@pytest.fixture(scope="module")
-def done(tmp_path_factory: pytest.TempPathFactory, server: FakeGemini) -> Workspace:
-    """A job that finished: 40 records, all enriched."""
-    return _finished(tmp_path_factory.mktemp("done"), server, [])
-
-
-@pytest.fixture(scope="module")
-def failing(tmp_path_factory: pytest.TempPathFactory, server: FakeGemini) -> Workspace:
-    """A job that finished with one failure (input row 4, a permanent 400)."""
-    return _finished(tmp_path_factory.mktemp("failing"), server, ["Fund 00003 "])
-
-
-def copy_job(ws: Workspace, dest: Path, updated: str | None = None) -> Path:
-    """A copy of a job's files under `dest`, its checkpoint pointing at the copies; returns the checkpoint."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ws.input, dest / "input.csv")
-    shutil.copytree(ws.output.parent, dest / "out")
-    checkpoint = dest / "out" / ws.checkpoint.name
-    state = read_json(checkpoint)
-    state["input"]["path"] = str(dest / "input.csv")
-    state["output"] = str(dest / "out" / ws.output.name)
-    if updated:
-        state["last_updated"] = updated
-    checkpoint.write_text(json.dumps(state), encoding="utf-8")
+    write_csv(tmp / "input.csv", rows)
+    (tmp / "stages.toml").write_text(STAGES, encoding="utf-8")
+    out = tmp / "out" / "enriched.csv"
+    out.parent.mkdir(exist_ok=True)
+    ids = RecordIds(COLUMNS)
+    done = [i for i in range(n) if i not in failed and i not in pending]
+    if shuffle:
+        random.Random(4).shuffle(done)
+    lines = [output_columns(COLUMNS, FIELDS)]
+    for i in done:
+        row = rows[i]
+        enriched = [f"Name {i}", f"n{i}@m.example.com", "0.75" if i % 2 else "1", "m.example.com", "0.000125"]
+        lines.append([*row.values(), *enriched, ids(row), JOB_ID])
+    write_csv_rows(out, lines)
+    cp = Checkpoint(job_id=JOB_ID, output=str(out), input={"path": str(tmp / "input.csv")}, stages=["poc", "domain"],
+                    config_fingerprint="f", fields=FIELDS, stages_file=str(tmp / "stages.toml"),
+                    options={"cwd": str(tmp), "max_workers": 4}, status=status, total_records=n,
+                    totals=Counters(requests=n + 3, retries=3, rate_limited=2, cache_hits=1, prompt_tokens=2000,
+                                    output_tokens=500, thinking_tokens=100, token_cost_usd=0.004,
+                                    grounding_cost_usd=0.035, grounded_prompts=1),
+                    elapsed_seconds=60.0, run_started_at="2026-11-20T10:00:00Z", run_done=10, run_seconds=20.0,
+                    runs=2, filled={"poc_name": len(done), "poc_email": len(done) - 1, "confidence": len(done),
+                                    "email_domain": 0},
+                    stage_totals={"poc": {"succeeded": len(done), "failed_records": {"client_error": len(failed)},
+                                          "attempt_errors": {"rate_limit": 2}}},
+                    pace={"gemini-2.5-flash": {"rpm": 10, "current_rpm": 7.5, "pauses": 2, "paused_seconds": 34.0,
+                                               "decreases": 1}},
+                    pid=999_999_999, **cp_fields)
+    for i in done:
+        cp.mark_completed(ids(rows[i]))
+    for i in failed:
+        cp.mark_failed(ids(rows[i]))
+        cp.errors.append({"record_id": ids(rows[i]), "row": i + 1, "stage": "poc", "error_type": "client_error",
+                          "message": "400 INVALID_ARGUMENT", "at": "2026-11-20T10:00:30Z"})
+    checkpoint = out.with_name("enriched.progress.json")
+    write_checkpoint(checkpoint, cp)
     return checkpoint
+
+
+def write_csv_rows(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def set_updated(checkpoint: Path, stamp: str) -> None:
+    state = read_json(checkpoint)
+    state["last_updated"] = stamp
+    checkpoint.write_text(json.dumps(state), encoding="utf-8")
+
+
+@pytest.fixture
+def done(tmp_path: Path) -> Path:
+    """A finished job: 40 records, all enriched."""
+    return write_job(tmp_path / "done")
+
+
+@pytest.fixture
+def failing(tmp_path: Path) -> Path:
+    """A job that finished with one failure (input row 4)."""
+    return write_job(tmp_path / "failing", failed=(3,), status="completed_with_failures")
 
 
 # --- status, list, stats -------------------------------------------------------------------------
 
 
-def test_status_of_a_finished_job(done: Workspace) -> None:
-    state = jobs_json("status", str(done.checkpoint))
+def test_status_of_a_finished_job(jobs: Any, done: Path) -> None:
+    state = as_json(jobs("status", str(done), "--json"))
     assert state["state"] == "completed" and state["active_pid"] is None
     assert (state["progress_pct"], state["done"], state["failed"], state["pending"]) == (100.0, 40, 0, 0)
-    assert state["total_tokens"] > 0 and state["cost_usd"] > 0 and state["records_per_min"] > 0
+    assert state["total_tokens"] == 2500 and state["records_per_min"] == 40.0 and state["rate_window"] == "job"
     assert state["eta_seconds"] == 0 and state["last_error"] is None
-    assert state["can_resume"] is False and state["can_retry_failed"] is False
-    text = jobs("status", str(done.checkpoint))
-    assert text.returncode == 0, text.stderr
-    assert state["job_id"] in text.stdout and "completed" in text.stdout and "100.0%" in text.stdout
-    assert "nothing left to do" in text.stdout
+    assert state["can_resume"] is False and state["can_retry_failed"] is False and state["resume_command"] is None
+    text = jobs("status", str(done))
+    assert text.code == 0, text.err
+    assert state["job_id"] in text.out and "completed" in text.out and "100.0%" in text.out
+    assert "nothing left to do" in text.out
     # The output CSV names its job too.
-    assert jobs_json("status", str(done.output))["job_id"] == state["job_id"]
+    assert as_json(jobs("status", str(done.with_name("enriched.csv")), "--json"))["job_id"] == state["job_id"]
 
 
-def test_status_of_a_job_with_failures_points_at_retry_failed(failing: Workspace) -> None:
-    state = jobs_json("status", str(failing.checkpoint))
+def test_status_json_has_pace_cost_split_stage_totals_and_fill_rates(jobs: Any, done: Path) -> None:
+    state = as_json(jobs("status", str(done), "--json"))
+    assert (state["token_cost_usd"], state["grounding_cost_usd"], state["cost_usd"]) == (0.004, 0.035, 0.039)
+    assert state["pace"]["gemini-2.5-flash"] == {"rpm": 10, "current_rpm": 7.5, "pauses": 2, "paused_seconds": 34.0,
+                                                 "decreases": 1}
+    assert state["stage_totals"]["poc"]["attempt_errors"] == {"rate_limit": 2}
+    assert state["fill_rates"] == {"poc_name": 1.0, "poc_email": 0.975, "confidence": 1.0, "email_domain": 0.0}
+    text = jobs("status", str(done)).out
+    assert "gemini-2.5-flash: 7.5/10 rpm (2 pause(s), 34 s paused, cut 1 time(s))" in text
+    assert "$0.0390 ($0.0040 tokens + $0.0350 grounding)" in text
+    assert "3 retries, 2 rate-limited, 1 cache hits" in text
+
+
+def test_rate_and_eta_use_the_run_while_running_and_the_job_average_when_stopped(tmp_path: Path) -> None:
+    checkpoint = write_job(tmp_path, pending=tuple(range(20, 40)), status="running", host="here")
+    # This run: 10 records in 20 s = 30/min, 20 pending -> 40 s. The job: 20 records in 60 s = 20/min -> 60 s.
+    running = load_status(checkpoint, host="here", alive=lambda pid, since: True)
+    assert (running.state, running.rate_window, running.records_per_min, running.eta_seconds) == ("running", "run",
+                                                                                                  30.0, 40.0)
+    stopped = load_status(checkpoint, host="here", alive=lambda pid, since: False)
+    assert (stopped.state, stopped.rate_window, stopped.records_per_min, stopped.eta_seconds) == ("interrupted", "job",
+                                                                                                  20.0, 60.0)
+
+
+def test_resume_and_retry_commands_name_only_the_files(jobs: Any, tmp_path: Path) -> None:
+    checkpoint = write_job(tmp_path, failed=(3,), pending=(5, 6), status="interrupted")
+    state = as_json(jobs("status", str(checkpoint), "--json"))
+    out = tmp_path / "out" / "enriched.csv"
+    expected = f"python scripts/enrich.py --input {tmp_path / 'input.csv'} --output {out} --resume"
+    assert state["resume_command"] == expected
+    assert state["retry_failed_command"].endswith(f"--output {out} --retry-failed")
+    moved = checkpoint.rename(tmp_path / "elsewhere.progress.json")  # not beside the output: named
+    assert f"--checkpoint {moved} --resume" in as_json(jobs("status", str(moved), "--json"))["resume_command"]
+
+
+def test_status_of_a_job_with_failures_points_at_retry_failed(jobs: Any, failing: Path) -> None:
+    state = as_json(jobs("status", str(failing), "--json"))
     assert state["state"] == "completed_with_failures"
     assert (state["done"], state["failed"], state["pending"]) == (39, 1, 0)
     assert state["last_error"]["error_type"] == "client_error" and state["last_error"]["row"] == 4
     assert state["can_resume"] is False and state["can_retry_failed"] is True
-    text = jobs("status", str(failing.checkpoint)).stdout
+    text = jobs("status", str(failing)).out
     assert "client_error" in text and "--retry-failed" in text
 
 
-def test_status_without_argument_finds_the_one_job_or_lists_them(done: Workspace, failing: Workspace,
-                                                                 tmp_path: Path) -> None:
-    one = jobs("status", cwd=done.tmp)
-    assert one.returncode == 0 and read_json(done.checkpoint)["job_id"] in one.stdout
-    copy_job(done, tmp_path / "a")
-    copy_job(failing, tmp_path / "b")
+def test_status_without_argument_finds_the_one_job_or_lists_them(jobs: Any, tmp_path: Path) -> None:
+    write_job(tmp_path / "a")
+    one = jobs("status", cwd=tmp_path / "a")
+    assert one.code == 0 and JOB_ID in one.out
+    write_job(tmp_path / "b", failed=(3,), status="completed_with_failures")
     several = jobs("status", cwd=tmp_path)
-    assert several.returncode == 2 and "Traceback" not in several.stderr
-    assert "2 jobs under" in several.stderr
-    assert "a/out/enriched.progress.json" in several.stderr and "b/out/enriched.progress.json" in several.stderr
+    assert several.code == 2 and "Traceback" not in several.err
+    assert "2 jobs under" in several.err
+    assert "a/out/enriched.progress.json" in several.err and "b/out/enriched.progress.json" in several.err
     (tmp_path / "empty").mkdir()
-    assert "no job under" in _one_line_error(jobs("status", cwd=tmp_path / "empty"))
+    assert "no job under" in one_line_error(jobs("status", cwd=tmp_path / "empty"))
 
 
-def test_list_and_stats_across_jobs(done: Workspace, failing: Workspace, tmp_path: Path) -> None:
-    copy_job(done, tmp_path / "a", updated="2026-11-20T10:00:00Z")
-    copy_job(failing, tmp_path / "b", updated="2026-11-21T10:00:00Z")
-    listed = jobs_json("list", str(tmp_path))
-    assert [j["state"] for j in listed] == ["completed_with_failures", "completed"]  # newest first
-    text = jobs("list", str(tmp_path)).stdout.splitlines()
-    assert len(text) == 3 and text[0].startswith("UPDATED") and "completed_with_failures" in text[1]
-    stats = jobs_json("stats", str(tmp_path))
+def test_list_and_stats_across_jobs(jobs: Any, tmp_path: Path) -> None:
+    set_updated(write_job(tmp_path / "a"), "2026-11-20T10:00:00Z")
+    set_updated(write_job(tmp_path / "b", failed=(3,), status="completed_with_failures"), "2026-11-21T10:00:00Z")
+    (tmp_path / "c.progress.json").write_text("{", encoding="utf-8")
+    listed = as_json(jobs("list", str(tmp_path), "--json"))
+    assert [j["state"] for j in listed] == ["completed_with_failures", "completed", "unreadable"]  # newest first
+    text = jobs("list", str(tmp_path)).out.splitlines()
+    assert len(text) == 4 and text[0].startswith("UPDATED") and "completed_with_failures" in text[1]
+    assert "unreadable" in text[3] and "corrupt checkpoint" in text[3]
+    stats = as_json(jobs("stats", str(tmp_path), "--json"))
     assert stats["jobs"] == 2 and stats["states"] == {"completed": 1, "completed_with_failures": 1}
     assert (stats["records"], stats["done"], stats["failed"], stats["pending"]) == (80, 79, 1, 0)
-    assert stats["success_rate"] == round(79 / 80, 4)
-    own = [jobs_json("status", str(ws.checkpoint)) for ws in (done, failing)]
-    assert stats["total_tokens"] == sum(s["total_tokens"] for s in own)
-    assert "98.8% of the records tried" in jobs("stats", str(tmp_path)).stdout
+    assert stats["success_rate"] == round(79 / 80, 4) and stats["total_tokens"] == 5000
+    assert stats["grounding_cost_usd"] == 0.07
+    assert "98.8% of the records tried" in jobs("stats", str(tmp_path)).out
 
 
-# --- validate ---------------------------------------------------------------------------------------
+# --- validate -----------------------------------------------------------------------------------------
 
 
-def test_validate_passes_a_clean_job(done: Workspace, failing: Workspace) -> None:
-    for ws, failed in ((done, 0), (failing, 1)):
-        proc = jobs("validate", str(ws.checkpoint))
-        assert proc.returncode == 0, proc.stdout
-        assert proc.stdout.startswith("valid:") and f"{failed} failed" in proc.stdout
-    result = jobs_json("validate", str(failing.checkpoint))
-    assert result["ok"] is True and result["defects"] == []
-    assert (result["input_records"], result["output_rows"], result["failed"]) == (40, 39, 1)
+def test_validate_passes_a_clean_job(jobs: Any, done: Path, failing: Path) -> None:
+    for checkpoint, failed in ((done, 0), (failing, 1)):
+        result = jobs("validate", str(checkpoint))
+        assert result.code == 0, result.out
+        assert result.out.startswith("valid:") and f"{failed} failed" in result.out
+    verdict = as_json(jobs("validate", str(failing), "--json"))
+    assert verdict["ok"] is True and verdict["defects"] == []
+    assert (verdict["input_records"], verdict["output_rows"], verdict["failed"]) == (40, 39, 1)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -174,7 +258,7 @@ def _plant_duplicate(out: Path) -> None:
 
 
 def _plant_missing(out: Path) -> str:
-    """Delete the 5th row; returns its fund.title (rows are in the order they finished, not input order)."""
+    """Delete the 5th row; returns its fund.title."""
     lines = _lines(out)
     out.write_bytes(b"".join(lines[:5] + lines[6:]))
     return lines[5].decode().split(",")[0]
@@ -186,230 +270,156 @@ def _plant_torn(out: Path) -> None:
 
 @pytest.mark.parametrize(("plant", "kind"), [(_plant_duplicate, "duplicate"), (_plant_missing, "lost"),
                                              (_plant_torn, "torn")])
-def test_validate_catches_a_planted_defect(done: Workspace, tmp_path: Path, plant: Any, kind: str) -> None:
-    checkpoint = copy_job(done, tmp_path)
-    assert jobs("validate", str(checkpoint)).returncode == 0
-    plant(tmp_path / "out" / "enriched.csv")
-    proc = jobs("validate", str(checkpoint))
-    assert proc.returncode == 1, proc.stdout
-    assert proc.stdout.startswith("INVALID:") and f"- {kind}:" in proc.stdout
-    result = jobs_json("validate", str(checkpoint))
-    assert result["ok"] is False and kind in {d["kind"] for d in result["defects"]}
+def test_validate_catches_a_planted_defect(jobs: Any, done: Path, plant: Any, kind: str) -> None:
+    assert jobs("validate", str(done)).code == 0
+    plant(done.with_name("enriched.csv"))
+    result = jobs("validate", str(done))
+    assert result.code == 1, result.out
+    assert result.out.startswith("INVALID:") and f"- {kind}:" in result.out
+    verdict = as_json(jobs("validate", str(done), "--json"))
+    assert verdict["ok"] is False and kind in {d["kind"] for d in verdict["defects"]}
     if kind == "duplicate":
-        assert "2 times (lines 6, 42)" in proc.stdout
+        assert "2 times (lines 6, 42)" in result.out
 
 
-def test_validate_catches_a_wrong_header_and_an_edited_row(done: Workspace, tmp_path: Path) -> None:
-    checkpoint = copy_job(done, tmp_path)
-    out = tmp_path / "out" / "enriched.csv"
-    lines = _lines(out)
+def test_validate_catches_a_wrong_header_and_an_edited_row(jobs: Any, done: Path) -> None:
+    out = done.with_name("enriched.csv")
+    original = _lines(out)
+    lines = list(original)
     lines[0] = lines[0].replace(b"poc_name", b"contact")
     edited = next(i for i, line in enumerate(lines) if line.startswith(b"Fund 00002,"))
     lines[edited] = lines[edited].replace(b"Fund 00002", b"Fund 0000X")
     out.write_bytes(b"".join(lines))
-    kinds = {d["kind"] for d in jobs_json("validate", str(checkpoint))["defects"]}
+    kinds = {d["kind"] for d in as_json(jobs("validate", str(done), "--json"))["defects"]}
     assert kinds == {"header"}  # rows are not judged against IDs under a header the job did not write
-    lines[0] = _lines(done.output)[0]
+    lines[0] = original[0]
     out.write_bytes(b"".join(lines))
-    defects = jobs_json("validate", str(checkpoint))["defects"]
+    defects = as_json(jobs("validate", str(done), "--json"))["defects"]
     assert [d["kind"] for d in defects] == ["mismatch", "lost"]  # the edited row no longer proves Fund 00002
 
 
-# --- missing ----------------------------------------------------------------------------------------
+# --- missing ------------------------------------------------------------------------------------------
 
 
-def test_missing_lists_failed_and_pending_rows_as_csv(failing: Workspace, tmp_path: Path) -> None:
-    proc = jobs("missing", str(failing.checkpoint))
-    assert proc.returncode == 0, proc.stderr
-    header = ",".join(read_csv(failing.input)[0])
-    assert proc.stdout.splitlines() == [header, "Fund 00003,Manager 3,First3,Last3,p3@m3.example.com"]
-    assert "1 record(s) not done (0 pending, 1 failed)" in proc.stderr
-    only = jobs("missing", str(failing.checkpoint), "--pending-only")
-    assert only.returncode == 0 and len(only.stdout.splitlines()) == 1  # the header alone
+def test_missing_lists_failed_and_pending_rows_as_csv(jobs: Any, failing: Path, tmp_path: Path) -> None:
+    result = jobs("missing", str(failing))
+    assert result.code == 0, result.err
+    header = ",".join(COLUMNS)
+    assert result.out.splitlines() == [header, "Fund 00003,Manager 3,First3,Last3,p3@m3.example.com"]
+    assert "1 record(s) not done (0 pending, 1 failed)" in result.err
+    only = jobs("missing", str(failing), "--pending-only")
+    assert only.code == 0 and len(only.out.splitlines()) == 1  # the header alone
 
-    checkpoint = copy_job(failing, tmp_path)
-    title = _plant_missing(tmp_path / "out" / "enriched.csv")  # a done record is now to do again
+    title = _plant_missing(failing.with_name("enriched.csv"))  # a done record is now to do again
     target = tmp_path / "todo.csv"
-    proc = jobs("missing", str(checkpoint), "--output", str(target), "--annotate")
-    assert proc.returncode == 0, proc.stderr
+    result = jobs("missing", str(failing), "--output", str(target), "--annotate")
+    assert result.code == 0, result.err
     expected = sorted([("Fund 00003", "failed", "4"), (title, "pending", str(int(title[-5:]) + 1))],
                       key=lambda r: int(r[2]))
     assert [(r["fund.title"], r["_state"], r["_row"]) for r in read_csv(target)] == expected
+    assert "one of the job's own files" in one_line_error(jobs("missing", str(failing), "--output",
+                                                               str(failing.with_name("enriched.csv"))))
 
 
-# --- export -----------------------------------------------------------------------------------------
+# --- export -------------------------------------------------------------------------------------------
 
 
-def test_export_jsonl_and_xlsx_of_a_finished_job(done: Workspace, tmp_path: Path) -> None:
+def test_export_jsonl_types_values_as_the_fields_declare(jobs: Any, done: Path, tmp_path: Path) -> None:
+    out = done.with_name("enriched.csv")
+    lines = _lines(out)
+    lines[1] = lines[1].replace(b",1,m.example.com,", b",high,,")  # a confidence that is no number, an empty field
+    out.write_bytes(b"".join(lines))
+    target = tmp_path / "all.jsonl"
+    result = jobs("export", str(done), "--output", str(target))
+    assert result.code == 0, result.err
+    assert "exported 40 row(s)" in result.err and "1 value(s) kept as text" in result.err
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["confidence"] == "high" and records[0]["email_domain"] is None
+    assert records[1]["confidence"] == 0.75 and records[1]["_cost_usd"] == 0.000125
+    assert records[2]["confidence"] == 1 and isinstance(records[2]["confidence"], int)
+    assert records[1]["poc.first_name"] == "First1" and records[1]["_record_id"] == read_csv(out)[1]["_record_id"]
+    assert [r["fund.title"] for r in records] == [r["fund.title"] for r in read_csv(out)]
+
+
+def test_export_in_input_order_puts_strays_last(jobs: Any, tmp_path: Path) -> None:
+    checkpoint = write_job(tmp_path, shuffle=True, failed=(3,), status="completed_with_failures")
+    out = checkpoint.with_name("enriched.csv")
+    gone = make_rows(1, start=99)[0]  # a row of no input record (the input changed since it was written)
+    with open(out, "a", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerow([*gone.values(), "n", "e", "1", "d", "0", RecordIds(COLUMNS)(gone),
+                                                      JOB_ID])
+    as_written = [r["fund.title"] for r in read_csv(out)]
+    assert as_written[:-1] != sorted(as_written[:-1])
+    result = jobs("export", str(checkpoint), "--order", "input", "--format", "jsonl", "--output", "-")
+    assert result.code == 0, result.err
+    titles = [json.loads(line)["fund.title"] for line in result.out.splitlines()]
+    assert titles == [f"Fund {i:05d}" for i in range(40) if i != 3] + ["Fund 00099"]
+    assert "in input order" in result.err and "1 row(s) of no current input record at the end" in result.err
+    csv_out = jobs("export", str(checkpoint), "--order", "input", "--format", "csv", "--output", "-")
+    assert [line.split(",")[0] for line in csv_out.out.splitlines()] == ["fund.title", *titles]
+
+
+def test_export_xlsx_keeps_text_as_text_and_numbers_as_numbers(jobs: Any, done: Path, tmp_path: Path) -> None:
     import openpyxl
 
-    jsonl = tmp_path / "all.jsonl"
-    proc = jobs("export", str(done.checkpoint), "--format", "jsonl", "--output", str(jsonl))
-    assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
-    assert records == read_csv(done.output)
     xlsx = tmp_path / "all.xlsx"
-    assert jobs("export", str(done.checkpoint), "--output", str(xlsx)).returncode == 0  # format from the name
-    wb = openpyxl.load_workbook(xlsx)
-    rows = list(wb.active.iter_rows())
-    assert [c.value for c in rows[0]] == list(records[0])
-    assert [[c.value or "" for c in row] for row in rows[1:]] == [list(r.values()) for r in records]
+    assert jobs("export", str(done), "--output", str(xlsx)).code == 0  # the format from the name
+    rows = list(openpyxl.load_workbook(xlsx).active.iter_rows())
+    expected = read_csv(done.with_name("enriched.csv"))
+    assert [c.value for c in rows[0]] == list(expected[0])
+    assert [str(c.value) for c in rows[1]][:5] == list(expected[0].values())[:5]
+    confidence = next(c for c in rows[2] if c.column == 8)
+    assert confidence.value == 0.75 and confidence.data_type == "n"
     formula = next(c for row in rows for c in row if c.value == FORMULA)
     assert formula.data_type == "s"  # text, not a formula
 
 
-def test_export_takes_only_whole_rows_of_a_file_being_written(done: Workspace, tmp_path: Path) -> None:
-    checkpoint = copy_job(done, tmp_path)
-    out = tmp_path / "out" / "enriched.csv"
+def test_export_takes_only_whole_rows_of_a_file_being_written(jobs: Any, done: Path) -> None:
+    out = done.with_name("enriched.csv")
     whole = out.read_bytes()
+    expected = as_json_lines(jobs("export", str(done), "--output", "-"))
     # What a reader may meet while the writer is mid-row: a partial row, or one cut inside a quoted field
     # right after a newline (the last line then ends with a newline but the row is not over).
     for tail in (b"Fund 99999,Manager,First,Last,x@y.com,Some", b'Fund 99999,Manager,First,Last,x@y.com,"two\n',
-                 b'Fund 99999,Manager,First,Last,x@y.com,"two\nlines",a@b.c,0.5,b.c,0123456789abcdef,enr'):
+                 b'Fund 99999,Manager,First,Last,x@y.com,"two\nlines",a@b.c,0.5,b.c,0.1,0123456789abcdef,enr'):
         out.write_bytes(whole + tail)
-        proc = jobs("export", str(checkpoint), "--output", "-")
-        assert proc.returncode == 0, proc.stderr
-        assert [json.loads(line) for line in proc.stdout.splitlines()] == read_csv(done.output), tail
+        result = jobs("export", str(done), "--output", "-")
+        assert result.code == 0, result.err
+        assert as_json_lines(result) == expected, tail
 
 
-def test_export_during_a_live_run_yields_only_whole_rows(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(400))
-    ws.fake.configure(latency=0.05)
-    proc = ws.start("--max-workers", "4")
-    try:
-        wait_for(lambda: _rows(ws) >= 3, what="first rows")
-        seen = 0
-        for i in range(4):
-            target = ws.tmp / f"so_far{i}.jsonl"
-            result = jobs("export", str(ws.checkpoint), "--output", str(target))
-            assert result.returncode == 0, result.stderr
-            rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
-            assert len(rows) >= seen and all(len(r["_record_id"]) == 16 and r["_job_id"] for r in rows)
-            assert all(r["poc_name"] for r in rows)
-            seen = len(rows)
-        assert proc.poll() is None  # every export above read a file that was being written
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    assert seen >= 3
+def as_json_lines(result: Result) -> list[Any]:
+    return [json.loads(line) for line in result.out.splitlines()]
 
 
-# --- live, cancelled and killed runs ----------------------------------------------------------------
+# --- bad arguments -------------------------------------------------------------------------------------
 
 
-def test_live_run_shows_running_and_cancel_stops_it(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(300))
-    ws.fake.configure(latency=0.05)
-    proc = ws.start("--max-workers", "2")
-    try:
-        wait_for(lambda: _rows(ws) >= 3 and read_json(ws.checkpoint)["completed_count"] > 0, what="a checkpoint")
-        state = jobs_json("status", str(ws.checkpoint))
-        assert state["state"] == "running" and state["active_pid"] == proc.pid
-        assert state["can_resume"] is False and 0 < state["progress_pct"] < 100
-        assert "jobs.py cancel" in jobs("status", str(ws.checkpoint)).stdout
-        cancel = jobs("cancel", str(ws.checkpoint), "--timeout", "30")
-        assert cancel.returncode == 0, (cancel.stdout, cancel.stderr)
-        assert "stopped:" in cancel.stdout and "is interrupted" in cancel.stdout and "--resume" in cancel.stdout
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert "Interrupted:" in err
-    state = jobs_json("status", str(ws.checkpoint))
-    assert state["state"] == "interrupted" and state["can_resume"] is True and state["pending"] > 0
-    again = jobs("cancel", str(ws.checkpoint))
-    assert again.returncode == 1 and again.stdout.startswith(f"no run is active for {state['job_id']}")
-
-
-def test_killed_run_shows_interrupted_and_its_missing_rows(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(300))
-    ws.fake.configure(latency=0.05)
-    proc = ws.start("--max-workers", "2")
-    wait_for(lambda: _rows(ws) >= 5 and read_json(ws.checkpoint)["status"] == "running", what="a running job")
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-    assert read_json(ws.checkpoint)["status"] == "running"  # what the dead run left behind
-    state = jobs_json("status", str(ws.checkpoint))
-    assert state["state"] == "interrupted" and state["recorded_status"] == "running"
-    assert state["active_pid"] is None and state["can_resume"] is True
-    assert "is gone" in jobs("status", str(ws.checkpoint)).stdout
-    missing = jobs("missing", str(ws.checkpoint))
-    assert missing.returncode == 0, missing.stderr
-    done = len(read_csv(ws.output))
-    assert len(missing.stdout.splitlines()) - 1 == 300 - done
-    verdict = jobs_json("validate", str(ws.checkpoint))
-    assert [d["kind"] for d in verdict["defects"]] == ["not_done"]
-    assert jobs("cancel", str(ws.checkpoint)).returncode == 1
-    ws.fake.configure(latency=0)
-    assert ws.run("--resume").returncode == 0
-    assert jobs("validate", str(ws.checkpoint)).returncode == 0
-    assert set(ws.output_ids()) == expected_ids(ws)
-
-
-def _fake_run(tmp_path: Path, handler: str) -> tuple[subprocess.Popen[str], Path]:
-    """A process standing in for a run (SIGINT `handler` installed), and a checkpoint naming it as running."""
-    code = f"import signal, time\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\ntime.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    checkpoint = tmp_path / "job.progress.json"
-    write_checkpoint(checkpoint, Checkpoint(job_id="enrich_fake", output=str(tmp_path / "job.csv"),
-                                            input={"path": str(tmp_path / "in.csv")}, stages=["poc"],
-                                            config_fingerprint="", status="running", pid=proc.pid))
-    return proc, checkpoint
-
-
-def test_cancel_gives_up_after_its_timeout_on_a_run_that_does_not_stop(tmp_path: Path) -> None:
-    proc, checkpoint = _fake_run(tmp_path, "lambda *_: None")
-    try:
-        assert jobs_json("status", str(checkpoint))["state"] == "running"
-        cancel = jobs("cancel", str(checkpoint), "--timeout", "0.5")
-        assert cancel.returncode == 1 and "still running after 0.5 s" in cancel.stdout
-        assert proc.poll() is None
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert jobs_json("status", str(checkpoint))["state"] == "interrupted"
-
-
-def test_cancel_sends_sigterm_to_a_run_that_ignores_sigint(tmp_path: Path) -> None:
-    # A run started in the background by a script ignores SIGINT until the runner installs its handler.
-    proc, checkpoint = _fake_run(tmp_path, "signal.SIG_IGN")
-    try:
-        cancel = jobs("cancel", str(checkpoint), "--timeout", "30")
-        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
-        assert "stopped: enrich_fake is interrupted" in cancel.stdout
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGTERM
-
-
-# --- bad arguments ----------------------------------------------------------------------------------
-
-
-def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    assert "no such checkpoint" in _one_line_error(jobs("status", str(tmp_path / "nope.progress.json")))
+def test_bad_arguments_are_one_line_and_exit_2(jobs: Any, tmp_path: Path) -> None:
+    assert "no such checkpoint" in one_line_error(jobs("status", str(tmp_path / "nope.progress.json")))
     corrupt = tmp_path / "corrupt.progress.json"
     corrupt.write_text('{"job_id": "enrich_x", "status": ', encoding="utf-8")
     for command in ("status", "validate", "missing", "cancel"):
-        assert "corrupt checkpoint" in _one_line_error(jobs(command, str(corrupt)))
+        assert "corrupt checkpoint" in one_line_error(jobs(command, str(corrupt)))
     (tmp_path / "other.progress.json").write_text('{"hello": 1}', encoding="utf-8")
-    assert "not an enrichkit checkpoint" in _one_line_error(jobs("status", str(tmp_path / "other.progress.json")))
-    assert "no such folder" in _one_line_error(jobs("list", str(tmp_path / "nowhere")))
-    _one_line_error(jobs("frobnicate"))
-    _one_line_error(jobs("validate"))
-    _one_line_error(jobs("export", str(corrupt)))  # --output is required
-    _one_line_error(jobs("cancel", str(corrupt), "--timeout", "soon"))
+    assert "not an enrichkit checkpoint" in one_line_error(jobs("status", str(tmp_path / "other.progress.json")))
+    assert "no such folder" in one_line_error(jobs("list", str(tmp_path / "nowhere")))
+    one_line_error(jobs("frobnicate"))
+    one_line_error(jobs("validate"))
+    one_line_error(jobs("export", str(corrupt)))  # --output is required
+    one_line_error(jobs("cancel", str(corrupt), "--timeout", "soon"))
+    assert "set --token too" in one_line_error(jobs("serve", str(tmp_path), "--host", "0.0.0.0"))
 
 
-def test_every_subcommand_has_help_with_an_example() -> None:
+def test_every_subcommand_has_help_with_an_example(jobs: Any) -> None:
     top = jobs("--help")
-    assert top.returncode == 0 and "examples:" in top.stdout
-    for command in ("status", "list", "stats", "validate", "missing", "export", "cancel"):
-        proc = jobs(command, "--help")
-        assert proc.returncode == 0, proc.stderr
-        assert "example:" in proc.stdout and f"jobs.py {command}" in proc.stdout
+    assert top.code == 0 and "examples:" in top.out
+    for command in ("status", "list", "stats", "validate", "missing", "export", "cancel", "serve"):
+        result = jobs(command, "--help")
+        assert result.code == 0, result.err
+        assert "example:" in result.out and f"jobs.py {command}" in result.out
+    status_help = " ".join(jobs("status", "--help").out.split())
+    assert "while a run is working, that run's own figures" in status_help and "the job's average" in status_help
 
 
 # --- the state rules, without processes --------------------------------------------------------------
@@ -431,10 +441,10 @@ def test_state_is_running_only_with_a_live_pid_on_this_host() -> None:
     assert decide_state(_cp("running", host="there"), None, "here", alive) == ("unknown", None)
     assert decide_state(_cp("completed"), None, "here", alive) == ("completed", None)
     # A run still setting up holds the lock before it writes the checkpoint.
-    assert decide_state(_cp("interrupted", pid=300), (200, "here", 0.0), "here", alive) == ("starting", 200)
-    assert decide_state(_cp("interrupted", pid=300), (300, "here", 0.0), "here", alive) == ("interrupted", None)
+    assert decide_state(_cp("interrupted", pid=300), Owner(200, "here", 0.0), "here", alive) == ("starting", 200)
+    assert decide_state(_cp("interrupted", pid=300), Owner(300, "here", 0.0), "here", alive) == ("interrupted", None)
     # A run that wrote its last checkpoint still holds the lock for a moment while it exits.
-    assert decide_state(_cp("completed", pid=200), (200, "here", 0.0), "here", alive) == ("completed", None)
+    assert decide_state(_cp("completed", pid=200), Owner(200, "here", 0.0), "here", alive) == ("completed", None)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times and zombies are read from /proc")
@@ -445,3 +455,112 @@ def test_process_alive_rejects_the_dead_the_unreaped_and_a_reused_pid() -> None:
     wait_for(lambda: not process_alive(child.pid), what="the child to exit")  # a zombie until reaped
     child.wait()
     assert not process_alive(child.pid)
+
+
+# --- cancel, on processes standing in for a run ------------------------------------------------------
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path) -> Iterator[Any]:
+    """A process standing in for a run (its SIGINT handler given), and a checkpoint naming it as running."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(handler: str) -> tuple[subprocess.Popen[str], Path]:
+        code = (f"import signal, time\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\n"
+                "time.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        checkpoint = tmp_path / "job.progress.json"
+        write_checkpoint(checkpoint, Checkpoint(job_id="enrich_fake", output=str(tmp_path / "job.csv"),
+                                                input={"path": str(tmp_path / "in.csv")}, stages=["poc"],
+                                                config_fingerprint="", status="running", pid=proc.pid))
+        return proc, checkpoint
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_cancel_gives_up_after_its_timeout_on_a_run_that_does_not_stop(jobs: Any, fake_run: Any) -> None:
+    proc, checkpoint = fake_run("lambda *_: None")
+    assert as_json(jobs("status", str(checkpoint), "--json"))["state"] == "running"
+    cancel = jobs("cancel", str(checkpoint), "--timeout", "0.5")
+    assert cancel.code == 1 and "still running after 0.5 s" in cancel.out
+    assert proc.poll() is None
+    proc.kill()
+    proc.wait()
+    assert as_json(jobs("status", str(checkpoint), "--json"))["state"] == "interrupted"
+
+
+def test_cancel_sends_sigterm_to_a_run_that_ignores_sigint(jobs: Any, fake_run: Any) -> None:
+    # A run started in the background by a script ignores SIGINT until the CLI installs its handler.
+    proc, checkpoint = fake_run("signal.SIG_IGN")
+    cancel = jobs("cancel", str(checkpoint), "--timeout", "30")
+    assert cancel.code == 0, cancel.out + cancel.err
+    assert "stopped: enrich_fake is interrupted" in cancel.out
+    proc.wait()
+    assert proc.returncode == -signal.SIGTERM
+
+
+# --- real runs against the stand-in --------------------------------------------------------------------
+
+
+def _rows(ws: Workspace) -> int:
+    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+
+
+def test_live_run_shows_running_and_cancel_stops_it(jobs: Any, ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(300))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "2")
+    try:
+        wait_for(lambda: _rows(ws) >= 3 and read_json(ws.checkpoint)["completed_count"] > 0, what="a checkpoint")
+        state = as_json(jobs("status", str(ws.checkpoint), "--json"))
+        assert state["state"] == "running" and state["active_pid"] == proc.pid and state["rate_window"] == "run"
+        assert state["can_resume"] is False and 0 < state["progress_pct"] < 100
+        assert "jobs.py cancel" in jobs("status", str(ws.checkpoint)).out
+        # Export while the run appends: whole rows only, never fewer than before.
+        seen = 0
+        for _ in range(3):
+            rows = as_json_lines(jobs("export", str(ws.checkpoint), "--output", "-"))
+            assert len(rows) >= seen and all(len(r["_record_id"]) == 16 and r["poc_name"] for r in rows)
+            seen = len(rows)
+        cancel = jobs("cancel", str(ws.checkpoint), "--timeout", "30")
+        assert cancel.code == 0, (cancel.out, cancel.err)
+        assert "stopped:" in cancel.out and "is interrupted" in cancel.out and "--resume" in cancel.out
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    state = as_json(jobs("status", str(ws.checkpoint), "--json"))
+    assert state["state"] == "interrupted" and state["can_resume"] is True and state["pending"] > 0
+    again = jobs("cancel", str(ws.checkpoint))
+    assert again.code == 1 and again.out.startswith(f"no run is active for {state['job_id']}")
+
+
+def test_killed_run_shows_interrupted_and_its_missing_rows(jobs: Any, ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(300))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "2")
+    wait_for(lambda: _rows(ws) >= 5 and read_json(ws.checkpoint)["status"] == "running", what="a running job")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert read_json(ws.checkpoint)["status"] == "running"  # what the dead run left behind
+    state = as_json(jobs("status", str(ws.checkpoint), "--json"))
+    assert state["state"] == "interrupted" and state["recorded_status"] == "running"
+    assert state["active_pid"] is None and state["can_resume"] is True
+    assert "is gone" in jobs("status", str(ws.checkpoint)).out
+    missing = jobs("missing", str(ws.checkpoint))
+    assert missing.code == 0, missing.err
+    assert len(missing.out.splitlines()) - 1 == 300 - len(read_csv(ws.output))
+    verdict = as_json(jobs("validate", str(ws.checkpoint), "--json"))
+    assert [d["kind"] for d in verdict["defects"]] == ["not_done"]
+    ws.fake.configure(latency=0)
+    assert ws.run("--resume").returncode == 0
+    assert jobs("validate", str(ws.checkpoint)).code == 0
+    assert set(ws.output_ids()) == expected_ids(ws)

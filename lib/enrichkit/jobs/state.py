@@ -1,15 +1,15 @@
-"""A job as the files it wrote say it is: state (checked against the live PID), progress, rate, ETA.
+"""A job as the files it wrote say it is: state (checked against the live PID), progress, rate, ETA;
+and the one thing the job tools do to a run: ask it to stop, as Ctrl+C would.
 
-Read-only by design: the job tools look at a job from another terminal or from cron while it may be
-running, so nothing here writes, truncates or locks anything a run uses (see `enrichkit.jobaudit`
-for reading the output and the input).
+Read-only by design: the job tools look at a job from another terminal, from cron or from the
+dashboard while it may be running, so nothing here writes, truncates or locks a file a run uses.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
+import shlex
 import signal
 import socket
 import time
@@ -20,44 +20,32 @@ from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, read_checkpoint
 from enrichkit.errors import ConfigError, UsageError
+from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, read_owner
 
-SUFFIX = ".progress.json"
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 # A process that started more than this after the checkpoint (or lock) named its PID cannot be the
 # run that wrote it: the PID was reused (after a reboot, say). Timestamps have 1 s resolution.
 _START_SLACK = 2.0
-# States in which a run is no longer under way; the others are "running", "starting", "unknown".
-STOPPED = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
+ACTIVE = ("running", "starting")  # a run of the job is under way on this host
 
 
-@dataclass(frozen=True)
-class JobPaths:
-    """The files of one job, derived as `scripts/enrich.py` names them (from the checkpoint's output)."""
-
-    checkpoint: Path
-    output: Path
-    input: Path
-    errors: Path
-    report: Path
-    lock: Path
-
-    @classmethod
-    def of(cls, checkpoint: Path, cp: Checkpoint) -> JobPaths:
-        output = Path(cp.output) if cp.output else checkpoint.with_name(checkpoint.name[: -len(SUFFIX)] + ".csv")
-        stem = output.with_suffix("")
-        return cls(checkpoint=checkpoint, output=output, input=Path(str(cp.input.get("path", ""))),
-                   errors=Path(cp.errors_path or f"{stem}.errors.jsonl"),
-                   report=Path(cp.report_path or f"{stem}.report.json"),
-                   lock=Path(f"{stem}.lock"))
+def job_paths(checkpoint: Path, cp: Checkpoint) -> JobPaths:
+    """The job's files as the checkpoint records them; `checkpoint` is where it was found."""
+    base = Path(str(cp.options.get("cwd") or checkpoint.parent))
+    output = Path(cp.output) if cp.output else checkpoint.with_name(
+        checkpoint.name[: -len(CHECKPOINT_SUFFIX)] + ".csv")
+    recorded = str(cp.input.get("path") or "")
+    return JobPaths.for_output(base / output, checkpoint=checkpoint, report=cp.report_path or None,
+                               errors=cp.errors_path or None, input=base / recorded if recorded else None)
 
 
 @dataclass
 class JobStatus:
-    """What `jobs.py status` shows; `to_json()` is its `--json`."""
+    """What `jobs.py status` shows; `to_json()` is its `--json` (and the dashboard's API)."""
 
     paths: JobPaths
     cp: Checkpoint
-    state: str  # running | starting | unknown | one of STOPPED
+    state: str  # running | starting | unknown | one of jobfiles.STOPPED
     active_pid: int | None  # the live run's PID on this host, if any
     now: float
 
@@ -75,28 +63,34 @@ class JobStatus:
 
     @property
     def pending(self) -> int:
-        return max(0, self.cp.total_records - self.done - self.failed)
+        return self.cp.records_left
 
     @property
     def progress_pct(self) -> float:
         return round(100.0 * (self.done + self.failed) / self.total, 1) if self.total else 100.0
 
     @property
+    def rate_window(self) -> str:
+        """"run": while a run is under way, its own figures (records done / seconds since it started,
+        as its log lines count them); "job": once stopped, the job's average over every run."""
+        return "run" if self.state == "running" and self.cp.run_seconds > 0 else "job"
+
+    @property
     def records_per_min(self) -> float | None:
-        """Records completed per minute of running time, over every run of the job."""
-        elapsed = self.cp.elapsed_seconds
-        return round(self.done / elapsed * 60, 1) if elapsed > 0 and self.done else None
+        if self.rate_window == "run":
+            done, seconds = self.cp.run_done, self.cp.run_seconds
+        else:
+            done, seconds = self.done, self.cp.elapsed_seconds
+        return round(done / seconds * 60, 1) if seconds > 0 and done else None
 
     @property
     def eta_seconds(self) -> float | None:
-        """Running time still needed for the pending records, at the job's pace so far (failures take
-        time too, so the pace counts them); 0 when nothing is pending, None before any figure exists."""
+        """Running time the pending records still need at `records_per_min`; 0 when none is pending,
+        None before there is a rate."""
         if not self.pending:
             return 0.0
-        processed = self.done + self.failed
-        if self.cp.elapsed_seconds <= 0 or not processed:
-            return None
-        return round(self.pending * self.cp.elapsed_seconds / processed, 1)
+        rate = self.records_per_min
+        return round(self.pending / rate * 60, 1) if rate else None
 
     @property
     def last_error(self) -> dict[str, Any] | None:
@@ -111,27 +105,24 @@ class JobStatus:
     def can_retry_failed(self) -> bool:
         return self.state in STOPPED and self.failed > 0
 
+    @property
+    def fill_rates(self) -> dict[str, float | None]:
+        """Per output field: the share of the output's rows where it is non-empty."""
+        return {name: round(self.cp.filled.get(name, 0) / self.done, 4) if self.done else None
+                for name in self.cp.fields}
+
     def updated_ago(self) -> float | None:
         stamp = parse_utc(self.cp.last_updated)
         return None if stamp is None else max(0.0, self.now - stamp)
 
     def resume_args(self, flag: str = "--resume") -> list[str]:
-        """The `enrich.py` arguments that continue this job (the flags that decide its config fingerprint)."""
-        cp, paths = self.cp, self.paths
-        args = ["--input", str(paths.input), "--output", str(paths.output)]
-        if cp.stages_file:
-            args += ["--stages-file", cp.stages_file]
-        if cp.stages:
-            args += ["--stages", ",".join(cp.stages)]
-        if cp.id_columns:
-            args += ["--id-columns", ",".join(cp.id_columns)]
-        default = Path(f"{paths.output.with_suffix('')}{SUFFIX}")
-        if paths.checkpoint.resolve() != default.resolve():
-            args += ["--checkpoint", str(paths.checkpoint)]
-        return [*args, flag]
+        return continue_args(self.paths, flag)
+
+    def command(self, flag: str = "--resume") -> str:
+        return continue_command(self.paths, flag)
 
     def to_json(self) -> dict[str, Any]:
-        cp = self.cp
+        cp, t = self.cp, self.cp.totals
         return {
             "checkpoint": str(self.paths.checkpoint),
             "job_id": cp.job_id,
@@ -145,29 +136,64 @@ class JobStatus:
             "done": self.done,
             "failed": self.failed,
             "pending": self.pending,
-            "total_tokens": cp.total_tokens,
-            "prompt_tokens": cp.prompt_tokens,
-            "output_tokens": cp.output_tokens,
-            "cost_usd": round(cp.cost_usd, 6),
-            "requests": cp.requests,
-            "retries": cp.retries,
-            "rate_limited": cp.rate_limited,
-            "cache_hits": cp.cache_hits,
+            "total_tokens": t.total_tokens,
+            "prompt_tokens": t.prompt_tokens,
+            "output_tokens": t.output_tokens,
+            "thinking_tokens": t.thinking_tokens,
+            "cost_usd": round(t.cost_usd, 6),
+            "token_cost_usd": round(t.token_cost_usd, 6),
+            "grounding_cost_usd": round(t.grounding_cost_usd, 6),
+            "grounded_prompts": t.grounded_prompts,
+            "search_queries": t.search_queries,
+            "requests": t.requests,
+            "retries": t.retries,
+            "rate_limited": t.rate_limited,
+            "cache_hits": t.cache_hits,
             "records_per_min": self.records_per_min,
             "eta_seconds": self.eta_seconds,
+            "rate_window": self.rate_window,
             "elapsed_seconds": round(cp.elapsed_seconds, 3),
+            "run_started_at": cp.run_started_at,
+            "run_done": cp.run_done,
+            "run_seconds": round(cp.run_seconds, 3),
             "runs": cp.runs,
             "started_at": cp.started_at,
             "last_updated": cp.last_updated,
             "last_error": self.last_error,
             "can_resume": self.can_resume,
             "can_retry_failed": self.can_retry_failed,
+            "resume_command": self.command() if self.can_resume else None,
+            "retry_failed_command": self.command("--retry-failed") if self.can_retry_failed else None,
             "input": str(self.paths.input),
             "output": str(self.paths.output),
             "stages": cp.stages,
             "duplicates": cp.duplicates,
             "input_errors": cp.input_errors,
+            "empty_rows": cp.empty_rows,
+            "pace": cp.pace,
+            "stage_totals": cp.stage_totals,
+            "fill_rates": self.fill_rates,
         }
+
+
+def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
+    """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
+    option from the checkpoint, where it recorded them."""
+    args = ["--input", str(paths.input), "--output", str(paths.output)]
+    if not _same_path(paths.checkpoint, paths.default_checkpoint()):
+        args += ["--checkpoint", str(paths.checkpoint)]
+    return [*args, flag]
+
+
+def continue_command(paths: JobPaths, flag: str = "--resume") -> str:
+    return "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return a == b
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -217,32 +243,22 @@ def _boot_time() -> float:
     raise ValueError("no btime in /proc/stat")
 
 
-def lock_holder(lock: Path) -> tuple[int, str, float] | None:
-    """(pid, host, when written) from the lock's `.owner` sidecar; a run removes it when it ends,
-    kill -9 leaves it behind (so the PID must still be checked)."""
-    owner = lock.with_name(lock.name + ".owner")
-    try:
-        data = json.loads(owner.read_text(encoding="utf-8"))
-        return int(data["pid"]), str(data["host"]), owner.stat().st_mtime
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 # --- reading a job --------------------------------------------------------------------------------
 
 
-def load_status(checkpoint: Path, *, now: float | None = None, host: str | None = None,
-                alive: Callable[[int, float | None], bool] = process_alive) -> JobStatus:
-    """Read a job's checkpoint and decide its state. `running` only if its PID is alive on this host."""
-    cp = read_checkpoint(checkpoint)
-    paths = JobPaths.of(checkpoint, cp)
+def load_status(checkpoint: Path, *, cp: Checkpoint | None = None, now: float | None = None,
+                host: str | None = None, alive: Callable[[int, float | None], bool] = process_alive) -> JobStatus:
+    """Read a job's checkpoint (unless given as `cp`) and decide its state. `running` only if its PID
+    is alive on this host."""
+    cp = read_checkpoint(checkpoint) if cp is None else cp
+    paths = job_paths(checkpoint, cp)
     now = time.time() if now is None else now
     host = socket.gethostname() if host is None else host
-    state, pid = decide_state(cp, lock_holder(paths.lock), host, alive)
+    state, pid = decide_state(cp, read_owner(paths.lock), host, alive)
     return JobStatus(paths, cp, state, pid, now)
 
 
-def decide_state(cp: Checkpoint, holder: tuple[int, str, float] | None, host: str,
+def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
                  alive: Callable[[int, float | None], bool]) -> tuple[str, int | None]:
     """(state, PID of the live run or None).
 
@@ -255,10 +271,9 @@ def decide_state(cp: Checkpoint, holder: tuple[int, str, float] | None, host: st
     if cp.status == "running" and cp.host == host and alive(cp.pid, parse_utc(cp.last_updated)):
         return "running", cp.pid
     if holder is not None:
-        pid, owner_host, written = holder
-        finishing = pid == cp.pid and cp.status != "running"  # its last checkpoint is written; it is exiting
-        if owner_host == host and not finishing and alive(pid, written):
-            return "starting", pid
+        finishing = holder.pid == cp.pid and cp.status != "running"  # its last checkpoint is written; it is exiting
+        if holder.host == host and not finishing and alive(holder.pid, holder.written):
+            return "starting", holder.pid
     if cp.status == "running":
         return ("unknown" if cp.host and cp.host != host else "interrupted"), None
     return cp.status, None
@@ -269,7 +284,8 @@ def find_checkpoints(root: Path) -> list[Path]:
     found: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
-        found += [Path(folder) / name for name in sorted(files) if name.endswith(SUFFIX) and not name.startswith(".")]
+        found += [Path(folder) / name for name in sorted(files)
+                  if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
     return found
 
 
@@ -282,13 +298,13 @@ def resolve_checkpoint(arg: str | None, cwd: Path | None = None) -> Path:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise UsageError(f"no job under {root} (no *{SUFFIX} found); pass a CHECKPOINT")
+            raise UsageError(f"no job under {root} (no *{CHECKPOINT_SUFFIX} found); pass a CHECKPOINT")
         raise AmbiguousJob(root, found)
     path = Path(arg)
-    if path.suffix.lower() == ".csv" and not path.name.endswith(SUFFIX):
-        path = Path(f"{path.with_suffix('')}{SUFFIX}")
+    if path.suffix.lower() == ".csv" and not path.name.endswith(CHECKPOINT_SUFFIX):
+        path = Path(f"{path.with_suffix('')}{CHECKPOINT_SUFFIX}")
     if not path.exists():
-        raise UsageError(f"{arg}: no such checkpoint (a job's *{SUFFIX}, beside its output)")
+        raise UsageError(f"{arg}: no such checkpoint (a job's *{CHECKPOINT_SUFFIX}, beside its output)")
     if not path.is_file():
         raise UsageError(f"{arg}: not a file")
     return path
@@ -311,8 +327,20 @@ def load_all(checkpoints: Iterable[Path], **kwargs: Any) -> Iterator[JobStatus |
             yield path, str(exc)
 
 
+def recency(job: JobStatus) -> tuple[float, str]:
+    """Sort key: when the job last wrote its checkpoint."""
+    return parse_utc(job.cp.last_updated) or 0.0, job.cp.started_at
+
+
 def newest_first(jobs: list[JobStatus]) -> list[JobStatus]:
-    return sorted(jobs, key=lambda j: (parse_utc(j.cp.last_updated) or 0.0, j.cp.started_at), reverse=True)
+    return sorted(jobs, key=recency, reverse=True)
+
+
+def load_sorted(paths: Iterable[Path], **kwargs: Any) -> tuple[list[JobStatus], list[tuple[Path, str]]]:
+    """The readable jobs newest first, and the unreadable checkpoints with the reason."""
+    loaded = list(load_all(paths, **kwargs))
+    jobs = newest_first([j for j in loaded if isinstance(j, JobStatus)])
+    return jobs, [j for j in loaded if not isinstance(j, JobStatus)]
 
 
 def totals(jobs: list[JobStatus]) -> dict[str, Any]:
@@ -331,10 +359,12 @@ def totals(jobs: list[JobStatus]) -> dict[str, Any]:
         "failed": failed,
         "pending": sum(j.pending for j in jobs),
         "success_rate": round(done / (done + failed), 4) if done + failed else None,
-        "total_tokens": sum(j.cp.total_tokens for j in jobs),
-        "cost_usd": round(sum(j.cp.cost_usd for j in jobs), 6),
-        "requests": sum(j.cp.requests for j in jobs),
-        "rate_limited": sum(j.cp.rate_limited for j in jobs),
+        "total_tokens": sum(j.cp.totals.total_tokens for j in jobs),
+        "cost_usd": round(sum(j.cp.totals.cost_usd for j in jobs), 6),
+        "token_cost_usd": round(sum(j.cp.totals.token_cost_usd for j in jobs), 6),
+        "grounding_cost_usd": round(sum(j.cp.totals.grounding_cost_usd for j in jobs), 6),
+        "requests": sum(j.cp.totals.requests for j in jobs),
+        "rate_limited": sum(j.cp.totals.rate_limited for j in jobs),
         "elapsed_seconds": round(elapsed, 3),
         "records_per_min": round(done / elapsed * 60, 1) if elapsed > 0 and done else None,
     }
@@ -347,9 +377,12 @@ def parse_utc(stamp: str) -> float | None:
         return None
 
 
+# --- stopping a run -------------------------------------------------------------------------------
+
+
 def stop_signal_for(pid: int) -> int:
     """SIGINT (the run drains and writes `interrupted`), unless the process ignores it: a run started in
-    the background by a script (`make enrich &`) ignores SIGINT until the runner installs its handler,
+    the background by a script (`make enrich &`) ignores SIGINT until the CLI installs its handler,
     so while it is still setting up, SIGTERM (same handling once running) is the signal that works."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -364,20 +397,17 @@ def stop_signal_for(pid: int) -> int:
 
 @dataclass
 class StopResult:
-    """What `stop_run` did: `outcome` is stopped | none (no live run) | elsewhere (another host) |
-    denied (another user's process) | timeout (still running); `job` is the state at the end."""
+    """What `send_stop`/`stop_run` did: `outcome` is signalled (asked, not waited for) | stopped |
+    none (no live run) | elsewhere (another host) | denied (another user's process) | timeout (still
+    running); `job` is the state at the end."""
 
     outcome: str
     pid: int | None
     job: JobStatus
 
 
-def stop_run(checkpoint: Path, timeout: float, *, on_signal: Callable[[int], None] = lambda pid: None,
-             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> StopResult:
-    """Ask the job's live run to stop as Ctrl+C would, and wait until it has (or `timeout` passes).
-
-    Done when the process is gone, or when its checkpoint no longer says running (then a short grace
-    for the exit, so the lock is free for whoever runs next)."""
+def send_stop(checkpoint: Path) -> StopResult:
+    """Ask the job's live run to stop as Ctrl+C would, without waiting (the dashboard's Cancel)."""
     job = load_status(checkpoint)
     if job.state == "unknown":
         return StopResult("elsewhere", None, job)
@@ -390,8 +420,20 @@ def stop_run(checkpoint: Path, timeout: float, *, on_signal: Callable[[int], Non
         return StopResult("none", None, load_status(checkpoint))
     except PermissionError:
         return StopResult("denied", pid, job)
+    return StopResult("signalled", pid, job)
+
+
+def stop_run(checkpoint: Path, timeout: float, *, on_signal: Callable[[int], None] = lambda pid: None,
+             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> StopResult:
+    """`send_stop`, then wait until the run has stopped (or `timeout` passes): done when the process is
+    gone, or when its checkpoint no longer says running (then a short grace for the exit, so the
+    lock is free for whoever runs next)."""
+    sent = send_stop(checkpoint)
+    if sent.outcome != "signalled" or sent.pid is None:
+        return sent
+    pid = sent.pid
     on_signal(pid)
-    was_running = job.state == "running"
+    was_running = sent.job.state == "running"
     deadline = clock() + timeout
     while process_alive(pid):
         if was_running and load_status(checkpoint).cp.status != "running":

@@ -1,24 +1,27 @@
-"""A job's input and output read side by side: `validate`, `missing` and `export` of `jobs.py`.
+"""A job's input and output read side by side: `validate` and `missing` of `jobs.py`, and the output's
+whole rows that `export` and the dashboard read.
 
 Everything here reads; nothing writes, truncates or locks. The output may be growing under a live
-run, so it is read as a snapshot of its size at the start, and `export`/`missing` take only whole
-rows (a row ends with `,<record id>,<job id>\\n`; `scan_output` tells a torn one).
+run, so it is read as a snapshot of its size at the start, and only whole rows are taken (a row
+ends with `,<record id>,<job id>\\n`; `scan_output` tells a torn one). The input is walked by
+`enrichkit.scan.PendingScan`, the same walk a run makes, so a duplicate or an unreadable row means
+the same thing here as there.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from enrichkit.checkpoint import Checkpoint
 from enrichkit.errors import InputError, UsageError
 from enrichkit.idset import IdSet
-from enrichkit.jobstate import JobPaths, JobStatus
+from enrichkit.jobfiles import STOPPED, JobPaths, same_file
+from enrichkit.jobs.state import JobStatus
 from enrichkit.output import output_columns, scan_output
-from enrichkit.records import BadRow, InputTable, Record, make_record_id
+from enrichkit.records import InputTable, Record, make_record_id
+from enrichkit.scan import PendingScan
 
 SHOW = 20  # defects of one kind listed one by one; the rest are counted
 
@@ -34,6 +37,11 @@ class WholeRows:
     torn: bool = False
 
     def rows(self) -> Iterator[list[str]]:
+        for _start, fields in self.rows_at():
+            yield fields
+
+    def rows_at(self) -> Iterator[tuple[int, list[str]]]:
+        """(byte offset where the row starts, its fields) for each whole row."""
         if not self.path.exists():
             return
         scan = scan_output(self.path)
@@ -42,13 +50,15 @@ class WholeRows:
             return  # no header yet: nothing written
         self.header = first.fields
         width = len(self.header)
+        start = first.end
         for row in scan:
             if not row.closed:
                 self.torn = True
             elif row.is_record(width):
-                yield row.fields  # type: ignore[misc]
+                yield start, row.fields  # type: ignore[misc]
             else:
                 self.skipped += 1
+            start = row.end
 
 
 def output_ids(path: Path) -> IdSet:
@@ -61,15 +71,33 @@ def output_ids(path: Path) -> IdSet:
 
 def open_input(job: JobStatus) -> InputTable:
     path = job.paths.input
-    if not str(path) or str(path) == ".":
+    if path is None or not str(path) or str(path) == ".":
         raise InputError(f"{job.paths.checkpoint}: the checkpoint does not name its input")
-    return InputTable(path)
+    options = job.cp.options  # read the input as the run was told to (--encoding, --delimiter), else sniffed
+    return InputTable(path, encoding=options.get("encoding") or None, delimiter=options.get("delimiter") or None)
 
 
-def id_columns(cp: Checkpoint, table: InputTable) -> list[str]:
-    columns = cp.id_columns or list(table.columns)
+def id_columns(job: JobStatus, table: InputTable) -> list[str]:
+    columns = job.cp.id_columns or list(table.columns)
     table.require_columns(columns, "the job's --id-columns")
     return columns
+
+
+def input_scan(job: JobStatus, table: InputTable, *, done: IdSet | None = None) -> PendingScan:
+    """The job's input walked as a run walks it: each record once, in file order; with `done`, only
+    the records not in it."""
+    return PendingScan(table, id_columns(job, table), done=None if done is None else done.__contains__)
+
+
+def checked_target(target: str, job: JobPaths) -> Path:
+    """An --output path, refused when it is one of the job's own files or a folder."""
+    path = Path(target)
+    own = [p for p in (*job.written().values(), job.input) if p is not None]
+    if any(same_file(path, p) for p in own):
+        raise UsageError(f"{target}: that is one of the job's own files; choose another --output")
+    if path.is_dir():
+        raise UsageError(f"{target}: is a folder; give a file name")
+    return path
 
 
 # --- missing --------------------------------------------------------------------------------------
@@ -87,25 +115,17 @@ def missing_records(job: JobStatus, table: InputTable, *, include_failed: bool =
     """(record, record ID, "pending" | "failed") for each input record whose row is not in the output,
     in input order, each ID once (a duplicate row is the same record)."""
     count = count if count is not None else MissingCount()
-    columns = id_columns(job.cp, table)
-    done = output_ids(job.paths.output)
-    seen = IdSet()
+    scan = input_scan(job, table, done=output_ids(job.paths.output))
     failed_ids = job.cp.failed_ids
-    for item in table.rows():
-        if isinstance(item, BadRow):
-            count.unreadable += 1
-            continue
-        record_id = make_record_id(item.values, columns)
-        if record_id in done or record_id in seen:
-            continue
-        seen.add(record_id)
-        if record_id in failed_ids:
+    for pending in scan:
+        if pending.record_id in failed_ids:
             count.failed += 1
             if include_failed:
-                yield item, record_id, "failed"
+                yield pending.record, pending.record_id, "failed"
         else:
             count.pending += 1
-            yield item, record_id, "pending"
+            yield pending.record, pending.record_id, "pending"
+    count.unreadable = scan.counts.unreadable
 
 
 # --- validate -------------------------------------------------------------------------------------
@@ -153,23 +173,19 @@ def validate_job(job: JobStatus) -> Validation:
     output exactly once or in `failed_ids`."""
     cp = job.cp
     table = open_input(job)
-    columns = id_columns(cp, table)
     result = Validation(cp.job_id)
-    if job.state not in ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"):
+    if job.state not in STOPPED:
         result.notes.append(f"the job is {job.state}: records not yet done and a torn last row may be "
                             "transient; validate a stopped job for a verdict")
-    in_output = _check_output(job, table, columns, result)
+    in_output = _check_output(job, table, id_columns(job, table), result)
 
     input_ids = IdSet()
     lost: list[str] = []
     not_done: list[int] = []  # input rows, for the message
     n_lost = n_not_done = failed = 0
-    for item in table.rows():
-        if isinstance(item, BadRow):
-            continue
-        record_id = make_record_id(item.values, columns)
-        if record_id in input_ids:
-            continue
+    scan = input_scan(job, table)
+    for pending in scan:
+        record_id = pending.record_id
         input_ids.add(record_id)
         if record_id in in_output:
             continue
@@ -178,12 +194,12 @@ def validate_job(job: JobStatus) -> Validation:
         elif record_id in cp.completed_ids:
             n_lost += 1
             if len(lost) < SHOW:
-                lost.append(f"record {record_id} (input row {item.row}) is not in the output, though the "
+                lost.append(f"record {record_id} (input row {pending.record.row}) is not in the output, though the "
                             "checkpoint lists it as done")
         else:
             n_not_done += 1
             if len(not_done) < 10:
-                not_done.append(item.row)
+                not_done.append(pending.record.row)
     result.input_records = len(input_ids)
     result.failed = failed
     result.add("lost", lost, n_lost, "rows the checkpoint counts as done are gone from the output "
@@ -197,8 +213,9 @@ def validate_job(job: JobStatus) -> Validation:
     if strays:
         result.notes.append(f"{strays} output row(s) belong to no current input record (the input changed since "
                             "they were written?); they are kept and ignored")
-    if cp.input_errors:
-        result.notes.append(f"{cp.input_errors} input row(s) cannot be read and are not expected in the output "
+    unreadable = scan.counts.unreadable or cp.input_errors
+    if unreadable:
+        result.notes.append(f"{unreadable} input row(s) cannot be read and are not expected in the output "
                             "(see the error log)")
     return result
 
@@ -275,79 +292,3 @@ def _first_lines(path: Path, wanted: set[str], width: int) -> dict[str, int]:
         if row.is_record(width) and row.fields is not None and row.fields[-2] in wanted:
             found.setdefault(row.fields[-2], row.line)
     return found
-
-
-# --- export ---------------------------------------------------------------------------------------
-
-XLSX_MAX_ROWS = 1_048_576
-XLSX_MAX_CHARS = 32_767
-
-
-def write_xlsx(source: WholeRows, target: Path) -> int:
-    """The whole rows of `source` as one XLSX sheet, streamed (openpyxl write-only), through a temp file.
-
-    Every cell is written as text: a value such as `=HYPERLINK(...)` stays text in the sheet, never a
-    formula, and `007` keeps its zeros. Returns the number of rows written."""
-    import openpyxl
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("enriched")
-
-    def text_cells(values: list[str]) -> list[Any]:
-        cells = []
-        for value in values:
-            cell = WriteOnlyCell(ws, value=ILLEGAL_CHARACTERS_RE.sub("", value)[:XLSX_MAX_CHARS])
-            cell.data_type = "s"  # openpyxl would otherwise turn a leading "=" into a formula
-            cells.append(cell)
-        return cells
-
-    rows = 0
-    header_written = False
-    for fields in source.rows():
-        if not header_written:
-            ws.append(text_cells(source.header))
-            header_written = True
-        rows += 1
-        if rows >= XLSX_MAX_ROWS:
-            raise UsageError(f"more than {XLSX_MAX_ROWS - 1:,} rows: too many for one XLSX sheet; "
-                             "use --format jsonl")
-        ws.append(text_cells(fields))
-    if not header_written and source.header:
-        ws.append(text_cells(source.header))
-    write_atomically(target, wb.save)
-    return rows
-
-
-def checked_target(target: str, job: JobPaths) -> Path:
-    """An --output path, refused when it is one of the job's own files or a folder."""
-    path = Path(target)
-    for own in (job.output, job.input, job.checkpoint):
-        if path.resolve() == own.resolve():
-            raise UsageError(f"{target}: that is one of the job's own files; choose another --output")
-    if path.is_dir():
-        raise UsageError(f"{target}: is a folder; give a file name")
-    return path
-
-
-def write_atomically(path: Path, save: Callable[[Path], None]) -> str:
-    """`save(tmp)` writes a temp file beside `path`, renamed over it at the end: nobody sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(path)
-
-
-def text_file(write: Callable[[IO[str]], None], *, newline: str | None = None) -> Callable[[Path], None]:
-    """A `save` for `write_atomically` that hands `write` the temp file opened as UTF-8 text."""
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
-            write(f)
-
-    return save
