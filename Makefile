@@ -38,6 +38,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 
+## dashboard: a web page over the jobs under DIR (default: .) on http://127.0.0.1:8765 (PORT=... to change)
+.PHONY: dashboard
+dashboard: $(STAMP)
+	$(PY) scripts/jobs.py serve "$(or $(DIR),.)" --port "$(or $(PORT),8765)"
+
 ## status: the default job's state
 status: $(STAMP)
 	$(PY) scripts/jobs.py status $(basename $(OUTPUT)).progress.json

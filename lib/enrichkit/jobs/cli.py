@@ -27,7 +27,6 @@ from enrichkit.jobs.state import (
     load_sorted,
     load_status,
     resolve_checkpoint,
-    stop_run,
     totals,
 )
 
@@ -307,6 +306,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from enrichkit.jobs.control import stop_run
+
     def waiting(pid: int) -> None:
         sys.stderr.write(f"asked PID {pid} to stop; waiting up to {args.timeout:g} s for in-flight records to "
                          "finish and the checkpoint to be written...\n")

@@ -1,0 +1,126 @@
+"""Starting a run of a job from the dashboard: `python -m enrichkit --input I --output O --resume`
+(or `--retry-failed`), detached from the server, in the folder the job was started from (its `.env`
+is there), its stdout and stderr appended to a log beside the job.
+
+The run takes every other option from its checkpoint, so it continues exactly as the job was started.
+The job's lock still decides: a second start exits 3, and `Launch` reports that exit to the page.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import enrichkit
+from enrichkit.checkpoint import utc_now
+from enrichkit.errors import EXIT_LOCKED
+from enrichkit.jobfiles import read_owner
+from enrichkit.jobs.state import JobStatus
+
+ACTIONS = {"resume": "--resume", "retry-failed": "--retry-failed"}
+_LOG_TAIL = 4096
+
+
+def log_path(job: JobStatus) -> Path:
+    """`<output stem>.run.log`: what the runs the dashboard started printed."""
+    return Path(f"{job.paths.output.with_suffix('')}.run.log")
+
+
+def run_folder(job: JobStatus, fallback: Path) -> Path:
+    """Where the job was started (recorded by the run as `cwd`), else `fallback`."""
+    recorded = job.cp.options.get("cwd")
+    if recorded and Path(str(recorded)).is_dir():
+        return Path(str(recorded))
+    return fallback
+
+
+def run_command(job: JobStatus, action: str) -> list[str]:
+    return [sys.executable, "-m", "enrichkit", *job.resume_args(ACTIONS[action])]
+
+
+@dataclass
+class Launch:
+    """One run the dashboard started, and how it ended when it has."""
+
+    action: str
+    pid: int
+    log: Path
+    started_at: str = field(default_factory=utc_now)
+    process: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the run has ended (and reap it, so no zombie stays behind)."""
+        if self.exit_code is None and self.process is not None:
+            self.exit_code = self.process.poll()
+        return self.exit_code
+
+    def last_line(self) -> str:
+        """The last line the run printed (its closing line, or its one-line error)."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - _LOG_TAIL))
+                lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines()]
+        except OSError:
+            return ""
+        return next((line for line in reversed(lines) if line and not line.startswith("===")), "")
+
+    def to_json(self) -> dict[str, Any]:
+        code = self.poll()
+        return {"action": self.action, "pid": self.pid, "started_at": self.started_at, "log": str(self.log),
+                "running": code is None, "exit_code": code, "locked": code == EXIT_LOCKED,
+                "message": self.last_line() if code not in (None, 0) else ""}
+
+
+def start_run(job: JobStatus, action: str, *, fallback_cwd: Path, settle: float = 3.0,
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Launch:
+    """Start the run detached (its own session: stopping the server leaves it running) and wait until
+    it holds the job's lock or has exited, for at most `settle` seconds, so the caller can say which."""
+    command = run_command(job, action)
+    log = log_path(job)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    lib = str(Path(enrichkit.__file__).resolve().parents[1])  # so `-m enrichkit` finds this enrichkit
+    env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
+    with open(log, "ab") as out:
+        out.write(f"=== {utc_now()} jobs.py serve: {action}: {' '.join(command[1:])}\n".encode())
+        out.flush()
+        process = subprocess.Popen(command, cwd=run_folder(job, fallback_cwd), env=env, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    launch = Launch(action, process.pid, log, process=process)
+    deadline = clock() + settle
+    while launch.poll() is None and clock() < deadline:
+        owner = read_owner(job.paths.lock)
+        if owner is not None and owner.pid == process.pid:
+            break  # it holds the lock: it is working
+        sleep(0.05)
+    return launch
+
+
+class Launches:
+    """The runs this server started, the latest per job (thread-safe: requests run in a pool)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Launch] = {}
+
+    def add(self, key: str, launch: Launch) -> None:
+        with self._lock:
+            self._by_key[key] = launch
+
+    def get(self, key: str) -> Launch | None:
+        with self._lock:
+            return self._by_key.get(key)
+
+    def reap(self) -> None:
+        with self._lock:
+            launches = list(self._by_key.values())
+        for launch in launches:
+            launch.poll()

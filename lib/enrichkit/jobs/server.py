@@ -1,0 +1,287 @@
+"""`jobs.py serve`: a local web page and JSON API over the jobs under a folder (FastAPI on uvicorn).
+
+    GET  /                                   the jobs page; /jobs/{key} a job's page (one HTML page, polling)
+    GET  /api/jobs                           every job: the fields of `jobs.py status --json`, plus `key`
+    GET  /api/jobs/{key}                     one job, plus its last errors, latest rows, fields
+    GET  /api/jobs/{key}/download/{fmt}      the output so far: csv | jsonl | xlsx (?order=input)
+    POST /api/jobs/{key}/cancel|resume|retry-failed
+
+Safety: bound to loopback, the server answers only requests addressed to a loopback name (a web page
+whose DNS name was rebound to 127.0.0.1 gets 403). Every POST needs the server's token in the
+`X-Enrichkit-Token` header (the page has it; another site's page cannot read it) and, from a
+browser, a same-origin `Origin`. Bound to another address, `--token` is required and every request
+needs it (header, or the `?token=` link once, kept in a same-site cookie). API key values are
+masked in every response, and errors are JSON with an HTTP status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+
+from enrichkit.errors import EXIT_OK, EnrichError, UsageError
+from enrichkit.jobs.catalog import Catalog, Entry, Secrets, job_detail
+from enrichkit.jobs.control import send_stop
+from enrichkit.jobs.export import FORMATS, ORDERS, export_job
+from enrichkit.jobs.launch import ACTIONS, Launches, start_run
+from enrichkit.jobs.state import ACTIVE
+
+log = logging.getLogger("enrichkit.dashboard")
+TOKEN_HEADER = "x-enrichkit-token"
+COOKIE = "enrichkit_token"
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson",
+          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Refused(HTTPException):
+    """A request the server will not serve; `detail` is the one line the JSON error carries."""
+
+
+def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float = 3.0,
+               env: dict[str, str] | None = None) -> FastAPI:
+    """The dashboard over the jobs under `root`. `settle`: how long a Resume waits to tell "started"
+    from "exited at once" (a second run exits 3 in well under a second)."""
+    secrets_ = Secrets(env)
+    secrets_.add_env_file(Path.cwd())
+    secrets_.add_env_file(root)
+    catalog = Catalog(root, secrets_)
+    launches = Launches()
+    local = is_loopback(host)
+    app = FastAPI(title="enrichkit jobs", docs_url=None, redoc_url=None, openapi_url=None)
+    page = resources.files("enrichkit.jobs").joinpath("dashboard.html").read_text(encoding="utf-8")
+
+    def reply(data: Any, status: int = 200) -> Response:
+        import json
+
+        body = json.dumps(secrets_.clean_tree(data), ensure_ascii=False)
+        return Response(body, status_code=status, media_type="application/json")
+
+    def entry(key: str) -> Entry:
+        found = catalog.find(key)
+        if found is None:
+            raise Refused(404, f"no job {key!r} under {catalog.root}")
+        return found
+
+    def readable(key: str) -> Entry:
+        found = entry(key)
+        if found.job is None:
+            raise Refused(409, f"the checkpoint of {key} cannot be read: {found.error}")
+        return found
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            redirect = _check(request, token, host, local)
+        except Refused as exc:
+            return reply({"error": exc.detail, "status": exc.status_code}, exc.status_code)
+        response = redirect or await call_next(request)
+        response.headers.update({"x-content-type-options": "nosniff", "x-frame-options": "DENY",
+                                 "referrer-policy": "no-referrer", "cache-control": "no-store"})
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return reply({"error": str(exc.detail), "status": exc.status_code}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return reply({"error": "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()), "status": 422},
+                     422)
+
+    @app.exception_handler(EnrichError)
+    async def user_error(request: Request, exc: EnrichError) -> Response:
+        return reply({"error": str(exc), "status": 409}, 409)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> Response:
+        log.exception("dashboard: %s %s failed", request.method, request.url.path)
+        return reply({"error": f"internal error ({type(exc).__name__}); see the server's terminal", "status": 500},
+                     500)
+
+    def html() -> HTMLResponse:
+        nonce = secrets.token_urlsafe(12)
+        text = (page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce)
+                .replace("{{DIR}}", _escape(secrets_.clean(str(catalog.root)))))
+        csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        return HTMLResponse(text, headers={"content-security-policy": csp})
+
+    @app.get("/", include_in_schema=False)
+    def jobs_page() -> HTMLResponse:
+        return html()
+
+    @app.get("/jobs/{key}", include_in_schema=False)
+    def job_page(key: str) -> HTMLResponse:
+        return html()
+
+    @app.get("/api/jobs")
+    def list_jobs() -> Response:
+        launches.reap()
+        return reply({"dir": str(catalog.root), "jobs": [e.to_json() for e in catalog.entries()]})
+
+    @app.get("/api/jobs/{key}")
+    def get_job(key: str) -> Response:
+        found = entry(key)
+        if found.job is None:
+            return reply({**found.to_json(), "launch": None})
+        launch = launches.get(key)
+        return reply({**job_detail(found), "launch": launch.to_json() if launch else None})
+
+    @app.get("/api/jobs/{key}/download/{fmt}")
+    def download(key: str, fmt: str, order: str = "output") -> Response:
+        if fmt not in FORMATS or order not in ORDERS:
+            raise Refused(404, f"downloads are {', '.join(FORMATS)}, in order {' or '.join(ORDERS)}")
+        job = readable(key).job
+        assert job is not None
+        folder = Path(tempfile.mkdtemp(prefix="enrichkit-export-"))
+        target = folder / f"{job.paths.output.stem}.{fmt}"
+        try:
+            export_job(job, fmt, target, order=order, clean=secrets_.clean)
+        except BaseException:
+            _remove(folder)
+            raise
+        return FileResponse(target, media_type=_MEDIA[fmt], filename=target.name,
+                            background=BackgroundTask(_remove, folder))
+
+    @app.post("/api/jobs/{key}/cancel")
+    def cancel(key: str) -> Response:
+        found = readable(key)
+        result = send_stop(found.checkpoint)
+        if result.outcome == "signalled":
+            return reply({"outcome": "signalled", "pid": result.pid,
+                          "message": f"asked PID {result.pid} to stop: in-flight records finish, then the job is "
+                                     "interrupted"}, 202)
+        why = {"none": f"no run is active for this job (state: {result.job.state})",
+               "elsewhere": f"the run is on host {result.job.cp.host}; cancel it there",
+               "denied": f"not allowed to signal PID {result.pid} (another user's process)"}
+        raise Refused(409, why.get(result.outcome, result.outcome))
+
+    def start(key: str, action: str) -> Response:
+        found = readable(key)
+        job = found.job
+        assert job is not None
+        if job.state in ACTIVE:
+            raise Refused(409, f"a run is active (PID {job.active_pid}); cancel it first")
+        if action == "resume" and not job.can_resume:
+            raise Refused(409, f"nothing to resume: the job is {job.state} with {job.pending} pending")
+        if action == "retry-failed" and not job.can_retry_failed:
+            raise Refused(409, f"nothing to retry: the job is {job.state} with {job.failed} failed")
+        launch = start_run(job, action, fallback_cwd=Path.cwd(), settle=settle)
+        launches.add(key, launch)
+        state = launch.to_json()
+        if state["running"]:
+            return reply({"outcome": "started", **state,
+                          "message": f"{action} started (PID {launch.pid}); its output goes to {launch.log}"}, 202)
+        if state["exit_code"] == 0:
+            return reply({"outcome": "finished", **state, "message": f"{action}: nothing left to do"})
+        if state["locked"]:
+            raise Refused(409, f"another run holds this job's lock (exit 3): {state['message']}")
+        raise Refused(500, f"{action} exited with code {state['exit_code']}: {state['message']}")
+
+    @app.post("/api/jobs/{key}/resume")
+    def resume(key: str) -> Response:
+        return start(key, "resume")
+
+    @app.post("/api/jobs/{key}/retry-failed")
+    def retry_failed(key: str) -> Response:
+        return start(key, "retry-failed")
+
+    assert set(ACTIONS) == {"resume", "retry-failed"}
+    return app
+
+
+def _check(request: Request, token: str, host: str, local: bool) -> Response | None:
+    """Refuse what this server must not serve; a `?token=` link becomes a cookie and a clean URL."""
+    host_header = request.headers.get("host", "")
+    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    if local and name not in LOOPBACK_NAMES and name != host:
+        raise Refused(403, f"this server answers on {host} only, not {name or 'an empty Host'}")
+    if not local:
+        given = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE) or request.query_params.get("token")
+        if not _same(given, token):
+            raise Refused(403, "this dashboard needs its token: open the link `jobs.py serve` printed")
+        if request.method == "GET" and "token" in request.query_params:
+            response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+    if request.method not in ("GET", "HEAD"):
+        if not _same(request.headers.get(TOKEN_HEADER), token):
+            raise Refused(403, f"missing or wrong token (send the server's token in {TOKEN_HEADER})")
+        origin = request.headers.get("origin")
+        site = request.headers.get("sec-fetch-site")
+        if origin is not None and origin != f"{request.url.scheme}://{host_header}":
+            raise Refused(403, f"cross-origin request refused (Origin {origin})")
+        if origin is None and site not in (None, "same-origin"):
+            raise Refused(403, "cross-site request refused")
+    return None
+
+
+def _same(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _remove(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def serve(root: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> int:
+    """Run the dashboard until Ctrl+C. A host other than loopback needs an explicit `token`."""
+    import uvicorn
+
+    if not is_loopback(host) and not token:
+        raise UsageError(f"--host {host} makes the dashboard reachable from other machines: set --token too "
+                         "(a long random string; every request will need it)")
+    token = token or secrets.token_urlsafe(18)
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass another --port") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{bound}/"
+    app = create_app(root, token=token, host=host.strip("[]"))
+    print(f"enrichkit dashboard: {url}  (jobs under {root.resolve()})", flush=True)
+    if is_loopback(host):
+        print(f"token: {token}  (the page has it; scripts send it as X-Enrichkit-Token on POST)", flush=True)
+    else:
+        print(f"open {url}?token={token} once; scripts send the token as X-Enrichkit-Token", flush=True)
+    print("press Ctrl+C to stop (runs it started go on)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+    sys.stdout.flush()
+    return EXIT_OK
