@@ -1,20 +1,25 @@
-"""The Gemini stand-in, driven through the real google-genai SDK as enrichkit drives it."""
+"""The Gemini stand-in's own behaviour: answers, quota windows, faults, catalogue, control and stats.
+
+What each answer shape looks like through the SDK is in test_gemini_wire.py.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import http.client
 import json
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+import fake_gemini
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "fake_gemini.py"
@@ -36,18 +41,6 @@ JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "poc_name": str, "poc_email": str, "website": str, "confidence": float,
     "fund_size_musd": (int, float), "vintage_year": int, "active": bool,
 }
-
-
-def load_fake_gemini() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fake_gemini", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fake_gemini"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_gemini = load_fake_gemini()
 
 
 @pytest.fixture
@@ -77,7 +70,7 @@ def client_for() -> Iterator[Any]:
     def make(fake: Any, key: str = "test-key", timeout_ms: int = 5000) -> Any:
         options = types.HttpOptions(base_url=fake.url, api_version="v1beta", timeout=timeout_ms,
                                     retry_options=types.HttpRetryOptions(attempts=1))
-        client = genai.Client(api_key=key, http_options=options)
+        client = genai.Client(api_key=key, vertexai=False, http_options=options)
         clients.append(client)
         return client
 
@@ -122,8 +115,9 @@ def test_answer_is_valid_json_for_the_requested_schema(serve: Any, client_for: A
     assert 0 <= answer["confidence"] <= 1
     assert "@" in answer["poc_email"] and "." in answer["website"]
     usage = response.usage_metadata
-    assert usage.prompt_token_count > 0 and usage.candidates_token_count > 0
-    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
+    assert usage.prompt_token_count > 0 and usage.candidates_token_count > 0 and usage.thoughts_token_count > 0
+    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count + \
+        usage.thoughts_token_count
 
 
 def test_schema_embedded_in_the_prompt_with_search_grounding(serve: Any, client_for: Any) -> None:
@@ -131,7 +125,8 @@ def test_schema_embedded_in_the_prompt_with_search_grounding(serve: Any, client_
     prompt = ('Find the point of contact for "Cedar Field Fund II".\nReturn only a JSON object with '
               'these keys and types: {"poc_name": "string", "confidence": "number"}')
     response = ask(client_for(fake), prompt, schema=None, search=True)
-    answer = json.loads(response.text)
+    text = response.text
+    answer = json.loads(text[text.index("{"): text.rindex("}") + 1])  # 2.x may wrap it in prose or a fence
     assert set(answer) == {"poc_name", "confidence"}
     assert isinstance(answer["poc_name"], str) and isinstance(answer["confidence"], float)
     assert fake.stats()["grounded"] == 1
@@ -243,26 +238,6 @@ def test_fail_matching_is_a_permanent_400_until_healed(serve: Any, client_for: A
     ask(client, "a POISON record")
 
 
-def test_wrong_api_key_is_400_api_key_invalid(serve: Any, client_for: Any) -> None:
-    from google.genai import errors
-
-    fake = serve(require_key="right-key")
-    with pytest.raises(errors.ClientError) as caught:
-        ask(client_for(fake, key="wrong-key"), "hello")
-    assert caught.value.code == 400
-    assert detail(caught.value, "ErrorInfo")["reason"] == "API_KEY_INVALID"
-    assert caught.value.message == "API key not valid. Please pass a valid API key."
-    ask(client_for(fake, key="right-key"), "hello")
-
-
-def test_denied_key_is_403(serve: Any, client_for: Any) -> None:
-    from google.genai import errors
-
-    with pytest.raises(errors.ClientError) as caught:
-        ask(client_for(serve(deny_key="blocked"), key="blocked"), "hello")
-    assert caught.value.code == 403 and caught.value.status == "PERMISSION_DENIED"
-
-
 def test_malformed_rate_gives_truncated_json(serve: Any, client_for: Any) -> None:
     fake = serve(malformed_rate=1.0)
     response = ask(client_for(fake), "hello")
@@ -344,6 +319,173 @@ def test_control_answers_the_new_config_with_keys_masked(serve: Any) -> None:
     fake = serve(require_key="hidden")
     status, config = call(fake, "/_control", json.dumps({"latency": 0.0, "rpm": 100}).encode())
     assert status == 200 and config["rpm"] == 100 and config["require_key"] == "***"
+
+
+def call_raw(fake: Any, path: str, method: str = "GET") -> tuple[int, str, dict[str, str]]:
+    """One request that follows no redirect: (status, body text, headers)."""
+    connection = http.client.HTTPConnection(fake.config.host, int(fake.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def post(fake: Any, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return call(fake, path, json.dumps(payload).encode())
+
+
+def generate_raw(fake: Any, prompt: str = "Fund Alpha", model: str = MODEL, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return post(fake, f"/v1beta/models/{model}:generateContent",
+                {"contents": [{"role": "user", "parts": [{"text": prompt}]}], **extra})
+
+
+def test_sliding_window_frees_a_slot_when_the_oldest_request_is_a_window_old() -> None:
+    window = fake_gemini.QuotaWindow()
+    for t in (0.0, 1.0):
+        assert window.wait(t, 1, 2, 10.0, "sliding", 0.0) is None
+        window.record(t, 1, "sliding")
+    assert window.wait(2.0, 1, 2, 10.0, "sliding", 0.0) == pytest.approx(8.0)
+    assert window.wait(10.0, 1, 2, 10.0, "sliding", 0.0) is None  # the request at 0 has left
+
+
+def test_fixed_window_resets_at_the_boundary_and_allows_a_double_burst() -> None:
+    window, admitted = fake_gemini.QuotaWindow(), []
+    for t in (8.0, 9.0, 9.5, 10.0, 10.1, 10.2):
+        wait = window.wait(t, 1, 2, 10.0, "fixed", 0.0)
+        if wait is None:
+            window.record(t, 1, "fixed")
+            admitted.append(t)
+        elif t == 9.5:
+            assert wait == pytest.approx(0.5)  # until the next multiple of the window
+    assert admitted == [8.0, 9.0, 10.0, 10.1]  # four in 2.1 s: what a fixed window lets through
+
+
+def test_token_window_counts_amounts() -> None:
+    window = fake_gemini.QuotaWindow()
+    window.record(0.0, 70, "sliding")
+    window.record(5.0, 20, "sliding")
+    assert window.wait(6.0, 20, 100, 60.0, "sliding", 0.0) == pytest.approx(54.0)  # once the 70 leave
+    assert window.wait(6.0, 500, 100, 60.0, "sliding", 0.0) == 60.0  # never fits: a window later
+
+
+@pytest.mark.parametrize("mode", ["sliding", "fixed"])
+def test_rpm_quota_in_both_window_modes(serve: Any, mode: str) -> None:
+    fake = serve(rpm=2, window=60, window_mode=mode, rpm_delay="precise")
+    assert [generate_raw(fake)[0] for _ in range(3)] == [200, 200, 429]
+    retry = generate_raw(fake)[1]["error"]["details"][-1]["retryDelay"]
+    assert 0 < float(retry[:-1]) <= 60 and "." in retry
+    assert fake.stats()["faults"] == {"rpm": 2} and fake.stats()["by_status"] == {"200": 2, "429": 2}
+
+
+def test_google_like_delays_scale_with_the_window(serve: Any) -> None:
+    fake = serve(rpm=1, window=3, rpm_delay="google", seed=3)
+    generate_raw(fake)
+    delays = [float(generate_raw(fake)[1]["error"]["details"][-1]["retryDelay"][:-1]) for _ in range(6)]
+    assert all(1 <= d <= 3 for d in delays) and len(set(delays)) > 1
+
+
+def test_rejected_requests_do_not_use_up_the_quota(serve: Any) -> None:
+    fake = serve(rpm=5, tpm=10)
+    assert generate_raw(fake, "x" * 80)[0] == 429  # 20 tokens: over the token quota
+    assert [generate_raw(fake, "short")[0] for _ in range(5)] == [200] * 5  # every request slot still free
+
+
+def test_faults_by_rate_and_by_matching_text_through_control(serve: Any) -> None:
+    fake = serve()
+    status, config = post(fake, "/_control", {"faults": {"overloaded_503": 1.0}, "fault_matching": {"blocked": "ACME"}})
+    assert status == 200 and config["fault_matching"] == {"blocked": ["ACME"]}
+    assert generate_raw(fake, "about ACME")[1]["promptFeedback"] == {"blockReason": "PROHIBITED_CONTENT"}
+    assert generate_raw(fake, "about Fund")[0] == 503
+    post(fake, "/_control", {"faults": {}, "fault_matching": {}})
+    assert generate_raw(fake, "about ACME")[0] == 200
+    assert fake.stats()["faults"] == {"blocked": 1, "overloaded_503": 1}
+
+
+def test_bad_control_values_are_refused_and_change_nothing(serve: Any) -> None:
+    fake = serve()
+    assert post(fake, "/_control", {"faults": {"no_such_fault": 1}})[0] == 400
+    assert post(fake, "/_control", {"window_mode": "rolling", "rpm": 1})[0] == 400
+    assert post(fake, "/_control", {"window": 0})[0] == 400
+    assert fake.config.rpm is None and fake.config.window_mode == "sliding"
+
+
+def test_random_fault_rates_keep_their_share(serve: Any) -> None:
+    fake = serve(faults={"safety": 0.25, "bare_429": 0.25}, seed=5)
+    statuses = [generate_raw(fake, f"fund {i}")[0] for i in range(200)]
+    faults = fake.stats()["faults"]
+    assert 30 < faults["safety"] < 70 and 30 < faults["bare_429"] < 70
+    assert statuses.count(429) == faults["bare_429"]
+
+
+def test_catalogue_pages_and_model_lookups(serve: Any) -> None:
+    fake = serve()
+    status, page = call(fake, "/v1beta/models?pageSize=4")
+    assert status == 200 and len(page["models"]) == 4 and page["nextPageToken"]
+    names = [m["name"] for m in page["models"]]
+    while "nextPageToken" in page:
+        page = call(fake, f"/v1beta/models?pageSize=4&pageToken={page['nextPageToken']}")[1]
+        names += [m["name"] for m in page["models"]]
+    assert names == [f"models/{name}" for name in fake_gemini.CATALOGUE]
+    status, model = call(fake, "/v1/models/gemini-pro-latest")
+    assert status == 200 and model["supportedGenerationMethods"][0] == "generateContent"
+    assert call(fake, "/v1beta/models/gemini-2.0-flash")[0] == 404
+
+
+def test_unknown_and_retired_models_are_counted_and_extra_models_accepted(serve: Any) -> None:
+    fake = serve(extra_models=["my-test-model"])
+    assert generate_raw(fake, model="gemini-2.0-flash")[0] == 404
+    assert generate_raw(fake, model="no-such-model")[0] == 404
+    assert post(fake, "/v1beta/models/no-such-model:countTokens", {"contents": []})[0] == 404
+    status, answer = generate_raw(fake, model="my-test-model")
+    assert status == 200 and answer["modelVersion"] == "my-test-model"
+    assert fake.stats()["faults"] == {"retired_model": 1, "unknown_model": 1}
+
+
+def test_redirect_endpoint(serve: Any) -> None:
+    fake = serve()
+    target = "https://www.example.com/team"
+    status, _, headers = call_raw(fake, urllib.parse.urlsplit(fake.redirect_url(target)).path, "HEAD")
+    assert status == 302 and headers["Location"] == target
+    assert call_raw(fake, "/grounding-api-redirect/AUZIYQnotbase64")[0] == 404
+
+
+def test_grounded_wrap_is_fixed_per_prompt_in_mixed_mode(serve: Any) -> None:
+    fake = serve()
+    search = {"tools": [{"googleSearch": {}}]}
+    texts = [generate_raw(fake, f"Fund {i}", **search)[1]["candidates"][0]["content"]["parts"][0]["text"]
+             for i in range(12)]
+    assert {t[0] for t in texts} == {"{", "B", "`"}  # bare, prose and fenced all occur
+    assert texts[0] == generate_raw(fake, "Fund 0", **search)[1]["candidates"][0]["content"]["parts"][0]["text"]
+    assert fake.stats()["grounded"] == 13 and fake.stats()["search_queries"] >= 13
+
+
+def test_deadline_from_the_server_timeout_header(serve: Any) -> None:
+    fake = serve(latency=0.3)
+    body = json.dumps({"contents": [{"parts": [{"text": "hi"}]}]}).encode()
+    slow = urllib.request.Request(f"{fake.url}/v1beta/models/{MODEL}:generateContent", data=body,
+                                  headers={"X-Server-Timeout": "0.05"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(slow, timeout=5)
+    with caught.value as answer:
+        assert answer.code == 504
+    fake.configure(honor_server_timeout=False)
+    with urllib.request.urlopen(slow, timeout=5) as answer:
+        assert answer.status == 200
+
+
+def test_cli_flags_build_the_config() -> None:
+    config = fake_gemini.parse_args(["--fault", "safety=0.05", "--fault-matching", "blocked=ACME",
+                                     "--fault-matching", "blocked=Globex", "--reroute", "a=b", "--model", "m1",
+                                     "--window-mode", "fixed", "--rpm-delay", "google", "--tpm", "1000",
+                                     "--no-thinking", "--grounded-wrap", "fence"])
+    assert config.faults == {"safety": 0.05} and config.fault_matching == {"blocked": ["ACME", "Globex"]}
+    assert config.reroute == {"a": "b"} and config.extra_models == ["m1"] and config.tpm == 1000
+    assert (config.window_mode, config.rpm_delay, config.thinking, config.grounded_wrap) == \
+        ("fixed", "google", False, "fence")
+    with pytest.raises(SystemExit):
+        fake_gemini.parse_args(["--fault", "nonsense=1"])
 
 
 def test_runs_as_a_script_and_writes_its_port_file(tmp_path: Path) -> None:
