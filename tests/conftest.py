@@ -1,4 +1,5 @@
-"""Shared fixtures: the Gemini stand-in on 127.0.0.1, a CLI runner, small input and stages files."""
+"""Shared fixtures: the Gemini stand-in on 127.0.0.1, the CLI run in-process (or as a real process where only a
+process can show it: kill -9, signals, locks across processes, cron), small input and stages files."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from fake_gemini import FakeGemini  # noqa: E402
+from fakes import Completed, assert_exactly_once, run_cli, run_process  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A bug in enrichkit re-raises under test instead of becoming "internal error" and exit 2 (as in simonw/llm).
+    sys._called_from_test = True  # type: ignore[attr-defined]
 
 ENRICH = ROOT / "scripts" / "enrich.py"
 JOBS = ROOT / "scripts" / "jobs.py"
@@ -115,9 +122,16 @@ class Workspace:
                 "--stages-file", str(self.stages), "--max-retries", "2", *extra]
 
     def run(self, *extra: str, base: bool = True, timeout: float = 90, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.args(*extra, base=base), capture_output=True, text=True, timeout=timeout,
-                              env=env or self.env(), cwd=self.tmp, stdin=subprocess.DEVNULL)
+            ) -> Completed:
+        """The CLI in this process (fast; the real SDK still talks to the stand-in over HTTP)."""
+        from enrichkit.cli import main
+
+        return run_cli(main, self.args(*extra, base=base)[2:], env=env or self.env(), cwd=self.tmp)
+
+    def run_process(self, *extra: str, base: bool = True, timeout: float = 90, env: dict[str, str] | None = None
+                    ) -> subprocess.CompletedProcess[str]:
+        """The CLI as a real process, for what only a process shows."""
+        return run_process(self.args(*extra, base=base), env=env or self.env(), cwd=self.tmp, timeout=timeout)
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(self.args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -176,4 +190,8 @@ class ExThread(threading.Thread):
 
 def rows_written(ws: Workspace) -> int:
     """Data rows in the output so far (newlines minus the header); 0 before it exists."""
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() else 0
+    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() and ws.output.stat().st_size else 0
+
+
+def exactly_once(ws: Workspace, filled: str | None = "poc_name") -> None:
+    assert_exactly_once(ws.output, expected_ids(ws), filled=filled)

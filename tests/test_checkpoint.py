@@ -37,7 +37,9 @@ def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
     for record_id in _ids(1000):
         cp.mark_completed(record_id)
     cp.mark_failed("00000000000000ff")
-    cp.prompt_tokens, cp.cost_usd, cp.rate_limited = 12, 0.5, 3
+    cp.totals.prompt_tokens, cp.totals.grounding_cost_usd, cp.totals.rate_limited = 12, 0.5, 3
+    cp.options = {"model": "gemini-x", "max_workers": 7}
+    cp.output_crc32, cp.filled = 123456789, {"poc_name": 3}
     cp.errors.extend({"n": i} for i in range(80))
     write_checkpoint(path, cp)
     data = json.loads(path.read_text())  # plain JSON for any reader
@@ -46,7 +48,10 @@ def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
     back = read_checkpoint(path)
     assert sorted(back.completed_ids) == sorted(cp.completed_ids)
     assert back.failed_ids == {"00000000000000ff"}
-    assert (back.prompt_tokens, back.cost_usd, back.rate_limited, back.id_columns) == (12, 0.5, 3, ["k"])
+    assert (back.totals.prompt_tokens, back.totals.cost_usd, back.totals.rate_limited) == (12, 0.5, 3)
+    assert data["cost_usd"] == 0.5 and data["prompt_tokens"] == 12  # SPEC's flat keys
+    assert (back.id_columns, back.options, back.output_crc32, back.filled) == (
+        ["k"], {"model": "gemini-x", "max_workers": 7}, 123456789, {"poc_name": 3})
     assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
 
 

@@ -11,7 +11,8 @@ def test_run_enriches_every_record_once_with_lineage(ws: Workspace) -> None:
     proc = ws.run("--max-workers", "8")
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(ws.output)
-    assert list(rows[0]) == [*COLUMNS, "poc_name", "poc_email", "confidence", "email_domain", "_record_id", "_job_id"]
+    assert list(rows[0]) == [*COLUMNS, "poc_name", "poc_email", "confidence", "email_domain", "_cost_usd",
+                             "_record_id", "_job_id"]
     assert {r["_record_id"] for r in rows} == expected_ids(ws)
     assert len(rows) == 40
     cp = read_json(ws.checkpoint)

@@ -1,73 +1,12 @@
-"""Error classification (one place) and the retry policy, with fakes: nothing sleeps."""
+"""The retry policy and loop, with fakes: nothing sleeps, every wait is recorded and asserted."""
 
 from __future__ import annotations
 
 import pytest
-from google.genai import errors as genai_errors
 
-from enrichkit.errors import AuthError
-from enrichkit.retry import (
-    Abandoned,
-    CallStats,
-    QuotaExhausted,
-    RetryPolicy,
-    StageFailure,
-    call_with_retry,
-    classify_error,
-)
-
-
-def _api_error(code: int, status: str, message: str = "m", details: list | None = None):  # type: ignore[no-untyped-def, type-arg]
-    body = {"error": {"code": code, "status": status, "message": message, "details": details or []}}
-    cls = genai_errors.ClientError if code < 500 else genai_errors.ServerError
-    return cls(code, body, None)
-
-
-RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
-
-
-@pytest.mark.parametrize(("exc", "error_type"), [
-    (_api_error(429, "RESOURCE_EXHAUSTED"), "rate_limit"),
-    (_api_error(500, "INTERNAL"), "server_error"),
-    (_api_error(503, "UNAVAILABLE"), "server_error"),
-    (_api_error(504, "DEADLINE_EXCEEDED"), "server_error"),
-    (_api_error(400, "INVALID_ARGUMENT"), "client_error"),
-    (_api_error(404, "NOT_FOUND"), "client_error"),
-    (_api_error(401, "UNAUTHENTICATED"), "auth_error"),
-    (_api_error(403, "PERMISSION_DENIED"), "auth_error"),
-    (_api_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
-                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]), "auth_error"),
-    (TimeoutError("slow"), "timeout"),
-    (ConnectionRefusedError("refused"), "server_error"),
-    (ConnectionResetError("reset"), "server_error"),
-    (ValueError("bug in a python stage"), "client_error"),
-    (StageFailure("validation_error", "bad json"), "validation_error"),
-])
-def test_classify_error(exc: BaseException, error_type: str) -> None:
-    assert classify_error(exc).error_type == error_type
-
-
-def test_sdk_timeouts_and_connection_errors_are_classified() -> None:
-    import httpx2
-
-    assert classify_error(httpx2.ReadTimeout("t")).error_type == "timeout"
-    assert classify_error(httpx2.ConnectError("c")).error_type == "server_error"
-
-
-def test_retry_delay_from_retry_info_header_or_message() -> None:
-    assert classify_error(_api_error(429, "RESOURCE_EXHAUSTED", details=[RETRY_INFO])).retry_after == 7.0
-    assert classify_error(_api_error(429, "RESOURCE_EXHAUSTED", "Please retry in 2.5s.")).retry_after == 2.5
-    daily = _api_error(429, "RESOURCE_EXHAUSTED", details=[
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}])
-    assert classify_error(daily).daily_quota
-
-
-def test_backoff_is_full_jitter_capped() -> None:
-    policy = RetryPolicy(base=1.0, cap=10.0)
-    for failures in range(1, 12):
-        for _ in range(50):
-            assert 0 <= policy.backoff(failures) <= min(10.0, 2 ** (failures - 1))
+from enrichkit.errors import Abandoned, AuthError, QuotaExhausted, StageFailure
+from enrichkit.retry import CallStats, Guards, RetryPolicy, call_with_retry
+from test_classify import RETRY_INFO, api_error
 
 
 class Script:
@@ -84,67 +23,115 @@ class Script:
         return "ok"
 
 
-def _run(call: Script, max_retries: int = 2, stop: bool = False) -> tuple[str, CallStats, list]:  # type: ignore[type-arg]
-    naps: list[float] = []
-    seen: list = []  # type: ignore[type-arg]
-    stats = CallStats()
-    result = call_with_retry(call, policy=RetryPolicy(max_retries=max_retries, base=0.001, sleep=naps.append),
-                             stats=stats, should_stop=lambda: stop,
-                             on_failure=lambda attempt, f: seen.append((attempt, f.error_type)))
-    return result, stats, seen
+class Run:
+    """One `call_with_retry` with recorded naps (as tenacity's tests pass `sleep=intervals.append`)."""
+
+    def __init__(self, max_retries: int = 2, base: float = 1.0, stop: bool = False, remote: bool = True) -> None:
+        self.naps: list[float] = []
+        self.seen: list[tuple[int, str]] = []
+        self.stats = CallStats()
+        self.policy = RetryPolicy(max_retries=max_retries, base=base, sleep=self.naps.append)
+        self.stop = stop
+        self.remote = remote
+
+    def __call__(self, call: Script, provider: str = "gemini") -> str:
+        return call_with_retry(call, policy=self.policy, stats=self.stats, provider=provider,
+                               should_stop=lambda: self.stop,
+                               on_failure=lambda attempt, f: self.seen.append((attempt, f.error_type)),
+                               guards=Guards() if self.remote else None)
+
+    @property
+    def waited(self) -> float:
+        return sum(self.naps)
 
 
-def test_transient_errors_are_retried_then_succeed() -> None:
-    call = Script(_api_error(503, "UNAVAILABLE"), StageFailure("validation_error", "x"))
-    result, stats, seen = _run(call)
-    assert result == "ok" and call.calls == 3
-    assert seen == [(1, "server_error"), (2, "validation_error")]
-    assert (stats.requests, stats.retries) == (3, 2)
+def test_transient_errors_are_retried_after_a_backoff_then_succeed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("random.uniform", lambda low, high: high)  # full jitter at its top: the cap of each step
+    run = Run(base=1.0)
+    call = Script(api_error(503, "UNAVAILABLE"), StageFailure("validation_error", "x"))
+    assert run(call) == "ok" and call.calls == 3
+    assert run.seen == [(1, "server_error"), (2, "validation_error")]
+    assert (run.stats.requests, run.stats.retries) == (3, 2)
+    assert run.waited == pytest.approx(1.0 + 2.0)  # 1 s, then 2 s: exponential
+
+
+def test_backoff_is_full_jitter_capped() -> None:
+    policy = RetryPolicy(base=1.0, cap=10.0)
+    waits = [policy.backoff(failures) for failures in range(1, 12) for _ in range(50)]
+    assert all(0 <= w <= 10.0 for w in waits) and max(waits) > 5
+    assert all(0 <= policy.backoff(3) <= 4 for _ in range(50))
 
 
 def test_permanent_error_is_not_retried() -> None:
-    call = Script(_api_error(400, "INVALID_ARGUMENT"))
+    run = Run()
+    call = Script(api_error(400, "INVALID_ARGUMENT"))
     with pytest.raises(StageFailure) as info:
-        _run(call)
-    assert info.value.error_type == "client_error" and call.calls == 1
+        run(call)
+    assert info.value.error_type == "client_error" and call.calls == 1 and run.naps == []
 
 
-def test_retries_run_out() -> None:
-    call = Script(*[_api_error(500, "INTERNAL")] * 5)
+def test_retries_run_out_after_max_retries_with_a_wait_before_each() -> None:
+    run = Run(max_retries=2)
+    call = Script(*[api_error(500, "INTERNAL")] * 5)
     with pytest.raises(StageFailure):
-        _run(call, max_retries=2)
+        run(call)
     assert call.calls == 3
+    assert run.waited > 0  # removing the backoff wait fails this test
 
 
-def test_rate_limits_do_not_use_up_retries() -> None:
-    call = Script(*[_api_error(429, "RESOURCE_EXHAUSTED", details=[RETRY_INFO])] * 6, _api_error(500, "INTERNAL"))
-    result, stats, _ = _run(call, max_retries=1)
-    assert result == "ok" and stats.rate_limited == 6 and call.calls == 8
+def test_rate_limits_do_not_use_up_retries_and_wait_the_servers_delay_without_a_limiter() -> None:
+    run = Run(max_retries=1)
+    call = Script(*[api_error(429, "RESOURCE_EXHAUSTED", details=[RETRY_INFO])] * 6, api_error(500, "INTERNAL"))
+    assert run(call) == "ok"
+    assert run.stats.rate_limited == 6 and call.calls == 8
+    assert run.waited >= 6 * 7.0  # each 429 said 7 s
+
+
+def test_a_failure_that_allows_one_retry_gets_one() -> None:
+    run = Run(max_retries=5)
+    call = Script(*[StageFailure("blocked", "SAFETY", retries_allowed=1)] * 3)
+    with pytest.raises(StageFailure):
+        run(call)
+    assert call.calls == 2
+
+
+def test_a_failure_that_allows_none_is_not_retried() -> None:
+    run = Run(max_retries=5)
+    call = Script(StageFailure("blocked", "prompt blocked", retries_allowed=0))
+    with pytest.raises(StageFailure):
+        run(call)
+    assert call.calls == 1
 
 
 def test_daily_quota_stops_the_run() -> None:
-    daily = _api_error(429, "RESOURCE_EXHAUSTED", details=[
+    daily = api_error(429, "RESOURCE_EXHAUSTED", details=[
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
          "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]}])
     with pytest.raises(QuotaExhausted):
-        _run(Script(daily))
+        Run()(Script(daily))
 
 
-def test_auth_error_stops_the_run() -> None:
+def test_auth_error_stops_the_run_for_gemini_only() -> None:
     with pytest.raises(AuthError):
-        _run(Script(_api_error(403, "PERMISSION_DENIED")))
+        Run()(Script(api_error(403, "PERMISSION_DENIED")))
 
 
 def test_a_stop_abandons_the_retry_without_failing_the_record() -> None:
     stop: list[bool] = []
-    call = Script(_api_error(503, "UNAVAILABLE"))
+    call = Script(api_error(503, "UNAVAILABLE"))
     with pytest.raises(Abandoned):
         call_with_retry(call, policy=RetryPolicy(base=0.001, sleep=lambda _: None), stats=CallStats(),
-                        should_stop=lambda: bool(stop), on_failure=lambda attempt, f: stop.append(True))
+                        provider="gemini", should_stop=lambda: bool(stop),
+                        on_failure=lambda attempt, f: stop.append(True), guards=Guards())
     assert call.calls == 1
 
 
 def test_a_stop_still_lets_a_local_first_attempt_run() -> None:
     # A python stage after the LLM answers arrived: the record is written, not redone on resume.
-    result, _, _ = _run(Script(), stop=True)
-    assert result == "ok"
+    assert Run(stop=True, remote=False)(Script(), provider="python") == "ok"
+
+
+def test_local_calls_are_not_counted_as_requests() -> None:
+    run = Run(remote=False)
+    run(Script(), provider="python")
+    assert run.stats.requests == 0

@@ -1,14 +1,14 @@
 """What went wrong with a call: any exception a stage can raise becomes a `StageFailure`.
 
-| error_type        | from                                                                  | then                         |
-|-------------------|-----------------------------------------------------------------------|------------------------------|
-| rate_limit        | HTTP 429                                                              | pace, wait the server's delay |
-| server_error      | HTTP 5xx (incl. an HTML 502), connection refused/reset                | backoff, retry               |
-| timeout           | client timeout (httpx2/httpx/requests), HTTP 408                      | backoff, retry               |
-| validation_error  | an answer that is not JSON matching the stage's fields                | backoff, retry               |
-| blocked           | Gemini refused the prompt or stopped for safety (see the provider)    | once or never                |
-| client_error      | any other 4xx; an exception raised by (or a non-dict from) a python stage | fail the record at once  |
-| auth_error        | Gemini: 401, 403, 400 API_KEY_INVALID                                 | stop the run (exit 2)        |
+| error_type       | from                                                           | then                  |
+|------------------|----------------------------------------------------------------|-----------------------|
+| rate_limit       | HTTP 429                                                       | pace, wait its delay  |
+| server_error     | HTTP 5xx (an HTML 502 too), connection refused or reset        | backoff, retry        |
+| timeout          | client timeout (httpx2/httpx/requests), HTTP 408               | backoff, retry        |
+| validation_error | an answer that is not JSON matching the stage's fields         | backoff, retry        |
+| blocked          | Gemini refused the prompt or stopped for safety (the provider) | once or never         |
+| client_error     | any other 4xx; whatever a python stage raises or returns wrong | fail the record       |
+| auth_error       | Gemini: 401, 403, 400 API_KEY_INVALID                          | stop the run (exit 2) |
 
 Provider-aware: an `http` stage's 401/403 is that stage's failure (`client_error`), never "check
 GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute (pace), per day (stop,
@@ -89,7 +89,7 @@ def _configuration_error(code: int, message: str) -> EnrichError | None:
     if "location is not supported" in lower or "failed_precondition" in lower:
         return ConfigError(f"the API refuses requests from here ({_short(message)}); this is a property of the "
                            "project or network, not of a record")
-    if "tool use with a response mime type" in lower or "is unsupported" in lower and "mime" in lower:
+    if "tool use with a response mime type" in lower or ("is unsupported" in lower and "mime" in lower):
         return ConfigError(f"the model cannot combine Search grounding with a JSON response ({_short(message)}); "
                            "use a 3.x model or let the stage embed the schema in its prompt")
     return None
@@ -170,15 +170,17 @@ def _exception_types(*names: tuple[str, str]) -> tuple[type[BaseException], ...]
 
 def _is_timeout(exc: BaseException) -> bool:
     # The SDK raises its HTTP client's timeouts (httpx2), not APIError; only modules already imported can match.
-    kinds = (TimeoutError, *_exception_types(("httpx2", "TimeoutException"), ("httpx", "TimeoutException"),
-                                              ("requests", "Timeout")))
+    kinds: tuple[type[BaseException], ...] = (
+        TimeoutError, *_exception_types(("httpx2", "TimeoutException"), ("httpx", "TimeoutException"),
+                                        ("requests", "Timeout")))
     return isinstance(exc, kinds)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
     # Checked after timeouts: every other transport failure (refused, reset, dropped) means the server side.
-    kinds = (ConnectionError, *_exception_types(("httpx2", "TransportError"), ("httpx", "TransportError"),
-                                                 ("requests", "ConnectionError")))
+    kinds: tuple[type[BaseException], ...] = (
+        ConnectionError, *_exception_types(("httpx2", "TransportError"), ("httpx", "TransportError"),
+                                           ("requests", "ConnectionError")))
     return isinstance(exc, kinds)
 
 

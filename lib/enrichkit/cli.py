@@ -1,24 +1,38 @@
-"""`scripts/enrich.py`: argument parsing, and the one place errors become exit codes."""
+"""`scripts/enrich.py`: the thin edge. Parses flags, reads the environment, owns the process (signals,
+the `--fresh` prompt, `os._exit`), and turns errors into one line and an exit code, for both CLIs.
+
+    main -> options (+ the job's recorded ones on --resume) -> plan -> open job (lock, store)
+         -> with signals: Pipeline.run() -> notify -> exit code
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import math
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from pathlib import Path
+from types import FrameType
 
 from enrichkit import __version__
-from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnrichError
-from enrichkit.job import RunOptions
-from enrichkit.logs import redact, setup_logging
+from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, AuthError, EnrichError, UsageError
+from enrichkit.logs import log, say, setup_logging
+from enrichkit.plan import RunOptions, job_paths
+from enrichkit.redact import redact, register_secret
 
 EXAMPLES = """\
 examples:
   # enrich a CSV through every stage of data/stages.toml, 10 workers
   python scripts/enrich.py --input data/sample.csv --output out/enriched.csv
 
-  # after Ctrl+C, kill -9 or a reboot: continue where it stopped (also a fine cron line)
+  # after Ctrl+C, kill -9 or a reboot: continue where it stopped, with the job's recorded options
+  # (also a fine cron line)
   python scripts/enrich.py --input data/sample.csv --output out/enriched.csv --resume
 
   # try again only the records that failed
@@ -28,8 +42,12 @@ examples:
   python scripts/enrich.py --input data/sample.csv --output out/poc.csv --stages poc,domain \\
       --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8765
 
-exit codes: 0 all enriched (or nothing left), 1 some records failed, 2 usage/config/input/auth error,
-            3 another run holds this output, 4 --max-cost reached, 130 interrupted (all resumable)
+  # a semicolon-separated export from European Excel, in Windows-1252
+  python scripts/enrich.py --input leads.csv --output out/leads.csv --delimiter ';' --encoding cp1252
+
+exit codes: 0 all enriched (or nothing left), 1 some records failed or the provider/disk stopped the run,
+            2 usage/config/input/auth error, 3 another run holds this output, 4 --max-cost reached,
+            130 interrupted (1, 4 and 130 are resumable)
 """
 
 
@@ -40,122 +58,270 @@ def _csv_list(text: str) -> list[str]:
     return items
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+def _number(*, positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError("must be > 0" if positive else "must be >= 0")
+        return value
+    return parse
+
+
+def _delimiter(text: str) -> str:
+    value = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(text.lower(), text)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"one character (or tab), not {text!r}")
     return value
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line and exit 2, like every other usage error.
-        sys.stderr.write(f"enrich: error: {message} (see --help)\n")
+        say(f"{self.prog.split('.')[0].split()[0]}: error: {message} (see --help)")
         raise SystemExit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option defaults to None here, so a run knows which flags were given (they override the job's
+    recorded options on --resume); `RunOptions` holds the real defaults."""
     p = _Parser(
         prog="enrich.py",
         description="Enrich every record of a CSV/JSONL/XLSX file through Gemini prompts, HTTP calls or "
                     "Python functions. Resumable after Ctrl+C, kill -9 or a reboot; every input record "
                     "ends up in the output exactly once.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     io = p.add_argument_group("input and output")
     io.add_argument("--input", required=True, metavar="PATH", help="CSV, JSONL or XLSX (by extension), streamed")
     io.add_argument("--output", required=True, metavar="PATH", help="output CSV, appended as records finish")
-    io.add_argument("--stages-file", default="data/stages.toml", metavar="PATH",
-                    help="stage definitions (TOML) (default: %(default)s)")
+    io.add_argument("--stages-file", metavar="PATH", help="stage definitions (TOML) (default: data/stages.toml)")
     io.add_argument("--stages", type=_csv_list, metavar="a,b", help="which stages to run, in file order (default: all)")
     io.add_argument("--id-columns", type=_csv_list, metavar="a,b",
                     help="columns hashed into the record ID (default: all input columns)")
+    io.add_argument("--encoding", metavar="NAME",
+                    help="input encoding, e.g. cp1252 (default: sniffed from a BOM, else utf-8)")
+    io.add_argument("--delimiter", type=_delimiter, metavar="C",
+                    help="CSV delimiter: , ; tab | (default: sniffed from the header)")
     io.add_argument("--checkpoint", metavar="PATH", help="progress file (default: <output stem>.progress.json)")
     io.add_argument("--report", metavar="PATH", help="final report (default: <output stem>.report.json)")
     io.add_argument("--errors", metavar="PATH", help="error log (default: <output stem>.errors.jsonl)")
 
     job = p.add_argument_group("job control")
-    job.add_argument("--resume", action="store_true",
-                     help="continue the job in the checkpoint; with none, start a new one (one cron line)")
-    job.add_argument("--retry-failed", action="store_true", help="run only the records the checkpoint lists as failed")
-    job.add_argument("--fresh", action="store_true",
-                     help="discard the existing checkpoint and output and start over (asks on a terminal)")
-    job.add_argument("--yes", action="store_true", help="confirm --fresh without asking")
-    job.add_argument("--allow-config-change", action="store_true",
-                     help="resume even though the stages, prompts or --id-columns changed")
+    job.add_argument("--resume", action="store_true", default=None,
+                     help="continue the job in the checkpoint with its recorded options (flags given again "
+                          "override them); with no checkpoint, start a new job (one cron line)")
+    job.add_argument("--retry-failed", action="store_true", default=None,
+                     help="run only the records the checkpoint lists as failed")
+    job.add_argument("--fresh", action="store_true", default=None,
+                     help="delete the existing output (its paid rows) and checkpoint and start over (asks on a "
+                          "terminal)")
+    job.add_argument("--yes", action="store_true", default=None, help="confirm --fresh without asking")
+    job.add_argument("--allow-config-change", action="store_true", default=None,
+                     help="resume even though the stages, prompts, models or --id-columns changed")
     job.add_argument("--limit", type=int, metavar="N", help="process at most N pending records in this run")
-    job.add_argument("--dry-run", action="store_true",
+    job.add_argument("--dry-run", action="store_true", default=None,
                      help="validate, render the first prompt, estimate tokens, cost and time; call and write nothing")
-    job.add_argument("--checkpoint-interval", type=int, default=10, metavar="N",
-                     help="completed records between checkpoint writes (default: %(default)s)")
-    job.add_argument("--max-cost", type=_positive_float, metavar="USD",
-                     help="stop gracefully before spending more (exit 4, resumable)")
+    job.add_argument("--checkpoint-interval", type=int, metavar="N",
+                     help="completed records between checkpoint writes (default: 10)")
+    job.add_argument("--max-cost", type=_number(positive=True), metavar="USD",
+                     help="stop gracefully before spending more, grounding fees included (exit 4, resumable)")
+    job.add_argument("--notify-url", metavar="URL",
+                     help="POST a JSON summary here when the run ends (Slack/Discord webhooks work as is)")
 
     api = p.add_argument_group("calls")
-    api.add_argument("--max-workers", type=int, default=10, metavar="N", help="concurrent workers, 1..20 (default: 10)")
-    api.add_argument("--rpm", type=_positive_float, metavar="N", help="requests per minute (overrides the stages file)")
-    api.add_argument("--tpm", type=_positive_float, metavar="N", help="tokens per minute (overrides the stages file)")
-    api.add_argument("--max-retries", type=int, default=3, metavar="N",
-                     help="attempts after the first, per call, for transient errors (default: %(default)s)")
-    api.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
-                     help="per request (default: %(default)s)")
-    api.add_argument("--max-outage", type=_positive_float, default=600.0, metavar="SECONDS",
-                     help="stop (resumable) when the API has been down this long (default: %(default)s)")
-    api.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="pause between a record's stages")
+    api.add_argument("--max-workers", type=int, metavar="N", help="concurrent workers, 1..20 (default: 10)")
+    api.add_argument("--rpm", type=_number(positive=True), metavar="N",
+                     help="requests per minute, per model (overrides the stages file)")
+    api.add_argument("--tpm", type=_number(positive=True), metavar="N",
+                     help="input tokens per minute, per model (overrides the stages file)")
+    api.add_argument("--max-retries", type=int, metavar="N",
+                     help="attempts after the first, per call, for transient errors (default: 3)")
+    api.add_argument("--timeout", type=_number(positive=True), metavar="SECONDS", help="per request (default: 60)")
+    api.add_argument("--max-outage", type=_number(positive=True), metavar="SECONDS",
+                     help="stop (resumable) when the API has been down this long (default: 600)")
+    api.add_argument("--delay", type=_number(positive=False), metavar="SECONDS",
+                     help="pause between a record's stages (default: 0)")
     api.add_argument("--base-url", metavar="URL", help="Gemini endpoint (also env GEMINI_BASE_URL; default: Google's)")
     api.add_argument("--model", metavar="NAME", help="default model for LLM stages (default: the stages file's)")
-    api.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    api.add_argument("--no-cache", action="store_true", default=None,
+                     help="do not read or write the response cache")
 
     out = p.add_argument_group("terminal")
-    out.add_argument("-q", "--quiet", action="store_true", help="only errors and the final line on stderr")
-    out.add_argument("-v", "--verbose", action="count", default=0, help="more on stderr (-vv: HTTP too)")
+    out.add_argument("-q", "--quiet", action="store_true", default=None, help="only errors and the final line")
+    out.add_argument("-v", "--verbose", action="count", help="enrichkit's debug lines (-vv: the HTTP libraries' too)")
     out.add_argument("--version", action="version", version=f"enrichkit {__version__}")
     return p
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    """`RunOptions` from parsed flags: the defaults where a flag was not given, and which were."""
+    values = {f.name: getattr(args, f.name) for f in fields(RunOptions) if getattr(args, f.name, None) is not None}
+    return RunOptions(**values, given=frozenset(values))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (never raises for a user error)."""
     args = build_parser().parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+    setup_logging(-1 if args.quiet else args.verbose or 0)
+    logging.raiseExceptions = False  # a stderr closed early (`2>&1 | head`) must not change the outcome
     try:
-        if args.dry_run:
-            from enrichkit.dryrun import dry_run
+        return error_edge("enrich", lambda: _run(options_from(args)))
+    finally:
+        _flush_quietly()
 
-            return dry_run(_options(args))
-        from enrichkit.job import prepare_job
-        from enrichkit.runner import run_job
 
-        job = prepare_job(_options(args))
-        return run_job(job)
+def error_edge(prog: str, action: Callable[[], int]) -> int:
+    """The one place errors become an exit code: a user's mistake is one line (`ENRICHKIT_DEBUG=1` adds the
+    traceback); a bug is one line too, but re-raised under test so it cannot hide as an exit code."""
+    try:
+        return action()
     except EnrichError as exc:
         _debug_traceback()
-        sys.stderr.write(f"enrich: error: {redact(str(exc))}\n")
+        say(f"{prog}: error: {redact(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("enrich: interrupted before the run started; nothing was done\n")
+        say(f"{prog}: interrupted before the run started; nothing was done")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _flush_quietly()
+        return 1
     except OSError as exc:
         _debug_traceback()
         where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"enrich: error: {where}{exc.strerror or exc}\n")
+        say(f"{prog}: error: {where}{exc.strerror or exc}")
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+    except Exception as exc:
+        if getattr(sys, "_called_from_test", False):
+            raise
         _debug_traceback()
-        sys.stderr.write(f"enrich: internal error: {redact(repr(exc))[:300]} "
-                         "(a bug: rerun with ENRICHKIT_DEBUG=1 for the traceback and report it)\n")
+        say(f"{prog}: internal error: {redact(repr(exc))[:300]} (a bug: rerun with ENRICHKIT_DEBUG=1 for the "
+            "traceback and report it)")
         return EXIT_USAGE
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(
-        input=args.input, output=args.output, stages_file=args.stages_file, stages=args.stages,
-        max_workers=args.max_workers, checkpoint=args.checkpoint, checkpoint_interval=args.checkpoint_interval,
-        resume=args.resume, retry_failed=args.retry_failed, fresh=args.fresh, yes=args.yes,
-        id_columns=args.id_columns, limit=args.limit, delay=args.delay, rpm=args.rpm, tpm=args.tpm,
-        max_retries=args.max_retries, timeout=args.timeout, max_outage=args.max_outage, max_cost=args.max_cost,
-        base_url=args.base_url, model=args.model, no_cache=args.no_cache, report=args.report, errors=args.errors,
-        allow_config_change=args.allow_config_change, quiet=args.quiet, verbose=args.verbose)
+def _run(options: RunOptions) -> int:
+    from enrichkit.checkpoint import read_checkpoint
+
+    paths = job_paths(options)
+    if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file():
+        options = options.with_recorded(read_checkpoint(paths.checkpoint).options)
+    if options.dry_run:
+        from enrichkit.dryrun import dry_run
+
+        return dry_run(options)
+    from enrichkit.job import Settings, open_job
+    from enrichkit.pipeline import Pipeline
+    from enrichkit.plan import plan_job
+    from enrichkit.progress import Progress
+    from enrichkit.stopping import StopSignal
+
+    plan = plan_job(options)
+    settings = Settings(api_key=api_key() if plan.llm else None,
+                        base_url=options.base_url or os.environ.get("GEMINI_BASE_URL") or None,
+                        backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0))
+    stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
+    job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
+    abandoned = 0
+    try:
+        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
+                            say=say, pace=job.pace)
+        with _signals(stop):
+            result = pipeline.run()
+        abandoned = result.abandoned
+        code = result.outcome.exit_code
+        _notify(options, result.report, plan, stop)
+    finally:
+        if not abandoned:
+            job.close()
+    if abandoned:
+        # Records abandoned at the drain deadline are still on the wire; everything durable is written.
+        # Leave without joining their threads (they would hold the exit for up to --timeout).
+        _flush_quietly()
+        job.lock.release()
+        os._exit(code)
+    return code
+
+
+def _notify(options: RunOptions, report: dict[str, object], plan: object, stop: object) -> None:
+    url = options.notify_url
+    if not url:
+        return
+    try:
+        from enrichkit import notify
+    except ImportError:  # pragma: no cover - the module ships with enrichkit
+        return
+    warning = notify.notify_run_end(url, report, plan, should_stop=stop)  # type: ignore[attr-defined]
+    if warning:
+        log.warning("%s", warning)
+
+
+@contextlib.contextmanager
+def _signals(stop: object) -> Iterator[None]:
+    """SIGINT and SIGTERM only set flags on `stop` (its `interrupt`); every write stays whole."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.interrupt(signal.Signals(signum).name)  # type: ignore[attr-defined]
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def api_key() -> str:
+    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or .env in the current folder).
+    A key pasted with typographic quotes, spaces or other non-ASCII characters is refused here (exit 2)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
+    key = os.environ.get(name) or ""
+    if not key:
+        raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file")
+    register_secret(key)
+    register_secret(key.strip().strip("\"'“”‘’"))
+    bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
+    if bad:
+        kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
+                        for c in bad})
+        raise UsageError(f"{name} contains {' and '.join(kinds)} (pasted from a document?); an API key is plain "
+                         "letters, digits, - and _: fix it in the environment or .env")
+    return key
+
+
+def _confirm(question: str) -> bool:
+    """--fresh on a terminal: ask. Not on a terminal: no (the store then says to add --yes)."""
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
 
 
 def _debug_traceback() -> None:
     if os.environ.get("ENRICHKIT_DEBUG"):
         traceback.print_exc()
+
+
+def _flush_quietly() -> None:
+    """Flush stdout and stderr; if the reader went away (`| head`), point them at /dev/null so the
+    interpreter's own flush at exit cannot turn the exit code into 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

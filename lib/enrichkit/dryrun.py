@@ -7,67 +7,85 @@ from typing import TextIO
 
 from enrichkit.checkpoint import read_checkpoint
 from enrichkit.errors import EXIT_OK
-from enrichkit.job import RunOptions, count_input, plan_job
-from enrichkit.pricing import load_pricing
+from enrichkit.plan import RunOptions, plan_job
 from enrichkit.progress import format_duration
 from enrichkit.providers.gemini import full_prompt
-from enrichkit.records import Record
+from enrichkit.scan import PendingScan
 
-# What an answer usually costs beyond its JSON: a guess, printed as such. Thinking models add more.
+# Guesses, printed as such: what an answer costs beyond its JSON, and how long a call takes.
 OUTPUT_TOKENS_PER_FIELD = 20
+THINKING_TOKENS = 600  # a thinking model's typical thoughts per answer when no budget caps them
+SEARCH_QUERIES = 2  # queries a grounded 3.x answer typically runs
 ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the rate formula shows its weight
 
 
 def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
     plan = plan_job(options)
-    stages = plan.stages
-    unique, dupes, bad = count_input(plan.table, plan.id_columns)
-    first = next((r for r in plan.table.rows() if isinstance(r, Record)), None)
-    pending = unique
+    stages, pricing = plan.stages, plan.pricing
+    walk = PendingScan(plan.table, plan.id_columns)
+    first = None
+    for item in walk:
+        first = first or item.record
+    counts = walk.counts
+    pending = counts.records
     note = "no checkpoint yet: a new job"
     if plan.paths.checkpoint.exists():
         cp = read_checkpoint(plan.paths.checkpoint)
-        pending = max(0, unique - cp.completed_count - cp.failed_count)
+        pending = max(0, counts.records - cp.completed_count - cp.failed_count)
         note = (f"checkpoint {plan.paths.checkpoint}: {cp.completed_count} done, {cp.failed_count} failed "
                 f"(status {cp.status}); --resume would do {pending}")
     if options.limit is not None:
         pending = min(pending, options.limit)
     w = out.write
-    w(f"input: {plan.table.path} ({plan.table.kind[1:]}), {len(plan.table.columns)} columns, {unique} records, "
-      f"{dupes} duplicate rows, {bad} unreadable rows\n")
+    w(f"input: {plan.table.path} ({plan.table.describe_format()}), {len(plan.table.columns)} columns, "
+      f"{counts.records} records, {counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
+      f"{counts.empty} empty rows\n")
     w(f"stages: {', '.join(f'{s.name} ({s.kind})' for s in stages.stages)}\n")
     w(f"output: {plan.paths.output} with columns {', '.join(plan.columns)}\n")
     w(f"{note}\n")
-    pricing = load_pricing()
     llm = [s for s in stages.stages if s.kind == "llm"]
     tokens_in = tokens_out = 0
     cost = 0.0
+    grounded = 0
     values = dict(first.values) if first else {}
+    assumptions: list[str] = [f"output guessed at {OUTPUT_TOKENS_PER_FIELD} tokens a field"]
     for stage in stages.stages:
         if stage.kind == "llm" and stage.prompt is not None:
             prompt = full_prompt(stage, stage.prompt.render(values))
             if stage is llm[0]:
                 w(f"\nfirst prompt ({stage.name}, row {first.row if first else '-'}):\n{prompt}\n\n")
             model = stage.model or options.model or stages.model
-            t_in, t_out = len(prompt) // 4 + 1, OUTPUT_TOKENS_PER_FIELD * len(stage.fields)
+            t_in = len(prompt) // 4 + 1
+            t_out = OUTPUT_TOKENS_PER_FIELD * len(stage.fields)
+            budget = stage.settings.get("thinking_budget")
+            thinking = 0 if budget == 0 else min(int(budget), THINKING_TOKENS) if budget and budget > 0 \
+                else THINKING_TOKENS
+            if thinking:
+                assumptions.append(f"{stage.name}: {thinking} thinking tokens an answer (billed as output)")
+            charge = pricing.charge(model, prompt_tokens=t_in, output_tokens=t_out + thinking, grounded=stage.search,
+                                    search_queries=SEARCH_QUERIES if stage.search else 0,
+                                    flex=stage.settings.get("service_tier") == "flex")
+            if stage.search:
+                grounded += 1
+                price = pricing.lookup(model)
+                unit = "prompt" if price is None or price.grounding == "prompt" else f"query ({SEARCH_QUERIES} a call)"
+                assumptions.append(f"{stage.name}: a grounding fee per grounded {unit}")
             tokens_in += t_in
-            tokens_out += t_out
-            cost += pricing.cost(model, t_in, t_out)
-            if not pricing.known(model):
-                w(f"note: no price for model {model!r} in data/pricing.toml; its cost counts as $0\n")
-        values.update({f: f"<{f}>" for f in stage.fields})
+            tokens_out += t_out + thinking
+            cost += charge.tokens + charge.grounding
+        values.update({f: f"<{f}>" for f in stage.output_fields})
     requests = pending * len(llm)
     rpm = options.rpm or stages.defaults.get("rpm")
     tpm = options.tpm or stages.defaults.get("tpm")
-    per_request = (tokens_in + tokens_out) / len(llm) if llm else 0
+    per_request = tokens_in / len(llm) if llm else 0
     bounds = {"workers / latency": options.max_workers / ASSUMED_LATENCY}
     if rpm:
         bounds["rpm / 60"] = float(rpm) / 60
     if tpm and per_request:
-        bounds["tpm / tokens per request / 60"] = float(tpm) / per_request / 60
-    w(f"estimate for {pending} records: {requests} LLM requests, ~{pending * tokens_in:,} prompt + "
-      f"~{pending * tokens_out:,} output tokens, ~${pending * cost:.2f} (output guessed at "
-      f"{OUTPUT_TOKENS_PER_FIELD} tokens a field; thinking and search grounding cost extra)\n")
+        bounds["tpm / input tokens per request / 60"] = float(tpm) / per_request / 60
+    w(f"estimate for {pending} records: {requests} LLM requests ({pending * grounded} grounded), "
+      f"~{pending * tokens_in:,} input + ~{pending * tokens_out:,} output tokens, ~${pending * cost:.2f} "
+      f"({'; '.join(assumptions)})\n")
     if llm:
         name, rate = min(bounds.items(), key=lambda kv: kv[1])
         w(f"duration: ~{format_duration(requests / rate)} at {rate:.2f} requests/s, bound by {name} "

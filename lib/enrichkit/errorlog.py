@@ -1,4 +1,4 @@
-"""The error log (`*.errors.jsonl`): one line per failed attempt, shared by all workers."""
+"""The error log (`*.errors.jsonl`): one line per failed attempt (and per unreadable input row)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.checkpoint import utc_now
-from enrichkit.logs import redact
-
-ERROR_TYPES = ("rate_limit", "timeout", "server_error", "validation_error", "client_error", "auth_error",
-               "input_error", "budget")
+from enrichkit.redact import redact
 
 
 class ErrorLog:
-    """Append-only JSONL; each line is written whole under a lock and flushed."""
+    """Append-only JSONL; each line is written whole and flushed. Written by the pipeline's main thread; the
+    lock keeps a line whole against the close at exit."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         # Held while a line is written, and taken for good at abandon time so no line is torn by the exit.
         self.lock = threading.Lock()
 

@@ -151,6 +151,6 @@ def same_file(a: Path, b: Path) -> bool:
     except (OSError, RuntimeError):
         return False
     try:
-        return os.path.samefile(a, b)
+        return a.samefile(b)
     except OSError:
         return False

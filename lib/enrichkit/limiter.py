@@ -1,167 +1,367 @@
-"""One pace for all workers: strict request and token spacing, 429 pauses, and an adaptive rate.
+"""One pace for all workers: requests spaced just under the quota, and what each 429 says about it.
 
 Pacing is GCRA virtual scheduling with a burst of 1: each request reserves the next slot, one
-interval (60/rpm s) after the previous one, and tokens run on a second clock the same way (a
-request of T tokens occupies T*60/tpm s); a request goes at the later of the two. A burst at start
-would overrun a server that counts any sliding 60 s window, so there is none.
+interval (window/pace s) after the previous one, and input tokens run on a second clock the same
+way; a request goes at the later of the two. The pace is `headroom` (0.99) of the quota: a server
+that counts a window (sliding or fixed) then never sees more than the quota in one, even when
+requests reach it a little late or early.
 
-Adaptation is AIMD. A 429 pauses every worker for the server's delay and multiplies the pace by
-0.7; all 429s of one pause are one event (they answer requests already in flight). Each success
-adds 1/50 of the configured rpm, so 15 successes restore it at any rpm and a one-off 429 costs
-about 3 requests' worth of time beyond the pause. The climb is fast on purpose: the pause, not the
-pace, keeps a too-high --rpm inside the quota (the server's delay runs until a slot frees), while a
-slow climb lets the random 429s of a loaded API ratchet the pace down until it collapses (both
-seen in simulation). Without an rpm, the first 429 sets the pace from the rate achieved over the
-last 60 s, which then climbs by 1/50 of that per success with no ceiling, probing as TCP does.
+A quota is counted over a window (60 s for Gemini's per-minute quotas). Every request is kept for two
+windows with its send time and its answer, so at a 429 the limiter knows how many requests sent in
+the window before the rejected one were let through: what the server admits in a window, the quota
+as it counts it. What a 429 then does depends on what it says:
+
+- a *lone* 429 (one at a window's edge, or a loaded API's): only the request that got it waits its
+  `retryDelay`; the pool keeps its pace, so its slots are not lost. Most 429s are these.
+- a *storm*: 5 of the last 20 answers are 429 while the pace is 1.2x what the server admitted or
+  more (or nothing paces requests); or the first answer after a pause is a 429 again. Every worker
+  pauses for the server's delay, and the pace becomes `headroom` x what the server admitted.
+- *creeping over*: 5 % of a window's answers are 429 (at least 10): the pace is a little above the
+  quota; it is set from what the server admitted, without a pause.
+- a whole window without a 429 while the pace binds: the quota estimate rises by 2 % (doubling
+  with each such window, up to 16 %), never above the configured rpm. Without an rpm this is how a
+  quota is found again after a cut; with the true rpm nothing rises above it.
+
+429s answering requests sent before the pace last changed (or before a pause) are echoes: they
+wait, but say nothing about the new pace. Rates are counted per window: "rpm" is requests per
+`window` seconds (per minute unless a test or the bench shrinks the window).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-WINDOW = 60.0  # seconds the provider counts a quota over
-DECREASE = 0.7  # multiplicative decrease on a 429 event
-RECOVERY_STEPS = 50  # additive increase: 1/50 of the configured (or learnt) rpm per success
+WINDOW = 60.0  # seconds a quota is counted over (Gemini's quotas are per minute); read when a Limiter is made
+HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach the server late or early
+STORM_OF, STORM_429S = 20, 5  # this many 429s among the last answers is a flood ...
+OVERRUN = 1.2  # ... and a storm when the pace is this far above what the server admitted
+CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
+STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
+HOLD_SHARE = 60  # a run of 429s at the quota holds every worker window/60 s (1 s), doubling while it lasts
+PROBE_STEP, MAX_PROBE_STEP = 0.02, 0.16  # quota estimate raised after a clean window, doubling per clean window
+BINDING = 0.9  # the pace binds when the pool sent at least this share of it over the last window
 MIN_RPM = 1.0
 DEFAULT_PAUSE = 2.0  # when a 429 carries no delay; doubles when it was too short
 MAX_DEFAULT_PAUSE = 60.0
-ECHO_WINDOW = 2.0  # 429s this soon after an event's first one still come from requests sent before it
 LATE_SLACK = 0.1  # a wake-up late by up to this fraction of a slot keeps the grid: threads cannot drift the pace
+
+PENDING, ADMITTED, REJECTED = 0, 1, 2
+Event = tuple[str, dict[str, Any]]
+
+
+class _Sent:
+    """One request: when it was sent and what became of it."""
+
+    __slots__ = ("at", "state")
+
+    def __init__(self, at: float) -> None:
+        self.at, self.state = at, PENDING
 
 
 class Limiter:
-    """Shared by every worker thread; all methods are thread-safe and hold the lock briefly."""
+    """Shared by every worker thread; all methods are thread-safe and hold the lock briefly.
 
-    def __init__(self, rpm: float | None, tpm: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep, max_nap: float = 0.25) -> None:
+    A worker calls `acquire` before each request and then, from the same thread, `on_success` or
+    `on_rate_limited` (the limiter matches the answer to the request by thread), and `settle` with
+    the input tokens the answer reports. `worker` names the caller (the thread, unless a test says).
+    """
+
+    def __init__(self, rpm: float | None, tpm: float | None, *, window: float | None = None,
+                 headroom: float = HEADROOM, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep, max_nap: float = 0.25,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 worker: Callable[[], Hashable] = threading.get_ident) -> None:
         if any(limit is not None and limit <= 0 for limit in (rpm, tpm)):
             raise ValueError("rpm and tpm must be positive (or None for no limit)")
-        if max_nap <= 0:
-            raise ValueError("max_nap must be positive")
-        self._rpm, self._tpm = rpm, tpm
+        if max_nap <= 0 or not 0 < headroom <= 1:
+            raise ValueError("max_nap must be positive and headroom in (0, 1]")
+        self._rpm, self._tpm, self._headroom = rpm, tpm, headroom
+        self._window = WINDOW if window is None else window
         self._clock, self._sleep, self._max_nap = clock, sleep, max_nap
+        self._on_event, self._worker = on_event, worker
         self._lock = threading.Lock()
         now = clock()
-        self._rate: float | None = rpm  # the pace in force (requests/min); None: unpaced
-        self._step = (rpm or 0.0) / RECOVERY_STEPS  # rpm added per success after a decrease
-        self._next_req = now  # earliest start of the next request on the request clock
-        self._next_tok = now  # ... and on the token clock
+        self._quota: float | None = rpm  # requests per window, as configured or learnt; None: not known
+        self._rate = self._pace(rpm)  # the pace in force (requests per window); None: unpaced
+        self._next_req = self._next_tok = now  # earliest start of the next request on each clock
         self._slack = 0.0
         self._paused_until = now
-        self._event_until = now  # 429s before this belong to the current event
         self._default_pause = DEFAULT_PAUSE
-        self._sent: deque[float] = deque()  # acquire times within the last WINDOW
-        self._first_sent: float | None = None
-        self._rate_limited = self._pauses = self._decreases = 0
+        self._sent: deque[_Sent] = deque()  # requests of the last two windows, oldest first
+        self._mine: dict[Hashable, _Sent] = {}  # each worker's request awaiting its answer
+        self._own_wait: dict[Hashable, float] = {}  # a worker's own retry delay, from its last 429
+        self._recent: deque[bool] = deque(maxlen=STORM_OF)  # answers since the last change: True = 429
+        self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) since the change, last window
+        self._verdict_429s = 0
+        self._streak = 0  # fresh 429s since the last fresh success
+        self._hold = self._window / HOLD_SHARE  # the next hold's length
+        self._holding = False  # after a hold, until the first fresh answer says whether it was long enough
+        self._changed_at = now  # answers to requests sent before this are echoes
+        self._check_resume = False  # after a pause, until the first fresh answer says it was long enough
+        self._last_429 = -math.inf  # when a fresh 429 last came
+        self._probe_step = PROBE_STEP
+        self._raised_from, self._raised_at = 0.0, -math.inf  # the quota before the last raise, and when
+        self._next_probe_check = now
+        self._rate_limited = self._pauses = self._holds = self._decreases = self._increases = 0
         self._paused_total = 0.0  # seconds of pause granted, including any still ahead
 
+    # --- sending ------------------------------------------------------------------------------
+
     def acquire(self, tokens: int, should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Block until a request of about `tokens` tokens may go, and reserve it.
+        """Block until a request of about `tokens` input tokens may go, and reserve it.
 
         Returns False, reserving nothing, once `should_stop()` is true. Sleeps in naps of at most
         `max_nap`, re-reading the schedule after each, so a pause that begins meanwhile holds it too.
         """
         while not should_stop():
-            with self._lock:
-                now = self._clock()
-                start = max(self._next_req, self._next_tok, self._paused_until)
-                if start <= now:
-                    # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh.
-                    slot = start if now - start <= self._slack else now
-                    self._reserve(slot, max(0, tokens), now)
-                    return True
-            self._sleep(min(start - now, self._max_nap))  # never under the lock
+            wait = self.try_acquire(tokens)
+            if wait <= 0:
+                return True
+            self._sleep(min(wait, self._max_nap))  # never under the lock
         return False
 
-    def _reserve(self, slot: float, tokens: int, now: float) -> None:
-        gap_req = WINDOW / self._rate if self._rate else 0.0
-        gap_tok = tokens * WINDOW / self._tpm if self._tpm else 0.0
+    def try_acquire(self, tokens: int) -> float:
+        """Reserve a slot now and return 0.0, or return the seconds to wait before asking again."""
+        with self._lock:
+            now = self._clock()
+            me = self._worker()
+            grid = max(self._next_req, self._next_tok, self._paused_until)
+            start = max(grid, self._own_wait.get(me, grid))
+            if start > now:
+                return start - now
+            self._own_wait.pop(me, None)
+            # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh.
+            slot = grid if now - grid <= self._slack else now
+            self._reserve(slot, max(0, tokens), now, me)
+            return 0.0
+
+    def _reserve(self, slot: float, tokens: int, now: float, me: Hashable) -> None:
+        gap_req = self._window / self._rate if self._rate else 0.0
+        gap_tok = tokens * self._window / (self._tpm * self._headroom) if self._tpm else 0.0
         self._next_req, self._next_tok = slot + gap_req, slot + gap_tok
         self._slack = LATE_SLACK * max(gap_req, gap_tok)
-        self._sent.append(now)
-        self._forget(now)
-        if self._first_sent is None:
-            self._first_sent = now
-
-    def _forget(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - WINDOW:
+        sent = _Sent(now)
+        self._sent.append(sent)
+        self._mine[me] = sent
+        while self._sent and self._sent[0].at <= now - 2 * self._window:
             self._sent.popleft()
 
     def settle(self, estimated: int, actual: int) -> None:
-        """Correct the token clock once the response's usage (`actual` tokens) is known."""
+        """Correct the token clock once the response's usage (`actual` input tokens) is known."""
         if self._tpm is None or actual == estimated:
             return
         with self._lock:
-            shifted = self._next_tok + (actual - estimated) * WINDOW / self._tpm
+            shifted = self._next_tok + (actual - estimated) * self._window / (self._tpm * self._headroom)
             if actual < estimated:
                 # Credit back, but never into the past: time nobody used cannot be spent in a burst later.
                 shifted = max(shifted, min(self._next_tok, self._clock()))
             self._next_tok = shifted
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause every worker until now + `retry_after` (default 2 s, doubling) and slow the pace."""
-        with self._lock:
-            now = self._clock()
-            self._rate_limited += 1
-            new_event = now >= self._event_until
-            if retry_after is not None:
-                delay = max(0.0, retry_after)
-            else:
-                if new_event:
-                    # A fresh 429 right after a default pause ended: that pause was too short.
-                    too_short = self._pauses > 0 and now < self._paused_until + self._default_pause
-                    self._default_pause = min(2 * self._default_pause, MAX_DEFAULT_PAUSE) if too_short \
-                        else DEFAULT_PAUSE
-                delay = self._default_pause
-            if now + delay > self._paused_until:  # a later, shorter delay never shortens a pause
-                self._paused_total += now + delay - max(self._paused_until, now)
-                self._paused_until = now + delay
-            if new_event:
-                self._pauses += 1
-                self._decrease(now)
-                self._event_until = max(self._paused_until, now + ECHO_WINDOW)
-            else:
-                self._event_until = max(self._event_until, self._paused_until)
-
-    def _decrease(self, now: float) -> None:
-        before = self._rate
-        if self._rpm is None and before is None:
-            # No rpm was given: the first 429 starts the pace from the rate achieved so far. Only the first:
-            # later measurements include the pauses themselves, and re-measuring would ratchet the pace
-            # down to nothing under random 429s (seen in `make bench` P5).
-            measured = self._achieved_rpm(now)
-            if measured is not None:
-                before = measured
-                self._step = before / RECOVERY_STEPS
-        if before is None:
-            return  # nothing sent yet: the pause alone must do
-        self._rate = max(MIN_RPM, before * DECREASE)
-        self._decreases += 1
-
-    def _achieved_rpm(self, now: float) -> float | None:
-        self._forget(now)
-        if self._first_sent is None or not self._sent:
-            return None
-        span = max(1.0, min(WINDOW, now - self._first_sent))
-        return len(self._sent) * WINDOW / span
+    # --- answers ------------------------------------------------------------------------------
 
     def on_success(self) -> None:
-        """A request succeeded: let the pace climb back toward the configured rpm."""
+        """The calling worker's request was answered (not 429): the pace may rise after a clean window."""
+        events: list[Event] = []
         with self._lock:
-            if self._rate is None or self._rate == self._rpm or self._clock() < self._paused_until:
-                return  # nothing to recover, or a request sent before the pause says nothing about the pace
-            rate = self._rate + self._step
-            self._rate = rate if self._rpm is None else min(rate, self._rpm)
+            sent = self._mine.pop(self._worker(), None)
+            if sent is None:
+                return
+            sent.state = ADMITTED
+            if sent.at < self._changed_at:
+                return  # sent at another pace: says nothing about this one
+            now = self._clock()
+            self._check_resume = self._holding = False
+            self._streak, self._hold = 0, self._window / HOLD_SHARE
+            self._note(now, False)
+            self._maybe_raise(now, events)
+        self._emit(events)
+
+    def on_rate_limited(self, retry_after: float | None, *, quota: bool | None = None,
+                        limit: float | None = None) -> float:
+        """The calling worker's request got a 429. Returns the seconds it must wait before its retry.
+
+        `retry_after` is the server's delay (None: none given). `quota` says whether the 429 names a
+        per-minute quota (True: a QuotaFailure with a PerMinute quotaId; False: none, e.g. a loaded
+        API's "Resource has been exhausted"; None: unknown, treated as a quota). `limit` is the quota
+        the 429 states (QuotaFailure `quotaValue`) when it counts requests per window. The next
+        `acquire` from this worker waits the returned time by itself; the caller need not sleep it.
+        """
+        events: list[Event] = []
+        with self._lock:
+            now = self._clock()
+            me = self._worker()
+            self._rate_limited += 1
+            sent = self._mine.pop(me, None)
+            sent_at = now if sent is None else sent.at
+            if sent is not None:
+                sent.state = REJECTED
+            delay = self._delay(retry_after, now)
+            own = max(self._own_wait.get(me, now), now + delay)
+            self._own_wait[me] = own
+            if sent_at >= self._changed_at:  # sent at the pace in force, not an echo of an earlier one
+                self._judge(now, sent_at, delay, quota is not False, limit, events)
+            elif quota is not False and limit is not None and 0 < limit != self._quota:
+                self._set_quota(float(limit), now, events)  # the server says what the quota is
+                self._mark_change(now)
+            wait = max(own, self._paused_until) - now
+        self._emit(events)
+        return wait
+
+    def _delay(self, retry_after: float | None, now: float) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        # No delay given: 2 s, doubled when the last pause ended just before this 429 (it was too short).
+        too_short = self._pauses > 0 and self._paused_until <= now < self._paused_until + self._default_pause
+        self._default_pause = min(2 * self._default_pause, MAX_DEFAULT_PAUSE) if too_short else DEFAULT_PAUSE
+        return self._default_pause
+
+    def _note(self, now: float, rejected: bool) -> None:
+        self._recent.append(rejected)
+        self._verdicts.append((now, rejected))
+        self._verdict_429s += rejected
+        while self._verdicts and self._verdicts[0][0] <= now - self._window:
+            self._verdict_429s -= self._verdicts.popleft()[1]
+
+    def _admitted_before(self, t: float) -> int:
+        """Requests sent in the window before `t` that the server did not refuse (answered or not yet)."""
+        count = 0
+        for sent in reversed(self._sent):
+            if sent.at < t - self._window:
+                break
+            count += sent.at < t and sent.state != REJECTED
+        return count
+
+    def _judge(self, now: float, sent_at: float, delay: float, teaches: bool, limit: float | None,
+               events: list[Event]) -> None:
+        """What a fresh 429 says: a storm, a raise gone too far, a pace a little over the quota, or nothing."""
+        self._note(now, True)
+        self._streak += 1
+        if teaches:
+            self._last_429, self._probe_step = now, PROBE_STEP
+        stated = float(limit) if teaches and limit is not None and limit > 0 else None
+        admitted = self._admitted_before(sent_at)
+        # Sending well above what the server admits (or unpaced): a storm once 429s flood the answers.
+        overrun = self._rate is None or self._rate >= OVERRUN * admitted
+        if self._check_resume or (overrun and sum(self._recent) >= STORM_429S):  # resumed too soon, or a flood
+            learnt = stated if stated is not None else float(admitted)
+            self._storm(now, delay, learnt if teaches else None, events)
+        elif overrun:
+            return  # not yet a flood: the request that got it waits
+        elif not teaches:
+            return  # a loaded API's 429: only the request that got it waits
+        elif stated is not None:
+            if stated != self._quota:
+                self._set_quota(stated, now, events)
+                self._mark_change(now)
+        elif now - self._raised_at < self._window:
+            self._set_quota(self._raised_from, now, events)  # the last raise went past the quota: undo it
+            self._raised_at = -math.inf
+            self._mark_change(now)
+        else:
+            # Several 429s in a row (a fixed window's end), or many in a window: the pace is a little over
+            # the quota; what the server admitted in the window is the quota.
+            over = self._streak >= STREAK or self._verdict_429s >= max(CREEP_MIN, CREEP_SHARE * len(self._verdicts))
+            if over and 0 < admitted < (self._quota or math.inf):
+                self._set_quota(float(admitted), now, events)
+                self._mark_change(now)
+            if self._streak >= STREAK or self._holding:
+                # The window is used up until it ends (or slots free): hold everyone briefly, longer while
+                # it lasts (the first answer after a hold says), rather than spend every worker on a long
+                # retryDelay of its own.
+                self._pause(now, min(delay, self._hold), events, hold=True)
+                self._hold = min(2 * self._hold, self._window)
+                self._mark_change(now)  # answers to requests sent before the hold are its echoes
+                self._holding = True
+
+    def _pause(self, now: float, seconds: float, events: list[Event], *, hold: bool = False) -> None:
+        until = now + seconds
+        if until > self._paused_until:  # a later, shorter delay never shortens a pause
+            self._paused_total += until - max(self._paused_until, now)
+            self._paused_until = until
+        if hold:
+            self._holds += 1
+            events.append(("hold", {"seconds": seconds,
+                                    "message": f"429s at the quota: holding all workers for {seconds:.1f} s"}))
+        else:
+            self._pauses += 1
+            events.append(("pause", {"seconds": seconds,
+                                     "message": f"429: pausing all workers for {seconds:.0f} s"}))
+
+    def _storm(self, now: float, delay: float, quota: float | None, events: list[Event]) -> None:
+        """Pause every worker for the server's delay; the pace becomes `quota` (what the server admitted)."""
+        self._pause(now, delay, events)
+        if quota:
+            self._set_quota(quota, now, events)
+        self._mark_change(now)
+        self._check_resume = True
+
+    def _maybe_raise(self, now: float, events: list[Event]) -> None:
+        """After a whole window at this pace without a 429, probe a higher quota (up to the configured one)."""
+        quota, window = self._quota, self._window
+        if quota is None or (self._rpm is not None and quota >= self._rpm) or now < self._next_probe_check:
+            return
+        if min(now - self._changed_at, now - self._last_429, now - self._raised_at) < window:
+            return
+        self._next_probe_check = now + window / 20  # the count below costs a pass over a window's requests
+        if self._rate is None or sum(s.at > now - window for s in self._sent) < BINDING * self._rate:
+            return  # the pool is not using the pace: a higher one would be untested
+        self._set_quota(quota * (1 + self._probe_step), now, events)
+        self._raised_from, self._raised_at = quota, now
+        self._probe_step = min(MAX_PROBE_STEP, 2 * self._probe_step)
+        # Not a change that makes echoes: a 429 for a request sent before the raise still says it went too far.
+
+    def _set_quota(self, quota: float, now: float, events: list[Event]) -> None:
+        if self._rpm is not None:
+            quota = min(quota, self._rpm)
+        before = self._rate
+        self._quota, self._rate = quota, self._pace(quota)
+        if self._rate is None or self._rate == before:
+            return
+        if before is None or self._rate < before:
+            self._decreases += 1
+            events.append(("decrease", {"rpm": self._rate, "from_rpm": before, "quota_rpm": quota,
+                                        "message": f"pace cut to {self._rpm_text(self._rate)}"}))
+        else:
+            self._increases += 1
+            events.append(("increase", {"rpm": self._rate, "from_rpm": before, "quota_rpm": quota,
+                                        "message": f"pace recovered to {self._rpm_text(self._rate)}"}))
+
+    def _rpm_text(self, rate: float) -> str:
+        unit = "rpm" if self._window == 60 else f"per {self._window:g} s"
+        return f"{rate:,.0f} {unit}"
+
+    def _mark_change(self, now: float) -> None:
+        self._changed_at = now
+        self._recent.clear()
+        self._verdicts.clear()
+        self._verdict_429s = self._streak = 0
+
+    def _pace(self, quota: float | None) -> float | None:
+        return None if quota is None else max(MIN_RPM, quota * self._headroom)
+
+    def _emit(self, events: list[Event]) -> None:
+        if self._on_event is not None:
+            for name, fields in events:  # outside the lock: the callback may log, and logging may block
+                self._on_event(name, fields)
+
+    # --- figures ------------------------------------------------------------------------------
 
     @property
     def current_rpm(self) -> float | None:
-        """The pace in force, in requests per minute; None when nothing paces requests."""
+        """The pace in force, in requests per window (minute); None when nothing paces requests."""
         with self._lock:
             return self._rate
+
+    @property
+    def quota_rpm(self) -> float | None:
+        """The quota as configured or learnt from 429s (requests per window); None while unknown."""
+        with self._lock:
+            return self._quota
 
     @property
     def paused_until(self) -> float:
@@ -170,9 +370,11 @@ class Limiter:
             return self._paused_until
 
     def snapshot(self) -> dict[str, Any]:
-        """Figures for progress lines and the final report."""
+        """Figures for progress lines, `jobs.py status` and the final report."""
         with self._lock:
             ahead = max(0.0, self._paused_until - self._clock())
-            return {"rpm": self._rpm, "tpm": self._tpm, "current_rpm": self._rate,
-                    "rate_limited": self._rate_limited, "pauses": self._pauses,
-                    "paused_seconds": round(self._paused_total - ahead, 3), "decreases": self._decreases}
+            return {"rpm": self._rpm, "tpm": self._tpm, "current_rpm": self._rate, "quota_rpm": self._quota,
+                    "window_seconds": self._window, "rate_limited": self._rate_limited, "pauses": self._pauses,
+                    "holds": self._holds,
+                    "paused_seconds": round(self._paused_total - ahead, 3), "paused_for": round(ahead, 3),
+                    "decreases": self._decreases, "increases": self._increases}

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrichkit.checkpoint import Checkpoint
-from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, AuthError, EnrichError
+from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, AuthError, EnrichError, WriteFailed
 
 
 @dataclass(frozen=True)
@@ -19,9 +18,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RunEnd:
-    """Why the main loop stopped."""
+    """Why the main loop stopped, and where the job stands."""
 
-    fatal: EnrichError | None = None  # auth, quota, outage
+    done: int
+    failed: int
+    left: int
+    cost: float = 0.0
+    fatal: EnrichError | None = None  # auth, quota, billing, outage, configuration, a write failure
     budget_hit: bool = False
     stopped: bool = False  # a signal, `jobs.py cancel`, or the fatal/budget stop itself
     limit_hit: bool = False
@@ -30,19 +33,16 @@ class RunEnd:
     errors_path: Path | str = ""
 
 
-def records_left(cp: Checkpoint) -> int:
-    return max(0, cp.total_records - cp.completed_count - cp.failed_count)
-
-
-def decide_outcome(cp: Checkpoint, end: RunEnd) -> Outcome:
+def decide_outcome(end: RunEnd) -> Outcome:
     """The first that applies: fatal error, budget, signal, --limit, failures, records not reached, done."""
-    done, failed, left = cp.completed_count, cp.failed_count, records_left(cp)
+    done, failed, left = end.done, end.failed, end.left
     if end.fatal is not None:
-        status = "failed" if isinstance(end.fatal, AuthError) else "interrupted"
-        return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.")
+        status = "failed" if isinstance(end.fatal, AuthError) or end.fatal.exit_code == 2 else "interrupted"
+        resume = " Run with --resume to continue." if not isinstance(end.fatal, WriteFailed | AuthError) else ""
+        return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
         return Outcome("budget_exhausted", EXIT_BUDGET,
-                       f"Budget reached: ${cp.cost_usd:.4f} spent (--max-cost {end.max_cost}); "
+                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
     if end.stopped:
         return Outcome("interrupted", EXIT_INTERRUPTED,
@@ -61,16 +61,22 @@ def decide_outcome(cp: Checkpoint, end: RunEnd) -> Outcome:
     return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
 
 
-def summary(report: dict[str, Any], paths: Any) -> str:
+def summary(report: dict[str, Any], files: list[Path]) -> str:
     """The lines printed under the closing line: the job's counts and this run's figures."""
     c = report["counts"]
+    run = report["this_run"]
     t = report["tokens"]
+    cost = report["cost"]
+    grounding = f" (grounding ${cost['grounding_usd']:.4f})" if cost["grounding_usd"] else ""
     return "\n".join([
         (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
-         f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows"),
+         f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows, "
+         f"{c['empty_rows']} empty rows"),
         (f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
-         f"({report['records_per_minute'] or 0:.1f} rec/min), {report['requests']} requests, "
-         f"{report['retries']} retries, {report['rate_limited']} rate-limited, {report['cache_hits']} cache hits"),
-        f"  tokens: {t['total']:,} ({t['prompt']:,} in, {t['output']:,} out), cost ${report['cost_usd']:.4f}",
-        f"  files: {paths.output}  {paths.checkpoint}  {paths.report}  {paths.errors}",
+         f"({report['records_per_minute'] or 0:.1f} rec/min), {run['requests']} requests, "
+         f"{run['retries']} retries, {run['rate_limited']} rate-limited, {run['cache_hits']} cache hits, "
+         f"${run['cost_usd']:.4f}"),
+        (f"  job: {t['total']:,} tokens ({t['prompt']:,} in, {t['output']:,} out), "
+         f"cost ${report['cost_usd']:.4f}{grounding}"),
+        "  files: " + "  ".join(str(f) for f in files),
     ])

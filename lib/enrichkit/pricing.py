@@ -1,45 +1,110 @@
-"""Token prices (`data/pricing.toml`, USD per million tokens) and the cost of a call."""
+"""What an answer costs: token prices and the Search grounding fee, per model (`pricing.toml`, package data).
+
+Priced by the model that served the answer (`modelVersion`), not the one asked for: an alias such as
+`gemini-flash-latest` is billed as whatever it points at. Thinking tokens are output; cached input
+tokens are billed at the cached rate; `service_tier = "flex"` takes the flex discount off the tokens.
+"""
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from enrichkit.errors import ConfigError
-from enrichkit.logs import log
-
-DEFAULT_PRICING = Path(__file__).resolve().parents[2] / "data" / "pricing.toml"
 
 
 @dataclass(frozen=True)
+class ModelPrice:
+    input: float  # USD per 1M tokens
+    output: float
+    cached_input: float | None = None  # None: cached tokens at the input price
+    grounding: str = "prompt"  # the grounding fee is per "prompt" (2.5) or per search "query" (3.x)
+    grounding_per_1000: float = 0.0
+
+
+@dataclass(frozen=True)
+class Charge:
+    tokens: float
+    grounding: float
+
+
 class Pricing:
-    prices: dict[str, tuple[float, float]]  # model -> (input, output) USD per 1M tokens
+    """Thread-safe (the free grounding allowance is counted under a lock)."""
 
-    def cost(self, model: str, prompt_tokens: int, output_tokens: int) -> float:
-        price = self.prices.get(model) or self._prefix_match(model)
-        if price is None:
-            return 0.0
-        return (prompt_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+    def __init__(self, prices: dict[str, ModelPrice], *, aliases: dict[str, str] | None = None,
+                 flex_discount: float = 0.5, grounding_free: int = 0) -> None:
+        self.prices = prices
+        self.aliases = aliases or {}
+        self.flex_discount = flex_discount
+        self._free_left = grounding_free
+        self._lock = threading.Lock()
 
-    def known(self, model: str) -> bool:
-        return model in self.prices or self._prefix_match(model) is not None
-
-    def _prefix_match(self, model: str) -> tuple[float, float] | None:
-        # "gemini-2.5-flash-001" is priced as "gemini-2.5-flash"; the longest known prefix wins.
-        best = max((m for m in self.prices if model.startswith(m)), key=len, default=None)
+    def lookup(self, model: str) -> ModelPrice | None:
+        """Exact name, then alias, then the longest listed prefix ("gemini-2.5-flash-001" as "gemini-2.5-flash")."""
+        name = model.removeprefix("models/")
+        name = self.aliases.get(name, name)
+        if name in self.prices:
+            return self.prices[name]
+        best = max((m for m in self.prices if name.startswith(m)), key=len, default=None)
         return self.prices[best] if best else None
 
+    def known(self, model: str) -> bool:
+        return self.lookup(model) is not None
 
-def load_pricing(path: str | Path | None = None) -> Pricing:
-    path = Path(path) if path else DEFAULT_PRICING
-    if not path.exists():
-        log.warning("pricing file %s not found: costs will show as $0", path)
-        return Pricing({})
+    def used_grounding(self, units: int) -> None:
+        """The job's grounded units so far (from the checkpoint): they used up that much of the free allowance."""
+        with self._lock:
+            self._free_left = max(0, self._free_left - units)
+
+    def charge(self, model: str, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
+               grounded: bool = False, search_queries: int = 0, flex: bool = False) -> Charge:
+        """The cost of one answer. An unknown model costs 0 here: the run refuses those at start."""
+        price = self.lookup(model)
+        if price is None:
+            return Charge(0.0, 0.0)
+        cached = min(cached_tokens, prompt_tokens)
+        cached_rate = price.input if price.cached_input is None else price.cached_input
+        tokens = ((prompt_tokens - cached) * price.input + cached * cached_rate
+                  + output_tokens * price.output) / 1_000_000
+        if flex:
+            tokens *= 1 - self.flex_discount
+        units = 0
+        if grounded:
+            units = search_queries if price.grounding == "query" else 1
+        with self._lock:
+            free = min(units, self._free_left)
+            self._free_left -= free
+        return Charge(tokens, (units - free) * price.grounding_per_1000 / 1000)
+
+
+def load_pricing(path: str | Path | None = None, extra: dict[str, dict[str, Any]] | None = None) -> Pricing:
+    """The shipped `pricing.toml` (or `path`), with the stages file's `[prices]` on top."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        prices = {str(m): (float(v.get("input", 0)), float(v.get("output", 0))) for m, v in data.items()
-                  if isinstance(v, dict)}
-    except (tomllib.TOMLDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"{path}: cannot read the pricing file: {exc}") from None
-    return Pricing(prices)
+        if path is None:
+            text = resources.files("enrichkit").joinpath("pricing.toml").read_text(encoding="utf-8")
+            where = "enrichkit/pricing.toml"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+        data = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the pricing file: {exc}") from None
+    try:
+        settings = data.pop("settings", {})
+        aliases = {str(k): str(v) for k, v in data.pop("aliases", {}).items()}
+        prices = {str(m): _price(v) for m, v in data.items() if isinstance(v, dict)}
+        prices.update({str(m): _price(v) for m, v in (extra or {}).items()})
+        return Pricing(prices, aliases=aliases, flex_discount=float(settings.get("flex_discount", 0.5)),
+                       grounding_free=int(settings.get("grounding_free", 0)))
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise ConfigError(f"{where}: a price is not a number: {exc}") from None
+
+
+def _price(table: dict[str, Any]) -> ModelPrice:
+    cached = table.get("cached_input")
+    return ModelPrice(float(table["input"]), float(table["output"]), None if cached is None else float(cached),
+                      str(table.get("grounding", "prompt")), float(table.get("grounding_per_1000", 0.0)))

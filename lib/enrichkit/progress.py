@@ -19,7 +19,9 @@ class Figures:
     failed: int
     tokens: int
     cost: float
-    rate_per_min: float  # records/min in this run
+    rate_per_min: float  # records/min in this run (the same figure `jobs.py status` shows while it runs)
+    rate_limited: int = 0  # 429 answers in this run
+    retries: int = 0  # requests beyond the first of a call, in this run
 
     @property
     def eta_seconds(self) -> float | None:
@@ -40,7 +42,8 @@ def format_duration(seconds: float | None) -> str:
 def describe(f: Figures) -> str:
     pct = 100 * f.done / f.total if f.total else 100.0
     return (f"{f.done}/{f.total} ({pct:.1f}%) done, {f.failed} failed, {f.tokens:,} tokens, ${f.cost:.4f}, "
-            f"{f.rate_per_min:.1f} rec/min, ETA {format_duration(f.eta_seconds)}")
+            f"{f.rate_per_min:.1f} rec/min, ETA {format_duration(f.eta_seconds)}, "
+            f"{f.rate_limited} rate-limited, {f.retries} retries")
 
 
 class Progress:
@@ -75,8 +78,9 @@ class Progress:
         if self._bar is not None:
             self._bar.total = f.total
             self._bar.n = f.done
-            self._bar.set_postfix_str(f"failed={f.failed} tok={f.tokens:,} ${f.cost:.4f} {f.rate_per_min:.0f}/min",
-                                      refresh=False)
+            self._bar.set_postfix_str(f"failed={f.failed} tok={f.tokens:,} ${f.cost:.4f} "
+                                      f"{f.rate_per_min:.0f} rec/min rate-limited={f.rate_limited} "
+                                      f"retries={f.retries}", refresh=False)
             self._bar.refresh()
             return
         now = self._clock()
@@ -87,7 +91,15 @@ class Progress:
             self._last_time = now
             self._last_done = f.done
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Take the bar off the screen for a moment, so a line printed now is not drawn over."""
         if self._bar is not None:
+            self._bar.clear()
+
+    def close(self, final: Figures | None = None) -> None:
+        """End the bar with a last draw of the final figures (it would otherwise stop at its last refresh)."""
+        if self._bar is not None:
+            if final is not None:
+                self.update(final)
             self._bar.close()
             self._bar = None

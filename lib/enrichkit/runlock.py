@@ -68,7 +68,7 @@ class RunLock:
             # A run that stopped before writing anything leaves no empty output behind.
             with contextlib.suppress(OSError):
                 if self._created_output and os.fstat(self._fd).st_size == 0 and self.output.exists() \
-                        and os.path.samefile(self.output, f"/proc/self/fd/{self._fd}"):
+                        and self.output.samefile(f"/proc/self/fd/{self._fd}"):
                     self.output.unlink()
             os.close(self._fd)
             self._fd = None

@@ -7,14 +7,16 @@ and, for a typo, the nearest valid key.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
 import json
 import math
+import sys
 import tomllib
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +86,12 @@ STAGE_KEYS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "http": {**COMMON_STAGE_KEYS, "url": _text, "method": _one_of("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"),
              "headers": lambda v: None if isinstance(v, dict) else "a table", "json": lambda v: None},
 }
-FIELD_KEYS = {"type": _one_of(*FIELD_TYPES), "description": _text, "enum": lambda v: None if isinstance(v, list)
-              and v else "a non-empty list", "required": _flag}
+FIELD_KEYS: dict[str, Callable[[Any], str | None] | None] = {
+    "type": None,  # checked with its own message
+    "description": _text, "enum": lambda v: None if isinstance(v, list) and v else "a non-empty list",
+    "required": _flag}
 PRICE_KEYS = {"input": _number(0), "output": _number(0), "cached_input": _number(0),
-              "grounding_per_1000": _number(0), "grounding_unit": _one_of("prompt", "query")}
+              "grounding_per_1000": _number(0), "grounding": _one_of("prompt", "query")}
 
 
 @dataclass(frozen=True)
@@ -145,12 +149,14 @@ class Stage:
         found += templates_in(self.body)
         return [name for template in found for name in template.placeholders]
 
-    def load_function(self) -> Callable[[dict[str, str]], Any]:
-        """Import `module:callable` of a python stage; a module that fails to import names its file and line."""
+    def load_function(self, search: Sequence[Path] = ()) -> Callable[[dict[str, str]], Any]:
+        """Import `module:callable` of a python stage, also from the folders in `search` (the stages file's
+        folder, the current one); a module that fails to import names its file and line."""
         assert self.function is not None
         module_name, _, attr = self.function.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            with _importable_from(search):
+                module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 raise ConfigError(f"stage {self.name!r}: no module named {module_name!r} for function "
@@ -165,6 +171,18 @@ class Stage:
         if not callable(func):
             raise ConfigError(f"stage {self.name!r}: {self.function!r} is not callable")
         return func  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _importable_from(folders: Sequence[Path]) -> Iterator[None]:
+    """Put `folders` at the front of the import path for one import (a stage module beside the stages file
+    is found without PYTHONPATH); the path is restored after it."""
+    saved = list(sys.path)
+    sys.path[:0] = [str(f) for f in folders if str(f) not in sys.path]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def _where(exc: BaseException) -> str:

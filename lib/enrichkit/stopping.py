@@ -1,37 +1,39 @@
-"""Stopping a run in steps: signals and fatal errors set flags that the main loop and the workers read."""
+"""Stopping a run in steps. Signals, a budget, `jobs.py cancel` and fatal errors set flags that the
+main loop and the workers read; nothing here prints or touches the process (the CLI does)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 
-# How long SIGINT/SIGTERM waits for in-flight records (SPEC: 10 s); the variable exists for tests.
-DRAIN_SECONDS = float(os.environ.get("ENRICHKIT_DRAIN_SECONDS", "10"))
+DRAIN_SECONDS = 10.0  # SPEC: in-flight records get this long to finish after SIGINT/SIGTERM
 
 
 class StopSignal:
-    """Read by everyone. `stop()`: take no new records (SIGINT/SIGTERM, a budget, `jobs.py cancel`, a fatal
-    error); the ones in flight may finish, stages and retries included, until the drain deadline.
-    `abandoning()`: workers give up at their next call or wait (the deadline, a fatal error, a second
-    Ctrl+C). `leaving()`: the main loop stops waiting for them (the deadline, a second Ctrl+C)."""
+    """Read by everyone.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    - `stop()` / `__call__`: take no new records, and start no record not yet started; the ones in
+      flight may finish, stages and retries included, until the drain deadline;
+    - `abandoning()`: workers give up at their next call or wait (the deadline, a fatal error, a
+      second Ctrl+C);
+    - `leaving()`: the main loop stops waiting for them (the deadline, a second Ctrl+C).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, drain_seconds: float = DRAIN_SECONDS) -> None:
         self._clock = clock
+        self.drain_seconds = drain_seconds
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
         self._leaving = False
         self.reason: str | None = None
         self.deadline = float("inf")
+        self._announce: str | None = None  # a line for the main loop to print (never printed from a handler)
 
     def request(self, reason: str) -> None:
         if not self._stopping.is_set():
             self.reason = reason
-            self.deadline = self._clock() + DRAIN_SECONDS
+            self.deadline = self._clock() + self.drain_seconds
             self._stopping.set()
 
     def abandon(self) -> None:
@@ -47,12 +49,20 @@ class StopSignal:
     def leaving(self) -> bool:
         return self._leaving or (self._stopping.is_set() and self._clock() > self.deadline)
 
-    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self._stopping.is_set() and self.reason == "signal":
-            self._leaving = True  # a second Ctrl+C: do not wait for in-flight records
+    def interrupt(self, name: str) -> None:
+        """A signal (SIGINT, SIGTERM): the first one drains, any later one abandons the records in flight,
+        whatever stopped the run first (a budget, a fatal error, the first signal). Safe in a handler:
+        it only sets flags."""
+        if self._stopping.is_set():
+            self._leaving = True
             self.abandon()
+            self._announce = f"{name} again: abandoning the records in flight (they are redone on --resume)"
             return
         self.request("signal")
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"\n{name}: finishing in-flight records (up to {DRAIN_SECONDS:.0f} s; "
-                         "press Ctrl+C again to stop at once)...\n")
+        self._announce = (f"{name}: finishing in-flight records (up to {self.drain_seconds:.0f} s; press Ctrl+C "
+                          "again to stop at once)...")
+
+    def take_announcement(self) -> str | None:
+        """The line a signal asked to print, once (the main loop prints it between its own writes)."""
+        text, self._announce = self._announce, None
+        return text

@@ -96,9 +96,9 @@ class GeminiProvider:
             int(getattr(meta, "tool_use_prompt_token_count", 0) or 0)
         thinking = int(getattr(meta, "thoughts_token_count", 0) or 0)
         output = int(getattr(meta, "candidates_token_count", 0) or 0) + thinking  # thinking is billed as output
-        cost = self._pricing.cost(served, prompt, output)
+        charge = self._pricing.charge(served, prompt_tokens=prompt, output_tokens=output, grounded=search)
         return Usage(model=served, prompt_tokens=prompt, output_tokens=output, thinking_tokens=thinking,
-                     grounded=search, token_cost_usd=cost)
+                     grounded=search, token_cost_usd=charge.tokens, grounding_cost_usd=charge.grounding)
 
     def close(self) -> None:
         try:

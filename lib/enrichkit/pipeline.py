@@ -1,0 +1,311 @@
+"""The run: walk the input for pending records, keep a bounded pool of workers busy, commit what finishes,
+stop cleanly. A library object: it installs no signal handler and never exits the process.
+
+    Pipeline(plan, store, enricher, stop=...).run()
+      PendingScan -> pool of workers (Enricher.enrich) -> results queue -> store.commit -> outcome -> store.finish
+
+The main thread is the single writer of every job file; workers only put `RecordResult`s (and
+failed attempts) on a queue. A record not yet started when the run stops is not started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from enrichkit.enricher import AttemptError, Enricher, RecordResult
+from enrichkit.errors import EnrichError
+from enrichkit.logs import log
+from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
+from enrichkit.plan import Plan
+from enrichkit.progress import Figures, Progress
+from enrichkit.records import BadRow
+from enrichkit.report import RunStats, build_report
+from enrichkit.scan import Pending, PendingScan, Position
+from enrichkit.stopping import StopSignal
+from enrichkit.store import JobStore
+
+Message = list[RecordResult] | AttemptError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    report: dict[str, Any]
+    abandoned: int  # records still in flight when the run left: their threads are still on the wire
+
+
+class Pipeline:
+    def __init__(self, plan: Plan, store: JobStore, enricher: Enricher, *, stop: StopSignal,
+                 progress: Progress | None = None, clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] = lambda line: None,
+                 pace: Callable[[], dict[str, Any]] = lambda: {}) -> None:
+        self.plan = plan
+        self.opts = plan.options
+        self.store = store
+        self.cp = store.cp
+        self.enricher = enricher
+        self.stop = stop
+        self.progress = progress or Progress(quiet=True)
+        self.clock = clock
+        self.say = say  # lines for the terminal (the closing line, the summary, a signal's notice)
+        self.pace = pace  # the limiters' figures, for the checkpoint and the report
+        self.stats = RunStats()
+        self.fatal: EnrichError | None = None
+        self.budget_hit = False
+        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        enricher.on_attempt_error = self._queue.put  # failed attempts reach the error log through the main thread
+        self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
+        self._inflight = 0  # records handed to workers and not yet back
+        self._max_record_cost = 0.0
+        self._last_draw = 0.0
+        self._run_started = clock()
+        self.scan = self._make_scan()
+
+    def _make_scan(self) -> PendingScan:
+        store, cp = self.store, self.cp
+        retrying = store.mode == "retry_failed"
+        counting = store.counts_exactly
+        log_bad = cp.runs == 0 or store.input_changed  # unreadable rows are logged by a job's first walk only
+        start = None
+        if store.mode == "resume" and not counting and cp.resume_at:
+            start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
+        failed = cp.failed_ids
+
+        def wanted(record_id: str) -> bool:
+            return (record_id in failed) == retrying
+
+        def on_unreadable(row: BadRow) -> None:
+            if log_bad:
+                store.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
+                                 "error_type": "input_error", "message": row.message})
+
+        return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
+                           wanted=wanted, limit=self.opts.limit, count_all=counting, start=start,
+                           on_unreadable=on_unreadable)
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = self.clock()
+        store = self.store
+        store.begin()
+        workers = self.opts.max_workers
+        self.say(self._start_line())
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich")
+        self.progress.start(*self._progress_span())
+        try:
+            self._loop(pool)
+        except EnrichError as exc:  # a write failed (a full disk), the input went bad mid-walk, another job's
+            self._fatal(exc)       # checkpoint...: nothing more is written; the workers give up
+            self._wait_for_workers()
+        inflight = self._inflight
+        outcome = self._outcome()
+        self.progress.close(self._figures())
+        store.finish(outcome.status, self._resume_at(), pace=self.pace())
+        if store.broken is not None and self.fatal is None:
+            outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
+        report = build_report(self.cp, self.stats, store.run, completed=store.run_completed,
+                              failed=store.run_failed, exit_code=outcome.exit_code,
+                              wall_seconds=self.clock() - started, message=outcome.message, pace=self.pace())
+        store.write_report(report)
+        self.say(outcome.message)
+        if not self.opts.quiet:
+            self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
+                                      self.plan.paths.errors]))
+        pool.shutdown(wait=not inflight, cancel_futures=True)
+        if not inflight:
+            store.close()
+        return RunResult(outcome, report, inflight)
+
+    def _start_line(self) -> str:
+        plan, store = self.plan, self.store
+        kinds = ", ".join(f"{s.name} ({s.model or self.opts.model or plan.stages.model})" if s.kind == "llm"
+                          else f"{s.name} ({s.kind})" for s in plan.stages.stages)
+        todo = self.cp.failed_count if store.mode == "retry_failed" else self.cp.records_left
+        mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
+        limits = ", ".join(f"{k} {v:,.0f}" for k, v in (("rpm", self._limit("rpm")), ("tpm", self._limit("tpm")))
+                           if v) or "no rpm/tpm"
+        return (f"{self.cp.job_id}: {mode}, {todo}{'' if self.cp.counts_exact else '~'} records to do, "
+                f"{self.opts.max_workers} workers, {limits}; stages: {kinds}")
+
+    def _limit(self, key: str) -> float | None:
+        value = getattr(self.opts, key)
+        return float(value) if value is not None else self.plan.stages.defaults.get(key)
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        """Keep at most 2 x workers records in flight, until none is left or the run leaves them."""
+        batch = 1 if self.plan.remote else 32  # python-only jobs are CPU-bound: hand records over in batches
+        bound = self.opts.max_workers * 2 * batch
+        source: Iterator[Pending] = iter(self.scan)
+        exhausted = False
+        while True:
+            while self._inflight < bound and not self.stop() and not exhausted:
+                if not self._may_submit(self._inflight):
+                    break
+                items = list(itertools.islice(source, batch))
+                if len(items) < batch:
+                    exhausted = True
+                if not items:
+                    break
+                for item in items:
+                    self._open[item.record_id] = item.start
+                pool.submit(self._work, items)
+                self._inflight += len(items)
+            self._announce()
+            if self._inflight == 0:
+                return
+            if self.stop.leaving():
+                self._collect(block=False)  # what finished before the deadline is written
+                return
+            self._collect(block=True)
+            self._tick()
+
+    def _collect(self, *, block: bool, commit: bool = True) -> None:
+        """Commit what the workers sent (`commit=False`: only count it back, after a write failed)."""
+        try:
+            message = self._queue.get(timeout=0.2) if block else self._queue.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(message, AttemptError):
+                if commit:
+                    self.store.log_error(message)
+            else:
+                self._inflight -= len(message)
+                for result in message:
+                    if commit:
+                        self._handle(result)
+            try:
+                message = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if commit:
+            self.store.flush()  # the rows above share one flush, before anything else happens
+
+    def _wait_for_workers(self) -> None:
+        """After a fatal error outside a record: write nothing more; give the workers a moment to give up."""
+        deadline = self.clock() + 2.0
+        while self._inflight > 0 and self.clock() < deadline:
+            self._collect(block=True, commit=False)
+
+    def _work(self, items: list[Pending]) -> None:
+        """On a worker: each record through its stages. A record not started before a stop is not started;
+        finished ones go back at once when the run is stopping, so none is lost with a slow batch."""
+        results: list[RecordResult] = []
+        stages = self.plan.stages.stages
+        for item in items:
+            if self.stop():
+                results.append(RecordResult(item.record_id, item.record.row, item.start, abandoned=True))
+                continue
+            try:
+                results.append(self.enricher.enrich(item.record, item.record_id, stages, item.start))
+            except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
+                results.append(RecordResult(item.record_id, item.record.row, item.start, abandoned=True))
+                log.error("internal error on row %d: %r", item.record.row, exc)
+            if self.stop() and len(items) > 1:
+                self._queue.put(results)
+                results = []
+        if results:
+            self._queue.put(results)
+
+    def _handle(self, r: RecordResult) -> None:
+        self.store.commit(r)
+        self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
+                       r.failure.error_type if r.failure else None)
+        self._max_record_cost = max(self._max_record_cost, r.counters.cost_usd)
+        if r.values is not None or r.failure is not None:
+            self._open.pop(r.record_id, None)
+        elif r.fatal is not None and self.fatal is None:
+            self._fatal(r.fatal)
+
+    def _fatal(self, exc: EnrichError) -> None:
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        self.stop.request("fatal")
+        # The key, the quota, the disk or the API is gone: in-flight records stop calling and come back.
+        self.stop.abandon()
+        log.error("%s", exc)
+
+    def _may_submit(self, inflight: int) -> bool:
+        """--max-cost: submit only while the job's cost plus the most a record has cost so far, for each record in
+        flight and the next, stays within the budget. Until one record has a cost, one record at a time."""
+        limit = self.opts.max_cost
+        if limit is None:
+            return True
+        if not self.store.run_completed + self.store.run_failed:
+            return inflight == 0
+        if self.cp.totals.cost_usd + self._max_record_cost * (inflight + 1) > limit:
+            self.budget_hit = True
+            self.stop.request("budget")
+            return False
+        return True
+
+    # --- bookkeeping --------------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        line = self.stop.take_announcement()
+        if line:
+            self.progress.clear()
+            self.say(line)
+
+    def _tick(self) -> None:
+        if self.store.save_due():
+            self.store.save(self._resume_at(), pace=self.pace())
+        now = self.clock()
+        if now - self._last_draw >= 0.2:
+            self._last_draw = now
+            self.progress.update(self._figures())
+
+    def _resume_at(self) -> dict[str, int] | None:
+        """Where a resume may start reading: before the first record still open, else after the last row read."""
+        if self.store.mode == "retry_failed":
+            return None  # this run did not walk for pending records: the old mark stands
+        offset, row = min(self._open.values()) if self._open else self.scan.position
+        return {"offset": offset, "row": row}
+
+    def _progress_span(self) -> tuple[int, int]:
+        if self.store.mode == "retry_failed":
+            return self.cp.failed_count, 0
+        return self.cp.total_records, self.cp.completed_count + self.cp.failed_count
+
+    def _figures(self) -> Figures:
+        total, _ = self._progress_span()
+        store = self.store
+        run_minutes = max(1e-9, (self.clock() - self._run_started) / 60)
+        if store.mode == "retry_failed":
+            done = store.run_completed + store.run_failed
+            failed = store.run_failed
+        else:
+            done = store.done_count() + self.cp.failed_count
+            failed = self.cp.failed_count
+        return Figures(done=done, total=max(total, done), failed=failed, tokens=self.cp.totals.total_tokens,
+                       cost=self.cp.totals.cost_usd,
+                       rate_per_min=(store.run_completed + store.run_failed) / run_minutes,
+                       rate_limited=store.run.rate_limited, retries=store.run.retries)
+
+    def _end(self, *, fatal: EnrichError | None = None) -> RunEnd:
+        cp, store = self.cp, self.store
+        done = store.done_count()
+        return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
+                      cost=cp.totals.cost_usd, fatal=fatal or self.fatal, budget_hit=self.budget_hit,
+                      stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
+                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors)
+
+    def _outcome(self) -> Outcome:
+        cp, scan = self.cp, self.scan
+        if scan.complete:
+            counts = scan.counts
+            cp.total_records, cp.duplicates = counts.records, counts.duplicates
+            cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
+            cp.counts_exact = True
+        elif scan.exhausted and self.store.mode != "retry_failed" and not self.stop() and not scan.limit_hit:
+            # Every readable record was met in this walk, so nothing is left whatever total_records said.
+            cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
+        return decide_outcome(self._end())

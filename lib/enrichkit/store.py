@@ -1,0 +1,413 @@
+"""The job store: the output, the checkpoint, the error log and the report, and the order they are written in.
+
+    open    decide what the checkpoint means (new job, resume, retry-failed, fresh), prove it belongs to
+            this job, read the output back (the truth) and merge it;
+    commit  a finished record: its row is written (flushed by the caller's batch), its counters added;
+    save    fsync the output, then claim its rows in the checkpoint (temp file, fsync, rename);
+    finish  the final status, checkpoint and report.
+
+The checkpoint never claims a row that is not on disk: rows become `completed_ids` only after the
+output was fsynced, and the checkpoint stores the output's size and the CRC-32 of every byte up to
+it. A resume that finds those bytes unchanged reads only what follows; any edit before it (rows
+deleted by hand, a re-save by Excel) is detected and the whole output is read back. Every write
+failure (a full disk) becomes one `WriteFailed` naming the path; nothing is claimed that was not written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint, utc_now, write_checkpoint
+from enrichkit.counters import Counters
+from enrichkit.enricher import AttemptError, RecordResult
+from enrichkit.errorlog import ErrorLog
+from enrichkit.errors import ConfigError, UsageError, WriteFailed
+from enrichkit.jobfiles import atomic_write, same_file
+from enrichkit.logs import log
+from enrichkit.output import OutputWriter, recover_output
+from enrichkit.plan import Plan
+from enrichkit.redact import redact_tree
+
+
+class JobStore:
+    """Used from the pipeline's main thread only: the single writer of every job file."""
+
+    def __init__(self, plan: Plan, cp: Checkpoint, mode: str, *, input_changed: bool = False,
+                 adopted: set[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.plan = plan
+        self.paths = plan.paths
+        self.cp = cp
+        self.mode = mode  # new | resume | retry_failed
+        self.input_changed = input_changed
+        self.adopted = adopted or set()  # job ids of rows already in the output when this job began
+        self.run = Counters()  # this run's figures (the checkpoint's `totals` are the job's)
+        self.run_completed = 0
+        self.run_failed = 0
+        self.clock = clock
+        self.writer: OutputWriter | None = None
+        self.errorlog: ErrorLog | None = None
+        self.broken: WriteFailed | None = None  # the first write that failed; nothing more is claimed after it
+        self.replaced_values = 0
+        self._unsynced: list[str] = []  # rows written but not yet fsynced: not claimed by the checkpoint yet
+        self._since_save = 0
+        self._last_save = clock()
+        self._save_cost = 0.0
+        self._run_started = clock()
+        self._elapsed_mark = clock()
+        self._written_stat: tuple[int, int] | None = None  # (inode, mtime_ns) of the checkpoint we last wrote
+
+    # --- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda message: False,
+             relock: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> JobStore:
+        """Decide the mode, check the checkpoint belongs to this job, recover the output and merge it.
+        Raises `UsageError`/`ConfigError` (exit 2) before anything is written; may cut a torn last row."""
+        options, paths = plan.options, plan.paths
+        exists = paths.checkpoint.exists()
+        if options.fresh:
+            if exists or _size(paths.output):
+                _fresh(plan, confirm_fresh)
+                relock()
+            exists = False
+        elif not exists and options.retry_failed:
+            raise UsageError(f"no checkpoint at {paths.checkpoint}: nothing to retry (run without --retry-failed "
+                             "first)")
+        elif exists and not (options.resume or options.retry_failed):
+            raise UsageError(f"a job already exists for {paths.output} ({paths.checkpoint}); continue it with "
+                             f"--resume, or delete it and its {_paid(plan)} with --fresh")
+        elif not exists and not options.resume and _size(paths.output):
+            raise UsageError(f"{paths.output} already exists; continue it with --resume (its rows are kept), or "
+                             f"delete it and its {_paid(plan)} with --fresh")
+        input_info = {"path": str(plan.table.path.resolve()), "size": plan.table.size, "mtime": plan.table.mtime}
+        if not exists:
+            cp = Checkpoint(job_id=new_job_id(), output=str(paths.output.resolve()), input=input_info,
+                            stages=[s.name for s in plan.stages.stages], config_fingerprint=plan.fingerprint,
+                            id_columns=options.id_columns, fields=plan.stages.output_fields,
+                            stages_file=str(Path(options.stages_file).resolve()))
+            store = cls(plan, cp, "new", clock=clock)
+        else:
+            cp = read_checkpoint(paths.checkpoint)
+            changed = _check_identity(plan, cp, input_info)
+            store = cls(plan, cp, "retry_failed" if options.retry_failed else "resume", input_changed=changed,
+                        adopted=set(cp.options.get("adopted_jobs") or []), clock=clock)
+        store._recover()
+        return store
+
+    def _recover(self) -> None:
+        cp, plan = self.cp, self.plan
+        trusted = (cp.output_bytes, cp.output_crc32) if self.mode != "new" and cp.output_crc32 is not None else None
+        rec = recover_output(self.paths.output, plan.columns, plan.stages.output_fields, trusted)
+        if rec.torn_bytes:
+            log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; that record will "
+                        "be done again", rec.torn_bytes, self.paths.output)
+        if rec.bad_rows:
+            log.warning("%s has %d malformed row(s) in the middle (edited by hand?); they are ignored",
+                        self.paths.output, rec.bad_rows)
+        foreign = set(rec.job_ids) - {cp.job_id} - self.adopted
+        if self.mode == "new":
+            self.adopted = set(rec.job_ids)  # rows of an earlier job on this output, kept as done
+            cp.options["adopted_jobs"] = sorted(self.adopted)
+        elif foreign and (rec.from_offset or cp.job_id not in rec.job_ids):
+            raise ConfigError(f"{self.paths.output} holds rows of job {sorted(foreign)[0]}, but the checkpoint "
+                              f"{self.paths.checkpoint} is of job {cp.job_id}: the checkpoint belongs to another "
+                              "job; give each job its own --checkpoint")
+        if rec.from_offset:
+            for record_id in rec.ids:  # rows written after the last checkpoint, before a crash
+                cp.mark_completed(record_id)
+            cp.filled = dict(Counter(cp.filled) + rec.filled)
+        else:
+            claimed = cp.completed_count if self.mode != "new" else 0
+            if claimed and not rec.rows:
+                raise ConfigError(f"{self.paths.output} is missing or empty but the checkpoint lists {claimed} "
+                                  "finished records; restore the file, or start over with --fresh (which also "
+                                  f"forgets those {claimed} records and pays for them again)")
+            lost = sum(1 for record_id in cp.completed_ids if record_id not in rec.ids) if claimed else 0
+            if lost:
+                log.warning("%d record(s) the checkpoint lists as done are not in %s (rows deleted or edited?); "
+                            "the output wins: they will be done again", lost, self.paths.output)
+            elif claimed and trusted is not None:
+                log.info("the output changed before the checkpoint's mark (edited or re-saved?); read it whole")
+            failed = cp.failed_ids - set(rec.ids)
+            cp.completed_ids = rec.ids
+            cp.failed_ids = failed
+            cp.filled = dict(rec.filled)
+            if lost or trusted is None:
+                cp.resume_at = None  # rows before the old mark may be among the missing: read the input whole
+        cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
+        self._recovered_crc = rec.crc32
+        if self.mode == "new" or self.input_changed:
+            cp.total_records = max(cp.total_records, self.plan.table.estimate_rows())
+
+    @property
+    def counts_exactly(self) -> bool:
+        """This run's walk over the input must count records, duplicates and bad rows (they are not known:
+        a new job, a changed input, or an earlier counting walk that was stopped before the end)."""
+        return self.mode == "new" or self.input_changed or not self.cp.counts_exact
+
+    # --- the run --------------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Mark the job running and write the first checkpoint; open the output and the error log."""
+        cp, plan = self.cp, self.plan
+        cp.status = "running"
+        cp.runs += 1
+        cp.pid, cp.host = os.getpid(), socket.gethostname()
+        cp.run_started_at, cp.run_done, cp.run_seconds = utc_now(), 0, 0.0
+        cp.report_path, cp.errors_path = str(self.paths.report.resolve()), str(self.paths.errors.resolve())
+        adopted = cp.options.get("adopted_jobs")
+        cp.options = plan.options.recorded()
+        if adopted:
+            cp.options["adopted_jobs"] = adopted
+        self.paths.output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.writer = OutputWriter(self.paths.output, plan.columns, plan.stages.output_fields, cp.job_id,
+                                       on_replaced=self._value_replaced)
+        except OSError as exc:
+            raise WriteFailed(str(self.paths.output), exc.strerror or str(exc)) from None
+        if self.writer.size == cp.output_bytes:
+            self.writer.resume_crc(self._recovered_crc)
+        self.errorlog = ErrorLog(self.paths.errors)
+        self.save()
+
+    def done_count(self) -> int:
+        return self.cp.completed_count + len(self._unsynced)
+
+    def commit(self, r: RecordResult) -> None:
+        """A finished, failed or abandoned record: its row, its counters, its stage figures. The row is
+        flushed by `flush()`, which the pipeline calls once per batch of results."""
+        cp = self.cp
+        self.run.add(r.counters)
+        cp.totals.add(r.counters)
+        stages = cp.stage_totals
+        for name, _seconds in r.stage_latency:
+            _stage(stages, name)["succeeded"] += 1
+        for name in r.skipped_stages:
+            _stage(stages, name)["skipped"] += 1
+        for name, error_type in r.attempt_errors:
+            _bump(_stage(stages, name)["attempt_errors"], error_type)
+        if r.values is not None:
+            writer, values = self.writer, r.values
+            assert writer is not None
+            self._write(lambda: writer.write(values, r.record_id, f"{r.counters.cost_usd:.6f}"))
+            self._unsynced.append(r.record_id)
+            cp.failed_ids.discard(r.record_id)
+            self.run_completed += 1
+            for name in self.plan.stages.output_fields:
+                if r.values.get(name, "").strip():
+                    cp.filled[name] = cp.filled.get(name, 0) + 1
+            self._since_save += 1
+        elif r.failure is not None:
+            cp.mark_failed(r.record_id)
+            self.run_failed += 1
+            _bump(_stage(stages, r.failed_stage or "?")["failed_records"], r.failure.error_type)
+            self._since_save += 1
+
+    def log_error(self, error: AttemptError | dict[str, Any]) -> None:
+        """One line of the error log (a failed attempt, or an unreadable input row)."""
+        assert self.errorlog is not None
+        fields = error if isinstance(error, dict) else {
+            "record_id": error.record_id, "row": error.row, "stage": error.stage, "attempt": error.attempt,
+            "error_type": error.error_type, "message": error.message}
+        if self.broken is not None and self.broken.path == str(self.paths.errors):
+            return
+        try:
+            entry = self.errorlog.record(**fields)
+        except OSError as exc:
+            raise self._broke(self.paths.errors, exc) from None
+        self.cp.errors.append(entry)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self._write(self.writer.flush)
+
+    def save_due(self) -> bool:
+        """Every --checkpoint-interval records, at least 1 s apart and never more than ~5 % of the run spent
+        writing checkpoints; and at least every 10 s while anything is new."""
+        now = self.clock()
+        gap = max(1.0, 20 * self._save_cost)
+        interval_due = self._since_save >= self.plan.options.checkpoint_interval
+        return (interval_due and now - self._last_save >= gap) or (self._since_save > 0
+                                                                    and now - self._last_save >= 10)
+
+    def save(self, resume_at: dict[str, int] | None = None, *, pace: dict[str, Any] | None = None) -> None:
+        """fsync the output, claim its rows, write the checkpoint (atomically)."""
+        cp = self.cp
+        started = self.clock()
+        if self.writer is not None and self.broken is None:
+            self._write(self.writer.sync)
+            for record_id in self._unsynced:
+                cp.completed_ids.add(record_id)
+            self._unsynced.clear()
+            cp.output_bytes, cp.output_crc32 = self.writer.size, self.writer.crc32
+            cp.output_rows = cp.completed_count
+        cp.elapsed_seconds += started - self._elapsed_mark
+        self._elapsed_mark = started
+        cp.run_done = self.run_completed + self.run_failed
+        cp.run_seconds = started - self._run_started
+        if resume_at is not None or self.mode != "retry_failed":
+            cp.resume_at = resume_at if resume_at is None or resume_at.get("offset") else None
+        if pace is not None:
+            cp.pace = pace
+        self._guard_foreign_writer()
+        try:
+            write_checkpoint(self.paths.checkpoint, cp)
+        except OSError as exc:
+            raise self._broke(self.paths.checkpoint, exc) from None
+        st = self.paths.checkpoint.stat()
+        self._written_stat = (st.st_ino, st.st_mtime_ns)
+        self._since_save = 0
+        self._last_save = self.clock()
+        self._save_cost = self._last_save - started
+
+    def _guard_foreign_writer(self) -> None:
+        """Two jobs given one --checkpoint would overwrite each other's: stop when another process wrote it."""
+        if self._written_stat is None:
+            return
+        try:
+            st = self.paths.checkpoint.stat()
+        except FileNotFoundError:
+            return  # deleted by hand: written again below
+        if (st.st_ino, st.st_mtime_ns) != self._written_stat:
+            raise ConfigError(f"{self.paths.checkpoint} was written by another process while this run used it "
+                              "(two jobs given the same --checkpoint?); give each job its own")
+
+    def finish(self, status: str, resume_at: dict[str, int] | None, pace: dict[str, Any] | None = None) -> None:
+        """The final status and checkpoint: as much of it as the disk allows."""
+        self.cp.status = status
+        try:
+            self.save(resume_at, pace=pace)
+        except (WriteFailed, ConfigError) as exc:
+            log.error("%s", exc)
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        """The report, redacted, replaced whole; a failure is remembered like any other write failure."""
+        try:
+            text = json.dumps(redact_tree(report), indent=2, ensure_ascii=False) + "\n"
+            atomic_write(self.paths.report, text.encode("utf-8"), durable=False)
+        except OSError as exc:
+            self._broke(self.paths.report, exc)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            if self.broken is not None and self.broken.path == str(self.paths.output):
+                self.writer.abandon()
+            else:
+                try:
+                    self.writer.close()
+                except OSError as exc:
+                    self._broke(self.paths.output, exc)
+        if self.errorlog is not None:
+            self.errorlog.close()
+
+    # --- write failures -------------------------------------------------------------------------------
+
+    def _write(self, action: Callable[[], None]) -> None:
+        if self.broken is not None:
+            raise self.broken
+        try:
+            action()
+        except OSError as exc:
+            raise self._broke(self.paths.output, exc) from None
+
+    def _broke(self, path: Path, exc: OSError) -> WriteFailed:
+        """Remember the first write that failed (the one the closing line names) and return it."""
+        if self.broken is None:
+            self.broken = WriteFailed(str(path), exc.strerror or str(exc))
+        return self.broken
+
+    def _value_replaced(self, column: str, record_id: str) -> None:
+        self.replaced_values += 1
+        log.warning("record %s: a value of %s could not be written as UTF-8 (a lone surrogate?); the "
+                    "characters were replaced", record_id, column)
+
+
+def _stage(stages: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    entry = stages.setdefault(name, {})
+    entry.setdefault("succeeded", 0)
+    entry.setdefault("skipped", 0)
+    entry.setdefault("failed_records", {})
+    entry.setdefault("attempt_errors", {})
+    return entry
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> bool:
+    """The checkpoint belongs to this job: the same output, input and configuration. Returns whether the
+    input's size or mtime changed (a warning, not an error: IDs are content hashes)."""
+    options, paths = plan.options, plan.paths
+    if cp.output and not same_file(Path(cp.output), paths.output):
+        if not options.allow_config_change:
+            raise ConfigError(f"the checkpoint {paths.checkpoint} belongs to the job writing {cp.output}, not "
+                              f"{paths.output}; give this job its own --checkpoint (or --allow-config-change if "
+                              "the output was moved)")
+        log.warning("the checkpoint names %s; continuing with %s (--allow-config-change)", cp.output, paths.output)
+        cp.output = str(paths.output.resolve())
+    recorded_input = str(cp.input.get("path") or "")
+    if recorded_input and not same_file(Path(recorded_input), plan.table.path):
+        if not options.allow_config_change:
+            raise ConfigError(f"the checkpoint {paths.checkpoint} is of a job reading {recorded_input}, not "
+                              f"{plan.table.path}; use the job's input, or --allow-config-change if it was moved")
+        log.warning("the job read %s; continuing with %s (--allow-config-change)", recorded_input, plan.table.path)
+    if cp.config_fingerprint != plan.fingerprint:
+        if not options.allow_config_change:
+            raise ConfigError(f"the stages, prompts, models or --id-columns changed since this job started "
+                              f"({paths.checkpoint}); rerun with --allow-config-change to continue anyway, "
+                              "or use a new --output")
+        log.warning("the configuration changed since this job started; continuing (--allow-config-change)")
+        cp.config_fingerprint = plan.fingerprint
+        cp.stages = [s.name for s in plan.stages.stages]
+        cp.fields = plan.stages.output_fields
+    changed = (cp.input.get("size"), cp.input.get("mtime")) != (input_info["size"], input_info["mtime"])
+    if changed:
+        log.warning("the input changed since the checkpoint (size/mtime); IDs are content hashes, so new rows "
+                    "will be processed and vanished rows ignored")
+        cp.input = input_info
+        cp.resume_at = None  # byte offsets into the old file mean nothing in the new one
+        cp.counts_exact = False
+    return changed
+
+
+def _fresh(plan: Plan, confirm: Callable[[str], bool]) -> None:
+    paths = plan.paths
+    question = f"Delete {paths.output} ({_paid(plan)}) and {paths.checkpoint}, and start over?"
+    if not plan.options.yes and not confirm(question):
+        raise UsageError(f"--fresh deletes {paths.output} and its {_paid(plan)}; not confirmed, nothing was "
+                         "deleted (add --yes when not on a terminal)")
+    cache = paths.cache
+    for path in (paths.checkpoint, paths.output, paths.report, paths.errors, cache, Path(f"{cache}-wal"),
+                 Path(f"{cache}-shm")):
+        path.unlink(missing_ok=True)
+
+
+def _paid(plan: Plan) -> str:
+    """'N paid rows', counted from the checkpoint, else from the output's lines."""
+    paths = plan.paths
+    try:
+        n = read_checkpoint(paths.checkpoint).completed_count if paths.checkpoint.exists() else None
+    except ConfigError:
+        n = None
+    if n is None:
+        try:
+            with open(paths.output, "rb") as f:
+                n = max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1)
+        except OSError:
+            n = 0
+    return f"{n} paid row{'s' if n != 1 else ''}"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
