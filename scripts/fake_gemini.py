@@ -299,7 +299,8 @@ def schema_type(schema: dict[str, Any]) -> str:
 
 
 def nullable(schema: dict[str, Any]) -> bool:
-    kinds = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
+    kind = schema.get("type")
+    kinds: list[Any] = kind if isinstance(kind, list) else [kind]
     options = [o.get("type") for o in schema.get("anyOf") or [] if isinstance(o, dict)]
     return bool(schema.get("nullable")) or any(str(k).lower() == "null" for k in [*kinds, *options])
 
@@ -502,7 +503,8 @@ class FakeGemini:
     def stats(self) -> dict[str, Any]:
         """Counters as plain JSON; API keys are counted, never shown."""
         with self._lock:
-            return json.loads(json.dumps(self._stats))
+            counters: dict[str, Any] = json.loads(json.dumps(self._stats))
+        return counters
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Apply runtime changes (flag names with underscores); returns the new config, keys masked."""
@@ -531,7 +533,7 @@ class FakeGemini:
         """Answer one HTTP request: (status, JSON body or Raw). Never raises."""
         url = urlsplit(raw_path)
         query = parse_qs(url.query)
-        key = headers.get("x-goog-api-key") or (query.get("key") or [None])[0]
+        key = headers.get("x-goog-api-key") or (query.get("key") or [""])[0] or None
         with self._lock:
             self._stats["requests"] += 1
             self._stats["keys_seen"] += bool(key)
@@ -796,21 +798,22 @@ class FakeGemini:
         json_mode = str(pick(config, "responseMimeType", "response_mime_type") or "") == "application/json"
         schema = requested_schema(request, prompt) or {"type": "object", "properties": {"answer": "string"}}
         value = make_value("answer", schema, prompt, seed, cfg.null_rate)
-        text: str | None = json.dumps(value, ensure_ascii=False)
+        body = json.dumps(value, ensure_ascii=False)
         if fault == "malformed":
-            text = text[: max(1, len(text) // 2)]  # any strict prefix of a JSON object fails to parse
+            body = body[: max(1, len(body) // 2)]  # any strict prefix of a JSON object fails to parse
         if grounded and not json_mode:
-            text = wrap(text, cfg.grounded_wrap, prompt)
+            body = wrap(body, cfg.grounded_wrap, prompt)
         max_out = int(pick(config, "maxOutputTokens", "max_output_tokens") or 65_535)
-        thoughts = self._thoughts(info, config, math.ceil(len(text) / 4), prompt)
+        thoughts = self._thoughts(info, config, math.ceil(len(body) / 4), prompt)
+        text: str | None = body
         finish = "STOP"
         if fault == "max_tokens_loop":
             thoughts = min(thoughts, max_out // 2)
             text, finish = loop_text(value, max_out - thoughts), "MAX_TOKENS"
         elif fault == "max_tokens_thinking" or thoughts >= max_out:  # thinking used the whole budget
             thoughts, text, finish = min(max_out, 24_576 if max_out == 65_535 else max_out), None, "MAX_TOKENS"
-        elif thoughts + math.ceil(len(text) / 4) > max_out:
-            text, finish = text[: (max_out - thoughts) * 4], "MAX_TOKENS"
+        elif thoughts + math.ceil(len(body) / 4) > max_out:
+            text, finish = body[: (max_out - thoughts) * 4], "MAX_TOKENS"
         c_tokens = math.ceil(len(text) / 4) if text else 0
         tool_use = 60 + digest(f"tool\x1f{prompt}") % 240 if grounded else 0
         cached = math.floor(p_tokens * cfg.cached_fraction)
