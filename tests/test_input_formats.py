@@ -3,6 +3,7 @@ and the table reads them as the user sees them, or stops at once saying what it 
 
 from __future__ import annotations
 
+import gzip
 import io
 import zipfile
 from pathlib import Path
@@ -247,3 +248,12 @@ def test_xlsx_all_empty_rows_are_empty_rows_and_flags_do_not_apply(tmp_path: Pat
     assert table.describe_format() == "xlsx (first sheet), 2 columns"
     with pytest.raises(InputError, match=r"--encoding does not apply to \.xlsx"):
         InputTable(path, encoding="utf-8")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"PK\x03\x04" + bytes(200), "zip archive, not text"),
+    (gzip.compress(b"a,b\n" + b"1,2\n" * 500), "looks binary")])
+def test_a_workbook_or_compressed_file_named_csv_is_refused_as_not_text(tmp_path: Path, data: bytes,
+                                                                        message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        InputTable(write(tmp_path, "in.csv", data))

@@ -501,7 +501,15 @@ def _resolve_encoding(head: bytes, given: str | None, path: str) -> tuple[str, s
     for nuls, rest, name in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
         if len(nuls) >= 2 and nuls.count(0) >= 0.9 * len(nuls) and rest.count(0) <= 0.1 * len(rest):
             raise InputError(f"the file looks like UTF-16 without a byte-order mark; use --encoding {name}", path)
+    if head.startswith(b"PK\x03\x04"):
+        raise InputError("the file is a zip archive, not text (a workbook? name it .xlsx)", path)
+    if len(probe.translate(None, _CONTROL_BYTES)) < 0.9 * len(probe):
+        raise InputError("the file looks binary (compressed, or not a table), not text", path)
     return "utf-8", "utf-8", 0
+
+
+# Bytes no text table holds in quantity (tab, LF, CR and form feed excepted); a few NULs are just bad rows.
+_CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32)])
 
 
 _LEGACY_RUN = re.compile("[\udc80-\udcff]+")
