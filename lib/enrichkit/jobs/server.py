@@ -201,7 +201,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
             return reply({"outcome": "finished", **state, "message": f"{action}: nothing left to do"})
         if state["locked"]:
             raise Refused(409, f"another run holds this job's lock (exit 3): {state['message']}")
-        raise Refused(500, f"{action} exited with code {state['exit_code']}: {state['message']}")
+        raise Refused(409, f"{action} exited with code {state['exit_code']}: {state['message']}")
 
     @app.post("/api/jobs/{key}/resume")
     def resume(key: str) -> Response:

@@ -74,8 +74,12 @@ def pace_lines(pace: dict[str, Any]) -> list[str]:
         if not isinstance(p, dict):
             continue
         configured, current = p.get("rpm"), p.get("current_rpm")
-        now = f"{current:g}" if isinstance(current, (int, float)) else "?"
-        text = f"{model}: {now}/{configured:g} rpm" if isinstance(configured, (int, float)) else f"{model}: {now} rpm"
+        if not isinstance(configured, (int, float)):
+            text = f"{model}: no rpm limit"
+        elif isinstance(current, (int, float)):
+            text = f"{model}: {current:g}/{configured:g} rpm"
+        else:
+            text = f"{model}: {configured:g} rpm"
         extra = []
         if p.get("pauses"):
             extra.append(f"{p['pauses']} pause(s), {float(p.get('paused_seconds') or 0):.0f} s paused")
