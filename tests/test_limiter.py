@@ -1,18 +1,25 @@
-"""The shared limiter: strict spacing, token pacing, 429 pauses and AIMD, on a fake clock (no real sleeps)."""
+"""The shared limiter on a fake clock: spacing, tokens, what each kind of 429 does, and the issue's ratios.
+
+The unit tests drive one Limiter by hand (workers named by `worker=`); the simulations
+(`quota_sim.py`) run 20 workers through it against sliding- and fixed-window quotas. Simulated runs
+are deterministic, so they assert the ratios `make bench` measures on the real CLI. Quotas are per
+6 s window here (120 = 1,200 RPM at full scale) so a run fills many windows quickly; one test runs at
+full scale.
+"""
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import math
-import random
 import threading
-from collections import deque
+from typing import Any
 
 import pytest
 
 from conftest import ExThread
 from enrichkit.limiter import Limiter
+from quota_sim import FixedQuota, SlidingQuota, simulate
+
+W, CAP = 6.0, 120  # the simulations' window and quota: 1,200 RPM, ten times faster
 
 
 class FakeClock:
@@ -33,224 +40,107 @@ class FakeClock:
             self.now += seconds
 
 
-def make(rpm: float | None, tpm: float | None = None) -> tuple[Limiter, FakeClock]:
-    clock = FakeClock()
-    return Limiter(rpm, tpm, clock=clock, sleep=clock.sleep), clock
+class Pool:
+    """One limiter and a fake clock; `as_worker(n)` makes the next calls come from worker n."""
 
+    def __init__(self, rpm: float | None, tpm: float | None = None, **options: Any) -> None:
+        self.clock = FakeClock()
+        self.me = 0
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.limiter = Limiter(rpm, tpm, clock=self.clock, sleep=self.clock.sleep, worker=lambda: self.me,
+                               on_event=lambda name, fields: self.events.append((name, fields)), **options)
 
-def acquire_times(limiter: Limiter, clock: FakeClock, tokens: list[int]) -> list[float]:
-    times = []
-    for n in tokens:
-        assert limiter.acquire(n)
-        times.append(clock.now)
-    return times
+    def as_worker(self, n: int) -> Limiter:
+        self.me = n
+        return self.limiter
+
+    def send(self, worker: int, tokens: int = 0) -> float:
+        """Worker `worker` acquires (sleeping on the fake clock as needed); returns when it was let go."""
+        assert self.as_worker(worker).acquire(tokens)
+        return self.clock.now
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
 
 
 def gaps(times: list[float]) -> list[float]:
     return [round(b - a, 6) for a, b in itertools.pairwise(times)]
 
 
+# --- pacing ----------------------------------------------------------------------------------------
+
+
 def test_requests_are_spaced_strictly_without_a_burst_at_start() -> None:
-    limiter, clock = make(600)
-    times = acquire_times(limiter, clock, [0] * 6)
+    pool = Pool(600, headroom=1.0)
+    times = [pool.send(0) for _ in range(6)]
     assert times[0] == 1000.0  # the first goes at once
     assert gaps(times) == [0.1] * 5
 
 
+def test_the_pace_is_just_under_the_configured_rpm() -> None:
+    pool = Pool(600)
+    times = [pool.send(0) for _ in range(3)]
+    assert gaps(times) == [round(60 / 594, 6)] * 2  # 99 %: room for requests that arrive early or late
+    assert pool.limiter.current_rpm == pytest.approx(594)
+
+
 def test_waits_are_taken_in_naps_of_at_most_max_nap() -> None:
-    limiter, clock = make(6)  # one request every 10 s
-    acquire_times(limiter, clock, [0, 0])
-    assert max(clock.naps) <= 0.25
-    assert sum(clock.naps) == pytest.approx(10.0)
+    pool = Pool(6, headroom=1.0)  # one request every 10 s
+    pool.send(0)
+    pool.send(0)
+    assert max(pool.clock.naps) <= 0.25
+    assert sum(pool.clock.naps) == pytest.approx(10.0)
 
 
 def test_tokens_are_paced_by_tpm() -> None:
-    limiter, clock = make(None, tpm=6000)  # 1000 tokens occupy 10 s of token time
-    times = acquire_times(limiter, clock, [1000, 1000, 10, 10])
+    pool = Pool(None, tpm=6000, headroom=1.0)  # 1000 tokens occupy 10 s of token time
+    times = [pool.send(0, n) for n in (1000, 1000, 10, 10)]
     assert gaps(times) == [10.0, 10.0, 0.1]
 
 
 def test_the_later_of_request_slot_and_token_slot_wins() -> None:
-    limiter, clock = make(600, tpm=60_000)  # 0.1 s per request, 1 ms per token
-    times = acquire_times(limiter, clock, [50, 50, 2000, 50])
+    pool = Pool(600, tpm=60_000, headroom=1.0)  # 0.1 s per request, 1 ms per token
+    times = [pool.send(0, n) for n in (50, 50, 2000, 50)]
     assert gaps(times) == [0.1, 0.1, 2.0]
 
 
 def test_settle_credits_back_an_over_estimate() -> None:
-    limiter, clock = make(None, tpm=6000)
-    start = clock.now
-    assert limiter.acquire(1000)
-    limiter.settle(1000, 100)  # only 100 used: 1 s of token time, not 10 s
-    assert limiter.acquire(10)
-    assert clock.now == pytest.approx(start + 1.0)
+    pool = Pool(None, tpm=6000, headroom=1.0)
+    start = pool.send(0, 1000)
+    pool.limiter.settle(1000, 100)  # only 100 used: 1 s of token time, not 10 s
+    assert pool.send(0, 10) == pytest.approx(start + 1.0)
 
 
 def test_settle_charges_an_under_estimate() -> None:
-    limiter, clock = make(None, tpm=6000)
-    start = clock.now
-    assert limiter.acquire(100)
-    limiter.settle(100, 1000)
-    assert limiter.acquire(10)
-    assert clock.now == pytest.approx(start + 10.0)
+    pool = Pool(None, tpm=6000, headroom=1.0)
+    start = pool.send(0, 100)
+    pool.limiter.settle(100, 1000)
+    assert pool.send(0, 10) == pytest.approx(start + 10.0)
 
 
 def test_settle_never_credits_into_the_past() -> None:
-    limiter, clock = make(None, tpm=6000)
-    assert limiter.acquire(1000)
-    clock.now += 30  # the slot is long past; crediting it now must not allow a burst
-    limiter.settle(1000, 0)
-    times = acquire_times(limiter, clock, [1000, 1000])
-    assert gaps(times) == [10.0]
-
-
-def test_a_429_pauses_callers_that_were_already_waiting() -> None:
-    clock = FakeClock()
-    hit = []
-
-    def sleep(seconds: float) -> None:
-        if not hit:  # another worker's 429 arrives while this one waits for its slot
-            hit.append(clock.now)
-            limiter.on_rate_limited(5.0)
-        clock.sleep(seconds)
-
-    limiter = Limiter(600, None, clock=clock, sleep=sleep)
-    start = clock.now
-    assert limiter.acquire(0)
-    assert limiter.acquire(0)  # had computed a 0.1 s wait
-    assert hit == [start]
-    assert clock.now == pytest.approx(start + 5.0)
-    assert limiter.paused_until == pytest.approx(start + 5.0)
-
-
-def test_a_pause_is_never_shortened_by_a_smaller_retry_after() -> None:
-    limiter, clock = make(None)
-    start = clock.now
-    limiter.on_rate_limited(10.0)
-    clock.now += 0.5
-    limiter.on_rate_limited(1.0)
-    assert limiter.paused_until == start + 10.0
-    assert limiter.acquire(0)
-    assert clock.now == pytest.approx(start + 10.0)
-
-
-def test_a_429_without_delay_pauses_2s_and_longer_when_that_was_too_short() -> None:
-    limiter, clock = make(None)
-    start = clock.now
-    limiter.on_rate_limited(None)
-    assert limiter.paused_until == start + 2.0
-    clock.now = start + 2.5  # right after the pause: it was too short
-    limiter.on_rate_limited(None)
-    assert limiter.paused_until == start + 2.5 + 4.0
-    clock.now = start + 100  # much later: a new, unrelated 429
-    limiter.on_rate_limited(None)
-    assert limiter.paused_until == start + 102.0
-
-
-def test_a_429_slows_the_pace_then_successes_restore_the_configured_rpm() -> None:
-    limiter, clock = make(600)
-    limiter.on_rate_limited(1.0)
-    assert limiter.current_rpm == pytest.approx(420)  # 600 * 0.7
-    limiter.on_success()  # answered during the pause: sent before it, says nothing
-    assert limiter.current_rpm == pytest.approx(420)
-    clock.now += 1.0
-    rates = []
-    for _ in range(16):
-        limiter.on_success()
-        rates.append(limiter.current_rpm)
-    # 600/50 = 12 rpm a success: back in 15, and never above the configured rate.
-    assert rates == pytest.approx([420 + 12 * n for n in range(1, 16)] + [600])
-    times = acquire_times(limiter, clock, [0, 0, 0])
-    assert gaps(times) == [0.1, 0.1]
-
-
-def test_the_slower_pace_spaces_requests_wider() -> None:
-    limiter, clock = make(600)
-    limiter.on_rate_limited(0.0)
-    times = acquire_times(limiter, clock, [0, 0])
-    assert gaps(times) == [round(60 / 420, 6)]
-
-
-def test_429s_within_one_pause_are_one_decrease() -> None:
-    limiter, clock = make(600)
-    limiter.on_rate_limited(5.0)
-    for _ in range(4):  # the other workers' requests, already in flight
-        clock.now += 0.3
-        limiter.on_rate_limited(5.0)
-    assert limiter.current_rpm == pytest.approx(420)
-    snap = limiter.snapshot()
-    assert (snap["rate_limited"], snap["pauses"], snap["decreases"]) == (5, 1, 1)
-
-
-def test_a_429_after_the_pause_is_a_new_decrease() -> None:
-    limiter, clock = make(600)
-    limiter.on_rate_limited(1.0)
-    clock.now += 3.0
-    limiter.on_rate_limited(1.0)
-    assert limiter.current_rpm == pytest.approx(600 * 0.7 * 0.7)
-    assert limiter.snapshot()["decreases"] == 2
-
-
-def test_the_pace_never_falls_below_one_rpm() -> None:
-    limiter, clock = make(2)
-    for _ in range(5):
-        limiter.on_rate_limited(0.0)
-        clock.now += 10.0
-    assert limiter.current_rpm == 1.0
+    pool = Pool(None, tpm=6000, headroom=1.0)
+    pool.send(0, 1000)
+    pool.clock.now += 30  # the slot is long past; crediting it now must not allow a burst
+    pool.limiter.settle(1000, 0)
+    assert gaps([pool.send(0, 1000), pool.send(0, 1000)]) == [10.0]
 
 
 def test_should_stop_aborts_a_wait_without_taking_the_slot() -> None:
-    limiter, clock = make(6)  # one request every 10 s
-    start = clock.now
-    assert limiter.acquire(0)
-    assert not limiter.acquire(0, should_stop=lambda: len(clock.naps) >= 3)
-    assert clock.naps == [0.25] * 3
-    assert not limiter.acquire(0, should_stop=lambda: True)
-    assert limiter.acquire(0)  # the slot is still there for the next caller
-    assert clock.now == pytest.approx(start + 10.0)
-    assert limiter.snapshot()["rate_limited"] == 0
+    pool = Pool(6, headroom=1.0)  # one request every 10 s
+    start = pool.send(0)
+    assert not pool.limiter.acquire(0, should_stop=lambda: len(pool.clock.naps) >= 3)
+    assert pool.clock.naps == [0.25] * 3
+    assert not pool.limiter.acquire(0, should_stop=lambda: True)
+    assert pool.send(0) == pytest.approx(start + 10.0)  # the slot is still there for the next caller
 
 
-def test_no_limits_means_no_pacing_until_a_429() -> None:
-    limiter, clock = make(None)
-    start = clock.now
+def test_no_limits_means_no_pacing() -> None:
+    pool = Pool(None)
     for _ in range(100):
-        assert limiter.acquire(10_000)
-        clock.now += 0.1  # 600 requests a minute, unpaced
-    assert clock.naps == []
-    assert limiter.current_rpm is None
-    limiter.on_rate_limited(3.0)
-    assert limiter.current_rpm == pytest.approx(600 * 0.7)  # measured, then decreased
-    assert limiter.acquire(0)
-    assert clock.now == pytest.approx(start + 10.0 + 3.0)
-    for _ in range(20):  # no configured ceiling: it climbs past the measured rate, probing
-        limiter.on_success()
-    assert limiter.current_rpm == pytest.approx(420 + 20 * 12)
-
-
-def test_random_429s_without_rpm_do_not_ratchet_the_pace_down() -> None:
-    # A 429 in every 20 answers, each with a 1 s delay, whatever the pace (`make bench` P5's 5 %).
-    limiter, clock = make(None)
-    for _ in range(100):
-        assert limiter.acquire(0)
-        clock.now += 0.01  # 6,000 rpm before the first 429
-    learnt = None
-    for i in range(2000):
-        assert limiter.acquire(0)
-        if i % 20 == 19:
-            limiter.on_rate_limited(1.0)
-            learnt = learnt or limiter.current_rpm
-        else:
-            limiter.on_success()
-    assert learnt is not None
-    assert limiter.current_rpm >= learnt  # it recovers between 429s instead of sinking with each one
-
-
-def test_snapshot_reports_configuration_and_pauses() -> None:
-    limiter, clock = make(1200, tpm=100_000)
-    limiter.on_rate_limited(4.0)
-    clock.now += 10
-    assert limiter.snapshot() == {"rpm": 1200, "tpm": 100_000, "current_rpm": pytest.approx(840),
-                                  "rate_limited": 1, "pauses": 1, "paused_seconds": 4.0, "decreases": 1}
+        pool.send(0, 10_000)
+    assert pool.clock.naps == []
+    assert pool.limiter.current_rpm is None
 
 
 def test_invalid_limits_are_refused() -> None:
@@ -258,10 +148,13 @@ def test_invalid_limits_are_refused() -> None:
         Limiter(0, None)
     with pytest.raises(ValueError, match="rpm and tpm"):
         Limiter(None, -5)
+    with pytest.raises(ValueError, match="headroom"):
+        Limiter(60, None, headroom=1.5)
 
 
 def test_threads_sharing_a_limiter_never_share_a_slot() -> None:
-    limiter, clock = make(600)
+    clock = FakeClock()
+    limiter = Limiter(600, None, headroom=1.0, clock=clock, sleep=clock.sleep)
     start = clock.now
 
     def work() -> None:
@@ -277,101 +170,261 @@ def test_threads_sharing_a_limiter_never_share_a_slot() -> None:
     assert clock.now >= start + 199 * 0.1 - 1e-6
 
 
-class SlidingWindowServer:
-    """At most `quota` requests in any 60 s window; beyond, 429 with RetryInfo until a slot frees.
+def test_answers_are_matched_to_requests_by_thread() -> None:
+    clock = FakeClock()
+    limiter = Limiter(60, None, clock=clock, sleep=clock.sleep)
+    waits: list[float] = []
 
-    Like Gemini (and fake_gemini.py) the delay is in whole seconds, at least 1. `noise` is the share
-    of requests answered 429 anyway (1 s), as a loaded API does.
-    """
+    def rejected() -> None:
+        assert limiter.acquire(0)
+        waits.append(limiter.on_rate_limited(30.0))
 
-    def __init__(self, quota: int, rng: random.Random, noise: float = 0.0) -> None:
-        self.quota, self.rng, self.noise = quota, rng, noise
-        self.admitted: deque[float] = deque()
-        self.last_arrival = float("-inf")
-
-    def answer(self, arrival: float) -> float | None:
-        assert arrival >= self.last_arrival  # the simulation keeps arrivals in order
-        self.last_arrival = arrival
-        if self.noise and self.rng.random() < self.noise:
-            return 1.0
-        while self.admitted and self.admitted[0] <= arrival - 60:
-            self.admitted.popleft()
-        if len(self.admitted) < self.quota:
-            self.admitted.append(arrival)
-            return None
-        return max(1.0, math.ceil(self.admitted[0] + 60 - arrival))
+    t = ExThread(rejected, "worker")
+    t.start()
+    t.join(timeout=10)
+    assert waits == [30.0]
+    assert limiter.acquire(0)  # this thread's own request is not held by the other thread's 429
+    assert clock.now < 1030.0
 
 
-def simulate(quota: int, rpm: float | None, *, seconds: float = 300, workers: int = 20, latency: float = 0.2,
-             jitter: float = 0.0, noise: float = 0.0, seed: int = 7) -> tuple[int, int, Limiter]:
-    """Drive one limiter with `workers` logical workers on a fake clock: (answered ok, answered 429, limiter).
-
-    Responses are delivered while a worker naps, at their own time, as they would be with threads.
-    """
-    rng = random.Random(seed)
-    server = SlidingWindowServer(quota, rng, noise)
-    now = [0.0]
-    inbox: list[tuple[float, int, int, float | None]] = []  # (due, seq, worker, retry_after or None)
-    ready = [(0.0, w) for w in range(workers)]
-    counts = [0, 0]
-
-    def advance(until: float) -> None:
-        while inbox and inbox[0][0] <= until:
-            due, _, worker, retry_after = heapq.heappop(inbox)
-            now[0] = max(now[0], due)
-            if retry_after is None:
-                limiter.on_success()
-            else:
-                limiter.on_rate_limited(retry_after)
-            counts[retry_after is not None] += 1
-            heapq.heappush(ready, (now[0], worker))
-        now[0] = max(now[0], until)
-
-    limiter = Limiter(rpm, None, clock=lambda: now[0], sleep=lambda s: advance(now[0] + s))
-    seq = 0
-    while True:
-        if not ready:  # every worker is waiting for an answer
-            advance(inbox[0][0])
-        at, worker = heapq.heappop(ready)
-        advance(at)
-        assert limiter.acquire(500)
-        if now[0] >= seconds:
-            return counts[0], counts[1], limiter
-        seq += 1
-        retry_after = server.answer(now[0] + rng.uniform(0, jitter))
-        heapq.heappush(inbox, (now[0] + latency, seq, worker, retry_after))
+# --- what a 429 does -------------------------------------------------------------------------------
 
 
-def test_sliding_window_paced_just_under_the_quota_runs_at_full_speed_with_no_429() -> None:
-    ok, rejected, _ = simulate(1200, 1200 * 0.99)
-    assert rejected == 0
-    assert ok / 300 >= 0.97 * 1200 / 60
+def test_a_lone_429_makes_only_its_own_request_wait_and_keeps_the_pace() -> None:
+    pool = Pool(600)  # already paced at the quota: a 429 at a window's edge
+    start = pool.send(0)
+    assert pool.as_worker(0).on_rate_limited(40.0) == pytest.approx(40.0)
+    times = [pool.send(1) for _ in range(3)]
+    assert times[-1] < start + 1  # the others keep their pace: no pool pause
+    assert pool.limiter.current_rpm == pytest.approx(594)
+    assert pool.send(0) == pytest.approx(start + 40.0)  # the one that got it waits its retryDelay
+    assert pool.limiter.snapshot()["pauses"] == 0
 
 
-def test_sliding_window_paced_at_the_quota_with_network_jitter_keeps_429s_rare() -> None:
-    # The bench: at exactly the quota, jitter lets a request arrive within 60 s of the one 1200 before.
-    ok, rejected, limiter = simulate(1200, 1200, jitter=0.02)
-    assert rejected <= 0.002 * (ok + rejected)
-    assert ok / 300 >= 0.97 * 1200 / 60
-    assert limiter.current_rpm == 1200
+def test_a_429_without_a_delay_waits_2s() -> None:
+    pool = Pool(600)
+    start = pool.send(0)
+    assert pool.as_worker(0).on_rate_limited(None) == pytest.approx(2.0)
+    assert pool.send(0) == pytest.approx(start + 2.0)
 
 
-def test_sliding_window_with_rpm_set_too_high_is_held_to_the_quota_by_pauses() -> None:
-    ok, rejected, _ = simulate(600, 1200, seconds=600)
-    assert ok / 600 >= 0.97 * 600 / 60
-    assert rejected <= 0.02 * (ok + rejected)
+def flood(pool: Pool, *, sent: int, rejected: int, delay: float = 5.0, quota: bool | None = None,
+          limit: float | None = None) -> None:
+    """`sent` requests from as many workers, then the last `rejected` of them answered 429, in order."""
+    for w in range(sent):
+        pool.send(w)
+        pool.clock.now += 0.001
+    for w in range(sent):
+        pool.clock.now += 0.001
+        if w < sent - rejected:
+            pool.as_worker(w).on_success()
+        else:
+            pool.as_worker(w).on_rate_limited(delay, quota=quota, limit=limit)
 
 
-def test_sliding_window_with_no_rpm_learns_a_pace() -> None:
-    ok, rejected, limiter = simulate(1200, None, seconds=600)
-    assert ok / 600 >= 0.97 * 1200 / 60
-    assert rejected <= 0.05 * (ok + rejected)
-    assert limiter.current_rpm is not None
+def test_a_flood_of_429s_while_unpaced_pauses_everyone_and_paces_at_what_the_server_admitted() -> None:
+    pool = Pool(None)
+    flood(pool, sent=58, rejected=8)  # 50 let through, then a flood
+    start = pool.clock.now
+    assert pool.limiter.paused_until == pytest.approx(start + 5.0)
+    assert pool.limiter.quota_rpm == 50  # what the server admitted in the window
+    assert pool.limiter.current_rpm == pytest.approx(49.5)
+    assert pool.send(99) == pytest.approx(start + 5.0)  # everyone waits out the server's delay
+    assert pool.names() == ["pause", "decrease"]
+    assert pool.events[0][1]["message"] == "429: pausing all workers for 5 s"
 
 
-def test_random_429s_cost_their_pauses_but_do_not_ratchet_the_pace_down() -> None:
-    # 0.2 % of answers are 429 (1 s) whatever the pace, every 25 s or so: the pauses cost ~4 %.
-    ok, rejected, limiter = simulate(10**6, 1200, seconds=600, noise=0.002)
-    assert 5 <= rejected <= 0.005 * (ok + rejected)
-    assert ok / 600 >= 0.93 * 1200 / 60
-    assert limiter.current_rpm == pytest.approx(1200, rel=0.3)
+def test_a_few_429s_while_unpaced_only_make_their_requests_wait() -> None:
+    pool = Pool(None)
+    flood(pool, sent=58, rejected=7)  # below the flood mark: a loaded API, not a quota
+    assert pool.limiter.current_rpm is None
+    assert pool.limiter.snapshot()["pauses"] == 0
+    assert pool.send(99) == pytest.approx(pool.clock.now)
+
+
+def test_429s_answering_requests_sent_before_a_pause_are_one_event() -> None:
+    pool = Pool(None)
+    flood(pool, sent=70, rejected=20)
+    snap = pool.limiter.snapshot()
+    assert (snap["rate_limited"], snap["pauses"], snap["decreases"]) == (20, 1, 1)
+    assert pool.limiter.quota_rpm == 50
+
+
+def test_a_429_right_after_a_pause_pauses_again() -> None:
+    pool = Pool(None)
+    flood(pool, sent=58, rejected=8, delay=5.0)
+    t = pool.send(0)  # the first request after the pause
+    pool.as_worker(0).on_rate_limited(7.0)  # the pause was too short (a delay that named no slot)
+    assert pool.limiter.paused_until == pytest.approx(t + 7.0)
+    assert pool.limiter.snapshot()["pauses"] == 2
+
+
+def test_a_success_after_a_pause_ends_the_check() -> None:
+    pool = Pool(None)
+    flood(pool, sent=58, rejected=8)
+    pool.send(0)
+    pool.as_worker(0).on_success()
+    pool.send(1)
+    pool.as_worker(1).on_rate_limited(7.0)  # now a lone 429
+    assert pool.limiter.snapshot()["pauses"] == 1
+
+
+def test_the_quota_a_429_states_sets_the_pace() -> None:
+    pool = Pool(None)
+    pool.send(0)
+    pool.as_worker(0).on_rate_limited(20.0, quota=True, limit=1000)
+    assert pool.limiter.quota_rpm == 1000
+    assert pool.limiter.current_rpm == pytest.approx(990)
+
+
+def test_a_stated_quota_never_lifts_the_pace_above_the_configured_rpm() -> None:
+    pool = Pool(600)
+    pool.send(0)
+    pool.as_worker(0).on_rate_limited(20.0, quota=True, limit=1000)
+    assert pool.limiter.current_rpm == pytest.approx(594)
+
+
+def test_429s_that_name_no_quota_never_set_the_pace() -> None:
+    pool = Pool(None)
+    flood(pool, sent=58, rejected=8, quota=False)  # a loaded API's flood: everyone waits, nothing learnt
+    assert pool.limiter.snapshot()["pauses"] == 1
+    assert pool.limiter.current_rpm is None
+
+
+def test_three_429s_in_a_row_at_the_quota_cut_the_pace_and_hold_everyone_briefly() -> None:
+    pool = Pool(120, window=6.0)  # 19.8/s
+    for _ in range(125):  # a window and more at the pace, all let through
+        pool.send(0)
+        pool.as_worker(0).on_success()
+    for w in range(1, 4):  # then a fixed window's end: used up until it ends
+        pool.send(w)
+        pool.as_worker(w).on_rate_limited(40.0)
+    now = pool.clock.now
+    assert pool.limiter.quota_rpm == 116  # what the server let through in the window before the run
+    assert pool.limiter.paused_until == pytest.approx(now + 0.1)  # window/60, not the 40 s
+    assert pool.names() == ["decrease", "hold"]
+    t = pool.send(4)
+    pool.as_worker(4).on_rate_limited(40.0)  # still used up: hold again, twice as long
+    assert pool.limiter.paused_until == pytest.approx(t + 0.2)
+    pool.send(5)
+    pool.as_worker(5).on_success()  # the window has turned
+    assert pool.limiter.snapshot()["holds"] == 2
+    assert pool.limiter.snapshot()["pauses"] == 0
+
+
+# --- learning the quota ------------------------------------------------------------------------------
+
+
+def test_a_clean_window_raises_the_estimate_and_a_429_after_it_undoes_the_raise() -> None:
+    pool = Pool(None, window=6.0)
+    flood(pool, sent=108, rejected=8)  # learns 100 per window
+    for _ in range(120):  # two windows at the pace, no 429
+        w = 0
+        pool.send(w)
+        pool.as_worker(w).on_success()
+    assert pool.limiter.quota_rpm == pytest.approx(102)  # +2 %
+    assert pool.names()[-1] == "increase"
+    assert pool.events[-1][1]["message"] == "pace recovered to 101 per 6 s"
+    pool.send(1)
+    pool.as_worker(1).on_rate_limited(1.0)
+    assert pool.limiter.quota_rpm == pytest.approx(100)  # the raise went past the quota
+
+
+def test_the_estimate_never_rises_above_the_configured_rpm() -> None:
+    pool = Pool(600, window=6.0)
+    for _ in range(600):
+        pool.send(0)
+        pool.as_worker(0).on_success()
+    assert pool.limiter.quota_rpm == 600
+    assert pool.limiter.snapshot()["increases"] == 0
+
+
+def test_events_are_sent_outside_the_lock() -> None:
+    clock = FakeClock()
+    seen: list[dict[str, Any]] = []
+    limiter = Limiter(None, None, clock=clock, sleep=clock.sleep, worker=lambda: 0,
+                      on_event=lambda name, fields: seen.append(limiter.snapshot()))  # would deadlock under it
+    assert limiter.acquire(0)
+    limiter.on_rate_limited(1.0, quota=True, limit=60)
+    assert seen and seen[0]["quota_rpm"] == 60
+
+
+def test_snapshot_reports_configured_and_current_pace_pauses_and_changes() -> None:
+    pool = Pool(1200, tpm=100_000)
+    flood(pool, sent=30, rejected=8, delay=4.0)  # told too much: a storm
+    pool.clock.now += 10
+    assert pool.limiter.snapshot() == {
+        "rpm": 1200, "tpm": 100_000, "current_rpm": pytest.approx(21.78), "quota_rpm": 22, "window_seconds": 60.0,
+        "rate_limited": 8, "pauses": 1, "holds": 0, "paused_seconds": 4.0, "paused_for": 0.0, "decreases": 1,
+        "increases": 0}
+
+
+# --- the issue's cases, simulated -------------------------------------------------------------------
+
+
+def fixed(delays: str = "exact") -> FixedQuota:
+    return FixedQuota(CAP, W, delays, phase=2.3)  # windows do not start with the run
+
+
+@pytest.mark.parametrize("quota", [SlidingQuota(CAP, W), fixed()], ids=["sliding", "fixed"])
+def test_told_the_true_quota_it_runs_at_097_with_at_most_half_a_percent_429s(quota: SlidingQuota) -> None:
+    run = simulate(quota, CAP, seconds=20 * W, jitter=0.02)
+    assert run.ratio >= 0.97
+    assert run.share_429_all <= 0.005
+    assert run.snapshot["pauses"] == 0
+
+
+@pytest.mark.parametrize("told", [None, 3 * CAP], ids=["told-nothing", "told-3x"])
+@pytest.mark.parametrize("make", [lambda: SlidingQuota(CAP, W), fixed], ids=["sliding", "fixed"])
+def test_told_nothing_or_too_much_it_runs_at_095_with_at_most_3_percent_429s_after_two_windows(
+        make: Any, told: int | None) -> None:
+    run = simulate(make(), told, seconds=20 * W, warmup=2 * W, jitter=0.02)
+    assert run.ratio >= 0.95
+    assert run.share_429 <= 0.03
+    assert run.snapshot["pauses"] <= 2
+
+
+@pytest.mark.parametrize("told", [None, 3 * CAP], ids=["told-nothing", "told-3x"])
+@pytest.mark.parametrize("make", [lambda: SlidingQuota(CAP, W, "google"), lambda: fixed("google")],
+                         ids=["sliding", "fixed"])
+def test_with_google_like_delays_the_same_after_three_windows(make: Any, told: int | None) -> None:
+    run = simulate(make(), told, seconds=20 * W, warmup=3 * W, jitter=0.02)
+    assert run.ratio >= 0.95
+    assert run.share_429 <= 0.03
+
+
+@pytest.mark.parametrize("quota", [SlidingQuota(CAP, W, "google"), fixed("google")], ids=["sliding", "fixed"])
+def test_edge_429s_with_long_delays_never_pause_the_pool_at_the_quota(quota: SlidingQuota) -> None:
+    # Paced at exactly the quota, with network jitter: some requests reach a window's edge and get a
+    # 20-60 s (here 2-6 s) retryDelay; only they wait.
+    run = simulate(quota, CAP, seconds=20 * W, jitter=0.2, headroom=1.0)
+    assert run.rejected >= 5
+    assert run.snapshot["pauses"] == 0
+    assert run.ratio >= 0.97
+
+
+def test_at_full_scale_a_minute_window_behaves_the_same() -> None:
+    run = simulate(FixedQuota(1200, 60.0, "google", phase=23.0), None, seconds=600, warmup=180, jitter=0.02)
+    assert run.ratio >= 0.95
+    assert run.share_429 <= 0.03
+
+
+@pytest.mark.parametrize(("cap", "told"), [(CAP, CAP), (CAP, None), (10**6, None)],
+                         ids=["at-the-quota", "told-nothing", "no-quota"])
+def test_random_429s_of_a_loaded_api_cost_at_most_15_percent(cap: int, told: int | None) -> None:
+    clean = simulate(SlidingQuota(cap, W), told, seconds=20 * W)
+    loaded = simulate(SlidingQuota(cap, W), told, seconds=20 * W, noise=0.02)
+    assert loaded.share_429_all >= 0.015
+    assert loaded.ok >= 0.85 * clean.ok
+
+
+def test_random_429s_named_as_such_never_cut_a_known_pace() -> None:
+    run = simulate(SlidingQuota(CAP, W), CAP, seconds=20 * W, noise=0.05, tell_quota=True)
+    assert run.snapshot["decreases"] == 0
+    assert run.snapshot["pauses"] == 0
+
+
+def test_a_quota_stated_in_the_429_is_learnt_at_once() -> None:
+    run = simulate(fixed(), None, seconds=20 * W, warmup=W, tell_quota=True, tell_limit=True)
+    assert run.snapshot["quota_rpm"] == CAP
+    assert run.ratio >= 0.97

@@ -38,7 +38,7 @@ from typing import Any
 
 WINDOW = 60.0  # seconds a quota is counted over (Gemini's quotas are per minute); read when a Limiter is made
 HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach the server late or early
-STORM_OF, STORM_429S = 20, 5  # this many 429s among the last answers is a flood ...
+STORM_OF, STORM_429S = 20, 8  # this many 429s among the last answers is a flood (a loaded API's 2 %: never)
 OVERRUN = 1.2  # ... and a storm when the pace is this far above what the server admitted
 CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
 STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
@@ -87,6 +87,7 @@ class Limiter:
         self._lock = threading.Lock()
         now = clock()
         self._quota: float | None = rpm  # requests per window, as configured or learnt; None: not known
+        self._stated: float | None = None  # the quota the server's last 429 stated
         self._rate = self._pace(rpm)  # the pace in force (requests per window); None: unpaced
         self._next_req = self._next_tok = now  # earliest start of the next request on each clock
         self._slack = 0.0
@@ -206,7 +207,8 @@ class Limiter:
             if sent_at >= self._changed_at:  # sent at the pace in force, not an echo of an earlier one
                 self._judge(now, sent_at, delay, quota is not False, limit, events)
             elif quota is not False and limit is not None and 0 < limit != self._quota:
-                self._set_quota(float(limit), now, events)  # the server says what the quota is
+                self._stated = float(limit)
+                self._set_quota(self._stated, now, events)  # the server says what the quota is
                 self._mark_change(now)
             wait = max(own, self._paused_until) - now
         self._emit(events)
@@ -245,19 +247,22 @@ class Limiter:
             self._last_429, self._probe_step = now, PROBE_STEP
         stated = float(limit) if teaches and limit is not None and limit > 0 else None
         admitted = self._admitted_before(sent_at)
+        many = self._verdict_429s >= max(CREEP_MIN, CREEP_SHARE * len(self._verdicts))
         # Sending well above what the server admits (or unpaced): a storm once 429s flood the answers.
         overrun = self._rate is None or self._rate >= OVERRUN * admitted
-        if self._check_resume or (overrun and sum(self._recent) >= STORM_429S):  # resumed too soon, or a flood
+        flood = sum(self._recent) >= STORM_429S or (teaches and many)
+        if (self._check_resume and teaches) or (overrun and flood):
+            if stated is not None:
+                self._stated = stated
             learnt = stated if stated is not None else float(admitted)
             self._storm(now, delay, learnt if teaches else None, events)
-        elif overrun:
-            return  # not yet a flood: the request that got it waits
-        elif not teaches:
-            return  # a loaded API's 429: only the request that got it waits
         elif stated is not None:
+            self._stated = stated
             if stated != self._quota:
-                self._set_quota(stated, now, events)
+                self._set_quota(stated, now, events)  # the server says what the quota is
                 self._mark_change(now)
+        elif overrun or not teaches:
+            return  # not (yet) a flood, or a loaded API's 429: only the request that got it waits
         elif now - self._raised_at < self._window:
             self._set_quota(self._raised_from, now, events)  # the last raise went past the quota: undo it
             self._raised_at = -math.inf
@@ -265,11 +270,11 @@ class Limiter:
         else:
             # Several 429s in a row (a fixed window's end), or many in a window: the pace is a little over
             # the quota; what the server admitted in the window is the quota.
-            over = self._streak >= STREAK or self._verdict_429s >= max(CREEP_MIN, CREEP_SHARE * len(self._verdicts))
-            if over and 0 < admitted < (self._quota or math.inf):
+            in_a_row = self._streak >= STREAK
+            if (many or in_a_row) and 0 < admitted < (self._quota or math.inf):
                 self._set_quota(float(admitted), now, events)
                 self._mark_change(now)
-            if self._streak >= STREAK or self._holding:
+            if in_a_row or self._holding:
                 # The window is used up until it ends (or slots free): hold everyone briefly, longer while
                 # it lasts (the first answer after a hold says), rather than spend every worker on a long
                 # retryDelay of its own.
@@ -303,14 +308,15 @@ class Limiter:
     def _maybe_raise(self, now: float, events: list[Event]) -> None:
         """After a whole window at this pace without a 429, probe a higher quota (up to the configured one)."""
         quota, window = self._quota, self._window
-        if quota is None or (self._rpm is not None and quota >= self._rpm) or now < self._next_probe_check:
+        ceiling = min(self._rpm or math.inf, self._stated or math.inf)
+        if quota is None or quota >= ceiling or now < self._next_probe_check:
             return
         if min(now - self._changed_at, now - self._last_429, now - self._raised_at) < window:
             return
         self._next_probe_check = now + window / 20  # the count below costs a pass over a window's requests
         if self._rate is None or sum(s.at > now - window for s in self._sent) < BINDING * self._rate:
             return  # the pool is not using the pace: a higher one would be untested
-        self._set_quota(quota * (1 + self._probe_step), now, events)
+        self._set_quota(min(ceiling, quota * (1 + self._probe_step)), now, events)
         self._raised_from, self._raised_at = quota, now
         self._probe_step = min(MAX_PROBE_STEP, 2 * self._probe_step)
         # Not a change that makes echoes: a 429 for a request sent before the raise still says it went too far.

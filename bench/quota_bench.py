@@ -1,0 +1,236 @@
+"""`make bench` Q rows: enrichkit's pace against a quota counted over windows, beside a naive script.
+
+Each row runs the real CLI (`bench/scaled_enrich.py`, enrich.py's `main` with the limiter's window
+set to the stand-in's) as a subprocess against the stand-in (`quota_standin.py`), 20 workers, 0.2 s
+latency, one LLM stage. The window is scaled down (6 s instead of 60 s; the quota, the rpm given,
+Google-like delays and the naive script's sleeps scale with it) so that one run fills many windows.
+
+Figures come from the stand-in's side, sampled every 0.1 s: the rate is the answers it gave 200 per
+second, from the first request (after the row's warm-up) to the last success, over the cap; the 429
+share is over the requests received in the same span (and over the whole run). Records not done are
+from the CLI's report (failed) and from the output (lost: neither written nor failed).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from quota_standin import quota_gemini
+
+BENCH = Path(__file__).resolve().parent
+WINDOW = 6.0  # seconds; the real quota's 60 s, scaled by SCALE
+SCALE = WINDOW / 60.0
+QUOTA = 120  # requests per window: 1,200 RPM at full scale, as in the issue
+# The limiter counts its rate per window (per minute at full scale), so "told the true rpm" passes the
+# quota per window: the run is the real one with a clock ten times faster.
+RPM = QUOTA
+LATENCY = 0.2
+WORKERS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    window_mode: str = "sliding"
+    rpm_delay: str = "exact"
+    told: str = "true"  # "true" | "none" | "3x"
+    noise: float = 0.0  # share of requests answered 429 (1 s) whatever the quota
+    naive: bool = False
+    warmup_windows: int = 0
+    records: int = 960  # 8 windows at the cap
+
+
+ROWS = (
+    Row("known_sliding", "told the true rpm, sliding window"),
+    Row("none_sliding", "told nothing, sliding window", told="none", warmup_windows=2),
+    Row("3x_sliding", "told 3x the rpm, sliding window", told="3x", warmup_windows=2),
+    Row("naive_sliding", "naive ThreadPoolExecutor(20), sliding window", naive=True, records=480),
+    Row("known_fixed", "told the true rpm, fixed windows", window_mode="fixed"),
+    Row("none_fixed", "told nothing, fixed windows", window_mode="fixed", told="none", warmup_windows=2),
+    Row("3x_fixed", "told 3x the rpm, fixed windows", window_mode="fixed", told="3x", warmup_windows=2),
+    Row("naive_fixed", "naive ThreadPoolExecutor(20), fixed windows", window_mode="fixed", naive=True, records=480),
+    Row("known_google", "told the true rpm, fixed windows, Google-like delays", window_mode="fixed",
+        rpm_delay="google"),
+    Row("none_google", "told nothing, fixed windows, Google-like delays", window_mode="fixed", rpm_delay="google",
+        told="none", warmup_windows=3),
+    Row("noise_known", "told the true rpm, sliding, 2 % random 429s", noise=0.02),
+)
+
+
+class Sampler:
+    """Polls the stand-in's counters every 0.1 s: (seconds, requests, answered 200, answered 429)."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake, self.samples = fake, []  # type: list[tuple[float, int, int, int]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.take()
+
+    def take(self) -> None:
+        s = self.fake.stats()
+        status = s["by_status"]
+        self.samples.append((time.monotonic(), s["generate"], status.get("200", 0), status.get("429", 0)))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.take()
+
+    def at(self, t: float, column: int) -> float:
+        """A counter's value at time `t`, interpolated between the samples around it."""
+        s = self.samples
+        for (t0, *v0), (t1, *v1) in itertools.pairwise(s):
+            if t0 <= t <= t1:
+                return v0[column - 1] + (v1[column - 1] - v0[column - 1]) * (t - t0) / max(1e-9, t1 - t0)
+        return float(s[-1][column] if t > s[-1][0] else s[0][column])
+
+    def figures(self, warmup: float, fixed: bool) -> dict[str, Any]:
+        """Rate over the cap and 429 share over whole windows, from the first request + `warmup` on.
+
+        A span of k windows can admit at most k quotas on a sliding window (and on fixed windows when it
+        starts at a window's start); any other span lets a burst at the start count a window twice.
+        The span ends when all but the last WORKERS records were answered: the tail is stragglers.
+        """
+        s = self.samples
+        first = next((i for i, x in enumerate(s) if x[1] > 0), None)
+        if first is None:
+            return {"ratio": 0.0, "share_429": None, "share_429_all": None, "requests": 0}
+        start = s[max(0, first - 1)][0] + warmup  # the first request came after the sample before it
+        if fixed:
+            start = math.ceil(start / WINDOW) * WINDOW  # the stand-in's windows, on the same monotonic clock
+        final_ok = s[-1][2]
+        tail = next(x[0] for x in s if x[2] >= final_ok - WORKERS)
+        windows = max(1, math.floor((tail - start) / WINDOW))
+        end = start + windows * WINDOW
+        # The stand-in counts a request when it arrives and its answer LATENCY later: the answers to the
+        # requests that arrived in [start, end) are those counted in the span LATENCY later.
+        requests = self.at(end, 1) - self.at(start, 1)
+        ok, limited = (self.at(end + LATENCY, i) - self.at(start + LATENCY, i) for i in (2, 3))
+        return {"ratio": round(ok / (windows * QUOTA), 4), "windows": windows,
+                "share_429": round(limited / max(1.0, requests), 4),
+                "share_429_all": round(s[-1][3] / max(1, s[-1][1]), 4), "requests": s[-1][1]}
+
+
+def write_input(path: Path, rows: int) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["fund.title", "fund.manager", "poc.email"])
+        for i in range(rows):
+            w.writerow([f"Fund {i:07d}", f"Manager {i % 97}", f"p{i}@m{i % 97}.example.com"])
+
+
+def run_row(row: Row, work: Path, lib: Path, stages: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One row: the stand-in with its quota, the CLI (or the naive script) against it, the figures."""
+    src = work / f"{row.key}.csv"
+    write_input(src, row.records)
+    out = work / f"{row.key}.out.csv"
+    fake = quota_gemini(rpm=QUOTA, window=WINDOW, window_mode=row.window_mode, rpm_delay=row.rpm_delay,
+                        latency=LATENCY, rate_limit_rate=row.noise, seed=11)
+    with fake:
+        env = {**env, "GEMINI_BASE_URL": fake.url}
+        if row.naive:
+            cmd = [sys.executable, str(BENCH / "naive_threadpool.py"), str(src), str(out),
+                   "--sleep-scale", str(SCALE)]
+        else:
+            told = {"true": ["--rpm", str(RPM)], "3x": ["--rpm", str(3 * RPM)], "none": []}[row.told]
+            env.update(BENCH_LIB=str(lib), BENCH_WINDOW=str(WINDOW),
+                       BENCH_LIMITER_OUT=str(work / f"{row.key}.limiter.json"))
+            cmd = [sys.executable, str(BENCH / "scaled_enrich.py"), "--input", str(src), "--output", str(out),
+                   "--stages-file", str(stages), "--max-workers", str(WORKERS), "--quiet", *told]
+        t0 = time.monotonic()
+        with Sampler(fake) as sampler:
+            proc = subprocess.run(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  check=False)
+        wall = time.monotonic() - t0
+    if proc.returncode not in (0, 1):
+        sys.stderr.write(proc.stderr.decode(errors="replace")[-2000:])
+    result: dict[str, Any] = {"label": row.label, "exit": proc.returncode, "records": row.records,
+                              "warmup_s": row.warmup_windows * WINDOW, "wall_s": round(wall, 1),
+                              **sampler.figures(row.warmup_windows * WINDOW, row.window_mode == "fixed")}
+    written = count_rows(out)
+    if row.naive:
+        result.update(done=written, failed=0, lost=row.records - written)
+    else:
+        report = json.loads((work / f"{row.key}.out.report.json").read_text())
+        done, failed = report["counts"]["completed"], report["counts"]["failed"]
+        result.update(done=done, failed=failed, lost=row.records - done - failed)
+        limiter_out = work / f"{row.key}.limiter.json"
+        if limiter_out.exists():
+            snap = json.loads(limiter_out.read_text())
+            if snap:
+                result["limiter"] = snap[0]
+    return result
+
+
+def count_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, newline="", encoding="utf-8") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+
+
+def run_rows(work: Path, lib: Path, stages: Path, env: dict[str, str], only: set[str] | None = None,
+             quick: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"window_s": WINDOW, "quota_per_window": QUOTA, "rpm": RPM, "latency_s": LATENCY,
+                           "workers": WORKERS, "lib": str(lib)}
+    for row in ROWS:
+        if only and row.key not in only:
+            continue
+        if quick:
+            row = dataclasses.replace(row, records=row.records // 4, warmup_windows=min(row.warmup_windows, 1))
+        print(f"  Q {row.label} ...", flush=True)
+        out[row.key] = run_row(row, work, lib, stages, env)
+    return out
+
+
+def table(q: dict[str, Any]) -> list[str]:
+    """The Q rows as text lines: rate/cap, 429 share, records not done."""
+    lines = [f"{'Q row (quota ' + str(q['rpm']) + ' per ' + str(q['window_s']) + ' s window)':<58} "
+             f"{'rate/cap':>8} {'429s':>7} {'429s all':>8} {'failed':>6} {'lost':>5} {'pauses':>6} {'cuts':>5}"]
+    for r in q.values():
+        if not isinstance(r, dict):
+            continue
+        lim = r.get("limiter", {})
+        share = "-" if r["share_429"] is None else f"{100 * r['share_429']:.1f} %"
+        share_all = "-" if r["share_429_all"] is None else f"{100 * r['share_429_all']:.1f} %"
+        label = r["label"] + (f" (after {r['warmup_s']:.0f} s)" if r["warmup_s"] else "")
+        lines.append(f"{label:<58} {r['ratio']:>8.3f} {share:>7} {share_all:>8} {r['failed']:>6} {r['lost']:>5} "
+                     f"{lim.get('pauses', '-'):>6} {lim.get('decreases', '-'):>5}")
+    return lines
+
+
+if __name__ == "__main__":  # python bench/quota_bench.py LIB [keys...]: rows alone, for development
+    import shutil
+    import tempfile
+
+    work_dir = Path(tempfile.mkdtemp(prefix="qbench-"))
+    stages_file = work_dir / "llm.toml"
+    stages_file.write_text(
+        '[defaults]\nmodel = "gemini-2.5-flash"\ntemperature = 0.2\n\n[[stages]]\nname = "poc"\n'
+        'prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}?"\n'
+        '[stages.fields]\npoc_name = "string"\npoc_email = "string"\nconfidence = "number"\n')
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
+    base["GEMINI_API_KEY"] = "bench-key-not-secret"
+    results = run_rows(work_dir, Path(sys.argv[1]), stages_file, base, set(sys.argv[2:]) or None)
+    print("\n".join(table(results)))
+    print(json.dumps(results, indent=1))
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,0 +1,150 @@
+"""Quota simulators on a fake clock, and a discrete-event run of N workers sharing one Limiter.
+
+No threads and no sleeping: each simulated worker asks `Limiter.try_acquire` for a slot, is told how
+long to wait, and asks again then; a request reaches the quota after some network jitter and is
+answered `latency` seconds later, when the worker reports `on_success` or `on_rate_limited` (the
+limiter tells workers apart by `worker=`, here the simulated worker's number). Same seed, same run.
+
+The quotas count what the server admits, as `scripts/fake_gemini.py` does: over a sliding window or
+fixed windows, with "exact" delays (until a slot frees or the window ends) or Google-like ones
+(uniform in [window/3, window], whatever the quota's state), in whole seconds, at least 1. `noise`
+is the share of admitted requests answered 429 anyway (1 s, no quota named), as a loaded API does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from enrichkit.limiter import Limiter
+
+
+class SlidingQuota:
+    """At most `cap` requests admitted in any `window` seconds."""
+
+    def __init__(self, cap: int, window: float = 60.0, delays: str = "exact", seed: int = 0) -> None:
+        self.cap, self.window, self.delays, self.rng = cap, window, delays, random.Random(seed)
+        self._admitted: deque[float] = deque()
+
+    def admit(self, t: float) -> float | None:
+        """None when admitted at time `t`, else the 429's retry delay."""
+        while self._admitted and self._admitted[0] <= t - self.window:
+            self._admitted.popleft()
+        if len(self._admitted) < self.cap:
+            self._admitted.append(t)
+            return None
+        return self._delay(self._admitted[0] + self.window - t)
+
+    def _delay(self, exact: float) -> float:
+        seconds = self.rng.uniform(self.window / 3, self.window) if self.delays == "google" else exact
+        return float(max(1, math.ceil(seconds)))
+
+
+class FixedQuota(SlidingQuota):
+    """At most `cap` requests admitted per window [k*window - phase, (k+1)*window - phase)."""
+
+    def __init__(self, cap: int, window: float = 60.0, delays: str = "exact", seed: int = 0,
+                 phase: float = 0.0) -> None:
+        super().__init__(cap, window, delays, seed)
+        self.phase = phase
+        self._index, self._count = -1, 0
+
+    def admit(self, t: float) -> float | None:
+        index = math.floor((t + self.phase) / self.window)
+        if index != self._index:
+            self._index, self._count = index, 0
+        if self._count < self.cap:
+            self._count += 1
+            return None
+        return self._delay((index + 1) * self.window - self.phase - t)
+
+    def window_start(self, t: float) -> float:
+        """The start of the first window beginning at or after `t`."""
+        return math.ceil((t + self.phase) / self.window) * self.window - self.phase
+
+
+@dataclass
+class SimResult:
+    ratio: float  # successes per window over the cap, over whole windows after the warm-up
+    share_429: float  # of the answers in the same span
+    share_429_all: float  # of all answers
+    ok: int
+    rejected: int
+    snapshot: dict[str, Any]
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+
+def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: float = 0.0, workers: int = 20,
+             latency: float = 0.2, jitter: float = 0.0, noise: float = 0.0, tell_quota: bool = False,
+             tell_limit: bool = False, seed: int = 1, **limiter_options: Any) -> SimResult:
+    """Run `workers` workers for `seconds` through one Limiter told `rpm` (per window) against `quota`.
+
+    `tell_quota` passes `quota=` to `on_rate_limited` (True for the quota's 429s, False for noise), as a
+    caller that reads QuotaFailure does; `tell_limit` also passes the quota's `limit`.
+    """
+    rng = random.Random(seed)
+    now = [0.0]
+    me = [0]
+    events: list[tuple[float, str, dict[str, Any]]] = []
+
+    def no_sleep(_seconds: float) -> None:
+        raise AssertionError("the simulation asks try_acquire and never sleeps")
+
+    limiter = Limiter(rpm, None, window=quota.window, clock=lambda: now[0], sleep=no_sleep, worker=lambda: me[0],
+                      on_event=lambda name, fields: events.append((now[0], name, fields)), **limiter_options)
+    queue: list[tuple[float, int, str, int, Any]] = []
+    seq = 0
+
+    def push(at: float, kind: str, worker: int, data: Any = None) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(queue, (at, seq, kind, worker, data))
+
+    for w in range(workers):
+        push(0.0, "poll", w)
+    answers: list[tuple[float, float, bool]] = []  # (arrived at, answered at, 429?)
+    while queue:
+        at, _, kind, worker, data = heapq.heappop(queue)
+        if at > seconds:
+            break
+        now[0], me[0] = at, worker
+        if kind == "poll":
+            wait = limiter.try_acquire(500)
+            if wait > 0:
+                push(at + wait, "poll", worker)
+            else:
+                push(at + rng.uniform(0, jitter), "arrive", worker)
+        elif kind == "arrive":
+            delay = quota.admit(at)
+            named = delay is not None
+            if delay is None and noise and rng.random() < noise:
+                delay = 1.0
+            push(at + latency, "answer", worker, (at, delay, named))
+        else:
+            arrived, delay, named = data
+            answers.append((arrived, at, delay is not None))
+            if delay is None:
+                limiter.on_success()
+            else:
+                limiter.on_rate_limited(delay, quota=named if tell_quota else None,
+                                        limit=quota.cap if tell_limit and named else None)
+            push(at, "poll", worker)
+    return _result(quota, answers, seconds, warmup, limiter, events)
+
+
+def _result(quota: SlidingQuota, answers: list[tuple[float, float, bool]], seconds: float, warmup: float,
+            limiter: Limiter, events: list[tuple[float, str, dict[str, Any]]]) -> SimResult:
+    # Whole windows by arrival time: k windows admit at most k quotas (fixed ones counted from a window start).
+    start = quota.window_start(warmup) if isinstance(quota, FixedQuota) else warmup
+    windows = max(1, math.floor((seconds - 1.0 - start) / quota.window))  # answers of the last second may be in flight
+    end = start + windows * quota.window
+    span = [rejected for arrived, _, rejected in answers if start <= arrived < end]
+    ok = sum(not r for r in span)
+    rejected_all = sum(r for _, _, r in answers)
+    return SimResult(ratio=ok / (windows * quota.cap), share_429=sum(span) / max(1, len(span)),
+                     share_429_all=rejected_all / max(1, len(answers)), ok=len(answers) - rejected_all,
+                     rejected=rejected_all, snapshot=limiter.snapshot(), events=events)
