@@ -1,0 +1,220 @@
+"""`--notify-url` (the library side, `enrichkit.notify`) against a local receiver on 127.0.0.1: the body, the
+tries on a dead or failing receiver (waits recorded, never slept), the stop that never waits, redaction."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import API_KEY
+from enrichkit.jobfiles import JobPaths
+from enrichkit.notify import build_summary, notify_run_end, send_summary
+from enrichkit.redact import forget_secrets, register_secret
+
+WEBHOOK_PATH = "/services/T0000/B0000/s3cretWebhookToken"
+
+
+class Receiver:
+    """A webhook on 127.0.0.1 answering each POST with the next status of `statuses` (the last one
+    repeats); "hang" holds the request until `release` is set."""
+
+    def __init__(self, *statuses: int | str) -> None:
+        self.statuses = list(statuses) or [200]
+        self.posts: list[dict[str, Any]] = []
+        self.got = threading.Event()
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.posts.append({"path": self.path, "type": self.headers.get("content-type"),
+                                       "body": body.decode("utf-8")})
+                status = receiver.statuses[min(len(receiver.posts), len(receiver.statuses)) - 1]
+                receiver.got.set()
+                if status == "hang":
+                    receiver.release.wait(30)
+                    status = 200
+                self.send_response(int(status))
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{WEBHOOK_PATH}"
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> JobPaths:
+    return JobPaths.for_output(tmp_path / "out" / "funds.csv", input=tmp_path / "funds.csv")
+
+
+@pytest.fixture
+def secrets() -> Iterator[None]:
+    register_secret(API_KEY)
+    yield
+    forget_secrets()
+
+
+def report(status: str = "interrupted", exit_code: int = 130, **changes: Any) -> dict[str, Any]:
+    """A run's report, shaped as `enrichkit.report.build_report` writes it."""
+    data: dict[str, Any] = {
+        "job_id": "enrich_20261124_100000_abcdef", "status": status, "exit_code": exit_code,
+        "message": "Interrupted: 57 done, 487 left. Run with --resume to continue.",
+        "started_at": "2026-11-24T10:00:00Z", "finished_at": "2026-11-24T10:00:09Z", "wall_seconds": 8.5,
+        "records_per_minute": 403.9,
+        "counts": {"total": 544, "completed": 57, "failed": 0, "pending": 487, "skipped_duplicates": 0,
+                   "input_errors": 0, "empty_rows": 0, "completed_this_run": 57, "failed_this_run": 0},
+        "tokens": {"prompt": 10610, "output": 3362, "thinking": 0, "cached": 0, "total": 13972},
+        "cost_usd": 0.0116, "cost": {"tokens_usd": 0.0116, "grounding_usd": 0.0, "grounded_prompts": 0,
+                                     "search_queries": 0},
+    }
+    data.update(changes)
+    return data
+
+
+def test_one_post_with_the_run_summary_and_a_paragraph_for_slack(paths: JobPaths) -> None:
+    with Receiver(200) as hook:
+        assert notify_run_end(hook.url, report(), paths) is None
+    assert len(hook.posts) == 1
+    post = hook.posts[0]
+    assert post["path"] == WEBHOOK_PATH and post["type"] == "application/json"
+    body = json.loads(post["body"])
+    assert (body["job_id"], body["status"], body["exit_code"]) == ("enrich_20261124_100000_abcdef", "interrupted", 130)
+    assert body["counts"]["completed"] == 57 and body["counts"]["pending"] == 487
+    assert (body["cost_usd"], body["wall_seconds"], body["records_per_minute"]) == (0.0116, 8.5, 403.9)
+    assert body["files"] == {"input": str(paths.input), "output": str(paths.output),
+                             "checkpoint": str(paths.checkpoint), "report": str(paths.report),
+                             "errors": str(paths.errors)}
+    assert body["resume_command"] == f"python scripts/enrich.py --input {paths.input} --output {paths.output} --resume"
+    text = body["text"]
+    assert "\n" not in text and body["content"] == text  # one paragraph; Discord reads `content`
+    assert text.startswith("enrichkit job enrich_20261124_100000_abcdef on ") and "interrupted (exit 130)" in text
+    assert "57 of 544 records done, 0 failed, 487 pending; cost $0.0116" in text
+    assert "403.9 records/min" in text and body["resume_command"] in text
+
+
+@pytest.mark.parametrize(("status", "code", "counts", "command"), [
+    ("completed", 0, {"completed": 544, "failed": 0, "pending": 0}, None),
+    ("completed_with_failures", 1, {"completed": 540, "failed": 4, "pending": 0}, "--retry-failed"),
+    ("budget_exhausted", 4, {"completed": 100, "failed": 0, "pending": 444}, "--resume --max-cost USD"),
+    ("interrupted", 130, {"completed": 57, "failed": 1, "pending": 486}, "--resume"),
+])
+def test_the_command_to_continue_fits_how_the_run_ended(paths: JobPaths, status: str, code: int,
+                                                        counts: dict[str, int], command: str | None) -> None:
+    summary = build_summary(report(status, code, counts={"total": 544, **counts}), paths, host="box")
+    if command is None:
+        assert summary["resume_command"] is None and "Continue with" not in summary["text"]
+    else:
+        assert summary["resume_command"].endswith(f"--output {paths.output} {command}")
+        assert f"Continue with: {summary['resume_command']}" in summary["text"]
+    assert f"{status} (exit {code})" in summary["text"]
+
+
+def test_a_failing_receiver_is_tried_three_times_with_backoff(paths: JobPaths) -> None:
+    waits: list[float] = []
+    with Receiver(500) as hook:
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append)
+    assert len(hook.posts) == 3 and waits == [1, 2]
+    assert warning is not None and "failed after 3 tries: HTTP 500" in warning and "result is unchanged" in warning
+    assert "s3cretWebhookToken" not in warning  # a webhook's path is its secret
+
+
+def test_a_receiver_that_recovers_gets_the_summary_once(paths: JobPaths) -> None:
+    waits: list[float] = []
+    with Receiver(503, 200) as hook:
+        assert notify_run_end(hook.url, report(), paths, sleep=waits.append) is None
+    assert len(hook.posts) == 2 and waits == [1]
+    assert hook.posts[0]["body"] == hook.posts[1]["body"]
+
+
+def test_a_dead_receiver_costs_only_the_tries(paths: JobPaths) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    waits: list[float] = []
+    warning = notify_run_end(f"http://127.0.0.1:{port}/hook", report(), paths, sleep=waits.append)
+    assert waits == [1, 2]
+    assert warning == (f"notification to http://127.0.0.1:{port} failed after 3 tries: cannot connect; the run's "
+                       "result is unchanged")
+
+
+def test_a_wrong_url_is_not_tried_again(paths: JobPaths) -> None:
+    waits: list[float] = []
+    with Receiver(404) as hook:
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append)
+    assert len(hook.posts) == 1 and waits == []
+    assert warning is not None and "failed: HTTP 404" in warning
+
+
+def test_each_try_has_a_ten_second_timeout(paths: JobPaths) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class Answer:
+        status_code = 204
+
+        def close(self) -> None:
+            pass
+
+    def post(url: str, **kwargs: Any) -> Answer:
+        calls.append({"url": url, **kwargs})
+        return Answer()
+
+    assert notify_run_end("https://hooks.example/x", report(), paths, post=post) is None
+    assert [c["timeout"] for c in calls] == [10.0] and calls[0]["json"]["job_id"] == "enrich_20261124_100000_abcdef"
+
+
+def test_a_stop_never_waits_for_an_unanswered_request(paths: JobPaths) -> None:
+    with Receiver("hang") as hook:  # held longer than the receiver would hold it (30 s): only the stop can end it
+        warning = send_summary(hook.url, build_summary(report(), paths), should_stop=hook.got.is_set, timeout=60)
+        still_held = not hook.release.is_set()
+    assert warning is not None and "abandoned (stop requested)" in warning
+    assert still_held and len(hook.posts) == 1  # it returned while the receiver still held the request
+
+
+def test_a_stop_between_tries_ends_them(paths: JobPaths) -> None:
+    waits: list[float] = []
+    with Receiver(500) as hook:
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append, should_stop=lambda: bool(hook.posts))
+    assert len(hook.posts) == 1 and waits == [] and warning is not None and "abandoned" in warning
+
+
+def test_ctrl_c_during_a_notification_is_a_warning_not_an_exception(paths: JobPaths) -> None:
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    with Receiver("hang") as hook:
+        warning = send_summary(hook.url, {"text": "x"}, should_stop=interrupted)
+    assert warning is not None and "abandoned (interrupted)" in warning
+
+
+def test_the_api_key_never_leaves_in_a_notification(paths: JobPaths, secrets: None) -> None:
+    leaky = report(message=f"stopped: 401 for key {API_KEY}")
+    with Receiver(200) as hook:
+        assert notify_run_end(hook.url, leaky, paths) is None
+    body = hook.posts[0]["body"]
+    assert API_KEY not in body and "401 for key ***" in json.loads(body)["text"]
