@@ -165,3 +165,43 @@ def assert_exactly_once(output: Path, expected: set[str], *, filled: str | None 
     assert set(ids) == expected, f"{len(expected - set(ids))} record(s) missing, {len(set(ids) - expected)} extra"
     if filled:
         assert all(r[header.index(filled)] for r in body), "a row was written before its stages finished"
+
+
+# --- a job run in-process through the library, with fake providers ---------------------------------------
+
+
+@dataclass
+class LibraryRun:
+    """A plan, job and pipeline built the way the CLI builds them, with `providers` in place of the real ones."""
+
+    result: Any
+    job: Any
+    stop: Any
+
+
+def run_library(input_path: Path, output: Path, stages_file: Path, providers: dict[str, Any], *,
+                stop: Any = None, clock: Callable[[], float] | None = None, sleep: Callable[[float], object] | None = None,
+                before_run: Callable[[Any], None] = lambda pipeline: None, **options: Any) -> LibraryRun:
+    import time
+
+    from enrichkit.job import Settings, open_job
+    from enrichkit.pipeline import Pipeline
+    from enrichkit.plan import RunOptions, plan_job
+    from enrichkit.stopping import StopSignal
+
+    from enrichkit.providers.function import FunctionProvider
+
+    run_options = RunOptions(input=str(input_path), output=str(output), stages_file=str(stages_file), **options)
+    plan = plan_job(run_options)
+    if any(s.kind == "python" for s in plan.stages.stages) and "python" not in providers:
+        providers = {**providers, "python": FunctionProvider(plan.functions)}
+    stop = stop or StopSignal()
+    job = open_job(plan, Settings(backoff_base=0.0), stop=stop, clock=clock or time.monotonic,
+                   sleep=sleep or time.sleep, providers=providers)
+    try:
+        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, clock=clock or time.monotonic, pace=job.pace)
+        before_run(pipeline)
+        result = pipeline.run()
+    finally:
+        job.close()
+    return LibraryRun(result, job, stop)

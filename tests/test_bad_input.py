@@ -129,3 +129,61 @@ def test_corrupt_checkpoint_is_one_line(ws: Workspace) -> None:
     proc = ws.run("--resume")
     assert proc.returncode == 2 and "corrupt checkpoint" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("source", "needles"), [
+    ("def f(record):\n    return {'x': 1\n", ["SyntaxError", "broken_stage.py", "line 2"]),
+    ("import json\nraise RuntimeError('no config file')\ndef f(record):\n    return {}\n",
+     ["RuntimeError: no config file", "broken_stage.py line 2"]),
+])
+def test_a_python_stage_module_that_fails_to_import_names_its_file_and_line(ws: Workspace, source: str,
+                                                                             needles: list[str]) -> None:
+    ws.stages.write_text('[[stages]]\nname = "p"\ntype = "python"\nfunction = "broken_stage:f"\n'
+                         '[stages.fields]\nx = "string"\n', encoding="utf-8")
+    (ws.tmp / "broken_stage.py").write_text(source, encoding="utf-8")
+    _assert_one_line_exit_2(ws, ws.run(), "broken_stage", *needles)
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--timeout", "nan"), ("--max-cost", "nan"), ("--delay", "nan"), ("--timeout", "inf"), ("--max-cost", "inf"),
+    ("--delay", "inf"), ("--rpm", "nan"), ("--max-outage", "-inf"), ("--delay", "-1"), ("--max-cost", "0"),
+])
+def test_numbers_that_are_not_finite_are_usage_errors(ws: Workspace, flag: str, value: str) -> None:
+    _assert_one_line_exit_2(ws, ws.run(flag, value), flag)
+
+
+@pytest.mark.parametrize(("toml", "needles"), [
+    ('[defaults]\nrpm = 0\n', ["rpm must be a number above 0"]),
+    ('[defaults]\ntemperature = "hot"\n', ["temperature must be a number", "'hot'"]),
+    ('[default]\nmodel = "gemini-2.5-flash"\n', ["unknown top-level key 'default'", "did you mean 'defaults'"]),
+    ('[defaults]\nrpm = 10\n[[stages]]\nname = "s"\nprompt = "p {fund.title}"\nserach = true\n'
+     '[stages.fields]\nx = "string"\n', ["unknown key for a llm stage 'serach'", "did you mean 'search'"]),
+    ('[[stages]]\nname = "s"\nprompt = "p"\nmax_output_tokens = 0\n[stages.fields]\nx = "string"\n',
+     ["max_output_tokens must be at least 1"]),
+])
+def test_stages_file_mistakes_name_the_file_the_key_and_the_nearest_valid_one(ws: Workspace, toml: str,
+                                                                              needles: list[str]) -> None:
+    if "[[stages]]" not in toml:
+        toml += '[[stages]]\nname = "s"\nprompt = "p {fund.title}"\n[stages.fields]\nx = "string"\n'
+    ws.stages.write_text(toml, encoding="utf-8")
+    _assert_one_line_exit_2(ws, ws.run(), str(ws.stages), *needles)
+
+
+def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(ws: Workspace) -> None:
+    ws.stages.write_text(ws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
+                         encoding="utf-8")
+    _assert_one_line_exit_2(ws, ws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
+
+
+def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
+    import subprocess
+
+    proc = subprocess.Popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ws.env(), cwd=ws.tmp,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stderr.readline()  # like `2>&1 | head -1`: read one line, then hang up
+    proc.stderr.close()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert len(ws.output_ids()) == 40
+    assert read_json(ws.checkpoint)["status"] == "completed"

@@ -37,3 +37,22 @@ def test_lock_left_by_kill_9_does_not_block_the_next_run(ws: Workspace) -> None:
     proc = ws.run("--resume")
     assert proc.returncode == 0, proc.stderr
     assert len(ws.output_ids()) == len(set(ws.output_ids())) == 100
+
+
+def test_deleting_the_lock_file_of_a_live_run_lets_no_second_run_write(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(100))
+    ws.fake.configure(latency=0.05)
+    first = ws.start("--max-workers", "2", "--resume")
+    try:
+        wait_for(lambda: rows_written(ws) >= 3, what="the first run to write")
+        ws.output.with_name("enriched.lock").unlink()  # a cleanup script, a user tidying the folder
+        ws.output.with_name("enriched.lock.owner").unlink(missing_ok=True)
+        second = ws.run_process("--resume")  # the next cron tick
+        assert second.returncode == 3, second.stderr
+        assert "another run" in second.stderr
+    finally:
+        ws.fake.configure(latency=0)
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 100  # nothing written twice

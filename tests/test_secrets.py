@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import API_KEY, Workspace
 
 
@@ -25,3 +27,24 @@ def test_key_from_dotenv_is_used_and_not_leaked(ws: Workspace) -> None:
     assert proc.returncode == 0, proc.stderr
     for path in ws.output.parent.iterdir():
         assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_401_that_quotes_the_key_back_reaches_no_line_and_no_file(ws: Workspace) -> None:
+    ws.fake.configure(faults={"echo_key_401": 1.0})
+    proc = ws.run("-v")
+    assert proc.returncode == 2, proc.stderr
+    assert "rejected the key" in proc.stderr
+    assert API_KEY not in proc.stderr and "***" in proc.stderr  # the closing "Stopped:" line included
+    for path in [p for p in ws.tmp.rglob("*") if p.is_file()]:
+        assert API_KEY.encode() not in path.read_bytes(), path
+    assert "***" in ws.report.read_text()
+
+
+@pytest.mark.parametrize("key", ["“AIzaKeyPastedFromADocument0123”", "AIza key with spaces 0123456789",
+                                 "AIzaKéyWithAccent0123456789"])
+def test_a_key_pasted_with_quotes_spaces_or_accents_stops_at_start(ws: Workspace, key: str) -> None:
+    proc = ws.run(env=ws.env(GEMINI_API_KEY=key))
+    assert proc.returncode == 2, proc.stderr
+    assert "GEMINI_API_KEY contains" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert key not in proc.stderr
+    assert ws.fake.stats()["generate"] == 0 and not ws.checkpoint.exists()

@@ -50,6 +50,7 @@ def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
                                 stderr=err_file, env=ws.env(ENRICHKIT_DRAIN_SECONDS="600"), cwd=ws.tmp)
         wait_for(lambda: rows_written(ws) >= 5, what="first rows")
         ws.fake.configure(latency=600)  # every request now hangs
+        wait_for(lambda: ws.fake.stats()["in_flight"] >= 1, what="a request to hang")  # so there is a drain
         proc.send_signal(signal.SIGINT)
         wait_for(lambda: "finishing in-flight" in err_path.read_text(), what="the first Ctrl+C to be seen")
         proc.send_signal(signal.SIGINT)

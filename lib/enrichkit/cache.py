@@ -2,23 +2,20 @@
 
 A record that failed in stage 2 does not pay for stage 1 again on retry or resume, and two
 records asking the same question pay once. SQLite keeps it on disk (constant memory) and makes
-each insert atomic, so a `kill -9` leaves either the whole entry or none.
+each insert atomic, so a `kill -9` leaves either the whole entry or none. The cache is an
+optimisation: a damaged file is replaced, and a cache that cannot be opened is no cache.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-
-def cache_key(material: dict[str, Any]) -> str:
-    """Stable key of everything that decides an answer (model, prompt, fields, ...)."""
-    blob = json.dumps(material, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:32]
+from enrichkit.logs import log
 
 
 class ResponseCache:
@@ -26,20 +23,26 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db = self._connect()
         except sqlite3.DatabaseError:
-            # A damaged cache only costs money, never correctness: start a new one.
-            self._db.close()
-            self.path.unlink(missing_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            # A damaged cache only costs money, never correctness: start a new one (its WAL and shared-memory
+            # files too, or SQLite would replay the old journal into the new file).
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -52,5 +55,14 @@ class ResponseCache:
             self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, blob))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+
+def open_cache(path: Path) -> ResponseCache | None:
+    """The cache, or None (with a warning) when it cannot be opened at all: a full disk, a read-only folder."""
+    try:
+        return ResponseCache(path)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("cannot open the response cache %s (%s); running without it", path, exc)
+        return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
-from enrichkit.cache import ResponseCache
+from enrichkit.cache import ResponseCache, open_cache
 from enrichkit.enricher import Enricher
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
@@ -76,7 +76,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]
-        cache = ResponseCache(paths.cache) if remote and not options.no_cache else None
+        cache = open_cache(paths.cache) if remote and not options.no_cache else None
         limiters = make_limiters(plan, clock=clock, sleep=sleep)
         breakers = {p.kind: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
                                            on_event=lambda message: log.warning("%s", message)) for p in remote}

@@ -11,8 +11,9 @@ failed attempts) on a queue. A record not yet started when the run stops is not 
 from __future__ import annotations
 
 import itertools
-import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from enrichkit.scan import Pending, PendingScan, Position
 from enrichkit.stopping import StopSignal
 from enrichkit.store import JobStore
 
-Message = list[RecordResult] | AttemptError
+Message = list[RecordResult] | AttemptError  # what workers hand the main thread
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ class Pipeline:
         self.stats = RunStats()
         self.fatal: EnrichError | None = None
         self.budget_hit = False
-        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
-        enricher.on_attempt_error = self._queue.put  # failed attempts reach the error log through the main thread
+        # Workers append every finished record (and failed attempt) here at once, and wake the main thread;
+        # the main thread drains it. Nothing a worker finished can be lost by a wake-up that comes late.
+        self._inbox: deque[Message] = deque()
+        self._wake = threading.Event()
+        enricher.on_attempt_error = self._inbox.append  # failed attempts reach the error log through the main thread
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
         self._max_record_cost = 0.0
@@ -131,7 +135,7 @@ class Pipeline:
         mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
         limits = ", ".join(f"{k} {v:,.0f}" for k, v in (("rpm", self._limit("rpm")), ("tpm", self._limit("tpm")))
                            if v) or "no rpm/tpm"
-        return (f"{self.cp.job_id}: {mode}, {todo}{'' if self.cp.counts_exact else '~'} records to do, "
+        return (f"{self.cp.job_id}: {mode}, {'' if self.cp.counts_exact else '~'}{todo} records to do, "
                 f"{self.opts.max_workers} workers, {limits}; stages: {kinds}")
 
     def _limit(self, key: str) -> float | None:
@@ -168,23 +172,22 @@ class Pipeline:
 
     def _collect(self, *, block: bool, commit: bool = True) -> None:
         """Commit what the workers sent (`commit=False`: only count it back, after a write failed)."""
-        try:
-            message = self._queue.get(timeout=0.2) if block else self._queue.get_nowait()
-        except queue.Empty:
+        if block:
+            self._wake.wait(0.2)
+        self._wake.clear()
+        inbox = self._inbox
+        if not inbox:
             return
-        while True:
+        while inbox:
+            message = inbox.popleft()
             if isinstance(message, AttemptError):
                 if commit:
                     self.store.log_error(message)
             else:
                 self._inflight -= len(message)
-                for result in message:
-                    if commit:
+                if commit:
+                    for result in message:
                         self._handle(result)
-            try:
-                message = self._queue.get_nowait()
-            except queue.Empty:
-                break
         if commit:
             self.store.flush()  # the rows above share one flush, before anything else happens
 
@@ -195,24 +198,26 @@ class Pipeline:
             self._collect(block=True, commit=False)
 
     def _work(self, items: list[Pending]) -> None:
-        """On a worker: each record through its stages. A record not started before a stop is not started;
-        finished ones go back at once when the run is stopping, so none is lost with a slow batch."""
-        results: list[RecordResult] = []
+        """On a worker: each record through its stages, handed back as soon as it is finished (a slow record
+        later in a batch never holds back, or at the drain deadline throws away, those before it). A record
+        not started before a stop is not started."""
         stages = self.plan.stages.stages
+        inbox = self._inbox
+        woken = self.clock()
         for item in items:
             if self.stop():
-                results.append(RecordResult(item.record_id, item.record.row, item.start, abandoned=True))
+                inbox.append([RecordResult(item.record_id, item.record.row, item.start, abandoned=True)])
                 continue
             try:
-                results.append(self.enricher.enrich(item.record, item.record_id, stages, item.start))
+                result = self.enricher.enrich(item.record, item.record_id, stages, item.start)
             except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
-                results.append(RecordResult(item.record_id, item.record.row, item.start, abandoned=True))
+                result = RecordResult(item.record_id, item.record.row, item.start, abandoned=True)
                 log.error("internal error on row %d: %r", item.record.row, exc)
-            if self.stop() and len(items) > 1:
-                self._queue.put(results)
-                results = []
-        if results:
-            self._queue.put(results)
+            inbox.append([result])
+            if len(items) == 1 or self.clock() - woken > 0.05:
+                self._wake.set()
+                woken = self.clock()
+        self._wake.set()
 
     def _handle(self, r: RecordResult) -> None:
         self.store.commit(r)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from enrichkit.errors import InputError
 from enrichkit.idset import IdSet
 from enrichkit.records import BadRow, EmptyRow, InputTable, Record, RecordIds
 
@@ -73,6 +72,7 @@ class PendingScan:
         counts, ids, done, wanted = self.counts, self._ids, self._done, self._wanted
         seen = IdSet()
         taken = 0
+        first_bad: BadRow | None = None
         start = self.started_at
         for item in self.table.rows(start if start != (0, 0) else None):
             here = (item.end, item.row)
@@ -81,6 +81,7 @@ class PendingScan:
                     counts.empty += 1
                 else:
                     counts.unreadable += 1
+                    first_bad = first_bad or item
                     if self._on_unreadable is not None:
                         self._on_unreadable(item)
                 self._advance(here)
@@ -109,10 +110,10 @@ class PendingScan:
             self._advance(here)
             yield pending
         self.exhausted = True
-        if self.complete and counts.records == 0 and counts.unreadable:
-            raise InputError(f"no row could be read as a record ({counts.unreadable} unreadable; read as "
-                             f"{self.table.describe_format()}); check --encoding and --delimiter",
-                             str(self.table.path))
+        readable = counts.records + counts.duplicates
+        if self.complete and counts.unreadable > readable:
+            # A file read with the wrong encoding or delimiter: most rows are noise, whatever was sent.
+            raise self.table.unreadable_error(counts.unreadable, counts.unreadable + readable, first_bad)
 
     def _advance(self, here: Position) -> None:
         # Past --limit the walk only counts: the rows it reads then are not done.

@@ -164,6 +164,9 @@ class JobStore:
         cp.report_path, cp.errors_path = str(self.paths.report.resolve()), str(self.paths.errors.resolve())
         adopted = cp.options.get("adopted_jobs")
         cp.options = plan.options.recorded()
+        # The format in force, sniffed or given: a resume reads the file the same way, so its IDs stay the same.
+        cp.options["encoding"] = plan.table.encoding or cp.options.get("encoding")
+        cp.options["delimiter"] = plan.table.delimiter or cp.options.get("delimiter")
         if adopted:
             cp.options["adopted_jobs"] = adopted
         self.paths.output.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +181,8 @@ class JobStore:
         self.save()
 
     def done_count(self) -> int:
-        return self.cp.completed_count + len(self._unsynced)
+        """Records done: claimed, plus those written since (unless the output could not take them)."""
+        return self.cp.completed_count + (0 if self._output_broken() else len(self._unsynced))
 
     def commit(self, r: RecordResult) -> None:
         """A finished, failed or abandoned record: its row, its counters, its stage figures. The row is
@@ -241,7 +245,7 @@ class JobStore:
         """fsync the output, claim its rows, write the checkpoint (atomically)."""
         cp = self.cp
         started = self.clock()
-        if self.writer is not None and self.broken is None:
+        if self.writer is not None and not self._output_broken():
             self._write(self.writer.sync)
             for record_id in self._unsynced:
                 cp.completed_ids.add(record_id)
@@ -296,8 +300,9 @@ class JobStore:
             self._broke(self.paths.report, exc)
 
     def close(self) -> None:
+        """Close the files; a failure here was already reported (or is remembered), never raised."""
         if self.writer is not None:
-            if self.broken is not None and self.broken.path == str(self.paths.output):
+            if self._output_broken():
                 self.writer.abandon()
             else:
                 try:
@@ -305,13 +310,19 @@ class JobStore:
                 except OSError as exc:
                     self._broke(self.paths.output, exc)
         if self.errorlog is not None:
-            self.errorlog.close()
+            try:
+                self.errorlog.close()
+            except OSError as exc:
+                self._broke(self.paths.errors, exc)
+
+    def _output_broken(self) -> bool:
+        return self.broken is not None and self.broken.path == str(self.paths.output)
 
     # --- write failures -------------------------------------------------------------------------------
 
     def _write(self, action: Callable[[], None]) -> None:
-        if self.broken is not None:
-            raise self.broken
+        if self._output_broken():
+            raise self.broken  # type: ignore[misc]
         try:
             action()
         except OSError as exc:

@@ -1,0 +1,82 @@
+"""A full disk (or any failed write of the output, checkpoint or error log): stop sending at once, keep what
+is on disk, leave no temp file, one line naming the path and --resume, exit 1; after space is freed
+--resume completes the job exactly once."""
+
+from __future__ import annotations
+
+import json
+import resource
+
+from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
+
+
+def _limit_file_size(limit: int) -> None:
+    # CPython ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG ("File too large"), as a full disk
+    # fails with ENOSPC: the same OSError path.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_the_output_cannot_grow_then_resume_completes_exactly_once(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(300))
+    import subprocess
+
+    proc = subprocess.run(ws.args("--max-workers", "8", "--checkpoint-interval", "5"), capture_output=True, text=True,
+                          env=ws.env(), cwd=ws.tmp, timeout=60, preexec_fn=lambda: _limit_file_size(20_000))
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1 if "  files:" not in proc.stderr else -5]
+    assert f"cannot write {ws.output}" in proc.stderr and "--resume" in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(ws.tmp.rglob(".*.tmp")), "a temp file was left behind"
+    written = len(ws.output_ids()) if ws.output.stat().st_size < 20_000 else None
+    paid = ws.fake.stats()["generate"]
+    assert paid <= 300 - 100  # it stopped sending: far fewer answers were bought than records exist
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "interrupted"
+    assert cp["completed_count"] <= (written or cp["completed_count"])  # never claims a row it could not write
+
+    resumed = ws.run("--resume")  # the space is back
+    assert resumed.returncode == 0, resumed.stderr
+    exactly_once(ws)
+
+
+def test_an_error_log_that_cannot_be_written_stops_the_run(ws: Workspace) -> None:
+    ws.fake.configure(fail_matching=["Fund 00003 "])
+    proc = ws.run("--errors", "/dev/full", "--max-workers", "2")  # every write to /dev/full: ENOSPC
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write /dev/full" in proc.stderr and "--resume" in proc.stderr
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "interrupted" and cp["failed_count"] <= 1
+    ws.fake.configure(fail_matching=[])
+    resumed = ws.run("--resume", "--errors", str(ws.errors))
+    assert resumed.returncode in (0, 1), resumed.stderr
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids))
+    if resumed.returncode == 0:
+        exactly_once(ws)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import enrichkit.store as store
+
+    calls = {"n": 0}
+    real = store.write_checkpoint
+
+    def failing(path, cp):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device")
+        real(path, cp)
+
+    monkeypatch.setattr(store, "write_checkpoint", failing)
+    write_csv(ws.input, make_rows(200))
+    ws.fake.configure(latency=0.03)  # a run of some seconds: checkpoints are written at most once a second
+    proc = ws.run("--checkpoint-interval", "1", "--max-workers", "2")
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot write {ws.checkpoint}: No space left on device" in proc.stderr
+    assert read_json(ws.checkpoint)["status"] == "running"  # the last checkpoint that could be written
+    assert ws.fake.stats()["generate"] < 200
+    report = json.loads(ws.report.read_text())
+    assert report["exit_code"] == 1
+    monkeypatch.setattr(store, "write_checkpoint", real)
+    assert ws.run("--resume").returncode == 0
+    exactly_once(ws)

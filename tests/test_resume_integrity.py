@@ -1,0 +1,137 @@
+"""What a resume verifies: the output's rows are the truth (any edit before the checkpoint's mark is seen),
+a checkpoint belongs to one job, and an output re-saved by Excel is still the same job's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
+
+
+def _fast(ws: Workspace) -> dict[str, str]:
+    return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
+
+
+def test_rows_deleted_near_the_top_are_redone_on_resume(ws: Workspace) -> None:
+    assert ws.run("--limit", "20").returncode == 0
+    lines = ws.output.read_bytes().splitlines(keepends=True)
+    gone = [line.split(b",")[-2].decode() for line in lines[2:5]]
+    ws.output.write_bytes(b"".join(lines[:2] + lines[5:]))  # three rows near the top, deleted by hand
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 record(s) the checkpoint lists as done are not in" in proc.stderr
+    exactly_once(ws)
+    assert set(gone) <= set(ws.output_ids())
+    # The deleted rows were redone from the response cache: nothing was paid twice.
+    assert ws.fake.stats()["generate"] == 40
+    assert read_json(ws.report)["this_run"]["cache_hits"] == 3
+
+
+def test_a_row_edited_before_the_mark_makes_the_resume_read_the_output_whole(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    text = ws.output.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    title = lines[1].split(",")[0]
+    ws.output.write_text(lines[0] + lines[1].replace(title, title[:-1] + "X", 1) + "".join(lines[2:]),
+                         encoding="utf-8")
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "read it whole" in proc.stderr
+    assert len(ws.output_ids()) == len(set(ws.output_ids())) == 40
+
+
+def test_a_checkpoint_copied_from_another_job_is_refused(ws: Workspace) -> None:
+    assert ws.run("--limit", "15").returncode == 0
+    other = ws.tmp / "other" / "enriched.csv"
+    other.parent.mkdir()
+    shutil.copy(ws.checkpoint, other.with_name("enriched.progress.json"))
+    proc = ws.run("--resume", "--output", str(other))
+    assert proc.returncode == 2, proc.stderr
+    assert str(ws.output.resolve()) in proc.stderr and str(other) in proc.stderr
+    assert "belongs to the job writing" in proc.stderr
+    assert not other.exists()  # nothing was written for the refused job
+
+
+def test_a_checkpoint_shared_by_two_jobs_is_refused_for_the_second(ws: Workspace) -> None:
+    shared = ws.tmp / "shared.progress.json"
+    assert ws.run("--checkpoint", str(shared), "--limit", "5").returncode == 0
+    second = ws.tmp / "second.csv"
+    write_csv(ws.tmp / "second-input.csv", make_rows(100))
+    proc = ws.run("--checkpoint", str(shared), "--output", str(second), "--input", str(ws.tmp / "second-input.csv"),
+                  "--resume")
+    assert proc.returncode == 2, proc.stderr
+    assert "belongs to the job writing" in proc.stderr
+    assert read_json(shared)["output"] == str(ws.output.resolve())  # the first job's checkpoint is untouched
+
+
+def test_an_output_whose_rows_belong_to_another_job_is_refused(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    cp = read_json(ws.checkpoint)
+    body = ws.output.read_text(encoding="utf-8").replace(cp["job_id"], "enrich_20260101_000000_aaaaaa")
+    ws.output.write_text(body, encoding="utf-8")
+    proc = ws.run("--resume")
+    assert proc.returncode == 2, proc.stderr
+    assert "holds rows of job enrich_20260101_000000_aaaaaa" in proc.stderr
+
+
+def test_an_input_that_is_another_file_is_refused(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    elsewhere = write_csv(ws.tmp / "elsewhere.csv", make_rows(40))
+    proc = ws.run("--resume", "--input", str(elsewhere))
+    assert proc.returncode == 2, proc.stderr
+    assert "is of a job reading" in proc.stderr and "elsewhere.csv" in proc.stderr
+
+
+def test_an_output_re_saved_by_excel_is_the_same_job(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    text = ws.output.read_text(encoding="utf-8")
+    ws.output.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))  # UTF-8 BOM + CRLF
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 40
+    assert ws.fake.stats()["generate"] == 40  # the ten rows Excel re-saved were not paid again
+
+
+def test_fresh_says_what_it_deletes(ws: Workspace) -> None:
+    assert ws.run("--limit", "7").returncode == 0
+    again = ws.run()
+    assert again.returncode == 2
+    assert "delete it and its 7 paid rows with --fresh" in again.stderr
+    refused = ws.run("--fresh")  # not on a terminal, no --yes
+    assert refused.returncode == 2 and "7 paid rows" in refused.stderr and "--yes" in refused.stderr
+    assert len(ws.output_ids()) == 7  # nothing was deleted
+    assert ws.run("--fresh", "--yes").returncode == 0
+    assert len(ws.output_ids()) == 40
+
+
+def test_a_bare_resume_continues_with_the_recorded_options(ws: Workspace) -> None:
+    first = ws.run("--limit", "5", "--model", "gemini-2.5-flash-lite", "--max-workers", "3", "--rpm", "6000")
+    assert first.returncode == 0, first.stderr
+    options = read_json(ws.checkpoint)["options"]
+    assert (options["model"], options["max_workers"], options["rpm"]) == ("gemini-2.5-flash-lite", 3, 6000.0)
+    resumed = ws.run("--resume", "--max-workers", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "--max-workers 4 given: overrides the job's recorded 3" in resumed.stderr
+    assert set(ws.fake.stats()["by_model"]) == {"gemini-2.5-flash-lite"}  # the model stayed
+    assert read_json(ws.checkpoint)["options"]["max_workers"] == 4
+
+
+def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace) -> None:
+    assert ws.run("--limit", "5").returncode == 0
+    proc = ws.run("--resume", "--model", "gemini-2.5-flash-lite")
+    assert proc.returncode == 2 and "--allow-config-change" in proc.stderr
+    ok = ws.run("--resume", "--model", "gemini-2.5-flash-lite", "--allow-config-change")
+    assert ok.returncode == 0, ok.stderr
+    assert ws.fake.stats()["by_model"]["gemini-2.5-flash-lite"] == 35
+
+
+def test_the_report_covers_the_whole_job(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--resume").returncode == 0
+    report = json.loads(ws.report.read_text())
+    assert report["counts"]["completed"] == 40 and report["counts"]["completed_this_run"] == 30
+    assert report["stages"]["poc"]["succeeded"] == 40  # over every run, not just the last
+    assert report["this_run"]["stages"]["poc"]["succeeded"] == 30
+    assert report["fill_rates"]["poc_name"] == 1.0 and report["runs"] == 2
