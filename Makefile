@@ -9,7 +9,7 @@ OUTPUT ?= out/enriched.csv
 STAGES ?= data/stages.toml
 ARGS   ?=
 
-.PHONY: install demo enrich test lint bench status clean
+.PHONY: install demo enrich test unit lint typecheck bench status clean
 
 install: $(STAMP)
 
@@ -26,13 +26,21 @@ demo: $(STAMP)
 enrich: $(STAMP)
 	$(PY) scripts/enrich.py --input "$(INPUT)" --output "$(OUTPUT)" --stages-file "$(STAGES)" --resume $(ARGS)
 
-## test: the whole suite (CI runs this)
+## test: lint, types and the whole suite (CI runs this)
 test: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
+	$(PY) -m mypy
 	$(PY) -m pytest -q
+
+## unit: the tests that start no process and no server, in seconds
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
 
 lint: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 ## bench: throughput, overhead, memory, resume and fault figures (prints a table, writes bench/results.json)
 bench: $(STAMP)

@@ -29,6 +29,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # A bug in enrichkit re-raises under test instead of becoming "internal error" and exit 2 (as in simonw/llm).
     sys._called_from_test = True  # type: ignore[attr-defined]
 
+
+E2E_FILES = {"test_fake_gemini.py", "test_gemini_wire.py", "test_dashboard.py", "test_browser.py", "test_cron.py",
+             "test_readme.py"}
+E2E_FIXTURES = {"ws", "fake", "server", "receiver", "done", "failing", "live", "killed", "client", "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the stand-in, a server or a process is end-to-end; `make unit` runs the others."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in E2E_FILES:
+            item.add_marker(pytest.mark.e2e)
+
 ENRICH = ROOT / "scripts" / "enrich.py"
 JOBS = ROOT / "scripts" / "jobs.py"
 API_KEY = "test-key-AbCdEf0123456789"

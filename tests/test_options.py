@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from conftest import Workspace, expected_ids, read_csv, read_json
+from pathlib import Path
+
+import pytest
+
+from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
+from fakes import FakeClock, FakeProvider, run_library
 
 
 def _exactly_once(ws: Workspace) -> None:
@@ -45,11 +50,23 @@ def test_model_flag_overrides_the_stages_file(ws: Workspace) -> None:
     assert ws.fake.stats()["by_model"] == {"gemini-2.5-pro": 3}
 
 
-def test_stages_selects_and_delay_pauses_between_stages(ws: Workspace) -> None:
-    proc = ws.run("--stages", "poc", "--delay", "0.01", "--limit", "5")
+def test_stages_selects_the_stages_to_run(ws: Workspace) -> None:
+    proc = ws.run("--stages", "poc", "--limit", "5")
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(ws.output)
     assert "email_domain" not in rows[0] and rows[0]["poc_name"]
+
+
+def test_delay_pauses_between_a_records_stages_and_only_there(tmp_path: Path) -> None:
+    input_path = write_csv(tmp_path / "in.csv", make_rows(5))
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[[stages]]\nname = "a"\nprompt = "{fund.title}"\n[stages.fields]\nx = "string"\n'
+                      '[[stages]]\nname = "b"\nprompt = "{x}"\n[stages.fields]\ny = "string"\n', encoding="utf-8")
+    clock = FakeClock()
+    run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, clock=clock,
+                      sleep=clock.sleep, delay=0.5, max_workers=1)
+    assert run.result.outcome.exit_code == 0
+    assert sum(clock.sleeps) == pytest.approx(5 * 0.5)  # one pause per record, between its two stages
 
 
 def test_http_stage_takes_fields_from_the_json_answer(ws: Workspace) -> None:
@@ -111,3 +128,59 @@ token = "data.auth"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_http_stages_401_fails_that_stage_and_never_blames_the_gemini_key(ws: Workspace) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Locked(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            status = 401 if "00002" in self.path or "00005" in self.path else 200
+            reply = b'{"error": "unauthorized"}' if status == 401 else b'{"v": "fine"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Locked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ws.stages.write_text(f'''
+[[stages]]
+name = "crm"
+type = "http"
+url = "http://127.0.0.1:{server.server_port}/lookup?fund={{fund.title}}"
+[stages.fields]
+value = "v"
+''', encoding="utf-8")
+        proc = ws.run("--limit", "8")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1, proc.stderr
+    assert "GEMINI_API_KEY" not in proc.stderr
+    cp = read_json(ws.checkpoint)
+    assert cp["failed_count"] == 2 and cp["completed_count"] == 6
+    errors = [__import__("json").loads(line) for line in ws.errors.read_text().splitlines()]
+    assert {(e["stage"], e["error_type"]) for e in errors} == {("crm", "client_error")}
+
+
+def test_an_address_where_nothing_listens_stops_within_seconds(ws: Workspace) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    begun = time.monotonic()
+    proc = ws.run("--base-url", f"http://127.0.0.1:{port}", "--max-workers", "4",
+                  env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
+    assert time.monotonic() - begun < 15  # not --max-outage (600 s)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "--base-url" in proc.stderr
+    assert read_json(ws.checkpoint)["failed_count"] == 0 if ws.checkpoint.exists() else True

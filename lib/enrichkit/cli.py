@@ -19,12 +19,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from enrichkit import __version__
 from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, AuthError, EnrichError, UsageError
 from enrichkit.logs import log, say, setup_logging
 from enrichkit.plan import RunOptions, job_paths
 from enrichkit.redact import redact, register_secret
+
+if TYPE_CHECKING:
+    from enrichkit.jobfiles import JobPaths
+    from enrichkit.stopping import StopSignal
 
 EXAMPLES = """\
 examples:
@@ -233,7 +238,7 @@ def _run(options: RunOptions) -> int:
             result = pipeline.run()
         abandoned = result.abandoned
         code = result.outcome.exit_code
-        _notify(options, result.report, plan, stop)
+        _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
     finally:
         if not abandoned:
             job.close()
@@ -246,25 +251,27 @@ def _run(options: RunOptions) -> int:
     return code
 
 
-def _notify(options: RunOptions, report: dict[str, object], plan: object, stop: object) -> None:
-    url = options.notify_url
+def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:
+    """--notify-url (or the stages file's notify_url): one POST with the run's summary. It never changes the
+    exit code; a Ctrl+C while it waits abandons it at once."""
     if not url:
         return
-    try:
-        from enrichkit import notify
-    except ImportError:  # pragma: no cover - the module ships with enrichkit
-        return
-    warning = notify.notify_run_end(url, report, plan, should_stop=stop)  # type: ignore[attr-defined]
+    from enrichkit.notify import build_summary, send_summary
+    from enrichkit.stopping import StopSignal
+
+    waiting = StopSignal(drain_seconds=0)
+    with _signals(waiting):
+        warning = send_summary(url, build_summary(report, paths), should_stop=waiting)
     if warning:
         log.warning("%s", warning)
 
 
 @contextlib.contextmanager
-def _signals(stop: object) -> Iterator[None]:
+def _signals(stop: StopSignal) -> Iterator[None]:
     """SIGINT and SIGTERM only set flags on `stop` (its `interrupt`); every write stays whole."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.interrupt(signal.Signals(signum).name)  # type: ignore[attr-defined]
+        stop.interrupt(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

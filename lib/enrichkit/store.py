@@ -103,7 +103,11 @@ class JobStore:
 
     def _recover(self) -> None:
         cp, plan = self.cp, self.plan
-        trusted = (cp.output_bytes, cp.output_crc32) if self.mode != "new" and cp.output_crc32 is not None else None
+        # The prefix is trusted only while the checkpoint's own ID list is as it wrote it (an edited list,
+        # or one from an older version, means the output is read whole).
+        crc = cp.output_crc32
+        intact = crc is not None and cp.output_rows == cp.completed_count
+        trusted = (cp.output_bytes, crc) if self.mode != "new" and intact and crc is not None else None
         rec = recover_output(self.paths.output, plan.columns, plan.stages.output_fields, trusted)
         if rec.torn_bytes:
             log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; that record will "
@@ -135,6 +139,8 @@ class JobStore:
                             "the output wins: they will be done again", lost, self.paths.output)
             elif claimed and trusted is not None:
                 log.info("the output changed before the checkpoint's mark (edited or re-saved?); read it whole")
+            elif claimed and cp.output_crc32 is not None and not intact:
+                log.info("the checkpoint's list of done records was edited; the output was read whole")
             failed = cp.failed_ids - set(rec.ids)
             cp.completed_ids = rec.ids
             cp.failed_ids = failed
