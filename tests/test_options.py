@@ -135,7 +135,7 @@ def test_an_http_stages_401_fails_that_stage_and_never_blames_the_gemini_key(ws:
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class Locked(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             status = 401 if "00002" in self.path or "00005" in self.path else 200
             reply = b'{"error": "unauthorized"}' if status == 401 else b'{"v": "fine"}'
             self.send_response(status)
