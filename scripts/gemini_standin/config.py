@@ -1,0 +1,87 @@
+"""The stand-in's settings (FakeConfig) and how a CLI or /_control value becomes one."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .faults import FAULTS
+
+CHOICES = {"window_mode": ("sliding", "fixed"), "rpm_delay": ("exact", "precise", "google"),
+           "grounded_wrap": ("json", "prose", "fence", "mixed"),
+           "block_reason": ("SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")}
+
+
+@dataclasses.dataclass
+class FakeConfig:
+    """Behaviour of the stand-in; every fault is off by default. Rates are fractions in [0, 1]."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    port_file: str | None = None
+    latency: float = 0.0
+    jitter: float = 0.0
+    seed: int = 0
+    rpm: int | None = None
+    window: float = 60.0  # the quota window in seconds; tests shrink it to make a quota storm quick
+    window_mode: str = "sliding"  # sliding: any `window` seconds; fixed: windows aligned to the server's start
+    rpm_delay: str = "exact"  # exact: whole seconds until a slot frees; precise: to the ms; google: [w/3, w]
+    tpm: int | None = None  # input tokens per window
+    free_tier: bool = False  # quota ids and metrics of the free tier (...-FreeTier)
+    daily_quota: int | None = None
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    hang_seconds: float = 30.0
+    malformed_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    outage: float = 0.0
+    outage_after: int = 0
+    fail_matching: list[str] = dataclasses.field(default_factory=list)
+    faults: dict[str, float] = dataclasses.field(default_factory=dict)  # fault name -> random rate
+    fault_matching: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # fault name -> texts
+    require_key: str | None = None
+    deny_key: str | None = None
+    extra_models: list[str] = dataclasses.field(default_factory=list)  # accepted besides the catalogue
+    reroute: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> modelVersion serving it
+    thinking: bool = True  # thoughtsTokenCount on thinking models
+    cached_fraction: float = 0.0  # share of the prompt reported as cachedContentTokenCount
+    null_rate: float = 0.0  # share of nullable fields answered null
+    grounded_wrap: str = "mixed"  # grounded answers without JSON mode: json, prose, fence or mixed
+    block_reason: str = "PROHIBITED_CONTENT"  # promptFeedback.blockReason of the "blocked" fault
+    flex_latency: float = 0.0  # seconds added to serviceTier "flex" requests
+    honor_server_timeout: bool = True  # 504 when X-Server-Timeout is shorter than the latency
+
+
+FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "malformed_rate",
+          "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency"}
+OPTIONAL_INTS = {"rpm", "daily_quota", "tpm"}
+BOOLS = {"thinking", "free_tier", "honor_server_timeout"}
+RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """A /_control or CLI value as the config holds it; ValueError for a bad one."""
+    if key in FLOATS:
+        if key == "window" and float(value or 0) <= 0:
+            raise ValueError("window must be more than 0 seconds")
+        return float(value or 0)
+    if key in OPTIONAL_INTS:
+        return None if value is None else int(value)
+    if key in ("seed", "outage_after"):
+        return int(value)
+    if key in BOOLS:
+        return value.lower() not in ("0", "false", "no", "off", "") if isinstance(value, str) else bool(value)
+    if key in ("fail_matching", "extra_models"):
+        return [value] if isinstance(value, str) else [str(v) for v in value or []]
+    if key == "reroute":
+        return {str(k): str(v) for k, v in dict(value or {}).items()}
+    if key in ("faults", "fault_matching"):
+        table = dict(value or {})
+        if set(table) - set(FAULTS):
+            raise ValueError(f"unknown faults: {sorted(set(table) - set(FAULTS))}; known: {', '.join(FAULTS)}")
+        if key == "faults":
+            return {k: float(v) for k, v in table.items()}
+        return {k: [v] if isinstance(v, str) else [str(t) for t in v] for k, v in table.items()}
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ValueError(f"{key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
+    return None if value is None else str(value)
