@@ -403,6 +403,24 @@ def test_faults_by_rate_and_by_matching_text_through_control(serve: Any) -> None
     assert fake.stats()["faults"] == {"blocked": 1, "overloaded_503": 1}
 
 
+def test_echo_key_401_quotes_the_received_key_back_in_clear(serve: Any, client_for: Any) -> None:
+    from google.genai import errors
+
+    fake = serve(fault_matching={"echo_key_401": ["via gateway"]})
+    client = client_for(fake, key="sk-live-ECHOED-0123")
+    with pytest.raises(errors.ClientError) as caught:
+        ask(client, "Fund Alpha via gateway")
+    assert (caught.value.code, caught.value.status) == (401, "UNAUTHENTICATED")
+    assert "'sk-live-ECHOED-0123'" in str(caught.value.message)  # what a redaction step has to catch
+    request = json.dumps({"contents": [{"parts": [{"text": "via gateway"}]}]}).encode()
+    status, body = call(fake, f"/v1beta/models/{MODEL}:generateContent?key=key-in-the-query", request)
+    assert status == 401 and body["error"]["message"] == "API key 'key-in-the-query' is invalid for this gateway."
+    assert json.loads(ask(client, "Fund Alpha").text)  # only matching prompts meet the gateway
+    stats = fake.stats()
+    assert stats["faults"] == {"echo_key_401": 2} and stats["by_status"]["401"] == 2
+    assert "sk-live-ECHOED-0123" not in json.dumps(stats)
+
+
 def test_bad_control_values_are_refused_and_change_nothing(serve: Any) -> None:
     fake = serve()
     assert post(fake, "/_control", {"faults": {"no_such_fault": 1}})[0] == 400

@@ -350,6 +350,7 @@ def test_account_and_bare_429s_have_no_details(serve: Any, client_for: Any, faul
 @pytest.mark.parametrize(("fault", "code", "status"), [
     ("internal_500", 500, "INTERNAL"), ("overloaded_503", 503, "UNAVAILABLE"),
     ("deadline_504", 504, "DEADLINE_EXCEEDED"), ("location_400", 400, "FAILED_PRECONDITION"),
+    ("echo_key_401", 401, "UNAUTHENTICATED"),
 ])
 def test_error_faults(serve: Any, client_for: Any, fault: str, code: int, status: str) -> None:
     exc = fails(client_for(serve(faults={fault: 1.0})))

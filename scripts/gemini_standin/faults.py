@@ -17,7 +17,7 @@ DOCS = "https://ai.google.dev/gemini-api/docs/rate-limits"
 ANSWER_FAULTS = ("blocked", "safety", "recitation", "prohibited_content", "blocklist", "spii",
                  "max_tokens_loop", "max_tokens_thinking")
 ERROR_FAULTS = ("minute_429", "day_429", "bare_429", "prepay_429", "spend_cap_429", "limit_zero_429",
-                "internal_500", "overloaded_503", "deadline_504", "html_502", "location_400")
+                "internal_500", "overloaded_503", "deadline_504", "html_502", "location_400", "echo_key_401")
 FAULTS = ANSWER_FAULTS + ERROR_FAULTS
 HTML_502 = """<!DOCTYPE html>
 <html lang=en>
@@ -87,8 +87,8 @@ def quota_error(model: str, violations: list[tuple[str, int | None]], delay: flo
     ])
 
 
-def error_fault(fault: str, model: str, window: float, draw: float, free: bool) -> Reply:
-    """The reply of an error fault; `draw` in [0, 1) picks its retry delay."""
+def error_fault(fault: str, model: str, window: float, draw: float, free: bool, key: str | None = None) -> Reply:
+    """The reply of an error fault; `draw` in [0, 1) picks its retry delay; `key` is the API key received."""
     if fault == "minute_429":  # a per-minute quota hit: Google-like 20-60 s (scaled with the window)
         delay = window / 3 + draw * window * 2 / 3
         return quota_error(model, [("minute", 1000)], delay, duration(delay, window), free)
@@ -100,6 +100,8 @@ def error_fault(fault: str, model: str, window: float, draw: float, free: bool) 
         return quota_error(model, [("tokens", 0), ("minute", 0), ("day", 0)], delay, duration(delay, window), True)
     if fault == "html_502":
         return 502, Raw(HTML_502)
+    if fault == "echo_key_401":  # a gateway or proxy in front of the API that quotes the key back, as some do
+        return error_body(401, "UNAUTHENTICATED", f"API key '{key or ''}' is invalid for this gateway.")
     return error_body(*MESSAGES[fault])
 
 

@@ -278,7 +278,7 @@ class FakeGemini:
             return error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
                               [{"@type": RPC + "RetryInfo", "retryDelay": "1s"}])
         if fault in ERROR_FAULTS and fault != "deadline_504":
-            return error_fault(fault, model, cfg.window, draw, cfg.free_tier)
+            return error_fault(fault, model, cfg.window, draw, cfg.free_tier, key)
         if wait > 0 and self._stopping.wait(wait):
             return error_body(503, "UNAVAILABLE", "The service is shutting down.")
         if fault == "deadline_504":
