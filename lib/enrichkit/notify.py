@@ -76,8 +76,8 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
             f"This run: {this_run if this_run is not None else '?'} records in {_duration(wall)}"
             + (f" ({rate:,.1f} records/min)." if isinstance(rate, (int, float)) else ".")
             + (f" {report['message']}" if report.get("message") else "")
-            + (f" Continue with: {command}" if command else "")
-            + f" Output: {paths.output}")
+            + f" Output: {paths.output}."
+            + (f" Continue with: {command}" if command else ""))
     summary["text"] = text
     summary["content"] = text[:_DISCORD_LIMIT]
     result: dict[str, Any] = redact_tree(summary)

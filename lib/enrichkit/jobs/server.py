@@ -271,6 +271,7 @@ def serve(root: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str |
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass another --port") from None
+    sock.listen(128)  # connections wait in the kernel's queue from now on, before uvicorn serves them
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound}/"
