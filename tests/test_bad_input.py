@@ -76,15 +76,14 @@ def test_missing_api_key(ws: Workspace) -> None:
     _assert_one_line_exit_2(ws, ws.run(env=env), "GEMINI_API_KEY")
 
 
-def test_dead_api_key_stops_the_run_with_exit_2_and_marks_nothing_failed(ws: Workspace) -> None:
+def test_dead_api_key_stops_before_record_1_with_exit_2(ws: Workspace) -> None:
     ws.fake.configure(require_key="the-right-key-000")
     proc = ws.run()
     assert proc.returncode == 2, proc.stderr
     assert "GEMINI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
-    cp = read_json(ws.checkpoint)
-    assert cp["failed_count"] == 0 and cp["completed_count"] == 0
-    assert cp["status"] == "failed"
-    # With the key fixed the same job resumes to the end.
+    # The key is checked with an unbilled models.get before record 1: no record was tried, no file written.
+    assert ws.fake.stats()["generate"] == 0 and not ws.checkpoint.exists()
+    # With the key fixed the same command line (a cron line) does the job.
     ok = ws.run("--resume", env=ws.env(GEMINI_API_KEY="the-right-key-000"))
     assert ok.returncode == 0, ok.stderr
 

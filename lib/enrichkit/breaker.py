@@ -99,6 +99,11 @@ class CircuitBreaker:
         self._on_event(f"the API keeps failing: sending paused for {self._cooldown:.0f} s, then one probe "
                        "(circuit breaker open)")
 
+    def cooling_down(self) -> bool:
+        """Open and still in its cool-down: a stage with a fallback model uses it meanwhile."""
+        with self._lock:
+            return self._state == "open" and self._clock() < self._open_until
+
     @property
     def state(self) -> State:
         """One of closed, open (cooling down, or cooled down with no probe yet), half_open (probe out)."""

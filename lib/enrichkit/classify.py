@@ -89,6 +89,9 @@ def _configuration_error(code: int, message: str) -> EnrichError | None:
     if "location is not supported" in lower or "failed_precondition" in lower:
         return ConfigError(f"the API refuses requests from here ({_short(message)}); this is a property of the "
                            "project or network, not of a record")
+    if ("thinking" in lower and ("budget" in lower or "level" in lower)) or "only works in thinking mode" in lower:
+        return ConfigError(f"the model refuses this stage's thinking settings ({_short(message)}); fix "
+                           "thinking_budget / thinking_level in the stages file")
     if "tool use with a response mime type" in lower or ("is unsupported" in lower and "mime" in lower):
         return ConfigError(f"the model cannot combine Search grounding with a JSON response ({_short(message)}); "
                            "use a 3.x model or let the stage embed the schema in its prompt")

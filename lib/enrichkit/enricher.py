@@ -62,7 +62,8 @@ class Enricher:
     """Runs a record's stages in order; shared by all workers (every part is thread-safe).
 
     `providers` maps a stage kind (llm, python, http) to its provider; `limiters(pace)` gives the
-    limiter of a model (one per model: quotas are per model); `breakers` one per remote provider kind.
+    limiter of a model (one per model: quotas are per model); `breakers` one per model, and one for
+    the http stages (keyed "http").
     """
 
     providers: dict[str, Provider]
@@ -75,6 +76,8 @@ class Enricher:
     delay: float = 0.0
     clock: Callable[[], float] = time.monotonic
     _cache_broken: threading.Event = field(default_factory=threading.Event)
+    _switch_lock: threading.Lock = field(default_factory=threading.Lock)
+    _falling_back: set[str] = field(default_factory=set)
 
     def enrich(self, record: Record, record_id: str, stages: list[Stage], start: Position = (0, 0)) -> RecordResult:
         result = RecordResult(record_id, record.row, start)
@@ -130,14 +133,24 @@ class Enricher:
             result.attempt_errors.append((stage.name, failure.error_type))
             self._report(result, stage, attempt, failure)
 
-        guards = None
+        chosen = [request]
+        guards: Callable[[], Guards] | None = None
         if provider.remote:
-            guards = Guards(limiter=self.limiters(request.pace) if request.pace else None,
-                            breaker=self.breakers.get(provider.kind), tokens=request.input_tokens,
-                            actual_tokens=lambda answer: answer.usage.prompt_tokens or request.input_tokens)
+            fallback = self._fallback(provider, request)
+
+            def route() -> Guards:
+                # Each attempt goes where it can: the stage's model, or its fallback while that model's breaker
+                # is open (a sustained overload), and waits for that model's pace and breaker.
+                use = fallback if fallback is not None and self._overloaded(request, fallback) else request
+                chosen[0] = use
+                return Guards(limiter=self.limiters(use.pace) if use.pace else None,
+                              breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
+                              actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens)
+
+            guards = route
         stats = CallStats()
         try:
-            answer = call_with_retry(lambda: provider.call(request), policy=self.policy, stats=stats,
+            answer = call_with_retry(lambda: provider.call(chosen[0]), policy=self.policy, stats=stats,
                                      provider=provider.kind, should_stop=self.should_stop, on_failure=on_failure,
                                      guards=guards)
         finally:
@@ -147,6 +160,32 @@ class Enricher:
             c.rate_limited += stats.rate_limited
         result.counters.add(answer.usage.counters())
         return answer
+
+    def _fallback(self, provider: Provider, request: Request) -> Request | None:
+        model = request.stage.fallback_model
+        with_model = getattr(provider, "with_model", None)  # providers that have models (Gemini)
+        if not model or not callable(with_model) or model == request.pace:
+            return None
+        fallback: Request = with_model(request, model)
+        return fallback
+
+    def _overloaded(self, request: Request, fallback: Request) -> bool:
+        """Is the request's model in a breaker cool-down? Logs each switch to the fallback and back."""
+        breaker = self.breakers.get(request.pace or "")
+        overloaded = breaker is not None and breaker.cooling_down()
+        model = request.pace or ""
+        with self._switch_lock:
+            was = model in self._falling_back
+            if overloaded and not was:
+                self._falling_back.add(model)
+            elif was and not overloaded:
+                self._falling_back.discard(model)
+        if overloaded and not was:
+            log.warning("%s is overloaded: stage %s uses %s until it answers again", model, request.stage.name,
+                        fallback.pace)
+        elif was and not overloaded:
+            log.warning("%s answers again: stage %s is back on it", model, request.stage.name)
+        return overloaded
 
     def _report(self, result: RecordResult, stage: Stage, attempt: int, failure: StageFailure) -> None:
         self.on_attempt_error(AttemptError(result.record_id, result.row, stage.name, attempt, failure.error_type,

@@ -72,14 +72,19 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
     lock.acquire()
     built: dict[str, Provider] = {}
     try:
+        limiters = make_limiters(plan, clock=clock, sleep=sleep)
+        # One breaker per model (an overloaded model must not stop a stage on another, and a stage with a
+        # fallback model switches while its own is open) and one for the http stages.
+        breakers = {key: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
+                                        on_event=_breaker_log(key)) for key in [*limiters, "http"]}
         built = providers if providers is not None else build_providers(plan, settings)
+        check = getattr(built.get("llm"), "check_models", None)
+        if callable(check):
+            check(plan.stages.models(options.model))  # unknown, retired, a bad key: stop before record 1
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
-        limiters = make_limiters(plan, clock=clock, sleep=sleep)
-        breakers = {p.kind: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
-                                           on_event=lambda message: log.warning("%s", message)) for p in remote}
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
                             breakers=breakers, cache=cache, delay=options.delay, clock=clock)
@@ -89,6 +94,12 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         lock.release()
         raise
     return Job(plan, lock, store, enricher, built, limiters, breakers, cache)
+
+
+def _breaker_log(key: str) -> Callable[[str], None]:
+    def event(message: str) -> None:
+        log.warning("%s: %s", key, message)
+    return event
 
 
 def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:

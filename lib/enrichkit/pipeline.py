@@ -123,8 +123,7 @@ class Pipeline:
             self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
                                       self.plan.paths.errors]))
         pool.shutdown(wait=not inflight, cancel_futures=True)
-        if not inflight:
-            store.close()
+        store.close()  # safe with records abandoned on the wire: workers never touch a file
         return RunResult(outcome, report, inflight)
 
     def _start_line(self) -> str:

@@ -81,23 +81,26 @@ class Guards:
 
 def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats, provider: str,
                     should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
-                    guards: Guards | None = None) -> T:
+                    guards: Guards | Callable[[], Guards] | None = None) -> T:
     """Run `call` until it succeeds, a permanent error, or the retry budget is spent.
 
     Raises the last `StageFailure`; `Abandoned` when the run stops meanwhile; or the fatal error that
     ends the whole run (`AuthError`, `QuotaExhausted`, `BillingError`, `OutageError`, a `ConfigError`).
     `on_failure(attempt, failure)` sees every failed attempt; `provider` is the stage kind, for
-    classification. Without `guards` the call is local (a python stage): tried at once, not paced.
+    classification. Without `guards` the call is local (a python stage): tried at once, not paced; a callable
+    `guards` is asked before each attempt (a stage that moves to its fallback model moves to its pace too).
     """
     failures = 0  # attempts that count toward max_retries (429s do not)
     of_type: dict[str, int] = {}  # failures by error type, for a failure that allows N retries
     streak = 0  # consecutive 429s
     last: StageFailure | None = None
-    g = guards or Guards()
+    route = guards if callable(guards) else (lambda: guards or Guards())
+    g = route()
     remote = guards is not None
 
     def attempt_once(number: int) -> T:
-        nonlocal failures, streak, last
+        nonlocal failures, streak, last, g
+        g = route()
         # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
         # so a record whose answers are all in is written rather than redone.
         if should_stop() and (remote or number > 1):

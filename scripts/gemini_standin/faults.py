@@ -119,10 +119,11 @@ def key_refusal(key: str | None, require_key: str | None, deny_key: str | None) 
     return None
 
 
-def draw_fault(config: FakeConfig, prompt: str, rng: random.Random) -> str | None:
-    """A matching fault first, then one draw shared by the random faults (each keeps its rate)."""
+def draw_fault(config: FakeConfig, prompt: str, rng: random.Random, model: str = "") -> str | None:
+    """A matching fault first (a text in the prompt, or `model:NAME` for every request to that model), then
+    one draw shared by the random faults (each keeps its rate)."""
     for fault in FAULTS:
-        if any(text in prompt for text in config.fault_matching.get(fault, ())):
+        if any(text in prompt or text == f"model:{model}" for text in config.fault_matching.get(fault, ())):
             return fault
     draw, edge = rng.random(), 0.0
     legacy = (("error", config.error_rate), ("rate_limit", config.rate_limit_rate),

@@ -256,7 +256,7 @@ class FakeGemini:
             self._stats["by_prompt"][hashlib.sha1(prompt.encode(errors="replace")).hexdigest()[:12]] += 1
             self._stats["by_model"][model] += 1
             refused = self._refuse(version, model, key, request, prompt, p_tokens, grounded, time.monotonic())
-            fault = refused[0] if refused else draw_fault(self.config, prompt, self._rng)
+            fault = refused[0] if refused else draw_fault(self.config, prompt, self._rng, model)
             cfg = self.config
             jitter = self._rng.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter else 0.0
             wait = cfg.hang_seconds if fault == "timeout" else max(0.0, cfg.latency + jitter) + flex * cfg.flex_latency

@@ -1,32 +1,62 @@
-"""LLM stages through Google Gemini with the maintained `google-genai` SDK (imported only when needed)."""
+"""LLM stages through Google Gemini with the maintained `google-genai` SDK (imported only when needed).
+
+`prepare` builds the request (model, schema, thinking, tier; `with_model` the same for a stage's
+fallback model); `call` sends it once and reads the answer (`gemini_reply`), pricing it by the model
+that served it; `check_models` asks `models.get` for each model before record 1 (unbilled).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from enrichkit.errors import StageFailure
+from enrichkit.classify import classify_error
+from enrichkit.errors import AuthError, ConfigError, OutageError, StageFailure
+from enrichkit.logs import log
 from enrichkit.pricing import Pricing
-from enrichkit.providers.answers import check_fields, parse_json_object
 from enrichkit.providers.base import Answer, Request, Usage
-from enrichkit.stages import Stage, StagesConfig
+from enrichkit.providers.gemini_reply import Reply, Tokens, parse_json_object, read_reply, read_tokens
+from enrichkit.providers.sources import SourceResolver
+from enrichkit.records import stringify
+from enrichkit.stages import FieldSpec, Stage, StagesConfig
 
 API_VERSION = "v1beta"
-_JSON_TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
+NULL_HINT = "Use null for any value you cannot find; never guess."
+_GENERATION = re.compile(r"gemini-(\d+)")
 
 
-def json_schema(fields: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {name: {"type": _JSON_TYPES[kind]} for name, kind in fields.items()},
-        "required": list(fields),
-    }
+def generation(model: str, aliases: dict[str, str] | None = None) -> int:
+    """The model family's major version (2 for gemini-2.5-flash, 3 for gemini-3.5-flash); 0 when unknown."""
+    name = model.removeprefix("models/")
+    name = (aliases or {}).get(name, name)
+    match = _GENERATION.match(name)
+    return int(match.group(1)) if match else 0
 
 
-def full_prompt(stage: Stage, rendered: str) -> str:
-    """With Search grounding, Gemini 2.x cannot also enforce a response schema, so the schema goes in the prompt."""
-    if stage.search:
-        return f"{rendered}\n\nReturn only a JSON object with these keys and types: {json.dumps(stage.fields)}"
+def json_schema(stage: Stage) -> dict[str, Any]:
+    """The response schema of an llm stage: every field present; nullable ("unknown") unless required."""
+    properties: dict[str, Any] = {}
+    for name, spec in stage.specs.items():
+        prop: dict[str, Any] = {"type": spec.type if spec.required else [spec.type, "null"]}
+        if spec.description:
+            prop["description"] = spec.description
+        if spec.enum:
+            prop["enum"] = list(spec.enum) + ([] if spec.required else [None])
+        properties[name] = prop
+    return {"type": "object", "properties": properties, "required": list(stage.fields)}
+
+
+def full_prompt(stage: Stage, rendered: str, model: str = "", aliases: dict[str, str] | None = None) -> str:
+    """The prompt sent. A 2.x model cannot take a response schema together with Search grounding, so a search
+    stage on 2.x carries the keys and types in its prompt; nullable fields say that null means unknown."""
+    nullable = any(not spec.required for spec in stage.specs.values())
+    if stage.search and generation(model, aliases) < 3:
+        shape = {name: spec.type if spec.required else f"{spec.type} or null" for name, spec in stage.specs.items()}
+        hint = f" {NULL_HINT}" if nullable else ""
+        return f"{rendered}\n\nReturn only a JSON object with these keys and types: {json.dumps(shape)}.{hint}"
+    if stage.search and nullable:
+        return f"{rendered}\n\n{NULL_HINT}"
     return rendered
 
 
@@ -37,7 +67,7 @@ class GeminiProvider:
     remote = True
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout: float, stages: StagesConfig,
-                 pricing: Pricing, model: str | None = None) -> None:
+                 pricing: Pricing, model: str | None = None, resolver: SourceResolver | None = None) -> None:
         from google import genai
         from google.genai import types
 
@@ -45,12 +75,9 @@ class GeminiProvider:
         self._stages = stages
         self._pricing = pricing
         self._model = model  # --model: the default model for stages that name none
-        options = types.HttpOptions(
-            base_url=base_url or None,
-            api_version=API_VERSION,
-            timeout=int(timeout * 1000),
-            retry_options=types.HttpRetryOptions(attempts=1),
-        )
+        self._resolver = resolver or SourceResolver()
+        options = types.HttpOptions(base_url=base_url or None, api_version=API_VERSION, timeout=int(timeout * 1000),
+                                    retry_options=types.HttpRetryOptions(attempts=1))
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI=true in the environment would otherwise turn this
         # client into a Vertex AI one, where every call answers 404.
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
@@ -58,64 +85,180 @@ class GeminiProvider:
     def model_for(self, stage: Stage) -> str:
         return stage.model or self._model or self._stages.model
 
+    # --- before record 1 ------------------------------------------------------------------------------
+
+    def check_models(self, models: list[str]) -> None:
+        """`models.get` for each model (unbilled): an unknown, retired or non-generating model stops the run
+        (exit 2) with the list of models that can generate; a bad key stops it too; nothing listening at the
+        address is an outage (exit 1). Any other trouble is logged and the run goes on."""
+        for model in models:
+            try:
+                info = self._client.models.get(model=model)
+            except Exception as exc:  # noqa: BLE001 - classified right here
+                failure = classify_error(exc)
+                if failure.error_type == "auth_error":
+                    raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
+                                    "in the environment or .env") from None
+                if getattr(exc, "code", None) == 404:
+                    raise ConfigError(f"model {model!r} is unknown or retired ({failure.message[:160]}); models "
+                                      f"that can generate: {self._generating_models()}") from None
+                if failure.refused or failure.error_type in ("server_error", "timeout") and "connect" in \
+                        failure.message.lower():
+                    raise OutageError(f"nothing answers at the API's address ({failure.message[:160]}); check "
+                                      "--base-url (or GEMINI_BASE_URL) and the network, then run again") from None
+                log.warning("could not check model %s before the run (%s); going on", model, failure.message[:200])
+                continue
+            actions = list(getattr(info, "supported_actions", None) or [])
+            if actions and "generateContent" not in actions:
+                raise ConfigError(f"model {model!r} cannot generate text (it supports {', '.join(actions)}); "
+                                  f"models that can: {self._generating_models()}")
+
+    def _generating_models(self) -> str:
+        try:
+            names = [str(m.name).removeprefix("models/") for m in self._client.models.list(config={"page_size": 1000})
+                     if "generateContent" in (getattr(m, "supported_actions", None) or [])]
+        except Exception as exc:  # noqa: BLE001 - the list only decorates a message
+            return f"(the list could not be read: {str(exc)[:80]})"
+        return ", ".join(sorted(names)) or "(none listed)"
+
+    # --- a call ---------------------------------------------------------------------------------------
+
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
         assert stage.prompt is not None
-        model = self.model_for(stage)
-        temperature = stage.temperature if stage.temperature is not None else self._stages.defaults.get("temperature")
-        prompt = full_prompt(stage, stage.prompt.render(values))
-        material = {"kind": "llm", "model": model, "temperature": temperature, "prompt": prompt,
-                    "fields": stage.fields, "search": stage.search}
-        return Request(stage, {"model": model, "temperature": temperature, "prompt": prompt}, material,
-                       pace=model, input_tokens=len(prompt) // 4 + 1)
+        return self._request(stage, stage.prompt.render(values), self.model_for(stage))
 
-    def call(self, request: Request) -> Answer:
+    def with_model(self, request: Request, model: str) -> Request:
+        """The same request for another model (a stage's fallback model)."""
+        return self._request(request.stage, request.payload["rendered"], model)
+
+    def _request(self, stage: Stage, rendered: str, model: str) -> Request:
+        aliases = self._pricing.aliases
+        prompt = full_prompt(stage, rendered, model, aliases)
+        settings = {k: v for k, v in stage.settings.items() if k not in ("rpm", "tpm")}
+        json_mode = not stage.search or generation(model, aliases) >= 3
+        payload = {"model": model, "prompt": prompt, "rendered": rendered, "settings": settings,
+                   "json_mode": json_mode}
+        material = {"kind": "llm", "model": model, "prompt": prompt, "settings": settings, "search": stage.search,
+                    "schema": json_schema(stage), "json_mode": json_mode}
+        return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
+
+    def _config(self, stage: Stage, payload: dict[str, Any]) -> Any:
         types = self._types
-        stage, p = request.stage, request.payload
-        config: dict[str, Any] = {}
-        if p["temperature"] is not None:
-            config["temperature"] = p["temperature"]
+        settings = payload["settings"]
+        config: dict[str, Any] = {"automatic_continuation": False,  # one call is one request (and one slot)
+                                  "max_output_tokens": int(settings["max_output_tokens"])}
+        if settings.get("temperature") is not None:
+            config["temperature"] = float(settings["temperature"])
+        if settings.get("system_instruction"):
+            config["system_instruction"] = str(settings["system_instruction"])
+        if settings.get("thinking_budget") is not None:
+            config["thinking_config"] = types.ThinkingConfig(thinking_budget=int(settings["thinking_budget"]))
+        elif settings.get("thinking_level"):
+            config["thinking_config"] = types.ThinkingConfig(
+                thinking_level=types.ThinkingLevel(str(settings["thinking_level"]).upper()))
+        if settings.get("service_tier"):
+            config["service_tier"] = types.ServiceTier(str(settings["service_tier"]))
         if stage.search:
             config["tools"] = [types.Tool(google_search=types.GoogleSearch())]
-        else:
+        if payload["json_mode"]:
             config["response_mime_type"] = "application/json"
-            config["response_json_schema"] = json_schema(stage.fields)
-        response = self._client.models.generate_content(
-            model=p["model"], contents=p["prompt"], config=types.GenerateContentConfig(**config))
-        usage = self._usage(response, p["model"], stage.search)
+            config["response_json_schema"] = json_schema(stage)
+        return types.GenerateContentConfig(**config)
+
+    def call(self, request: Request) -> Answer:
+        stage, payload = request.stage, request.payload
+        response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
+                                                        config=self._config(stage, payload))
+        flex = payload["settings"].get("service_tier") == "flex"
         try:
-            fields = check_fields(parse_json_object(_answer_text(response)), stage.fields)
+            reply = read_reply(response, payload["model"])
+        except StageFailure as failure:
+            failure.usage = self._usage(read_tokens(response), _served(response, payload["model"]), stage, flex,
+                                        grounded=False, queries=0)
+            raise
+        usage = self._usage(reply.tokens, reply.model_version, stage, flex, grounded=stage.search
+                            and reply.grounding.grounded, queries=len(reply.grounding.queries))
+        try:
+            fields = check_fields(parse_json_object(reply.text), stage)
         except StageFailure as failure:
             failure.usage = usage  # a malformed answer is billed all the same
             raise
+        fields.update(self._source_fields(stage, reply))
         return Answer(fields, usage)
 
-    def _usage(self, response: Any, asked: str, search: bool) -> Usage:
-        meta = response.usage_metadata
-        served = str(getattr(response, "model_version", None) or asked)
-        prompt = int(getattr(meta, "prompt_token_count", 0) or 0) + \
-            int(getattr(meta, "tool_use_prompt_token_count", 0) or 0)
-        thinking = int(getattr(meta, "thoughts_token_count", 0) or 0)
-        output = int(getattr(meta, "candidates_token_count", 0) or 0) + thinking  # thinking is billed as output
-        charge = self._pricing.charge(served, prompt_tokens=prompt, output_tokens=output, grounded=search)
-        return Usage(model=served, prompt_tokens=prompt, output_tokens=output, thinking_tokens=thinking,
-                     grounded=search, token_cost_usd=charge.tokens, grounding_cost_usd=charge.grounding)
+    def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int) -> Usage:
+        charge = self._pricing.charge(model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
+                                      cached_tokens=tokens.cached, grounded=grounded, search_queries=queries,
+                                      flex=flex)
+        return Usage(model=model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
+                     thinking_tokens=tokens.thoughts, cached_tokens=tokens.cached, grounded=grounded,
+                     search_queries=queries if grounded else 0, token_cost_usd=charge.tokens,
+                     grounding_cost_usd=charge.grounding)
+
+    def _source_fields(self, stage: Stage, reply: Reply) -> dict[str, str]:
+        if not stage.source_fields:
+            return {}
+        g = reply.grounding
+        sources = [{"title": title, "url": self._resolver.resolve(uri)} for title, uri in g.sources]
+        names = stage.source_fields
+        return {names[0]: json.dumps(sources, ensure_ascii=False) if sources else "",
+                names[1]: json.dumps(list(g.queries), ensure_ascii=False) if g.queries else "",
+                names[2]: "true" if g.grounded else "false"}
 
     def close(self) -> None:
+        self._resolver.close()
         try:
             self._client.close()
         except Exception:  # noqa: BLE001 - closing at exit must never mask the run's outcome
             pass
 
 
-def _answer_text(response: Any) -> str | None:
-    candidates = getattr(response, "candidates", None) or []
-    if not candidates:
-        feedback = getattr(response, "prompt_feedback", None)
-        reason = getattr(feedback, "block_reason", None)
-        raise StageFailure("validation_error", f"no answer (prompt blocked: {reason})" if reason else "no answer")
-    parts = getattr(getattr(candidates[0], "content", None), "parts", None) or []
-    text = "".join(p.text for p in parts if getattr(p, "text", None) and not getattr(p, "thought", False))
-    if not text:
-        reason = getattr(candidates[0], "finish_reason", None)
-        raise StageFailure("validation_error", f"empty answer (finish reason {reason})")
-    return text
+def _served(response: Any, asked: str) -> str:
+    return str(getattr(response, "model_version", None) or asked).removeprefix("models/")
+
+
+def check_fields(data: dict[str, Any], stage: Stage) -> dict[str, str]:
+    """Every declared field present with its type. null means "unknown": an empty cell (a validation error only
+    for a field declared `required`); a value outside a field's enum is a validation error."""
+    missing = [f for f in stage.fields if f not in data]
+    if missing:
+        raise StageFailure("validation_error", f"answer lacks field(s): {', '.join(missing)}")
+    return {name: _coerce(name, data[name], stage.specs.get(name) or FieldSpec(kind))
+            for name, kind in stage.fields.items()}
+
+
+def _coerce(name: str, value: Any, spec: FieldSpec) -> str:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none") and not spec.required):
+        if spec.required:
+            raise StageFailure("validation_error", f"field {name!r} is required but the answer was null")
+        return ""
+    if spec.enum and value not in spec.enum:
+        raise StageFailure("validation_error", f"field {name!r} should be one of {list(spec.enum)}, got {value!r:.60}")
+    kind = spec.type
+    if kind == "string":
+        return value if isinstance(value, str) else stringify(value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower()
+    else:
+        number = _as_number(value)
+        if number is not None and (kind == "number" or float(number).is_integer()):
+            return str(int(number)) if kind == "integer" else str(number)
+    raise StageFailure("validation_error", f"field {name!r} should be {kind}, got {value!r:.60}")
+
+
+def _as_number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    return None
