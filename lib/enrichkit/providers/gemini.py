@@ -102,8 +102,7 @@ class GeminiProvider:
                 if getattr(exc, "code", None) == 404:
                     raise ConfigError(f"model {model!r} is unknown or retired ({failure.message[:160]}); models "
                                       f"that can generate: {self._generating_models()}") from None
-                if failure.refused or failure.error_type in ("server_error", "timeout") and "connect" in \
-                        failure.message.lower():
+                if failure.refused or failure.message.startswith("connection failed"):
                     raise OutageError(f"nothing answers at the API's address ({failure.message[:160]}); check "
                                       "--base-url (or GEMINI_BASE_URL) and the network, then run again") from None
                 log.warning("could not check model %s before the run (%s); going on", model, failure.message[:200])
