@@ -30,7 +30,7 @@ enrich: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 ## unit: the tests that start no process and no server, in seconds
 unit: $(STAMP)

@@ -190,6 +190,7 @@ def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
     assert report["cost_usd"] > report["cost"]["grounding_usd"]
     rows = read_csv(ws.output)
     assert sum(float(r["_cost_usd"]) for r in rows) == pytest.approx(report["cost_usd"], rel=1e-4)
+    assert report["stages"]["poc"]["cost_usd"] == pytest.approx(report["cost_usd"], abs=1e-5)  # per stage
     budget = ws.run("--resume", "--max-cost", "0.5")
     assert budget.returncode == 4, budget.stderr  # the fee, not just the tokens, reached the budget
     assert read_json(ws.checkpoint)["cost_usd"] <= 0.5

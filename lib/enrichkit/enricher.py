@@ -55,6 +55,7 @@ class RecordResult:
     stage_latency: list[tuple[str, float]] = field(default_factory=list)
     attempt_errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, error_type)
     skipped_stages: list[str] = field(default_factory=list)  # skip_if_filled: nothing to do
+    stage_cost: dict[str, float] = field(default_factory=dict)  # what each stage's calls cost, failures included
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Enricher:
 
         def on_failure(attempt: int, failure: StageFailure) -> None:
             if isinstance(failure.usage, Usage):  # a malformed or blocked answer is still billed
-                result.counters.add(failure.usage.counters())
+                self._charge(result, stage.name, failure.usage)
             result.attempt_errors.append((stage.name, failure.error_type))
             self._report(result, stage, attempt, failure)
 
@@ -158,8 +159,15 @@ class Enricher:
             c.requests += stats.requests
             c.retries += stats.retries
             c.rate_limited += stats.rate_limited
-        result.counters.add(answer.usage.counters())
+        self._charge(result, stage.name, answer.usage)
         return answer
+
+    @staticmethod
+    def _charge(result: RecordResult, stage: str, usage: Usage) -> None:
+        counters = usage.counters()
+        result.counters.add(counters)
+        if counters.cost_usd:
+            result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + counters.cost_usd
 
     def _fallback(self, provider: Provider, request: Request) -> Request | None:
         model = request.stage.fallback_model

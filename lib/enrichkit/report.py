@@ -51,7 +51,6 @@ class RunStats:
 
     started_at: str = field(default_factory=utc_now)
     stages: dict[str, StageStats] = field(default_factory=lambda: defaultdict(StageStats))
-    stage_cost: Counter[str] = field(default_factory=Counter)
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def add(self, stage_latency: list[tuple[str, float]], attempt_errors: list[tuple[str, str]],
@@ -134,6 +133,7 @@ def _job_stage(name: str, cp: Checkpoint, run: RunStats) -> dict[str, Any]:
     job = cp.stage_totals.get(name, {})
     this = run.stages[name].to_json() if name in run.stages else None
     return {"succeeded": job.get("succeeded", 0), "skipped": job.get("skipped", 0),
+            "cost_usd": round(float(job.get("cost_usd", 0.0)), 6),
             "failed_records": dict(job.get("failed_records", {})),
             "attempt_errors": dict(job.get("attempt_errors", {})),
             "latency_ms": this["latency_ms"] if this else None}  # of this run's calls

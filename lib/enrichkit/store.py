@@ -201,6 +201,9 @@ class JobStore:
             _stage(stages, name)["succeeded"] += 1
         for name in r.skipped_stages:
             _stage(stages, name)["skipped"] += 1
+        for name, cost in r.stage_cost.items():
+            entry = _stage(stages, name)
+            entry["cost_usd"] = round(entry.get("cost_usd", 0.0) + cost, 9)
         for name, error_type in r.attempt_errors:
             _bump(_stage(stages, name)["attempt_errors"], error_type)
         if r.values is not None:
