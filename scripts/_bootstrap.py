@@ -21,7 +21,10 @@ def use_project_python(script: str) -> None:
     sys.path.insert(0, str(ROOT / "lib"))
     if all(importlib.util.find_spec(name) is not None for name in NEEDED):
         return
-    if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+    # Not `.resolve()`: the venv's python is a symlink to the very interpreter the user typed; what makes it the
+    # venv's is being started through the link. The variable stops a loop if the venv itself lacks something.
+    if VENV_PYTHON.exists() and not os.environ.get("ENRICHKIT_VENV_TRIED"):
+        os.environ["ENRICHKIT_VENV_TRIED"] = "1"
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), script, *sys.argv[1:]])
     missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
     sys.stderr.write(f"{Path(script).name}: error: this Python lacks {', '.join(missing)}; run `make install` "

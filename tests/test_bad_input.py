@@ -169,9 +169,18 @@ def test_stages_file_mistakes_name_the_file_the_key_and_the_nearest_valid_one(ws
 
 
 def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(ws: Workspace) -> None:
+    ws.fake.configure(extra_models=["gemini-9-ultra"])  # a model the API serves and pricing.toml does not know
     ws.stages.write_text(ws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
                          encoding="utf-8")
     _assert_one_line_exit_2(ws, ws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
+    ws.stages.write_text(ws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
+                         encoding="utf-8")
+    assert ws.run("--limit", "2").returncode == 0
+
+
+def test_a_misspelt_model_is_told_so(ws: Workspace) -> None:
+    proc = ws.run("--model", "gemini-2.5-flsh")
+    assert proc.returncode == 2 and "gemini-2.5-flsh" in proc.stderr and "unknown or retired" in proc.stderr
 
 
 def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
@@ -186,3 +195,14 @@ def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(w
     assert proc.wait(timeout=60) == 0
     assert len(ws.output_ids()) == 40
     assert read_json(ws.checkpoint)["status"] == "completed"
+
+
+def test_a_dry_run_read_by_head_still_exits_0(ws: Workspace) -> None:
+    import subprocess
+
+    proc = subprocess.Popen([*ws.args("--dry-run")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ws.env(),
+                            cwd=ws.tmp, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0

@@ -79,3 +79,7 @@ def test_the_default_paths_sit_beside_the_output(ws: Workspace) -> None:
     assert names == {"enriched.cache.sqlite", "enriched.csv", "enriched.errors.jsonl", "enriched.lock",
                      "enriched.progress.json", "enriched.report.json"}
     assert not list(Path(ws.output.parent).glob(".*.tmp"))
+
+
+def test_the_locks_owner_file_is_one_of_the_jobs_files(ws: Workspace) -> None:
+    _refused(ws, "--checkpoint", str(ws.output.with_name("enriched.lock.owner")), needles=("--checkpoint", "owner"))

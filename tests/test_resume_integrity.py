@@ -135,3 +135,28 @@ def test_the_report_covers_the_whole_job(ws: Workspace) -> None:
     assert report["stages"]["poc"]["succeeded"] == 40  # over every run, not just the last
     assert report["this_run"]["stages"]["poc"]["succeeded"] == 30
     assert report["fill_rates"]["poc_name"] == 1.0 and report["runs"] == 2
+
+
+def test_an_output_re_saved_in_a_windows_code_page_is_refused_not_appended_to(ws: Workspace) -> None:
+    rows = make_rows(40)
+    rows[3]["poc.last_name"] = "Schäfer"
+    write_csv(ws.input, rows)
+    assert ws.run("--limit", "10").returncode == 0
+    text = ws.output.read_text(encoding="utf-8")
+    ws.output.write_bytes(text.replace("\n", "\r\n").encode("cp1252"))  # Excel's "CSV (Comma delimited)"
+    before = ws.output.read_bytes()
+    proc = ws.run("--resume")
+    assert proc.returncode == 2, proc.stderr
+    assert "is not UTF-8" in proc.stderr and "CSV UTF-8" in proc.stderr
+    assert ws.output.read_bytes() == before  # nothing appended to a file in another encoding
+
+
+def test_a_row_copied_by_hand_is_reported_with_its_line(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    lines = ws.output.read_bytes().splitlines(keepends=True)
+    ws.output.write_bytes(b"".join(lines[:6] + [lines[2]] + lines[6:]))  # row 2 pasted again as line 7
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "holds 1 row(s) whose record is already in it (lines 7" in proc.stderr
+    ids = ws.output_ids()
+    assert len(set(ids)) == 40 and len(ids) == 41  # enrichkit wrote no record twice; the hand-made copy stays

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from conftest import Workspace, read_json
 
 STAGE = """
@@ -68,3 +70,13 @@ def test_a_python_stage_that_returns_no_dict_fails_the_record_at_once(ws: Worksp
     assert len(errors) == 40 and {e["error_type"] for e in errors} == {"client_error"}
     assert {e["attempt"] for e in errors} == {1}
     assert "returned list, not a dict" in errors[0]["message"]
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_a_python_stage_that_tries_to_end_the_program_fails_its_records(ws: Workspace, raised: str) -> None:
+    ws.stages.write_text(STAGE.replace("values_stage:values", "exiting_stage:f"), encoding="utf-8")
+    (ws.tmp / "exiting_stage.py").write_text(f"def f(record):\n    raise {raised}\n", encoding="utf-8")
+    proc = ws.run()
+    assert proc.returncode == 1, proc.stderr  # never 0: nothing was enriched
+    cp = read_json(ws.checkpoint)
+    assert cp["failed_count"] == 40 and cp["status"] == "completed_with_failures"

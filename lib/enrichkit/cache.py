@@ -26,6 +26,8 @@ class ResponseCache:
         self._lock = threading.Lock()
         try:
             self._db = self._connect()
+        except sqlite3.OperationalError:
+            raise  # I/O trouble (a full disk, a read-only folder), not damage: the cache stays for a later run
         except sqlite3.DatabaseError:
             # A damaged cache only costs money, never correctness: start a new one (its WAL and shared-memory
             # files too, or SQLite would replay the old journal into the new file).

@@ -201,7 +201,11 @@ def _is_refused(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
+    message = getattr(exc, "message", None)  # google.genai.errors.APIError: the API's own message, not the dict
+    if isinstance(message, str) and message.strip() and isinstance(getattr(exc, "code", None), int):
+        text = f"{exc.code} {getattr(exc, 'status', '') or ''}: {message}".replace("  ", " ")  # type: ignore[attr-defined]
+    else:
+        text = str(exc).strip() or exc.__class__.__name__
     return redact(" ".join(text.split())[:500])
 
 

@@ -224,7 +224,8 @@ def _run(options: RunOptions) -> int:
     from enrichkit.progress import Progress
     from enrichkit.stopping import StopSignal
 
-    plan = plan_job(options)
+    _register_keys()
+    plan = plan_job(options, check_prices=False)  # prices are checked once the models are known to exist
     settings = Settings(api_key=api_key() if plan.llm else None,
                         base_url=options.base_url or os.environ.get("GEMINI_BASE_URL") or None,
                         backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0))
@@ -300,6 +301,19 @@ def api_key() -> str:
         raise UsageError(f"{name} contains {' and '.join(kinds)} (pasted from a document?); an API key is plain "
                          "letters, digits, - and _: fix it in the environment or .env")
     return key
+
+
+def _register_keys() -> None:
+    """Whatever the stages, a key in the environment or .env is a secret: a python stage's error text, an http
+    stage's answer may carry it, and it must reach no file and no line."""
+    from dotenv import dotenv_values
+
+    dotenv = dotenv_values(Path.cwd() / ".env") if (Path.cwd() / ".env").is_file() else {}
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        for value in (os.environ.get(name), dotenv.get(name)):
+            if value:
+                register_secret(value)
+                register_secret(value.strip().strip("\"'“”‘’"))
 
 
 def _confirm(question: str) -> bool:

@@ -36,7 +36,12 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
                 f"(status {cp.status}); --resume would do {pending}")
     if options.limit is not None:
         pending = min(pending, options.limit)
-    w = out.write
+    def w(text: str) -> None:
+        try:
+            out.write(text)
+        except BrokenPipeError:  # `--dry-run | head`: the reader has what it wanted; the checks all passed
+            pass
+
     w(f"input: {plan.table.path} ({plan.table.describe_format()}), {len(plan.table.columns)} columns, "
       f"{counts.records} records, {counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
       f"{counts.empty} empty rows\n")

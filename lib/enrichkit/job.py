@@ -81,6 +81,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         check = getattr(built.get("llm"), "check_models", None)
         if callable(check):
             check(plan.stages.models(options.model))  # unknown, retired, a bad key: stop before record 1
+        plan.check_prices()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]

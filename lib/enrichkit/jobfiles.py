@@ -62,7 +62,8 @@ class JobPaths:
     def written(self) -> dict[str, Path]:
         """The files a run writes, by the flag that names them (for collision checks and --fresh)."""
         return {"--output": self.output, "--checkpoint": self.checkpoint, "--report": self.report,
-                "--errors": self.errors, "the lock": self.lock, "the cache": self.cache}
+                "--errors": self.errors, "the lock": self.lock, "the lock's owner file": self.owner,
+                "the cache": self.cache}
 
     def default_checkpoint(self) -> Path:
         return Path(f"{self.output.with_suffix('')}{CHECKPOINT_SUFFIX}")

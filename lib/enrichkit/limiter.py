@@ -2,29 +2,30 @@
 
 Pacing is GCRA virtual scheduling with a burst of 1: each request reserves the next slot, one
 interval (window/pace s) after the previous one, and input tokens run on a second clock the same
-way; a request goes at the later of the two. The pace is `headroom` (0.99) of the quota: a server
-that counts a window (sliding or fixed) then never sees more than the quota in one, even when
-requests reach it a little late or early.
+way; a request goes at the later of the two. The pace is `headroom` (99 %) of the quota, so a server
+that counts a window, sliding or fixed, never sees more than the quota in one even when requests
+reach it a little late or early.
 
-A quota is counted over a window (60 s for Gemini's per-minute quotas). Every request is kept for two
-windows with its send time and its answer, so at a 429 the limiter knows how many requests sent in
-the window before the rejected one were let through: what the server admits in a window, the quota
-as it counts it. What a 429 then does depends on what it says:
+Every request is kept for two windows with its send time and answer, so at a 429 the limiter knows
+how many requests sent in the window before the rejected one were let through: the quota as the
+server counts it. A 429 then does one of these (429s for requests sent before the pace last changed
+are echoes: they wait, and teach nothing):
 
-- a *lone* 429 (one at a window's edge, or a loaded API's): only the request that got it waits its
-  `retryDelay`; the pool keeps its pace, so its slots are not lost. Most 429s are these.
-- a *storm*: 5 of the last 20 answers are 429 while the pace is 1.2x what the server admitted or
-  more (or nothing paces requests); or the first answer after a pause is a 429 again. Every worker
-  pauses for the server's delay, and the pace becomes `headroom` x what the server admitted.
-- *creeping over*: 5 % of a window's answers are 429 (at least 10): the pace is a little above the
-  quota; it is set from what the server admitted, without a pause.
-- a whole window without a 429 while the pace binds: the quota estimate rises by 2 % (doubling
-  with each such window, up to 16 %), never above the configured rpm. Without an rpm this is how a
-  quota is found again after a cut; with the true rpm nothing rises above it.
+- Storm: the pace is 1.2x what the server let through or more (or unpaced), and 8 of the last 20
+  answers (or 5 % of the window's) are 429; or the first answer after a pause is a 429 again. Every
+  worker pauses for the server's delay; the pace becomes 99 % of what the server let through.
+- At the pace, 3 429s in a row (a fixed window used up before its end) or 5 % of a window's answers:
+  the pace is set from what the server let through, and every worker holds window/60 s (1 s),
+  doubling while the 429s go on, rather than each spending Google's 20-60 s delay.
+- Otherwise (an edge of a window, a loaded API): only the request that got it waits its delay; the
+  others keep the pace, so no slot is lost.
+- A whole window without a 429 while the pace binds raises the quota estimate 2 % (4, 8, 16 % after
+  more such windows), never above the configured rpm or the quota a 429 stated; a 429 within the
+  window after a raise undoes it. This finds a quota nobody gave, or one cut too low.
 
-429s answering requests sent before the pace last changed (or before a pause) are echoes: they
-wait, but say nothing about the new pace. Rates are counted per window: "rpm" is requests per
-`window` seconds (per minute unless a test or the bench shrinks the window).
+A 429 may say more (see `on_rate_limited`): that it names no quota (a loaded API's: never changes the
+pace), or the quota itself (QuotaFailure quotaValue: taken at once). Rates are counted per window:
+"rpm" is requests per `window` seconds, a minute unless a test or the bench shrinks it.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class Limiter:
                 self._judge(now, sent_at, delay, quota is not False, limit, events)
             elif quota is not False and limit is not None and 0 < limit != self._quota:
                 self._stated = float(limit)
-                self._set_quota(self._stated, now, events)  # the server says what the quota is
+                self._set_quota(self._stated, events)  # the server says what the quota is
                 self._mark_change(now)
             wait = max(own, self._paused_until) - now
         self._emit(events)
@@ -259,12 +260,12 @@ class Limiter:
         elif stated is not None:
             self._stated = stated
             if stated != self._quota:
-                self._set_quota(stated, now, events)  # the server says what the quota is
+                self._set_quota(stated, events)  # the server says what the quota is
                 self._mark_change(now)
         elif overrun or not teaches:
             return  # not (yet) a flood, or a loaded API's 429: only the request that got it waits
         elif now - self._raised_at < self._window:
-            self._set_quota(self._raised_from, now, events)  # the last raise went past the quota: undo it
+            self._set_quota(self._raised_from, events)  # the last raise went past the quota: undo it
             self._raised_at = -math.inf
             self._mark_change(now)
         else:
@@ -272,7 +273,7 @@ class Limiter:
             # the quota; what the server admitted in the window is the quota.
             in_a_row = self._streak >= STREAK
             if (many or in_a_row) and 0 < admitted < (self._quota or math.inf):
-                self._set_quota(float(admitted), now, events)
+                self._set_quota(float(admitted), events)
                 self._mark_change(now)
             if in_a_row or self._holding:
                 # The window is used up until it ends (or slots free): hold everyone briefly, longer while
@@ -301,7 +302,7 @@ class Limiter:
         """Pause every worker for the server's delay; the pace becomes `quota` (what the server admitted)."""
         self._pause(now, delay, events)
         if quota:
-            self._set_quota(quota, now, events)
+            self._set_quota(quota, events)
         self._mark_change(now)
         self._check_resume = True
 
@@ -316,12 +317,12 @@ class Limiter:
         self._next_probe_check = now + window / 20  # the count below costs a pass over a window's requests
         if self._rate is None or sum(s.at > now - window for s in self._sent) < BINDING * self._rate:
             return  # the pool is not using the pace: a higher one would be untested
-        self._set_quota(min(ceiling, quota * (1 + self._probe_step)), now, events)
+        self._set_quota(min(ceiling, quota * (1 + self._probe_step)), events)
         self._raised_from, self._raised_at = quota, now
         self._probe_step = min(MAX_PROBE_STEP, 2 * self._probe_step)
         # Not a change that makes echoes: a 429 for a request sent before the raise still says it went too far.
 
-    def _set_quota(self, quota: float, now: float, events: list[Event]) -> None:
+    def _set_quota(self, quota: float, events: list[Event]) -> None:
         if self._rpm is not None:
             quota = min(quota, self._rpm)
         before = self._rate

@@ -68,11 +68,14 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
     t = report["tokens"]
     cost = report["cost"]
     grounding = f" (grounding ${cost['grounding_usd']:.4f})" if cost["grounding_usd"] else ""
+    unconfirmed = run.get("unconfirmed") or 0
+    kept = (f" ({unconfirmed} of them written but not confirmed on disk: --resume keeps those it finds whole)"
+            if unconfirmed else "")
     return "\n".join([
         (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
          f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows, "
          f"{c['empty_rows']} empty rows"),
-        (f"  this run: {c['completed_this_run']} done in {report['wall_seconds']:.1f} s "
+        (f"  this run: {c['completed_this_run']} done{kept} in {report['wall_seconds']:.1f} s "
          f"({report['records_per_minute'] or 0:.1f} rec/min), {run['requests']} requests, "
          f"{run['retries']} retries, {run['rate_limited']} rate-limited, {run['cache_hits']} cache hits, "
          f"${run['cost_usd']:.4f}"),

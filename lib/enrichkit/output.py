@@ -163,6 +163,7 @@ class Recovered:
     size: int = 0
     filled: Counter[str] = field(default_factory=Counter)  # field -> non-empty count in the rows read
     job_ids: Counter[str] = field(default_factory=Counter)  # the `_job_id`s of the rows read
+    repeated: list[tuple[str, int]] = field(default_factory=list)  # (record ID, line) of rows whose ID came before
     header_found: bool = False
 
 
@@ -184,13 +185,19 @@ def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[st
     if size < len(header_bytes) and header_bytes.startswith(head):
         _truncate(path, 0)  # a crash while writing the header itself
         return Recovered(IdSet(), torn_bytes=size)
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        check_header(path, next(csv.reader(f), []), columns)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            check_header(path, next(csv.reader(f), []), columns)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     start = 0
     start_crc = 0
     if trusted and trusted[0] <= size and file_crc32(path, trusted[0]) == trusted[1]:
         start, start_crc = trusted
-    rec = _read_rows(path, columns, fields, start)
+    try:
+        rec = _read_rows(path, columns, fields, start)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if rec.torn_bytes:
         _truncate(path, size - rec.torn_bytes)
     rec.from_offset = start
@@ -208,7 +215,10 @@ def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start:
     last_good: list[str] | None = None
     last_ok = True
 
-    def accept(row: list[str]) -> None:
+    def accept(row: list[str], line: int) -> None:
+        if row[-2] in rec.ids:
+            rec.repeated.append((row[-2], line))
+            return
         rec.ids.add(row[-2])
         rec.rows += 1
         rec.job_ids[row[-1]] += 1
@@ -216,13 +226,15 @@ def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start:
             if row[i].strip():
                 rec.filled[name] += 1
 
+    last_line = 0
     with open(path, "rb") as raw:
         raw.seek(start)
-        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig" if not start else "utf-8",
-                                             errors="surrogateescape", newline=""))
+        # Strict UTF-8: an output re-saved in another encoding must not be appended to (see `_not_utf8`).
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig" if not start else "utf-8", newline=""))
         if not start:
             next(reader, None)  # the header, checked by the caller
         while True:
+            line = reader.line_num + 1
             try:
                 row = next(reader)
             except StopIteration:
@@ -233,13 +245,13 @@ def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start:
                 rec.bad_rows += 1  # a bad row followed by another row was not torn by a crash: an edit
             if len(row) == width and RECORD_ID.match(row[-2]) and row[-1]:
                 if last_good is not None:
-                    accept(last_good)  # confirmed: a row follows it
-                prev_good, last_good, last_ok = last_good, row, True
+                    accept(last_good, last_line)  # confirmed: a row follows it
+                prev_good, last_good, last_ok, last_line = last_good, row, True, line
             else:
                 last_ok = False
     if last_ok and _last_byte(path) == b"\n":
         if last_good is not None:
-            accept(last_good)
+            accept(last_good, last_line)
         return rec
     # The tail is torn. If the last row parsed whole, only its newline (or part of its job id) is
     # missing: it is torn too, and the cut goes after the row before it.
@@ -248,11 +260,25 @@ def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start:
     else:
         keep = last_good
         if last_good is not None:
-            accept(last_good)
+            accept(last_good, last_line)
     size = path.stat().st_size
     cut = end_of_row(path, keep) if keep is not None else (start or _end_of_first_line(path))
     rec.torn_bytes = size - cut
     return rec
+
+
+def _not_utf8(path: Path) -> ConfigError:
+    """An output that is no longer UTF-8: re-saved by a spreadsheet in a Windows code page, most likely."""
+    line = 1
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, start=1):  # noqa: B007 - the line is what the message needs
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                break
+    return ConfigError(f"{path}: line {line} is not UTF-8 (the file was re-saved in another encoding, e.g. by Excel "
+                       "as 'CSV (Comma delimited)'); save it as 'CSV UTF-8', or put back the file enrichkit wrote, "
+                       "then --resume")
 
 
 def _extend_crc(path: Path, start: int, crc: int, size: int) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enrichkit.enricher import AttemptError, Enricher, RecordResult
-from enrichkit.errors import EnrichError
+from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
 from enrichkit.plan import Plan
@@ -117,6 +117,7 @@ class Pipeline:
         report = build_report(self.cp, self.stats, store.run, completed=store.run_completed,
                               failed=store.run_failed, exit_code=outcome.exit_code,
                               wall_seconds=self.clock() - started, message=outcome.message, pace=self.pace())
+        report["this_run"]["unconfirmed"] = store.unconfirmed
         store.write_report(report)
         self.say(outcome.message)
         if not self.opts.quiet:
@@ -210,8 +211,10 @@ class Pipeline:
             try:
                 result = self.enricher.enrich(item.record, item.record_id, stages, item.start)
             except BaseException as exc:  # noqa: BLE001 - the main loop must always hear back
-                result = RecordResult(item.record_id, item.record.row, item.start, abandoned=True)
-                log.error("internal error on row %d: %r", item.record.row, exc)
+                # A bug of enrichkit's: the record fails (exit 1, visible to cron), it is never silently pending.
+                result = RecordResult(item.record_id, item.record.row, item.start,
+                                      failure=StageFailure("client_error", f"internal error: {exc!r}"))
+                log.error("internal error on row %d: %r (a bug: please report it)", item.record.row, exc)
             inbox.append([result])
             if len(items) == 1 or self.clock() - woken > 0.05:
                 self._wake.set()

@@ -7,6 +7,7 @@ that passes touches nothing; a run starts from it, and `--dry-run` shows it.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -118,6 +119,21 @@ class Plan:
     def llm(self) -> bool:
         return any(s.kind == "llm" for s in self.stages.stages)
 
+    def check_prices(self) -> None:
+        """Every model has a price (cost, --max-cost and the report depend on it); a misspelt name is told so."""
+        unpriced = [m for m in self.stages.models(self.options.model) if not self.pricing.known(m)]
+        if not unpriced:
+            return
+        model = unpriced[0]
+        near = difflib.get_close_matches(model, [*self.pricing.prices, *self.pricing.aliases], n=1, cutoff=0.8)
+        if near:
+            raise ConfigError(f"model {model!r} is not one enrichkit knows: did you mean {near[0]!r}? (a model that "
+                              f"exists but is not priced gets [prices.\"{model}\"] input = ..., output = ... in the "
+                              "stages file)")
+        raise ConfigError(f"no price for model(s) {', '.join(unpriced)} in enrichkit's pricing.toml; give them in "
+                          f"the stages file ({self.options.stages_file}): [prices.\"{model}\"] input = ..., "
+                          "output = ... (USD per million tokens)")
+
 
 def check_options(options: RunOptions) -> None:
     """Flags that cannot work, alone or together (exit 2)."""
@@ -161,7 +177,8 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
     items = list(named.items())
     for i, (flag_a, a) in enumerate(items):
         for flag_b, b in items[i + 1:]:
-            if same_file(a, b) or (flag_b == "the cache" and same_file(a, Path(f"{b}-wal"))):
+            journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if flag_b == "the cache" else []
+            if same_file(a, b) or any(same_file(a, journal) for journal in journals):
                 raise UsageError(f"{flag_a} and {flag_b} are the same file ({a}); every file a job writes must "
                                  "differ from the input and from each other")
     given = {"--checkpoint": options.checkpoint, "--report": options.report, "--errors": options.errors}
@@ -176,8 +193,9 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
         raise UsageError(f"--output {paths.output}: is a folder; give a file name")
 
 
-def plan_job(options: RunOptions) -> Plan:
-    """Every check that needs no lock, no key and no network."""
+def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
+    """Every check that needs no lock, no key and no network. A run checks prices later (`Plan.check_prices`),
+    after the API has said the models exist: a misspelt or retired model then gets the right message."""
     check_options(options)
     paths = job_paths(options)
     check_paths(paths, options)
@@ -189,11 +207,9 @@ def plan_job(options: RunOptions) -> Plan:
     search = (Path(options.stages_file).resolve().parent, Path.cwd())
     functions = {s.name: s.load_function(search) for s in stages.stages if s.kind == "python"}
     pricing = load_pricing(extra=stages.prices)
-    unpriced = [m for m in stages.models(options.model) if not pricing.known(m)]
-    if unpriced:
-        raise ConfigError(f"no price for model(s) {', '.join(unpriced)} in enrichkit's pricing.toml; give them in "
-                          f"the stages file ({options.stages_file}): [prices.\"{unpriced[0]}\"] input = ..., "
-                          "output = ... (USD per million tokens)")
     columns = output_columns(table.columns, stages.output_fields)
     fingerprint = stages.fingerprint(options.id_columns, options.model)
-    return Plan(options, paths, stages, table, id_columns, columns, fingerprint, functions, pricing)
+    plan = Plan(options, paths, stages, table, id_columns, columns, fingerprint, functions, pricing)
+    if check_prices:
+        plan.check_prices()
+    return plan

@@ -123,7 +123,9 @@ class JobStore:
             raise ConfigError(f"{self.paths.output} holds rows of job {sorted(foreign)[0]}, but the checkpoint "
                               f"{self.paths.checkpoint} is of job {cp.job_id}: the checkpoint belongs to another "
                               "job; give each job its own --checkpoint")
+        repeated = list(rec.repeated)
         if rec.from_offset:
+            repeated += [(record_id, 0) for record_id in rec.ids if record_id in cp.completed_ids]
             for record_id in rec.ids:  # rows written after the last checkpoint, before a crash
                 cp.mark_completed(record_id)
             cp.filled = dict(Counter(cp.filled) + rec.filled)
@@ -147,6 +149,11 @@ class JobStore:
             cp.filled = dict(rec.filled)
             if lost or trusted is None:
                 cp.resume_at = None  # rows before the old mark may be among the missing: read the input whole
+        if repeated:
+            lines = ", ".join(str(line) for _, line in repeated[:5] if line) or "after the checkpoint's mark"
+            log.warning("%s holds %d row(s) whose record is already in it (lines %s: copied by hand?); enrichkit wrote "
+                        "each record once and keeps going, but remove the extra rows (`jobs.py validate` lists them)",
+                        self.paths.output, len(repeated), lines)
         cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
         self._recovered_crc = rec.crc32
         if self.mode == "new" or self.input_changed:
@@ -185,6 +192,11 @@ class JobStore:
             self.writer.resume_crc(self._recovered_crc)
         self.errorlog = ErrorLog(self.paths.errors)
         self.save()
+
+    @property
+    def unconfirmed(self) -> int:
+        """Rows handed to the output that could not be confirmed on disk (it failed): a resume keeps the whole ones."""
+        return len(self._unsynced) if self._output_broken() else 0
 
     def done_count(self) -> int:
         """Records done: claimed, plus those written since (unless the output could not take them)."""

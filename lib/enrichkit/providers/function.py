@@ -27,7 +27,12 @@ class FunctionProvider:
 
     def call(self, request: Request) -> Answer:
         stage = request.stage
-        result = self._functions[stage.name](dict(request.payload))
+        try:
+            result = self._functions[stage.name](dict(request.payload))
+        except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            # The user's function (or a library it calls) tried to end the program: that is its record's failure,
+            # not the run's (a real Ctrl+C reaches the main thread, never a worker).
+            raise StageFailure("client_error", f"{stage.function} raised {exc!r}") from None
         if not isinstance(result, dict):
             # The user's function is wrong for every record alike; retrying cannot help.
             raise StageFailure("client_error", f"{stage.function} returned {type(result).__name__}, not a dict")
