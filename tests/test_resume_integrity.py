@@ -154,7 +154,7 @@ def test_an_output_re_saved_in_a_windows_code_page_is_refused_not_appended_to(ws
 def test_a_row_copied_by_hand_is_reported_with_its_line(ws: Workspace) -> None:
     assert ws.run("--limit", "10").returncode == 0
     lines = ws.output.read_bytes().splitlines(keepends=True)
-    ws.output.write_bytes(b"".join(lines[:6] + [lines[2]] + lines[6:]))  # row 2 pasted again as line 7
+    ws.output.write_bytes(b"".join([*lines[:6], lines[2], *lines[6:]]))  # row 2 pasted again as line 7
     proc = ws.run("--resume")
     assert proc.returncode == 0, proc.stderr
     assert "holds 1 row(s) whose record is already in it (lines 7" in proc.stderr

@@ -51,10 +51,10 @@ def test_a_key_pasted_with_quotes_spaces_or_accents_stops_at_start(ws: Workspace
 
 
 def test_the_key_is_a_secret_even_in_a_job_without_an_llm_stage(ws: Workspace) -> None:
-    ws.stages.write_text('[[stages]]\nname = "p"\ntype = "python"\nfunction = "leaky:f"\n[stages.fields]\nx = "string"\n',
-                         encoding="utf-8")
-    (ws.tmp / "leaky.py").write_text("import os\ndef f(record):\n    raise ValueError('boom ' + os.environ['GEMINI_API_KEY'])\n",
-                                     encoding="utf-8")
+    ws.stages.write_text('[[stages]]\nname = "p"\ntype = "python"\nfunction = "leaky:f"\n'
+                         '[stages.fields]\nx = "string"\n', encoding="utf-8")
+    (ws.tmp / "leaky.py").write_text("import os\ndef f(record):\n"
+                                     "    raise ValueError('boom ' + os.environ['GEMINI_API_KEY'])\n", encoding="utf-8")
     proc = ws.run()
     assert proc.returncode == 1, proc.stderr
     for path in [p for p in ws.tmp.rglob("*") if p.is_file() and p.suffix != ".py"]:
