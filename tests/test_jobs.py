@@ -564,3 +564,37 @@ def test_killed_run_shows_interrupted_and_its_missing_rows(jobs: Any, ws: Worksp
     assert ws.run("--resume").returncode == 0
     assert jobs("validate", str(ws.checkpoint)).code == 0
     assert set(ws.output_ids()) == expected_ids(ws)
+
+
+def test_validate_reports_an_output_re_saved_in_another_encoding(jobs: Any, done: Path) -> None:
+    output = done.with_name("enriched.csv")
+    text = output.read_text(encoding="utf-8").replace("Manager 1,", "Manager é,", 1)
+    output.write_bytes(text.encode("cp1252"))
+    result = jobs("validate", str(done))
+    assert result.code == 1, result.err
+    assert "encoding: " in result.out and "is not UTF-8" in result.out
+
+
+def test_validate_of_a_copied_job_folder_says_which_output_it_checked(jobs: Any, done: Path) -> None:
+    import shutil
+
+    copy = done.parent.parent / "copy"
+    shutil.copytree(done.parent.parent, copy)
+    result = jobs("validate", str(copy / "out" / "enriched.progress.json"))
+    assert "a copied job folder?" in result.out and str(done.with_name("enriched.csv")) in result.out
+
+
+def test_a_reader_that_goes_away_does_not_change_the_exit_code(done: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import JOBS
+
+    for args in (["validate", str(done)], ["list", str(done.parent.parent)], ["missing", str(done)],
+                 ["export", str(done), "--format", "jsonl", "--output", "-"]):
+        proc = subprocess.Popen([sys.executable, str(JOBS), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0, args

@@ -14,7 +14,6 @@ import math
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -22,10 +21,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from enrichkit import __version__
-from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, AuthError, EnrichError, UsageError
+from enrichkit.edge import error_edge, flush_quietly
+from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
 from enrichkit.logs import log, say, setup_logging
 from enrichkit.plan import RunOptions, job_paths
-from enrichkit.redact import redact, register_secret
+from enrichkit.redact import register_secret
 
 if TYPE_CHECKING:
     from enrichkit.jobfiles import JobPaths
@@ -173,39 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose or 0)
     logging.raiseExceptions = False  # a stderr closed early (`2>&1 | head`) must not change the outcome
-    try:
-        return error_edge("enrich", lambda: _run(options_from(args)))
-    finally:
-        _flush_quietly()
-
-
-def error_edge(prog: str, action: Callable[[], int]) -> int:
-    """The one place errors become an exit code: a user's mistake is one line (`ENRICHKIT_DEBUG=1` adds the
-    traceback); a bug is one line too, but re-raised under test so it cannot hide as an exit code."""
-    try:
-        return action()
-    except EnrichError as exc:
-        _debug_traceback()
-        say(f"{prog}: error: {redact(str(exc))}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        say(f"{prog}: interrupted before the run started; nothing was done")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        _flush_quietly()
-        return 1
-    except OSError as exc:
-        _debug_traceback()
-        where = f"{exc.filename}: " if exc.filename else ""
-        say(f"{prog}: error: {where}{exc.strerror or exc}")
-        return EXIT_USAGE
-    except Exception as exc:
-        if getattr(sys, "_called_from_test", False):
-            raise
-        _debug_traceback()
-        say(f"{prog}: internal error: {redact(repr(exc))[:300]} (a bug: rerun with ENRICHKIT_DEBUG=1 for the "
-            "traceback and report it)")
-        return EXIT_USAGE
+    return error_edge("enrich", lambda: _run(options_from(args)))
 
 
 def _run(options: RunOptions) -> int:
@@ -246,7 +214,7 @@ def _run(options: RunOptions) -> int:
     if abandoned:
         # Records abandoned at the drain deadline are still on the wire; everything durable is written.
         # Leave without joining their threads (they would hold the exit for up to --timeout).
-        _flush_quietly()
+        flush_quietly()
         job.lock.release()
         os._exit(code)
     return code
@@ -330,19 +298,3 @@ def _env_float(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if math.isfinite(value) and value >= 0 else default
-
-
-def _debug_traceback() -> None:
-    if os.environ.get("ENRICHKIT_DEBUG"):
-        traceback.print_exc()
-
-
-def _flush_quietly() -> None:
-    """Flush stdout and stderr; if the reader went away (`| head`), point them at /dev/null so the
-    interpreter's own flush at exit cannot turn the exit code into 120."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

@@ -17,7 +17,7 @@ from typing import Any
 
 from enrichkit.errors import InputError, UsageError
 from enrichkit.idset import IdSet
-from enrichkit.jobfiles import STOPPED, JobPaths, same_file
+from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, same_file
 from enrichkit.jobs.state import JobStatus
 from enrichkit.output import output_columns, scan_output
 from enrichkit.records import InputTable, Record, make_record_id
@@ -177,6 +177,10 @@ def validate_job(job: JobStatus) -> Validation:
     if job.state not in STOPPED:
         result.notes.append(f"the job is {job.state}: records not yet done and a torn last row may be "
                             "transient; validate a stopped job for a verdict")
+    beside = job.paths.checkpoint.with_name(job.paths.checkpoint.name.removesuffix(CHECKPOINT_SUFFIX) + ".csv")
+    if beside.exists() and not same_file(beside, job.paths.output):
+        result.notes.append(f"this checkpoint's job writes {job.paths.output}, not {beside} beside it (a copied "
+                            f"job folder?); {job.paths.output} is what was checked")
     in_output = _check_output(job, table, id_columns(job, table), result)
 
     input_ids = IdSet()
@@ -242,6 +246,8 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
         width = len(header.fields or expected)  # judge the rows by the header they were written under
     ragged: list[str] = []
     mismatched: list[str] = []
+    encoding: list[str] = []
+    n_encoding = 0
     dupes: dict[str, list[int]] = {}
     n_ragged = n_mismatched = other_jobs = 0
     for row in rows:
@@ -258,6 +264,12 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
                 ragged.append(f"{path}: line {row.line}: malformed row ({shape})")
             continue
         record_id = f[-2]
+        if not _utf8(f):
+            n_encoding += 1
+            if len(encoding) < SHOW:
+                encoding.append(f"{path}: line {row.line} is not UTF-8 (re-saved in another encoding, e.g. by "
+                                "Excel as 'CSV (Comma delimited)')")
+            continue
         if same_header and make_record_id(dict(zip(table.columns, f[:inputs], strict=True)), columns) != record_id:
             # Not proof that its record is done: the values were changed after the run wrote them.
             n_mismatched += 1
@@ -273,6 +285,7 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
             other_jobs += 1
     result.output_rows = len(ids) + sum(len(lines) for lines in dupes.values()) + n_mismatched
     result.add("ragged", ragged, n_ragged, "malformed rows")
+    result.add("encoding", encoding, n_encoding, "rows that are not UTF-8")
     result.add("mismatch", mismatched, n_mismatched, "rows whose _record_id does not match their values")
     if dupes:
         first_lines = _first_lines(path, set(dupes), width)
@@ -283,6 +296,18 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
         result.notes.append(f"{other_jobs} row(s) carry another _job_id than {job.cp.job_id} (written by an "
                             "earlier job on this output)")
     return ids
+
+
+def _utf8(fields: list[str]) -> bool:
+    """The row was valid UTF-8 (scan_output keeps undecodable bytes as surrogates)."""
+    text = "".join(fields)
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_lines(path: Path, wanted: set[str], width: int) -> dict[str, int]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from enrichkit.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EnrichError, UsageError
+from enrichkit.edge import error_edge
+from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
 from enrichkit.jobs.state import (
     AmbiguousJob,
@@ -143,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; returns the exit code (never raises for a user error)."""
     args = build_parser().parse_args(argv)
-    return error_edge(lambda: _dispatch(args))
+    return error_edge("jobs", lambda: _dispatch(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -156,39 +155,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         for item in items:
             sys.stderr.write(f"  {views.list_line(item)}\n")
         return EXIT_USAGE
-
-
-def error_edge(run: Callable[[], int], prog: str = "jobs") -> int:
-    """Run `run`; a user error becomes one line on stderr and its exit code, never a traceback
-    (`ENRICHKIT_DEBUG=1` prints one)."""
-    try:
-        return run()
-    except EnrichError as exc:
-        _debug_traceback()
-        sys.stderr.write(f"{prog}: error: {exc}\n")
-        return exc.exit_code
-    except BrokenPipeError:
-        # The reader went away (`missing ... | head`): stop quietly, without a second error at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURES
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return EXIT_INTERRUPTED
-    except OSError as exc:
-        _debug_traceback()
-        where = f"{exc.filename}: " if exc.filename else ""
-        sys.stderr.write(f"{prog}: error: {where}{exc.strerror or exc}\n")
-        return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - the last guard: one line, never a traceback (ENRICHKIT_DEBUG=1)
-        _debug_traceback()
-        sys.stderr.write(f"{prog}: internal error: {exc!r:.300} (a bug: rerun with ENRICHKIT_DEBUG=1 for the "
-                         "traceback and report it)\n")
-        return EXIT_USAGE
-
-
-def _debug_traceback() -> None:
-    if os.environ.get("ENRICHKIT_DEBUG"):
-        traceback.print_exc()
 
 
 # --- status, list, stats ---------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""The edge both CLIs share (`enrich.py`, `jobs.py`): the one place an error becomes one line and an exit code,
+and a stdout or stderr closed early (`... | head`) changes neither the exit code nor any file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnrichError
+from enrichkit.logs import say
+from enrichkit.redact import redact
+
+
+def error_edge(prog: str, action: Callable[[], int]) -> int:
+    """Run `action`; a user's mistake is one line (`ENRICHKIT_DEBUG=1` adds the traceback) and its exit code.
+    A bug is one line too, but re-raised under test (`sys._called_from_test`) so it cannot hide as an exit code."""
+    try:
+        with quiet_stdout():
+            return action()
+    except EnrichError as exc:
+        debug_traceback()
+        say(f"{prog}: error: {redact(str(exc))}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say(f"{prog}: interrupted before anything was done")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        debug_traceback()
+        where = f"{exc.filename}: " if exc.filename else ""
+        say(f"{prog}: error: {where}{exc.strerror or exc}")
+        return EXIT_USAGE
+    except Exception as exc:
+        if getattr(sys, "_called_from_test", False):
+            raise
+        debug_traceback()
+        say(f"{prog}: internal error: {redact(repr(exc))[:300]} (a bug: rerun with ENRICHKIT_DEBUG=1 for the "
+            "traceback and report it)")
+        return EXIT_USAGE
+    finally:
+        flush_quietly()
+
+
+class _QuietStdout:
+    """stdout that, once its reader is gone, sends the rest of what is printed nowhere (the command still ends
+    with the exit code it decided: `jobs.py validate ... | head -1` says whether the job is valid)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone = True
+                _to_devnull(self._stream)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone = True
+                _to_devnull(self._stream)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    original = sys.stdout
+    sys.stdout = _QuietStdout(original)
+    try:
+        yield
+    finally:
+        sys.stdout = original
+
+
+def flush_quietly() -> None:
+    """Flush stdout and stderr; if the reader went away, point them at /dev/null so the interpreter's own
+    flush at exit cannot turn the exit code into 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            _to_devnull(stream)
+
+
+def _to_devnull(stream: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def debug_traceback() -> None:
+    if os.environ.get("ENRICHKIT_DEBUG"):
+        traceback.print_exc()
