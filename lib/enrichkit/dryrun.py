@@ -14,7 +14,8 @@ from enrichkit.scan import PendingScan
 
 # Guesses, printed as such: what an answer costs beyond its JSON, and how long a call takes.
 OUTPUT_TOKENS_PER_FIELD = 20
-THINKING_TOKENS = 600  # a thinking model's typical thoughts per answer when no budget caps them
+THINKING_TOKENS = 600  # a thinking model's typical thoughts per answer when no budget or level caps them
+THINKING_BY_LEVEL = {"minimal": 0, "low": 200, "medium": 600, "high": 1500}
 SEARCH_QUERIES = 2  # queries a grounded 3.x answer typically runs
 ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the rate formula shows its weight
 
@@ -42,8 +43,7 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
         except BrokenPipeError:  # `--dry-run | head`: the reader has what it wanted; the checks all passed
             pass
 
-    w(f"input: {plan.table.path} ({plan.table.describe_format()}), {len(plan.table.columns)} columns, "
-      f"{counts.records} records, {counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
+    w(f"input: {plan.table.path} ({plan.table.describe_format()}), {counts.records} records, {counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
       f"{counts.empty} empty rows\n")
     w(f"stages: {', '.join(f'{s.name} ({s.kind})' for s in stages.stages)}\n")
     w(f"output: {plan.paths.output} with columns {', '.join(plan.columns)}\n")
@@ -56,15 +56,13 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
     assumptions: list[str] = [f"output guessed at {OUTPUT_TOKENS_PER_FIELD} tokens a field"]
     for stage in stages.stages:
         if stage.kind == "llm" and stage.prompt is not None:
-            prompt = full_prompt(stage, stage.prompt.render(values))
-            if stage is llm[0]:
-                w(f"\nfirst prompt ({stage.name}, row {first.row if first else '-'}):\n{prompt}\n\n")
             model = stage.model or options.model or stages.model
+            prompt = full_prompt(stage, stage.prompt.render(values), model, pricing.aliases)
+            if stage is llm[0]:
+                w(f"\nfirst prompt ({stage.name}, {model}, row {first.row if first else '-'}):\n{prompt}\n\n")
             t_in = len(prompt) // 4 + 1
             t_out = OUTPUT_TOKENS_PER_FIELD * len(stage.fields)
-            budget = stage.settings.get("thinking_budget")
-            thinking = 0 if budget == 0 else min(int(budget), THINKING_TOKENS) if budget and budget > 0 \
-                else THINKING_TOKENS
+            thinking = _thinking_guess(stage.settings)
             if thinking:
                 assumptions.append(f"{stage.name}: {thinking} thinking tokens an answer (billed as output)")
             charge = pricing.charge(model, prompt_tokens=t_in, output_tokens=t_out + thinking, grounded=stage.search,
@@ -97,3 +95,12 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
           f"({', '.join(f'{k} = {v:.2f}' for k, v in bounds.items())}; latency assumed {ASSUMED_LATENCY:.0f} s)\n")
     w("dry run: nothing was called and nothing was written\n")
     return EXIT_OK
+
+
+def _thinking_guess(settings: dict[str, object]) -> int:
+    """Thinking tokens an answer is guessed to bill (as output), from the stage's budget or level."""
+    budget = settings.get("thinking_budget")
+    if isinstance(budget, int) and budget >= 0:
+        return min(budget, THINKING_TOKENS)
+    level = settings.get("thinking_level")
+    return THINKING_BY_LEVEL.get(str(level), THINKING_TOKENS) if level else THINKING_TOKENS
