@@ -1,12 +1,12 @@
 """The Gemini stand-in with a quota counted over sliding or fixed windows, with exact or Google-like delays.
 
-`scripts/fake_gemini.py` is gaining `window_mode` ("sliding" | "fixed") and `rpm_delay` ("exact" |
-"google"). When it has them, `quota_gemini()` simply passes them on; until then `QuotaGemini`
-counts the quota itself with the same meaning:
+`scripts/fake_gemini.py` has `window_mode` ("sliding" | "fixed") and `rpm_delay` ("exact" | "google",
+and "precise"); `quota_gemini()` passes them on. `QuotaGemini` is the bench's own count with the same
+meaning, for a checkout whose stand-in predates them:
 
 - sliding: at most `rpm` requests admitted in any `window` seconds; "exact" delay: until the oldest
   admitted request leaves the window.
-- fixed: at most `rpm` admitted per window [k*window, (k+1)*window) of the monotonic clock; "exact"
+- fixed: at most `rpm` admitted per window [k*window, (k+1)*window) from `window_origin()`; "exact"
   delay: until the next window starts.
 - "google": the delay is drawn uniformly from [window/3, window] (20-60 s for 60 s), whatever the
   quota's state, as Google's per-minute 429s look.
@@ -69,6 +69,11 @@ class QuotaGemini(FakeGemini):
                 return None
             exact = (index + 1) * window - now
         return self._rng.uniform(window / 3, window) if self.rpm_delay == "google" else exact
+
+
+def window_origin(fake: FakeGemini) -> float:
+    """Where the stand-in's fixed windows start on the monotonic clock (they are multiples of the window after)."""
+    return float(getattr(fake, "_origin", 0.0)) if NATIVE else 0.0  # the real one aligns them to its start
 
 
 def quota_gemini(*, rpm: int, window: float, window_mode: str, rpm_delay: str, **overrides: Any) -> FakeGemini:

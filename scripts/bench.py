@@ -3,6 +3,9 @@
 
 Prints one table and writes bench/results.json. Every run talks only to the Gemini stand-in on
 127.0.0.1. Speed lives here, never in the test suite. `--quick` shrinks every size (a smoke test).
+The Q rows (bench/quota_bench.py) run the pace against quotas counted over sliding and fixed
+windows, beside a naive script. `--tree DIR` runs another checkout's CLI (e.g. an older commit
+unpacked with `git archive`), for before/after figures.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import quota_bench  # noqa: E402 - the Q rows live in bench/
 
 from fake_gemini import FakeGemini  # noqa: E402 - the stand-in lives beside this script
 
 WORK = ROOT / "bench" / "work"
-ENRICH = ROOT / "scripts" / "enrich.py"
+TREE = ROOT  # the checkout whose CLI runs (--tree)
 
 LLM_STAGES = """
 [defaults]
@@ -48,6 +54,9 @@ function = "probe:first_call"
 """
 
 
+ALL_PARTS = "p1,p2,p5,q"
+
+
 def write_input(path: Path, rows: int, start: int = 0, mode: str = "w") -> None:
     with open(path, mode, newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -61,7 +70,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[int, float, int, float]:
     """Run enrich.py; return (exit code, wall seconds, peak RSS in MB, start time)."""
     started = time.time()
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(ENRICH), *args], env=env, cwd=WORK,
+    proc = subprocess.Popen([sys.executable, str(TREE / "scripts" / "enrich.py"), *args], env=env, cwd=WORK,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     err = proc.stderr.read()
@@ -143,23 +152,36 @@ def p5_faults(records: int) -> dict[str, Any]:
             "retries": rep["retries"], "wall_s": round(wall, 1)}
 
 
+def q_rows(quick: bool, jobs: int) -> dict[str, Any]:
+    """The Q rows: the pace against sliding and fixed quota windows, and a naive script beside it."""
+    (WORK / "llm.toml").write_text(LLM_STAGES)
+    return quota_bench.run_rows(WORK, TREE / "lib", WORK / "llm.toml", base_env(), quick=quick, jobs=jobs)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global TREE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench runs, measures little")
-    parser.add_argument("--only", default="p1,p2,p5", help="which parts to run (p2 also measures P3 and P4)")
+    parser.add_argument("--only", default=ALL_PARTS, help="which parts to run (p2 also measures P3 and P4)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose CLI runs (default: this one)")
+    parser.add_argument("--jobs", type=int, default=3, help="Q rows run at once (default 3)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json", help="where to write")
     args = parser.parse_args(argv)
+    TREE = args.tree.resolve()
     only = set(args.only.split(","))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     sizes = (120, 2000, 20000, 100) if args.quick else (1200, 100_000, 1_000_000, 1000)
-    results_path = ROOT / "bench" / "results.json"
+    results_path = args.results
     results: dict[str, Any] = {}
-    if only != {"p1", "p2", "p5"} and results_path.exists():
+    if only != set(ALL_PARTS.split(",")) and results_path.exists():
         results = json.loads(results_path.read_text())  # a partial run updates the parts it measured
-    results.update({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "quick": args.quick})
+    results.update({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "quick": args.quick,
+                    "tree": str(TREE)})
     parts = {"p1": ("P1 rate against a 1,200 RPM quota", p1_rate, (sizes[0],)),
              "p2": ("P2/P3/P4 overhead, memory, resume", p2_p3_p4, (sizes[1], sizes[2])),
-             "p5": ("P5 faults", p5_faults, (sizes[3],))}
+             "p5": ("P5 faults", p5_faults, (sizes[3],)),
+             "q": ("Q rows: the pace against quota windows", q_rows, (args.quick, args.jobs))}
     for key, (title, measure, sizes_for) in parts.items():
         if key in only:
             print(f"{title} ...", flush=True)
@@ -195,10 +217,19 @@ def print_table(results: dict[str, Any]) -> None:
                      f"{p5['completed']} completed, {p5['failed']} failed of {p5['records']}; "
                      f"{p5['requests_per_record']} requests/record",
                      "all complete", p5["failed"] == 0 and p5["completed"] == p5["records"]))
-    width = max(len(r[1]) for r in rows)
-    print(f"\n{'figure':<12} {'measured':<{width}}  {'target':<28} met")
-    for name, measured, target, ok in rows:
-        print(f"{name:<12} {measured:<{width}}  {target:<28} {'yes' if ok else 'NO'}")
+    if rows:
+        width = max(len(r[1]) for r in rows)
+        print(f"\n{'figure':<12} {'measured':<{width}}  {'target':<28} met")
+        for name, measured, target, ok in rows:
+            print(f"{name:<12} {measured:<{width}}  {target:<28} {'yes' if ok else 'NO'}")
+    if q := results.get("q"):
+        print(f"\nQ rows: {q['workers']} workers, {q['latency_s']} s latency, a quota of {q['quota_per_window']} "
+              f"requests per {q['window_s']:g} s window (1,200 RPM, ten times faster); rate/cap over whole windows")
+        lines = quota_bench.table(q)
+        width = max(len(line[0]) for line in lines)
+        for label, measured, target, met in lines:
+            verdict = "" if met is None else ("  yes" if met else "  NO")
+            print(f"{label:<{width}}  {measured}  [{target}]{verdict}")
 
 
 if __name__ == "__main__":

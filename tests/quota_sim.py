@@ -79,10 +79,14 @@ class SimResult:
 
 
 def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: float = 0.0, workers: int = 20,
-             latency: float = 0.2, jitter: float = 0.0, noise: float = 0.0, tell_quota: bool = False,
+             latency: float = 0.2, jitter: float = 0.0, hiccups: tuple[float, float] = (0.0, 0.0),
+             noise: float = 0.0, tell_quota: bool = False,
              tell_limit: bool = False, seed: int = 1, **limiter_options: Any) -> SimResult:
     """Run `workers` workers for `seconds` through one Limiter told `rpm` (per window) against `quota`.
 
+    A request reaches the quota up to `jitter` s after it was let go. With the chance `hiccups[0]` a
+    request starts a stall of `hiccups[1]` s (a client process paused): the requests let go meanwhile
+    all arrive when it ends, bunched, and the ones after on time.
     `tell_quota` passes `quota=` to `on_rate_limited` (True for the quota's 429s, False for noise), as a
     caller that reads QuotaFailure does; `tell_limit` also passes the quota's `limit`.
     """
@@ -107,6 +111,7 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
     for w in range(workers):
         push(0.0, "poll", w)
     answers: list[tuple[float, float, bool]] = []  # (arrived at, answered at, 429?)
+    stalled_until = 0.0
     while queue:
         at, _, kind, worker, data = heapq.heappop(queue)
         if at > seconds:
@@ -117,7 +122,9 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
             if wait > 0:
                 push(at + wait, "poll", worker)
             else:
-                push(at + rng.uniform(0, jitter), "arrive", worker)
+                if at >= stalled_until and hiccups[0] and rng.random() < hiccups[0]:
+                    stalled_until = at + hiccups[1]
+                push(max(at, stalled_until) + rng.uniform(0, jitter), "arrive", worker)
         elif kind == "arrive":
             delay = quota.admit(at)
             named = delay is not None

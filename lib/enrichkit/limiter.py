@@ -42,6 +42,7 @@ HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach 
 STORM_OF, STORM_429S = 20, 8  # this many 429s among the last answers is a flood (a loaded API's 2 %: never)
 OVERRUN = 1.2  # ... and a storm when the pace is this far above what the server admitted
 CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
+CUT_MARGIN = 0.01  # ... if the server let through at least this much less than the pace in the window
 STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
 HOLD_SHARE = 60  # a run of 429s at the quota holds every worker window/60 s (1 s), doubling while it lasts
 PROBE_STEP, MAX_PROBE_STEP = 0.02, 0.16  # quota estimate raised after a clean window, doubling per clean window
@@ -269,10 +270,11 @@ class Limiter:
             self._raised_at = -math.inf
             self._mark_change(now)
         else:
-            # Several 429s in a row (a fixed window's end), or many in a window: the pace is a little over
-            # the quota; what the server admitted in the window is the quota.
+            # Several 429s in a row (a fixed window's end), or many in a window: if the server let through
+            # less than the pace sends, the pace is over the quota, and what it let through is the quota.
+            # (If not, requests bunched up on their way, late ones with early ones: the pace is right.)
             in_a_row = self._streak >= STREAK
-            if (many or in_a_row) and 0 < admitted < (self._quota or math.inf):
+            if (many or in_a_row) and 0 < admitted < (self._rate or 0.0) * (1 - CUT_MARGIN):
                 self._set_quota(float(admitted), events)
                 self._mark_change(now)
             if in_a_row or self._holding:
