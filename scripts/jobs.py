@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from _bootstrap import use_project_python
 
-from enrichkit.jobs.cli import main
+use_project_python(__file__)
+
+from enrichkit.jobs.cli import main  # noqa: E402 - after the path and interpreter are settled
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ from enrichkit.templates import Template, render_tree, template_tree, templates_
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
 STAGE_KINDS = ("llm", "python", "http")
-DEFAULT_MODEL = "gemini-2.5-flash"
+DEFAULT_MODEL = "gemini-3.5-flash"
 DEFAULT_MAX_OUTPUT_TOKENS = 8192
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
 SERVICE_TIERS = ("standard", "flex")
