@@ -43,7 +43,8 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
         except BrokenPipeError:  # `--dry-run | head`: the reader has what it wanted; the checks all passed
             pass
 
-    w(f"input: {plan.table.path} ({plan.table.describe_format()}), {counts.records} records, {counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
+    w(f"input: {plan.table.path} ({plan.table.describe_format()}), {counts.records} records, "
+      f"{counts.duplicates} duplicate rows, {counts.unreadable} unreadable rows, "
       f"{counts.empty} empty rows\n")
     w(f"stages: {', '.join(f'{s.name} ({s.kind})' for s in stages.stages)}\n")
     w(f"output: {plan.paths.output} with columns {', '.join(plan.columns)}\n")
