@@ -96,9 +96,10 @@ def test_cron_starts_the_same_line_until_done_and_the_job_is_exactly_once(ws: Wo
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_the_make_enrich_line_of_the_crontab_starts_and_finishes_a_job(ws: Workspace) -> None:
-    # `-o .venv/.installed`: use the virtualenv as it is (the target would otherwise build it first).
-    line = ["make", "--no-print-directory", "-s", "-o", ".venv/.installed", "enrich", f"INPUT={ws.input}",
-            f"OUTPUT={ws.output}", f"STAGES={ws.stages}"]
+    # The crontab's make line, run with this test's interpreter (PY=...) and `-o .venv/.installed` (not rebuilt):
+    # it needs no .venv, so it works from any checkout, and tests the recipe itself.
+    line = ["make", "--no-print-directory", "-s", "-o", ".venv/.installed", "enrich", f"PY={sys.executable}",
+            f"INPUT={ws.input}", f"OUTPUT={ws.output}", f"STAGES={ws.stages}"]
     first = subprocess.run(line, capture_output=True, text=True, timeout=90, cwd=ROOT, env=ws.env(),
                            stdin=subprocess.DEVNULL)
     assert first.returncode == 0, first.stderr
@@ -108,7 +109,8 @@ def test_the_make_enrich_line_of_the_crontab_starts_and_finishes_a_job(ws: Works
                             stdin=subprocess.DEVNULL)
     assert second.returncode == 0, second.stderr
     assert ws.fake.stats()["generate"] == requests
-    status = subprocess.run(["make", "-s", "-o", ".venv/.installed", "status", f"OUTPUT={ws.output}"],
+    status = subprocess.run(["make", "-s", "-o", ".venv/.installed", "status", f"PY={sys.executable}",
+                             f"OUTPUT={ws.output}"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert status.returncode == 0, status.stderr
     assert "completed" in status.stdout and "100.0%" in status.stdout

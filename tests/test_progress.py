@@ -78,6 +78,8 @@ def test_on_a_terminal_the_cli_draws_a_tqdm_bar(ws: Workspace) -> None:
     os.close(master)
     screen = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, screen
-    assert "30/30" in screen and "failed=0" in screen and "/min" in screen, screen  # the bar and its postfix
+    assert "failed=0" in screen and "rec/min" in screen and "rate-limited=0" in screen, screen  # the postfix
+    assert "100%" in screen and "30/30" in screen, screen  # the final draw: a bar that ends full, not at 99 %
+    assert " 429/min" not in screen
     assert "progress:" not in screen  # no log lines on a terminal: the bar replaces them
     assert "Done: all 30 records enriched." in screen
