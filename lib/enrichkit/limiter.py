@@ -40,16 +40,15 @@ from typing import Any
 WINDOW = 60.0  # seconds a quota is counted over (Gemini's quotas are per minute); read when a Limiter is made
 HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach the server late or early
 STORM_OF, STORM_429S = 20, 8  # this many 429s among the last answers is a flood (a loaded API's 2 %: never)
-OVERRUN = 1.2  # ... and a storm when the pace is this far above what the server admitted
+OVERRUN = 1.2  # ... and a storm when the pool sends this much more than the server let through
 CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
-CUT_MARGIN = 0.01  # ... if the server let through at least this much less than the pace in the window
+CUT_MARGIN = 0.01  # ... if the server let through at least this much less than the pool sent in the window
 STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
 HOLD_SHARE = 60  # a run of 429s at the quota holds every worker window/60 s (1 s), doubling while it lasts
 PROBE_STEP, MAX_PROBE_STEP = 0.02, 0.16  # quota estimate raised after a clean window, doubling per clean window
 BINDING = 0.9  # the pace binds when the pool sent at least this share of it over the last window
 MIN_RPM = 1.0
-DEFAULT_PAUSE = 2.0  # when a 429 carries no delay; doubles when it was too short
-MAX_DEFAULT_PAUSE = 60.0
+DEFAULT_PAUSE = 2.0  # when a 429 carries no delay
 LATE_SLACK = 0.1  # a wake-up late by up to this fraction of a slot keeps the grid: threads cannot drift the pace
 
 PENDING, ADMITTED, REJECTED = 0, 1, 2
@@ -94,13 +93,11 @@ class Limiter:
         self._next_req = self._next_tok = now  # earliest start of the next request on each clock
         self._slack = 0.0
         self._paused_until = now
-        self._default_pause = DEFAULT_PAUSE
         self._sent: deque[_Sent] = deque()  # requests of the last two windows, oldest first
         self._mine: dict[Hashable, _Sent] = {}  # each worker's request awaiting its answer
         self._own_wait: dict[Hashable, float] = {}  # a worker's own retry delay, from its last 429
         self._recent: deque[bool] = deque(maxlen=STORM_OF)  # answers since the last change: True = 429
-        self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) since the change, last window
-        self._verdict_429s = 0
+        self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) of fresh answers, last window
         self._streak = 0  # fresh 429s since the last fresh success
         self._hold = self._window / HOLD_SHARE  # the next hold's length
         self._holding = False  # after a hold, until the first fresh answer says whether it was long enough
@@ -108,6 +105,8 @@ class Limiter:
         self._check_resume = False  # after a pause, until the first fresh answer says it was long enough
         self._last_429 = -math.inf  # when a fresh 429 last came
         self._probe_step = PROBE_STEP
+        self._cut: tuple[float, float, float] | None = None  # (when, quota before, 429 share): a cut under review
+        self._background = 0.0  # share of 429s that cutting the pace did not lower (a loaded API's)
         self._raised_from, self._raised_at = 0.0, -math.inf  # the quota before the last raise, and when
         self._next_probe_check = now
         self._rate_limited = self._pauses = self._holds = self._decreases = self._increases = 0
@@ -175,12 +174,12 @@ class Limiter:
             if sent is None:
                 return
             sent.state = ADMITTED
-            if sent.at < self._changed_at:
+            if sent.at <= self._changed_at:
                 return  # sent at another pace: says nothing about this one
             now = self._clock()
             self._check_resume = self._holding = False
             self._streak, self._hold = 0, self._window / HOLD_SHARE
-            self._note(now, False)
+            self._note(now, False, events)
             self._maybe_raise(now, events)
         self._emit(events)
 
@@ -203,68 +202,91 @@ class Limiter:
             sent_at = now if sent is None else sent.at
             if sent is not None:
                 sent.state = REJECTED
-            delay = self._delay(retry_after, now)
+            delay = DEFAULT_PAUSE if retry_after is None else max(0.0, retry_after)
             own = max(self._own_wait.get(me, now), now + delay)
             self._own_wait[me] = own
-            if sent_at >= self._changed_at:  # sent at the pace in force, not an echo of an earlier one
-                self._judge(now, sent_at, delay, quota is not False, limit, events)
-            elif quota is not False and limit is not None and 0 < limit != self._quota:
-                self._stated = float(limit)
-                self._set_quota(self._stated, events)  # the server says what the quota is
+            stated = quota is not False and limit is not None and limit > 0
+            if stated:
+                self._stated = float(limit or 0)
+            if sent_at > self._changed_at:  # sent at the pace in force, not an echo of an earlier one
+                self._judge(now, sent_at, delay, quota is not False, events)
+            if stated and self._stated != self._quota:
+                self._set_quota(self._stated or 0.0, events)  # the server says what the quota is
                 self._mark_change(now)
             wait = max(own, self._paused_until) - now
         self._emit(events)
         return wait
 
-    def _delay(self, retry_after: float | None, now: float) -> float:
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        # No delay given: 2 s, doubled when the last pause ended just before this 429 (it was too short).
-        too_short = self._pauses > 0 and self._paused_until <= now < self._paused_until + self._default_pause
-        self._default_pause = min(2 * self._default_pause, MAX_DEFAULT_PAUSE) if too_short else DEFAULT_PAUSE
-        return self._default_pause
-
-    def _note(self, now: float, rejected: bool) -> None:
+    def _note(self, now: float, rejected: bool, events: list[Event]) -> None:
         self._recent.append(rejected)
         self._verdicts.append((now, rejected))
-        self._verdict_429s += rejected
         while self._verdicts and self._verdicts[0][0] <= now - self._window:
-            self._verdict_429s -= self._verdicts.popleft()[1]
+            self._verdicts.popleft()
+        if self._cut is not None and now - self._cut[0] >= self._window:
+            self._review_cut(now, *self._cut[1:], events)
 
-    def _admitted_before(self, t: float) -> int:
-        """Requests sent in the window before `t` that the server did not refuse (answered or not yet)."""
-        count = 0
-        for sent in reversed(self._sent):
-            if sent.at < t - self._window:
+    def _share(self) -> float:
+        return sum(rejected for _, rejected in self._verdicts) / max(1, len(self._verdicts))
+
+    def _review_cut(self, now: float, before: float, share_then: float, events: list[Event]) -> None:
+        """A window after a cut without a pause: if 429s came as often, they were not the pace's. Undo it."""
+        self._cut = None
+        share = self._share()
+        if share_then >= CREEP_SHARE and share >= share_then / 2:  # a few 429s at a window's end: too few to judge
+            self._background = max(self._background, share)  # a loaded API's share: not a sign of the quota
+            self._set_quota(before, events)
+            self._mark_change(now)
+
+    def _since_change(self) -> tuple[int, int]:
+        """(fresh answers, of them 429) in the last window, since the pace last changed."""
+        answers = rejected = 0
+        for at, refused in reversed(self._verdicts):
+            if at <= self._changed_at:
                 break
-            count += sent.at < t and sent.state != REJECTED
-        return count
+            answers += 1
+            rejected += refused
+        return answers, rejected
 
-    def _judge(self, now: float, sent_at: float, delay: float, teaches: bool, limit: float | None,
-               events: list[Event]) -> None:
+    def _window_before(self, t: float) -> tuple[float, int]:
+        """(requests per window the pool sends, requests the server let through) over the window before `t`.
+
+        What it sends is the pace, or less when the workers cannot keep it; in a run younger than a window,
+        what it sent so far, scaled to a window. What the server let through is not scaled: a quota's
+        window can fill early.
+        """
+        sent = admitted = 0
+        for request in reversed(self._sent):
+            if request.at < t - self._window:
+                break
+            if request.at < t:
+                sent += 1
+                admitted += request.state != REJECTED
+        span = min(self._window, t - self._sent[0].at) if self._sent else self._window
+        sending = sent * self._window / max(span, self._window / 60)
+        return (sending if self._rate is None else min(self._rate, sending)), admitted
+
+    def _judge(self, now: float, sent_at: float, delay: float, teaches: bool, events: list[Event]) -> None:
         """What a fresh 429 says: a storm, a raise gone too far, a pace a little over the quota, or nothing."""
-        self._note(now, True)
+        self._note(now, True, events)
         self._streak += 1
         if teaches:
             self._last_429, self._probe_step = now, PROBE_STEP
-        stated = float(limit) if teaches and limit is not None and limit > 0 else None
-        admitted = self._admitted_before(sent_at)
-        many = self._verdict_429s >= max(CREEP_MIN, CREEP_SHARE * len(self._verdicts))
-        # Sending well above what the server admits (or unpaced): a storm once 429s flood the answers.
-        overrun = self._rate is None or self._rate >= OVERRUN * admitted
-        flood = sum(self._recent) >= STORM_429S or (teaches and many)
-        if (self._check_resume and teaches) or (overrun and flood):
-            if stated is not None:
-                self._stated = stated
-            learnt = stated if stated is not None else float(admitted)
+        sending, admitted = self._window_before(sent_at)
+        answers, rejected = self._since_change()
+        many = rejected >= max(CREEP_MIN, (CREEP_SHARE + self._background) * answers)
+        # Sending well above what the server admits (or unpaced): a storm once 429s flood the answers (a
+        # paced pool's moderate overrun shows as many 429s in the window; an unpaced one's, as a flood).
+        overrun = sending >= OVERRUN * admitted
+        whole = self._sent and sent_at - self._sent[0].at >= self._window  # counts that cover a whole window
+        flood = sum(self._recent) >= STORM_429S or (teaches and many and self._rate is not None and whole)
+        too_soon = self._check_resume and teaches  # the first answer after a pause is a 429 again
+        if too_soon or (overrun and flood):
+            # The quota is what the server let through while the pool sent well above it (unless a 429
+            # stated it); not what it let through in a window that a pause left half empty.
+            learnt = self._stated or (None if too_soon else float(admitted))
             self._storm(now, delay, learnt if teaches else None, events)
-        elif stated is not None:
-            self._stated = stated
-            if stated != self._quota:
-                self._set_quota(stated, events)  # the server says what the quota is
-                self._mark_change(now)
-        elif overrun or not teaches:
-            return  # not (yet) a flood, or a loaded API's 429: only the request that got it waits
+        elif overrun or not teaches or self._rate is None or self._stated:
+            return  # not (yet) a flood, a loaded API's 429, one in an unpaced pool, or the quota is known
         elif now - self._raised_at < self._window:
             self._set_quota(self._raised_from, events)  # the last raise went past the quota: undo it
             self._raised_at = -math.inf
@@ -274,7 +296,10 @@ class Limiter:
             # less than the pace sends, the pace is over the quota, and what it let through is the quota.
             # (If not, requests bunched up on their way, late ones with early ones: the pace is right.)
             in_a_row = self._streak >= STREAK
-            if (many or in_a_row) and 0 < admitted < (self._rate or 0.0) * (1 - CUT_MARGIN):
+            # Once a cut has been undone (the API sheds load with 429s), only many more 429s than that cut.
+            over = many or (in_a_row and not self._background)
+            if self._cut is None and over and 0 < admitted < sending * (1 - CUT_MARGIN):
+                self._cut = (now, self._quota or 0.0, self._share())
                 self._set_quota(float(admitted), events)
                 self._mark_change(now)
             if in_a_row or self._holding:
@@ -293,12 +318,11 @@ class Limiter:
             self._paused_until = until
         if hold:
             self._holds += 1
-            events.append(("hold", {"seconds": seconds,
-                                    "message": f"429s at the quota: holding all workers for {seconds:.1f} s"}))
+            message = f"429s at the quota: holding all workers for {seconds:.1f} s"
         else:
             self._pauses += 1
-            events.append(("pause", {"seconds": seconds,
-                                     "message": f"429: pausing all workers for {seconds:.0f} s"}))
+            message = f"429: pausing all workers for {seconds:.0f} s"
+        events.append(("hold" if hold else "pause", {"seconds": seconds, "message": message}))
 
     def _storm(self, now: float, delay: float, quota: float | None, events: list[Event]) -> None:
         """Pause every worker for the server's delay; the pace becomes `quota` (what the server admitted)."""
@@ -346,9 +370,8 @@ class Limiter:
 
     def _mark_change(self, now: float) -> None:
         self._changed_at = now
-        self._recent.clear()
-        self._verdicts.clear()
-        self._verdict_429s = self._streak = 0
+        self._recent.clear()  # the window's verdicts stay: a cut is judged by them a window later
+        self._streak = 0
 
     def _pace(self, quota: float | None) -> float | None:
         return None if quota is None else max(MIN_RPM, quota * self._headroom)
@@ -365,12 +388,6 @@ class Limiter:
         """The pace in force, in requests per window (minute); None when nothing paces requests."""
         with self._lock:
             return self._rate
-
-    @property
-    def quota_rpm(self) -> float | None:
-        """The quota as configured or learnt from 429s (requests per window); None while unknown."""
-        with self._lock:
-            return self._quota
 
     @property
     def paused_until(self) -> float:
