@@ -5,8 +5,10 @@ from __future__ import annotations
 from conftest import Workspace, expected_ids, make_rows, read_json, write_csv
 
 
-def _fast(ws: Workspace) -> dict[str, str]:
-    return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
+def _fast(ws: Workspace, window: float | None = None) -> dict[str, str]:
+    """Short backoffs; with `window`, the limiter counts quotas over the stand-in's shortened window."""
+    extra = {"ENRICHKIT_QUOTA_WINDOW": str(window)} if window else {}
+    return ws.env(ENRICHKIT_BACKOFF_BASE="0.01", **extra)
 
 
 def _exactly_once(ws: Workspace) -> None:
@@ -17,8 +19,8 @@ def _exactly_once(ws: Workspace) -> None:
 def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
     # 5 requests per 0.5 s window (600 rpm), hammered by 10 workers that were told no rpm at all.
     write_csv(ws.input, make_rows(40))
-    ws.fake.configure(rpm=5, window=0.5)
-    proc = ws.run("--max-workers", "10", "--max-retries", "0", env=_fast(ws))
+    ws.fake.configure(rpm=5, window=0.5, rpm_delay="precise")
+    proc = ws.run("--max-workers", "10", "--max-retries", "0", env=_fast(ws, window=0.5))
     assert proc.returncode == 0, proc.stderr
     _exactly_once(ws)
     cp = read_json(ws.checkpoint)
@@ -30,8 +32,8 @@ def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
 
 def test_pacing_at_the_quota_avoids_429s(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(30))
-    ws.fake.configure(rpm=10, window=1.0)  # 600 rpm
-    proc = ws.run("--max-workers", "10", "--rpm", "540", env=_fast(ws))
+    ws.fake.configure(rpm=10, window=1.0, rpm_delay="precise")  # 10 a second
+    proc = ws.run("--max-workers", "10", "--rpm", "9", env=_fast(ws, window=1.0))
     assert proc.returncode == 0, proc.stderr
     _exactly_once(ws)
     assert read_json(ws.checkpoint)["rate_limited"] <= 3

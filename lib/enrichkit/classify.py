@@ -59,6 +59,8 @@ def _classify_status(code: int, exc: BaseException, provider: str) -> StageFailu
     if code == 429:
         quota = quota_kind(details, message) if provider == "gemini" else ""
         failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
+        failure.has_details = bool(details) or failure.retry_after is not None
+        failure.quota_limit = _requests_quota(details) if quota == "minute" else None
         if quota == "account":
             failure.fatal = BillingError(
                 f"the API refused for billing reasons ({_short(message)}); check the project's credits, spend cap "
@@ -110,6 +112,18 @@ def quota_kind(details: list[dict[str, Any]], message: str) -> str:
     if any("PerMinute" in q for q in ids):
         return "minute"
     return ""
+
+
+def _requests_quota(details: list[dict[str, Any]]) -> float | None:
+    """The per-minute request quota a 429 states (QuotaFailure `quotaValue` of a requests quota), if any."""
+    for d in details:
+        for v in d.get("violations", []) or []:
+            if isinstance(v, dict) and "Requests" in str(v.get("quotaId", "")) and "PerMinute" in str(v.get("quotaId")):
+                try:
+                    return float(v["quotaValue"])
+                except (KeyError, TypeError, ValueError):
+                    return None
+    return None
 
 
 def _status_code(exc: BaseException) -> int | None:

@@ -196,7 +196,8 @@ def _run(options: RunOptions) -> int:
     plan = plan_job(options, check_prices=False)  # prices are checked once the models are known to exist
     settings = Settings(api_key=api_key() if plan.llm else None,
                         base_url=options.base_url or os.environ.get("GEMINI_BASE_URL") or None,
-                        backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0))
+                        backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
+                        quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None)
     stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
     job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
     abandoned = 0

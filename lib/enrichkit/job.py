@@ -32,6 +32,7 @@ class Settings:
     api_key: str | None = None
     base_url: str | None = None  # --base-url, else GEMINI_BASE_URL
     backoff_base: float = 1.0  # first backoff step in seconds (tests shorten it)
+    quota_window: float | None = None  # seconds a quota counts over (60; tests against a faster stand-in shorten it)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
     lock.acquire()
     built: dict[str, Provider] = {}
     try:
-        limiters = make_limiters(plan, clock=clock, sleep=sleep)
+        limiters = make_limiters(plan, clock=clock, sleep=sleep, window=settings.quota_window)
         # One breaker per model (an overloaded model must not stop a stage on another, and a stage with a
         # fallback model switches while its own is open) and one for the http stages.
         breakers = {key: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
@@ -125,7 +126,8 @@ def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:
     return providers
 
 
-def make_limiters(plan: Plan, *, clock: Callable[[], float], sleep: Callable[[float], object]) -> dict[str, Limiter]:
+def make_limiters(plan: Plan, *, clock: Callable[[], float], sleep: Callable[[float], object],
+                  window: float | None = None) -> dict[str, Limiter]:
     """One limiter per model (Gemini meters quotas per project per model). rpm/tpm: --rpm/--tpm, else the
     stage's own, else [defaults]."""
     options, stages = plan.options, plan.stages
@@ -138,4 +140,15 @@ def make_limiters(plan: Plan, *, clock: Callable[[], float], sleep: Callable[[fl
                 rpm = options.rpm if options.rpm is not None else stage.settings.get("rpm")
                 tpm = options.tpm if options.tpm is not None else stage.settings.get("tpm")
                 limits[model] = (rpm, tpm)
-    return {model: Limiter(rpm, tpm, clock=clock, sleep=sleep) for model, (rpm, tpm) in limits.items()}
+    return {model: Limiter(rpm, tpm, window=window, clock=clock, sleep=sleep, on_event=_pace_log(model))
+            for model, (rpm, tpm) in limits.items()}
+
+
+def _pace_log(model: str) -> Callable[[str, dict[str, Any]], None]:
+    """A limiter's events as log lines: a 429 pausing the workers, the pace cut or recovering."""
+
+    def event(name: str, fields: dict[str, Any]) -> None:
+        message = fields.get("message") or f"{name} {fields}"
+        (log.warning if name in ("pause", "hold", "decrease") else log.info)("%s: %s", model, message)
+
+    return event

@@ -295,7 +295,12 @@ class Pipeline:
         return Figures(done=done, total=max(total, done), failed=failed, tokens=self.cp.totals.total_tokens,
                        cost=self.cp.totals.cost_usd,
                        rate_per_min=(store.run_completed + store.run_failed) / run_minutes,
-                       rate_limited=store.run.rate_limited, retries=store.run.retries)
+                       rate_limited=max(store.run.rate_limited, self._live_rate_limited()),
+                       retries=store.run.retries)
+
+    def _live_rate_limited(self) -> int:
+        """429s this run so far, as the limiters count them: also those of records still retrying."""
+        return sum(int(figures.get("rate_limited") or 0) for figures in self.pace().values())  # limiters are per run
 
     def _end(self, *, fatal: EnrichError | None = None) -> RunEnd:
         cp, store = self.cp, self.store
