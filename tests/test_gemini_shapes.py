@@ -246,3 +246,22 @@ def test_a_504_from_the_servers_own_deadline_is_retried(ws: Workspace) -> None:
     proc = ws.run("--max-retries", "1", env=_fast(ws))
     assert proc.returncode == 1
     assert {e["error_type"] for e in _errors(ws)} == {"server_error"}
+
+
+def test_a_2x_search_stage_with_nullable_numbers_and_booleans(ws: Workspace) -> None:
+    _stages(ws, """
+[defaults]
+model = "gemini-2.5-flash"
+
+[[stages]]
+name = "fund"
+prompt = "How large is {fund.title}?"
+search = true
+[stages.fields]
+size_musd = "number"
+vintage = "integer"
+open = "boolean"
+""")
+    proc = ws.run()
+    assert proc.returncode == 0, proc.stderr
+    assert all(r["size_musd"] for r in read_csv(ws.output))

@@ -83,3 +83,8 @@ def test_the_default_paths_sit_beside_the_output(ws: Workspace) -> None:
 
 def test_the_locks_owner_file_is_one_of_the_jobs_files(ws: Workspace) -> None:
     _refused(ws, "--checkpoint", str(ws.output.with_name("enriched.lock.owner")), needles=("--checkpoint", "owner"))
+
+
+def test_an_empty_output_or_a_base_url_that_is_no_url_is_a_usage_error(ws: Workspace) -> None:
+    _refused(ws, "--output", "", needles=("--output",))
+    _refused(ws, "--base-url", "htp//localhost:8765", needles=("--base-url",))

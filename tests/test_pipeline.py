@@ -3,7 +3,9 @@ cache, the breaker. Nothing here starts a process or a server."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -164,3 +166,51 @@ def test_a_signal_only_sets_flags_and_leaves_a_line_for_the_main_loop(capsys: py
     assert capsys.readouterr().err == ""  # a handler never writes: the main thread may be mid-write
     assert "SIGTERM: finishing in-flight records" in (stop.take_announcement() or "")
     assert stop.take_announcement() is None
+
+
+def test_an_output_replaced_under_the_run_is_not_called_done(tmp_path: Path) -> None:
+    input_path, output, stages = _files(tmp_path, 60)
+    swapped = threading.Event()
+
+    def replace_output(request: Request) -> None:
+        if len(provider.calls) == 20 and not swapped.is_set():
+            swapped.set()
+            copy = output.with_name("copy.csv")
+            copy.write_bytes(output.read_bytes())  # an editor's save: a new file renamed over the old one
+            os.replace(copy, output)
+
+    provider = FakeProvider(on_call=replace_output)
+    run = run_library(input_path, output, stages, {"llm": provider}, max_workers=2)
+    assert swapped.is_set()
+    assert run.result.outcome.exit_code == 1
+    assert "was replaced or deleted by another program" in run.result.outcome.message
+    again = run_library(input_path, output, stages, {"llm": FakeProvider()}, resume=True)
+    assert again.result.outcome.exit_code == 0
+    assert_exactly_once(output, _ids(input_path))
+
+
+def test_an_input_rewritten_during_the_run_is_not_called_done(tmp_path: Path) -> None:
+    input_path, output, stages = _files(tmp_path, 60)
+
+    def rewrite_input(request: Request) -> None:
+        if len(provider.calls) == 10:
+            write_csv(input_path, make_rows(90))  # another program writes the file anew, longer
+
+    provider = FakeProvider(on_call=rewrite_input)
+    run = run_library(input_path, output, stages, {"llm": provider}, max_workers=1)
+    assert run.result.outcome.exit_code == 1
+    assert "The input changed during the run" in run.result.outcome.message
+    again = run_library(input_path, output, stages, {"llm": FakeProvider()}, resume=True)
+    assert again.result.outcome.exit_code == 0
+    assert_exactly_once(output, _ids(input_path))  # all 90 of the file as it is now
+
+
+def test_a_slow_python_stage_gets_every_worker(tmp_path: Path) -> None:
+    input_path, output, stages = _files(tmp_path, 8, PYTHON)
+    (tmp_path / "slow_stage.py").write_text("import time, threading\nseen = set()\n"
+                                            "def slow(record):\n    seen.add(threading.get_ident())\n"
+                                            "    time.sleep(0.2)\n    return {'done': 'yes'}\n", encoding="utf-8")
+    sys.modules.pop("slow_stage", None)
+    run = run_library(input_path, output, stages, {}, max_workers=8)
+    assert run.result.outcome.exit_code == 0
+    assert len(sys.modules["slow_stage"].seen) >= 4  # spread over the workers, not batched onto one

@@ -151,12 +151,31 @@ def test_an_output_re_saved_in_a_windows_code_page_is_refused_not_appended_to(ws
     assert ws.output.read_bytes() == before  # nothing appended to a file in another encoding
 
 
-def test_a_row_copied_by_hand_is_reported_with_its_line(ws: Workspace) -> None:
+def test_a_row_copied_by_hand_stops_the_resume_naming_its_line(ws: Workspace) -> None:
     assert ws.run("--limit", "10").returncode == 0
     lines = ws.output.read_bytes().splitlines(keepends=True)
     ws.output.write_bytes(b"".join([*lines[:6], lines[2], *lines[6:]]))  # row 2 pasted again as line 7
     proc = ws.run("--resume")
-    assert proc.returncode == 0, proc.stderr
-    assert "holds 1 row(s) whose record is already in it (lines 7" in proc.stderr
-    ids = ws.output_ids()
-    assert len(set(ids)) == 40 and len(ids) == 41  # enrichkit wrote no record twice; the hand-made copy stays
+    assert proc.returncode == 2, proc.stderr  # never "Done" over an output `jobs.py validate` rejects
+    assert "holds 1 row(s) of a record that is already in it (lines 7" in proc.stderr
+    ws.output.write_bytes(b"".join(lines))  # the user removes the copy
+    assert ws.run("--resume").returncode == 0
+    assert len(ws.output_ids()) == len(set(ws.output_ids())) == 40
+
+
+def test_id_columns_cannot_change_within_a_job(ws: Workspace) -> None:
+    assert ws.run("--limit", "10").returncode == 0
+    proc = ws.run("--resume", "--id-columns", "fund.title", "--allow-config-change")
+    assert proc.returncode == 2 and "--id-columns cannot change within a job" in proc.stderr
+
+
+def test_an_enrichkit_output_given_as_input_is_refused_clearly(ws: Workspace) -> None:
+    assert ws.run("--limit", "5").returncode == 0
+    proc = ws.run("--input", str(ws.output), "--output", str(ws.tmp / "again.csv"))
+    assert proc.returncode == 2 and "columns enrichkit adds to its output" in proc.stderr
+
+
+def test_the_webhook_url_is_not_recorded_in_the_checkpoint(ws: Workspace) -> None:
+    url = "http://127.0.0.1:9/hooks/secret-path"
+    ws.run("--limit", "3", "--notify-url", url)
+    assert "secret-path" not in ws.checkpoint.read_text()

@@ -24,7 +24,7 @@ from enrichkit import __version__
 from enrichkit.edge import error_edge, flush_quietly
 from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
 from enrichkit.logs import log, say, setup_logging
-from enrichkit.plan import RunOptions, job_paths
+from enrichkit.plan import RunOptions, check_options, job_paths
 from enrichkit.redact import register_secret
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(options: RunOptions) -> int:
     from enrichkit.checkpoint import read_checkpoint
 
+    check_options(options)
     paths = job_paths(options)
     if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file():
         options = options.with_recorded(read_checkpoint(paths.checkpoint).options)
@@ -289,7 +290,10 @@ def _confirm(question: str) -> bool:
     """--fresh on a terminal: ask. Not on a terminal: no (the store then says to add --yes)."""
     if not sys.stdin.isatty():
         return False
-    answer = input(f"{question} [y/N] ")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:  # Ctrl+D: no
+        return False
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -86,8 +86,9 @@ class WriteFailed(EnrichError):
 
     exit_code = EXIT_FAILURES
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot write {path}: {reason}; free space or fix the folder, then run again with --resume")
+    def __init__(self, path: str, reason: str,
+                 advice: str = "free space or fix the folder, then run again with --resume") -> None:
+        super().__init__(f"cannot write {path}: {reason}; {advice}")
         self.path = path
         self.reason = reason
 

@@ -31,6 +31,7 @@ class RunEnd:
     limit: int | None = None
     max_cost: float | None = None
     errors_path: Path | str = ""
+    input_changed: str = ""  # the input's path when its size or mtime changed during the run
 
 
 def decide_outcome(end: RunEnd) -> Outcome:
@@ -44,6 +45,10 @@ def decide_outcome(end: RunEnd) -> Outcome:
         return Outcome("budget_exhausted", EXIT_BUDGET,
                        f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
+    if end.input_changed:
+        return Outcome("interrupted", EXIT_FAILURES,
+                       f"The input changed during the run ({end.input_changed}): {done} done, {failed} failed. "
+                       "Run with --resume to go on with the rows it holds now.")
     if end.stopped:
         return Outcome("interrupted", EXIT_INTERRUPTED,
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")

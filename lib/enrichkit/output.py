@@ -112,6 +112,11 @@ class OutputWriter:
     def flush(self) -> None:
         self._file.flush()
 
+    def identity(self) -> tuple[int, int]:
+        """(device, inode) of the open file: compared with the path's to notice a file replaced under the run."""
+        st = os.fstat(self._file.fileno())
+        return st.st_dev, st.st_ino
+
     def sync(self) -> None:
         """flush + fsync: done before every checkpoint write, so the checkpoint never claims rows a reboot
         could lose."""

@@ -66,6 +66,8 @@ class Pipeline:
         enricher.on_attempt_error = self._inbox.append  # failed attempts reach the error log through the main thread
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
+        self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
+        self._local_seconds = 0.0
         self._max_record_cost = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
@@ -144,11 +146,11 @@ class Pipeline:
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         """Keep at most 2 x workers records in flight, until none is left or the run leaves them."""
-        batch = 1 if self.plan.remote else 32  # python-only jobs are CPU-bound: hand records over in batches
-        bound = self.opts.max_workers * 2 * batch
         source: Iterator[Pending] = iter(self.scan)
         exhausted = False
         while True:
+            batch = self._batch()
+            bound = self.opts.max_workers * 2 * batch
             while self._inflight < bound and not self.stop() and not exhausted:
                 if not self._may_submit(self._inflight):
                     break
@@ -169,6 +171,14 @@ class Pipeline:
                 return
             self._collect(block=True)
             self._tick()
+
+    def _batch(self) -> int:
+        """Records handed to a worker at once. One, unless every stage is a fast local function (a python-only
+        job under ~2 ms a record is CPU-bound: batches of 32 make the hand-over cheap); the first records go one
+        by one, timed, so a slow function still gets every worker."""
+        if self.plan.remote or self._timed < 2 * self.opts.max_workers:
+            return 1
+        return 32 if self._local_seconds / self._timed < 0.002 else 1
 
     def _collect(self, *, block: bool, commit: bool = True) -> None:
         """Commit what the workers sent (`commit=False`: only count it back, after a write failed)."""
@@ -223,6 +233,9 @@ class Pipeline:
 
     def _handle(self, r: RecordResult) -> None:
         self.store.commit(r)
+        if r.stage_latency:
+            self._timed += 1
+            self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
         self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
                        r.failure.error_type if r.failure else None)
         self._max_record_cost = max(self._max_record_cost, r.counters.cost_usd)
@@ -308,10 +321,24 @@ class Pipeline:
         return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
                       cost=cp.totals.cost_usd, fatal=fatal or self.fatal, budget_hit=self.budget_hit,
                       stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
-                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors)
+                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors,
+                      input_changed=str(self.plan.table.path) if self._input_changed() else "")
+
+    def _input_changed(self) -> bool:
+        """Did another program rewrite the input while this run read it? Its counts would then be of a file
+        that no longer exists: the job is not called done, and the next run reads it afresh."""
+        table = self.plan.table
+        try:
+            st = table.path.stat()
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime) != (table.size, table.mtime)
 
     def _outcome(self) -> Outcome:
         cp, scan = self.cp, self.scan
+        if self._input_changed():
+            cp.counts_exact = False  # the next run compares the input with the checkpoint's, and recounts
+            return decide_outcome(self._end())
         if scan.complete:
             counts = scan.counts
             cp.total_records, cp.duplicates = counts.records, counts.duplicates

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from enrichkit.errors import ConfigError, UsageError
+from enrichkit.errors import ConfigError, InputError, UsageError
 from enrichkit.jobfiles import JobPaths, same_file
 from enrichkit.logs import log
-from enrichkit.output import output_columns
+from enrichkit.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN, output_columns
 from enrichkit.pricing import Pricing, load_pricing
 from enrichkit.records import InputTable
 from enrichkit.stages import StagesConfig, load_stages
@@ -24,7 +24,7 @@ from enrichkit.stages import StagesConfig, load_stages
 # Options a job records in its checkpoint: a bare --resume continues with them.
 RECORDED = ("stages_file", "stages", "id_columns", "max_workers", "checkpoint_interval", "rpm", "tpm",
             "max_retries", "timeout", "max_outage", "max_cost", "base_url", "model", "no_cache", "delay",
-            "encoding", "delimiter", "report", "errors", "notify_url")
+            "encoding", "delimiter", "report", "errors")  # not notify_url: a webhook URL is a secret
 
 
 @dataclass
@@ -150,6 +150,10 @@ def check_options(options: RunOptions) -> None:
         if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and name != "delay")):
             raise UsageError(f"{_flag(name)} must be a finite number {'>= 0' if name == 'delay' else '> 0'}, "
                              f"not {value}")
+    if not options.output.strip() or not options.input.strip():
+        raise UsageError("--input and --output need a file name")
+    if options.base_url and not options.base_url.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url must be an http(s) URL, not {options.base_url!r}")
     if options.fresh and (options.resume or options.retry_failed):
         raise UsageError("--fresh starts over; it cannot be combined with --resume or --retry-failed")
     if options.resume and options.retry_failed:
@@ -201,6 +205,10 @@ def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
     check_paths(paths, options)
     stages = load_stages(options.stages_file).select(options.stages)
     table = InputTable(options.input, encoding=options.encoding, delimiter=options.delimiter)
+    own = [c for c in (COST_COLUMN, ID_COLUMN, JOB_COLUMN) if c in table.columns]
+    if own:
+        raise InputError(f"the input has {', '.join(own)}, columns enrichkit adds to its output: it is an enrichkit "
+                         "output; enrich the original input, or drop those columns from a copy", str(table.path))
     id_columns = options.id_columns or list(table.columns)
     table.require_columns(id_columns, "--id-columns")
     stages.check_placeholders(table.columns)

@@ -150,10 +150,12 @@ class JobStore:
             if lost or trusted is None:
                 cp.resume_at = None  # rows before the old mark may be among the missing: read the input whole
         if repeated:
+            # enrichkit writes each record once; a second row of one was put there by hand. A run over it could
+            # only end "Done" with an output that is not valid: say where, and let the user keep the right copy.
             lines = ", ".join(str(line) for _, line in repeated[:5] if line) or "after the checkpoint's mark"
-            log.warning("%s holds %d row(s) whose record is already in it (lines %s: copied by hand?); enrichkit wrote "
-                        "each record once and keeps going, but remove the extra rows (`jobs.py validate` lists them)",
-                        self.paths.output, len(repeated), lines)
+            raise ConfigError(f"{self.paths.output} holds {len(repeated)} row(s) of a record that is already in it "
+                              f"(lines {lines}: copied by hand?); remove the extra rows (`jobs.py validate` lists "
+                              "them), then --resume")
         cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
         self._recovered_crc = rec.crc32
         if self.mode == "new" or self.input_changed:
@@ -267,6 +269,7 @@ class JobStore:
         cp = self.cp
         started = self.clock()
         if self.writer is not None and not self._output_broken():
+            self._check_output_file()
             self._write(self.writer.sync)
             for record_id in self._unsynced:
                 cp.completed_ids.add(record_id)
@@ -291,6 +294,21 @@ class JobStore:
         self._since_save = 0
         self._last_save = self.clock()
         self._save_cost = self._last_save - started
+
+    def _check_output_file(self) -> None:
+        """The file this run appends to is still the output: not deleted, not replaced by another program (an
+        editor's save, a `mv`, a cleanup script). Rows written to a replaced file are not claimed."""
+        assert self.writer is not None
+        try:
+            here = self.paths.output.stat()
+            same = (here.st_dev, here.st_ino) == self.writer.identity()
+        except FileNotFoundError:
+            same = False
+        if not same and self.broken is None:
+            self.broken = WriteFailed(str(self.paths.output), "it was replaced or deleted by another program while "
+                                      "this run wrote to it", "the rows written since are not in it; run again "
+                                      "with --resume (the records missing from it are done again)")
+            raise self.broken
 
     def _guard_foreign_writer(self) -> None:
         """Two jobs given one --checkpoint would overwrite each other's: stop when another process wrote it."""
@@ -391,6 +409,10 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
             raise ConfigError(f"the checkpoint {paths.checkpoint} is of a job reading {recorded_input}, not "
                               f"{plan.table.path}; use the job's input, or --allow-config-change if it was moved")
         log.warning("the job read %s; continuing with %s (--allow-config-change)", recorded_input, plan.table.path)
+    if (cp.id_columns or None) != (options.id_columns or None):
+        raise ConfigError(f"--id-columns cannot change within a job ({paths.checkpoint} uses "
+                          f"{','.join(cp.id_columns) if cp.id_columns else 'every column'}): every record ID would "
+                          "change and every record be done again; use a new --output for other IDs")
     if cp.config_fingerprint != plan.fingerprint:
         if not options.allow_config_change:
             raise ConfigError(f"the stages, prompts, models or --id-columns changed since this job started "

@@ -72,6 +72,8 @@ def domain_of(prompt: str, seed: int) -> str:
 
 def make_value(name: str, schema: Any, prompt: str, seed: int, null_rate: float = 0.0) -> Any:
     """A value of the schema's type, plausible for a field called ``name``, fixed by (seed, prompt, name)."""
+    if isinstance(schema, str) and schema.endswith(" or null"):  # {"size": "number or null"}: a prompt's wording
+        schema = {"type": [schema.removesuffix(" or null"), "null"]}
     schema = schema if isinstance(schema, dict) else {"type": schema}  # {"poc_name": "string"} style
     kind, lower = schema_type(schema), name.lower()
     h = digest(f"{seed}\x1f{prompt}\x1f{name}")
