@@ -3,7 +3,6 @@ cache, the breaker. Nothing here starts a process or a server."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import threading
@@ -177,7 +176,7 @@ def test_an_output_replaced_under_the_run_is_not_called_done(tmp_path: Path) -> 
             swapped.set()
             copy = output.with_name("copy.csv")
             copy.write_bytes(output.read_bytes())  # an editor's save: a new file renamed over the old one
-            os.replace(copy, output)
+            copy.replace(output)
 
     provider = FakeProvider(on_call=replace_output)
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=2)
