@@ -161,7 +161,8 @@ def run_row(row: Row, work: Path, lib: Path, stages: Path, env: dict[str, str]) 
                    "--sleep-scale", str(SCALE)]
         else:
             told = {"true": ["--rpm", str(RPM)], "3x": ["--rpm", str(3 * RPM)], "none": []}[row.told]
-            env.update(BENCH_LIB=str(lib), BENCH_WINDOW=str(WINDOW),
+            # The limiter's window: ENRICHKIT_QUOTA_WINDOW for the CLI that reads it, the wrapper for older ones.
+            env.update(BENCH_LIB=str(lib), BENCH_WINDOW=str(WINDOW), ENRICHKIT_QUOTA_WINDOW=str(WINDOW),
                        BENCH_LIMITER_OUT=str(work / f"{row.key}.limiter.json"))
             cmd = [sys.executable, str(BENCH / "scaled_enrich.py"), "--input", str(src), "--output", str(out),
                    "--stages-file", str(stages), "--max-workers", str(WORKERS), "--quiet", *told]

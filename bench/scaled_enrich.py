@@ -2,8 +2,9 @@
 """enrich.py's own CLI, with the limiter's quota window scaled to the bench stand-in's (e.g. 6 s, not 60 s).
 
 `make bench` scales the quota window down so that a one-minute run fills many windows. The limiter
-must count over the same window as the stand-in; nothing else changes: this runs `enrichkit.cli.main`
-with the arguments given. Environment: BENCH_LIB (the `lib` folder of the tree to run),
+must count over the same window as the stand-in: a CLI that reads ENRICHKIT_QUOTA_WINDOW is told so
+by the bench; for an older one (`--tree`) this sets the limiter's default. Nothing else changes: this
+runs `enrichkit.cli.main` with the arguments given. Environment: BENCH_LIB (the `lib` folder of the tree to run),
 BENCH_WINDOW (seconds), BENCH_LIMITER_OUT (optional: the limiter's `snapshot()` is written there as
 JSON at exit).
 """
