@@ -116,7 +116,7 @@ def test_limit_processes_at_most_n_then_resume_finishes(ws: Workspace) -> None:
 def test_dry_run_calls_and_writes_nothing(ws: Workspace) -> None:
     proc = ws.run("--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "first prompt (poc, row 1)" in proc.stdout
+    assert "first prompt (poc, gemini-2.5-flash, row 1)" in proc.stdout
     assert "Who is the point of contact of Fund 00000" in proc.stdout
     assert "estimate for 40 records" in proc.stdout
     assert ws.fake.stats()["generate"] == 0

@@ -59,7 +59,8 @@ def _classify_status(code: int, exc: BaseException, provider: str) -> StageFailu
     if code == 429:
         quota = quota_kind(details, message) if provider == "gemini" else ""
         failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
-        failure.has_details = bool(details) or failure.retry_after is not None
+        # Whether the 429 names a quota at all: a loaded API's 429 (no QuotaFailure) never changes the pace.
+        failure.has_details = any(str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
         failure.quota_limit = _requests_quota(details) if quota == "minute" else None
         if quota == "account":
             failure.fatal = BillingError(

@@ -109,7 +109,7 @@ class StageFailure(Exception):
         self.fatal: EnrichError | None = None  # set when every record would fail alike: the run stops with it
         self.refused: bool = False  # a connection refused (nobody listens): no request got through
         self.quota_limit: float | None = None  # a 429's stated quota (QuotaFailure quotaValue), per window
-        self.has_details: bool = False  # a 429 that says anything (RetryInfo, QuotaFailure) about why
+        self.has_details: bool = False  # a 429 that names a quota (a QuotaFailure detail)
 
     @property
     def transient(self) -> bool:

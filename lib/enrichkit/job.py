@@ -149,6 +149,7 @@ def _pace_log(model: str) -> Callable[[str, dict[str, Any]], None]:
 
     def event(name: str, fields: dict[str, Any]) -> None:
         message = fields.get("message") or f"{name} {fields}"
-        (log.warning if name in ("pause", "hold", "decrease") else log.info)("%s: %s", model, message)
+        # A pause of every worker or a cut pace is news; a 1 s hold at a fixed window's end can come every window.
+        (log.warning if name in ("pause", "decrease") else log.info)("%s: %s", model, message)
 
     return event

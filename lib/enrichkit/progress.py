@@ -68,8 +68,10 @@ class Progress:
 
             # A terminal that reports no size (a fresh pty, some containers) makes tqdm draw nothing.
             size = shutil.get_terminal_size((100, 24))
+            # tqdm's own rate is left out: the postfix carries the run's (records/min, as the log and `jobs.py`).
             self._bar = tqdm(total=total, initial=initial, unit="rec", file=sys.stderr, ncols=size.columns,
-                             nrows=max(size.lines, 2), colour=None if not use_color() else "green", smoothing=0.1)
+                             nrows=max(size.lines, 2), colour=None if not use_color() else "green", smoothing=0.1,
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         self._last_done = initial
 
     def update(self, f: Figures, *, force: bool = False) -> None:
@@ -78,9 +80,8 @@ class Progress:
         if self._bar is not None:
             self._bar.total = f.total
             self._bar.n = f.done
-            self._bar.set_postfix_str(f"failed={f.failed} tok={f.tokens:,} ${f.cost:.4f} "
-                                      f"{f.rate_per_min:.0f} rec/min rate-limited={f.rate_limited} "
-                                      f"retries={f.retries}", refresh=False)
+            self._bar.set_postfix_str(f"failed={f.failed} ${f.cost:.4f} {f.rate_per_min:,.0f} rec/min "
+                                      f"rate-limited={f.rate_limited} retries={f.retries}", refresh=False)
             self._bar.refresh()
             return
         now = self._clock()
