@@ -131,9 +131,10 @@ class OutputWriter:
                 self._file.close()
 
     def abandon(self) -> None:
-        """Close without writing what is still buffered (after a write failed: it would tear a row)."""
+        """Close after a failed write or a replaced file: a last flush may fail again, the file is closed anyway
+        (a torn row it leaves is cut by the next run's read-back)."""
         try:
-            os.close(self._file.fileno())
+            self._file.close()
         except OSError:
             pass
 
