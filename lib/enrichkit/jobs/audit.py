@@ -19,7 +19,8 @@ from enrichkit.errors import InputError, UsageError
 from enrichkit.idset import IdSet
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, same_file
 from enrichkit.jobs.state import JobStatus
-from enrichkit.output import output_columns, scan_output
+from enrichkit.output import output_columns
+from enrichkit.readback import scan_output
 from enrichkit.records import InputTable, Record, make_record_id
 from enrichkit.scan import PendingScan
 

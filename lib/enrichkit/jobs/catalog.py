@@ -24,7 +24,8 @@ from dotenv import dotenv_values
 from enrichkit.checkpoint import Checkpoint, read_checkpoint
 from enrichkit.errors import ConfigError
 from enrichkit.jobs.state import JobStatus, find_checkpoints, load_status, recency
-from enrichkit.output import RECORD_ID, scan_output
+from enrichkit.output import RECORD_ID
+from enrichkit.readback import scan_output
 from enrichkit.redact import redact
 
 _SECRET_NAME = re.compile(r"^(GEMINI|GOOGLE)_\w*(KEY|TOKEN|SECRET)", re.IGNORECASE)

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Answer, Request
+from enrichkit.providers.sessions import ThreadSessions
 from enrichkit.records import stringify
 from enrichkit.stages import Stage, render_tree
 
 
 class HttpProvider:
-    """`requests` with one Session per worker thread (a Session is not documented as thread-safe);
-    every Session is closed with the provider."""
+    """`requests`, one Session per worker thread, every Session closed with the provider."""
 
     kind = "http"
     remote = True
 
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = self._local.session = requests.Session()
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        self._sessions = ThreadSessions()
 
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
         assert stage.url is not None
@@ -44,7 +31,7 @@ class HttpProvider:
 
     def call(self, request: Request) -> Answer:
         p = request.payload
-        response = self._session().request(p["method"], p["url"], headers=p["headers"], json=p["json"],
+        response = self._sessions.get().request(p["method"], p["url"], headers=p["headers"], json=p["json"],
                                            timeout=self._timeout)
         try:
             response.raise_for_status()  # HTTPError is classified by its status code
@@ -57,10 +44,7 @@ class HttpProvider:
         return Answer({name: stringify(lookup(data, path)) for name, path in request.stage.fields.items()})
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._sessions.close()
 
 
 def lookup(data: Any, path: str) -> Any:

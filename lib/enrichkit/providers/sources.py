@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+
+from enrichkit.providers.sessions import ThreadSessions
 
 TIMEOUT = 5.0
 CACHED = 10_000  # resolved URLs remembered (least recently used go first)
@@ -20,8 +21,7 @@ class SourceResolver:
         self._timeout = timeout
         self._known: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._sessions: list[Any] = []
+        self._sessions = ThreadSessions()
 
     def resolve(self, uri: str) -> str:
         """The URL `uri` redirects to, or `uri` itself (not a redirect, or the resolution failed)."""
@@ -42,27 +42,14 @@ class SourceResolver:
         import requests
 
         try:
-            response = self._session().head(uri, allow_redirects=False, timeout=self._timeout)
+            response = self._sessions.get().head(uri, allow_redirects=False, timeout=self._timeout)
             if response.status_code == 405:  # HEAD not allowed: a GET that reads no body
-                response = self._session().get(uri, allow_redirects=False, timeout=self._timeout, stream=True)
+                response = self._sessions.get().get(uri, allow_redirects=False, timeout=self._timeout, stream=True)
             location = response.headers.get("Location") if 300 <= response.status_code < 400 else None
             response.close()
         except requests.RequestException:
             return uri
         return str(location) if location else uri
 
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = self._local.session = requests.Session()
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._sessions.close()
