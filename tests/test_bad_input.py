@@ -206,3 +206,27 @@ def test_a_dry_run_read_by_head_still_exits_0(ws: Workspace) -> None:
     proc.stdout.readline()  # `| head -1`
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_notify_url_that_is_no_url_is_a_usage_error_before_anything_is_paid(ws: Workspace) -> None:
+    _assert_one_line_exit_2(ws, ws.run("--notify-url", "http://127.0.0.1:99999/hook"), "--notify-url")
+
+
+def test_unreadable_rows_are_logged_once_even_when_the_first_run_stops_early(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(30))
+    with open(ws.input, "ab") as f:
+        f.write(b"only,three,fields\nBad \x00 nul,M,A,B,c@d.com\n")  # data rows 31 and 32, at the very end
+    first = ws.run("--max-cost", "0.0001", "--max-workers", "1")  # stops after one record: the walk stops early
+    assert first.returncode == 4, first.stderr
+    assert ws.run("--resume", "--max-cost", "100").returncode == 0  # the recorded budget, raised
+    assert ws.run("--resume").returncode == 0
+    errors = [__import__("json").loads(x) for x in ws.errors.read_text().splitlines()]
+    assert sorted(e["row"] for e in errors if e["error_type"] == "input_error") == [31, 32]
+
+
+def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Workspace) -> None:
+    ws.output.parent.mkdir(parents=True)
+    stale = ws.output.with_name(".enriched.progress.json.999999.tmp")  # PID 999999: long gone
+    stale.write_text("{half a checkpoint", encoding="utf-8")
+    assert ws.run("--limit", "2").returncode == 0
+    assert not stale.exists()

@@ -109,3 +109,15 @@ def test_an_html_502_is_a_server_error() -> None:
     html = "<html><title>Error 502 (Server Error)!!1</title></html>"
     exc = genai_errors.ServerError(502, {"message": html, "status": "Bad Gateway"}, None)
     assert classify_error(exc).error_type == "server_error"
+
+
+def test_a_key_across_the_cut_of_a_long_message_is_redacted_whole() -> None:
+    from enrichkit.redact import forget_secrets, register_secret
+
+    key = "AIzaSyTESTKEY0123456789abcdefghijklmno"
+    register_secret(key)
+    try:
+        failure = classify_error(ValueError("x" * 490 + " " + key), provider="gemini")
+        assert key[:10] not in failure.message and key[-10:] not in failure.message
+    finally:
+        forget_secrets()

@@ -80,3 +80,18 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkey
     monkeypatch.setattr(store, "write_checkpoint", real)
     assert ws.run("--resume").returncode == 0
     exactly_once(ws)
+
+
+def test_records_handed_to_an_output_that_failed_are_done_again_by_the_next_resume(ws: Workspace) -> None:
+    import subprocess
+
+    write_csv(ws.input, make_rows(300))
+    assert ws.run("--limit", "50").returncode == 0
+    room = ws.output.stat().st_size + 3_000  # the disk fills a few rows into the resumed run
+    proc = subprocess.run(ws.args("--resume", "--max-workers", "4"), capture_output=True, text=True, env=ws.env(),
+                          cwd=ws.tmp, timeout=60, preexec_fn=lambda: _limit_file_size(room))
+    assert proc.returncode == 1, proc.stderr
+    resumed = ws.run("--resume")  # space freed
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_json(ws.checkpoint)["status"] == "completed", resumed.stderr  # not "1 not yet tried", forever
+    exactly_once(ws)

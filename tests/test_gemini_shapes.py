@@ -265,3 +265,19 @@ open = "boolean"
     proc = ws.run()
     assert proc.returncode == 0, proc.stderr
     assert all(r["size_musd"] for r in read_csv(ws.output))
+
+
+def test_a_search_stage_answered_from_the_cache_keeps_its_sources(ws: Workspace) -> None:
+    _stages(ws, SEARCH.format(model="gemini-3-flash-preview") + """
+[[stages]]
+name = "size"
+prompt = "How large is {fund.title}?"
+[stages.fields]
+size_musd = "number"
+""")
+    ws.fake.configure(fail_matching=["How large is Fund 00004?"])
+    assert ws.run("--limit", "8", env=_fast(ws)).returncode == 1
+    ws.fake.configure(fail_matching=[])
+    assert ws.run("--retry-failed").returncode == 0
+    row = next(r for r in read_csv(ws.output) if r["fund.title"] == "Fund 00004")
+    assert json.loads(row["poc_sources"]) and row["poc_grounded"] == "true"  # stage 1 came from the cache

@@ -184,3 +184,13 @@ def test_an_address_where_nothing_listens_stops_within_seconds(ws: Workspace) ->
     assert proc.returncode in (1, 2), proc.stderr
     assert "--base-url" in proc.stderr
     assert read_json(ws.checkpoint)["failed_count"] == 0 if ws.checkpoint.exists() else True
+
+
+def test_a_budget_that_covers_the_job_ends_done_not_budget_reached(tmp_path: Path) -> None:
+    input_path = write_csv(tmp_path / "in.csv", make_rows(5))
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[[stages]]\nname = "a"\nprompt = "{fund.title}"\n[stages.fields]\nx = "string"\n',
+                      encoding="utf-8")
+    run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, max_cost=0.0055,
+                      max_workers=1)  # each record costs 0.001: the job's 0.005 is within the budget
+    assert (run.result.outcome.exit_code, run.result.outcome.status) == (0, "completed"), run.result.outcome.message

@@ -52,7 +52,7 @@ class ResponseCache:
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        blob = json.dumps(value, ensure_ascii=False)
+        blob = json.dumps(value)  # ASCII: a lone surrogate in an answer is escaped, never an encoding error
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, blob))
 

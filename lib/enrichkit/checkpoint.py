@@ -61,6 +61,7 @@ class Checkpoint:
     duplicates: int = 0
     input_errors: int = 0
     empty_rows: int = 0
+    unreadable_logged: int = 0  # input rows up to this one had their unreadable rows written to the error log
     elapsed_seconds: float = 0.0  # running time summed over runs
     run_started_at: str = ""  # this (or the last) run: when it started, what it did and for how long,
     run_done: int = 0  # ... so `jobs.py status` shows the same rate and ETA as the run's own log lines
@@ -126,6 +127,7 @@ class Checkpoint:
             "duplicates": self.duplicates,
             "input_errors": self.input_errors,
             "empty_rows": self.empty_rows,
+            "unreadable_logged": self.unreadable_logged,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "run_started_at": self.run_started_at,
             "run_done": self.run_done,
@@ -236,6 +238,7 @@ def _from_json(data: dict[str, Any], ids: IdSet) -> Checkpoint:
         duplicates=number("duplicates"),
         input_errors=number("input_errors"),
         empty_rows=number("empty_rows"),
+        unreadable_logged=number("unreadable_logged"),
         elapsed_seconds=float(data.get("elapsed_seconds") or 0.0),
         run_started_at=text("run_started_at"),
         run_done=number("run_done"),

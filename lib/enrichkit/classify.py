@@ -221,7 +221,7 @@ def _describe(exc: BaseException) -> str:
         text = f"{exc.code} {getattr(exc, 'status', '') or ''}: {message}".replace("  ", " ")  # type: ignore[attr-defined]
     else:
         text = str(exc).strip() or exc.__class__.__name__
-    return redact(" ".join(text.split())[:500])
+    return redact(" ".join(text.split()))[:500]  # redacted whole: a key across the cut must not leave a piece
 
 
 def _short(message: str) -> str:

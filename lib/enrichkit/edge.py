@@ -26,7 +26,7 @@ def error_edge(prog: str, action: Callable[[], int]) -> int:
         say(f"{prog}: error: {redact(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
-        say(f"{prog}: interrupted before anything was done")
+        say(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
     except OSError as exc:
         debug_traceback()

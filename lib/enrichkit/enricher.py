@@ -120,7 +120,7 @@ class Enricher:
         hit = self._cache_get(key)
         if hit is not None:
             result.counters.cache_hits += 1
-            return Answer({name: str(hit["fields"].get(name, "")) for name in stage.fields}, cached=True)
+            return Answer({name: str(hit["fields"].get(name, "")) for name in stage.output_fields}, cached=True)
         answer = self._call(provider, request, result)
         self._cache_put(key, answer)
         return answer

@@ -19,8 +19,7 @@ class ErrorLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-        # Held while a line is written, and taken for good at abandon time so no line is torn by the exit.
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # a line is written whole, even against a close from another thread
 
     def record(self, *, record_id: str | None, row: int | None, stage: str | None, attempt: int,
                error_type: str, message: str) -> dict[str, Any]:

@@ -104,6 +104,21 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temp files a replacement of `path` left behind when its process died mid-write (`kill -9`):
+    `.<name>.<pid>.tmp` whose PID is no longer alive. Another live writer's are left alone."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, as another user's process
+
+
 def atomic_write(path: str | Path, data: bytes | Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
     """Replace `path` whole: write a temp file beside it (`data`, or `data(file)`), fsync it, rename it
     over `path`, fsync the folder. Readers see the old file or the new one, never half of one; a

@@ -190,8 +190,11 @@ def _reason(exc: requests.RequestException) -> str:
 
 def _where(url: str) -> str:
     """The URL without its path: a webhook's path is its secret, so it never reaches a log line."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a port out of range, say: still one warning line, never a crash
+        return "the notification URL"
 
 
 def notify_run_end(url: str, report: Mapping[str, Any], paths: JobPaths, *,

@@ -66,6 +66,7 @@ class Pipeline:
         enricher.on_attempt_error = self._inbox.append  # failed attempts reach the error log through the main thread
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
+        self._from_top = False  # records are missing before the resume mark: the next run reads from the top
         self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
         self._local_seconds = 0.0
         self._max_record_cost = 0.0
@@ -77,7 +78,6 @@ class Pipeline:
         store, cp = self.store, self.cp
         retrying = store.mode == "retry_failed"
         counting = store.counts_exactly
-        log_bad = cp.runs == 0 or store.input_changed  # unreadable rows are logged by a job's first walk only
         start = None
         if store.mode == "resume" and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
@@ -86,10 +86,15 @@ class Pipeline:
         def wanted(record_id: str) -> bool:
             return (record_id in failed) == retrying
 
+        if store.input_changed:
+            cp.unreadable_logged = 0  # rows are numbered anew in a changed input
+
         def on_unreadable(row: BadRow) -> None:
-            if log_bad:
+            # Each unreadable row is logged once per job, by the first walk that reaches it.
+            if row.row > cp.unreadable_logged:
                 store.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
                                  "error_type": "input_error", "message": row.message})
+                cp.unreadable_logged = row.row
 
         return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
                            wanted=wanted, limit=self.opts.limit, count_all=counting, start=start,
@@ -110,6 +115,11 @@ class Pipeline:
         except EnrichError as exc:  # a write failed (a full disk), the input went bad mid-walk, another job's
             self._fatal(exc)       # checkpoint...: nothing more is written; the workers give up
             self._wait_for_workers()
+        except BaseException:
+            self.stop.abandon()  # a bug: the workers give up at their next call, so nothing more is paid for
+            pool.shutdown(wait=False, cancel_futures=True)
+            store.close()
+            raise
         inflight = self._inflight
         outcome = self._outcome()
         self.progress.close(self._figures())
@@ -121,6 +131,8 @@ class Pipeline:
                               wall_seconds=self.clock() - started, message=outcome.message, pace=self.pace())
         report["this_run"]["unconfirmed"] = store.unconfirmed
         store.write_report(report)
+        if store.broken is not None and outcome.exit_code == 0:
+            outcome = decide_outcome(self._end(fatal=store.broken))  # the report could not be written
         self.say(outcome.message)
         if not self.opts.quiet:
             self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
@@ -148,19 +160,21 @@ class Pipeline:
         """Keep at most 2 x workers records in flight, until none is left or the run leaves them."""
         source: Iterator[Pending] = iter(self.scan)
         exhausted = False
+        waiting: list[Pending] = []  # read from the input, not yet handed out (the budget held them back)
         while True:
             batch = self._batch()
             bound = self.opts.max_workers * 2 * batch
-            while self._inflight < bound and not self.stop() and not exhausted:
-                if not self._may_submit(self._inflight):
-                    break
-                items = list(itertools.islice(source, batch))
+            while self._inflight < bound and not self.stop() and (waiting or not exhausted):
+                items, waiting = waiting or list(itertools.islice(source, batch)), []
                 if len(items) < batch:
                     exhausted = True
                 if not items:
                     break
                 for item in items:
-                    self._open[item.record_id] = item.start
+                    self._open[item.record_id] = item.start  # open until done: the resume mark stays before it
+                if not self._may_submit(self._inflight):  # only when there is a record to submit
+                    waiting = items
+                    break
                 pool.submit(self._work, items)
                 self._inflight += len(items)
             self._announce()
@@ -195,9 +209,11 @@ class Pipeline:
                     self.store.log_error(message)
             else:
                 self._inflight -= len(message)
-                if commit:
-                    for result in message:
+                for result in message:
+                    if commit:
                         self._handle(result)
+                    else:
+                        self.store.count_only(result)  # not written, but paid for
         if commit:
             self.store.flush()  # the rows above share one flush, before anything else happens
 
@@ -287,6 +303,8 @@ class Pipeline:
         """Where a resume may start reading: before the first record still open, else after the last row read."""
         if self.store.mode == "retry_failed":
             return None  # this run did not walk for pending records: the old mark stands
+        if self._from_top:
+            return {"offset": 0, "row": 0}
         offset, row = min(self._open.values()) if self._open else self.scan.position
         return {"offset": offset, "row": row}
 
@@ -345,6 +363,10 @@ class Pipeline:
             cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
             cp.counts_exact = True
         elif scan.exhausted and self.store.mode != "retry_failed" and not self.stop() and not scan.limit_hit:
-            # Every readable record was met in this walk, so nothing is left whatever total_records said.
+            # Every readable record after the walk's start was met, so nothing is left after it.
             cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
+            if scan.started_at != (0, 0) and cp.total_records > self.store.done_count() + cp.failed_count:
+                # Yet records are missing: they must be before the mark (their rows lost to a failed write, say).
+                # The next run reads the input from the top.
+                self._from_top = True
         return decide_outcome(self._end())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import urllib.parse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -154,10 +155,20 @@ def check_options(options: RunOptions) -> None:
         raise UsageError("--input and --output need a file name")
     if options.base_url and not options.base_url.startswith(("http://", "https://")):
         raise UsageError(f"--base-url must be an http(s) URL, not {options.base_url!r}")
+    if options.notify_url is not None and not _url_ok(options.notify_url):
+        raise UsageError("--notify-url must be an http(s) URL with a host (and a port from 1 to 65535)")
     if options.fresh and (options.resume or options.retry_failed):
         raise UsageError("--fresh starts over; it cannot be combined with --resume or --retry-failed")
     if options.resume and options.retry_failed:
         raise UsageError("--resume and --retry-failed are two different runs; give one")
+
+
+def _url_ok(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        return False
 
 
 def job_paths(options: RunOptions) -> JobPaths:

@@ -12,7 +12,7 @@ from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint
 from enrichkit.errors import ConfigError, UsageError
-from enrichkit.jobfiles import same_file
+from enrichkit.jobfiles import remove_stale_temps, same_file
 from enrichkit.logs import log
 from enrichkit.plan import Plan
 from enrichkit.readback import recover_output
@@ -34,6 +34,8 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
     """Decide the mode, check the checkpoint belongs to this job, read the output back and merge it.
     Raises `UsageError`/`ConfigError` (exit 2) before anything is written; may cut a torn last row."""
     options, paths = plan.options, plan.paths
+    for path in (paths.checkpoint, paths.report):
+        remove_stale_temps(path)
     exists = paths.checkpoint.exists()
     if options.fresh:
         if exists or _size(paths.output):

@@ -3,7 +3,6 @@ main loop and the workers read; nothing here prints or touches the process (the 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -23,37 +22,39 @@ class StopSignal:
     def __init__(self, clock: Callable[[], float] = time.monotonic, drain_seconds: float = DRAIN_SECONDS) -> None:
         self._clock = clock
         self.drain_seconds = drain_seconds
-        self._stopping = threading.Event()
-        self._abandoning = threading.Event()
+        # Plain attributes, not Events: a signal handler must take no lock the interrupted thread may hold
+        # (threading.Event.set does). Setting and reading a bool is atomic under the GIL.
+        self._stopping = False
+        self._abandoning = False
         self._leaving = False
         self.reason: str | None = None
         self.deadline = float("inf")
         self._announce: str | None = None  # a line for the main loop to print (never printed from a handler)
 
     def request(self, reason: str) -> None:
-        if not self._stopping.is_set():
+        if not self._stopping:
             self.reason = reason
             self.deadline = self._clock() + self.drain_seconds
-            self._stopping.set()
+            self._stopping = True
 
     def abandon(self) -> None:
-        self._stopping.set()
-        self._abandoning.set()
+        self._stopping = True
+        self._abandoning = True
 
     def __call__(self) -> bool:
-        return self._stopping.is_set()
+        return self._stopping
 
     def abandoning(self) -> bool:
-        return self._abandoning.is_set() or (self._stopping.is_set() and self._clock() > self.deadline)
+        return self._abandoning or (self._stopping and self._clock() > self.deadline)
 
     def leaving(self) -> bool:
-        return self._leaving or (self._stopping.is_set() and self._clock() > self.deadline)
+        return self._leaving or (self._stopping and self._clock() > self.deadline)
 
     def interrupt(self, name: str) -> None:
         """A signal (SIGINT, SIGTERM): the first one drains, any later one abandons the records in flight,
         whatever stopped the run first (a budget, a fatal error, the first signal). Safe in a handler:
-        it only sets flags."""
-        if self._stopping.is_set():
+        it only assigns attributes (the clock it reads takes no lock)."""
+        if self._stopping:
             self._leaving = True
             self.abandon()
             self._announce = f"{name} again: abandoning the records in flight (they are redone on --resume)"

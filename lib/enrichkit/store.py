@@ -7,10 +7,11 @@
     finish  the final status, checkpoint and report.
 
 The checkpoint never claims a row that is not on disk: rows become `completed_ids` only after the
-output was fsynced, and the checkpoint stores the output's size and the CRC-32 of every byte up to
-it. A resume that finds those bytes unchanged reads only what follows; any edit before it (rows
-deleted by hand, a re-save by Excel) is detected and the whole output is read back. Every write
-failure (a full disk) becomes one `WriteFailed` naming the path; nothing is claimed that was not written.
+output was fsynced (and only while the file being written is still the output), and the checkpoint
+stores the output's size and the CRC-32 of every byte up to it. A resume that finds those bytes
+unchanged reads only what follows; any edit before it (rows deleted by hand, a re-save by Excel)
+is detected and the whole output is read back. Every write failure (a full disk) becomes one
+`WriteFailed` naming the path; nothing is claimed that was not written.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class JobStore:
         self.clock = clock
         self.writer: OutputWriter | None = None
         self.errorlog: ErrorLog | None = None
-        self.broken: WriteFailed | None = None  # the first write that failed; nothing more is claimed after it
+        self.broken: WriteFailed | None = None  # the first write that failed (the one the closing line names)
+        self._output_failed = False  # the output could not take a write, or was replaced: nothing more is claimed
         self.replaced_values = 0
         self._unsynced: list[str] = []  # rows written but not yet fsynced: not claimed by the checkpoint yet
         self._since_save = 0
@@ -151,6 +153,11 @@ class JobStore:
             _bump(_stage(stages, r.failed_stage or "?")["failed_records"], r.failure.error_type)
             self._since_save += 1
 
+    def count_only(self, r: RecordResult) -> None:
+        """A result that arrived after the run could no longer write: what it cost is still the job's."""
+        self.run.add(r.counters)
+        self.cp.totals.add(r.counters)
+
     def log_error(self, error: AttemptError | dict[str, Any]) -> None:
         """One line of the error log (a failed attempt, or an unreadable input row)."""
         assert self.errorlog is not None
@@ -194,7 +201,9 @@ class JobStore:
         self._elapsed_mark = started
         cp.run_done = self.run_completed + self.run_failed
         cp.run_seconds = started - self._run_started
-        if resume_at is not None or self.mode != "retry_failed":
+        # While the output cannot take rows, records handed to it may be lost: the resume mark stays where the
+        # output last was whole, so the next run reads those records again.
+        if (resume_at is not None or self.mode != "retry_failed") and not self._output_broken():
             cp.resume_at = resume_at if resume_at is None or resume_at.get("offset") else None
         if pace is not None:
             cp.pace = pace
@@ -218,11 +227,13 @@ class JobStore:
             same = (here.st_dev, here.st_ino) == self.writer.identity()
         except FileNotFoundError:
             same = False
-        if not same and self.broken is None:
-            self.broken = WriteFailed(str(self.paths.output), "it was replaced or deleted by another program while "
-                                      "this run wrote to it", "the rows written since are not in it; run again "
-                                      "with --resume (the records missing from it are done again)")
-            raise self.broken
+        if not same:
+            self._output_failed = True
+            failure = WriteFailed(str(self.paths.output), "it was replaced or deleted by another program while this "
+                                  "run wrote to it", "the rows written since are not in it; run again with --resume "
+                                  "(the records missing from it are done again)")
+            self.broken = self.broken or failure
+            raise failure
 
     def _guard_foreign_writer(self) -> None:
         """Two jobs given one --checkpoint would overwrite each other's: stop when another process wrote it."""
@@ -269,16 +280,17 @@ class JobStore:
                 self._broke(self.paths.errors, exc)
 
     def _output_broken(self) -> bool:
-        return self.broken is not None and self.broken.path == str(self.paths.output)
+        return self._output_failed
 
     # --- write failures -------------------------------------------------------------------------------
 
     def _write(self, action: Callable[[], None]) -> None:
         if self._output_broken():
-            raise self.broken  # type: ignore[misc]
+            raise self.broken or WriteFailed(str(self.paths.output), "an earlier write failed")
         try:
             action()
         except OSError as exc:
+            self._output_failed = True
             raise self._broke(self.paths.output, exc) from None
 
     def _broke(self, path: Path, exc: OSError) -> WriteFailed:
