@@ -114,7 +114,7 @@ def test_an_html_502_is_a_server_error() -> None:
 def test_a_key_across_the_cut_of_a_long_message_is_redacted_whole() -> None:
     from enrichkit.redact import forget_secrets, register_secret
 
-    key = "AIzaSyTESTKEY0123456789abcdefghijklmno"
+    key = "test-key-across-the-cut-0123456789abcdefgh"
     register_secret(key)
     try:
         failure = classify_error(ValueError("x" * 490 + " " + key), provider="gemini")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,31 +94,15 @@ missing = "no.such.path"
 
 
 def test_http_stage_posts_a_json_body_per_record_and_caches_by_body(ws: Workspace) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    def echo(path: str, body: dict[str, Any] | None, headers: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"data": {"echo": (body or {}).get("fund"), "auth": headers.get("X-Token")}}
 
-    class Echo(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            reply = json.dumps({"data": {"echo": body["fund"], "auth": self.headers.get("X-Token")}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with json_server(echo) as port:
         ws.stages.write_text(f'''
 [[stages]]
 name = "echo"
 type = "http"
-url = "http://127.0.0.1:{server.server_port}/lookup"
+url = "http://127.0.0.1:{port}/lookup"
 method = "POST"
 headers = {{ X-Token = "t-{{poc.last_name}}" }}
 json = {{ fund = "{{fund.title}}" }}
@@ -121,52 +111,31 @@ echoed = "data.echo"
 token = "data.auth"
 ''', encoding="utf-8")
         proc = ws.run("--limit", "5")
-        assert proc.returncode == 0, proc.stderr
-        rows = read_csv(ws.output)
-        assert all(r["echoed"] == r["fund.title"] and r["token"] == f"t-{r['poc.last_name']}" for r in rows)
-        assert len({r["echoed"] for r in rows}) == 5  # one answer per body, not one cached for the URL
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(ws.output)
+    assert all(r["echoed"] == r["fund.title"] and r["token"] == f"t-{r['poc.last_name']}" for r in rows)
+    assert len({r["echoed"] for r in rows}) == 5  # one answer per body, not one cached for the URL
 
 
 def test_an_http_stages_401_fails_that_stage_and_never_blames_the_gemini_key(ws: Workspace) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    def locked(path: str, body: dict[str, Any] | None, headers: Any) -> tuple[int, dict[str, Any]]:
+        return (401, {"error": "unauthorized"}) if "00002" in path or "00005" in path else (200, {"v": "fine"})
 
-    class Locked(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status = 401 if "00002" in self.path or "00005" in self.path else 200
-            reply = b'{"error": "unauthorized"}' if status == 401 else b'{"v": "fine"}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Locked)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with json_server(locked) as port:
         ws.stages.write_text(f'''
 [[stages]]
 name = "crm"
 type = "http"
-url = "http://127.0.0.1:{server.server_port}/lookup?fund={{fund.title}}"
+url = "http://127.0.0.1:{port}/lookup?fund={{fund.title}}"
 [stages.fields]
 value = "v"
 ''', encoding="utf-8")
         proc = ws.run("--limit", "8")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert proc.returncode == 1, proc.stderr
     assert "GEMINI_API_KEY" not in proc.stderr
     cp = read_json(ws.checkpoint)
     assert cp["failed_count"] == 2 and cp["completed_count"] == 6
-    errors = [__import__("json").loads(line) for line in ws.errors.read_text().splitlines()]
+    errors = [json.loads(line) for line in ws.errors.read_text().splitlines()]
     assert {(e["stage"], e["error_type"]) for e in errors} == {("crm", "client_error")}
 
 
@@ -194,3 +163,33 @@ def test_a_budget_that_covers_the_job_ends_done_not_budget_reached(tmp_path: Pat
     run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, max_cost=0.0055,
                       max_workers=1)  # each record costs 0.001: the job's 0.005 is within the budget
     assert (run.result.outcome.exit_code, run.result.outcome.status) == (0, "completed"), run.result.outcome.message
+
+
+@contextlib.contextmanager
+def json_server(answer: Callable[[str, dict[str, Any] | None, Any], tuple[int, dict[str, Any]]]) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 answering JSON: `answer(path, body, headers) -> (status, json)`; yields its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            status, data = answer(self.path, body, self.headers)
+            reply = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
