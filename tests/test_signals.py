@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 
+import pytest
+
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, rows_written, wait_for, write_csv
 
 
@@ -63,3 +65,21 @@ def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
     assert ws.run("--resume").returncode == 0
     ids = ws.output_ids()
     assert len(ids) == len(set(ids)) == 50
+
+
+def test_a_ctrl_c_just_after_the_run_finished_keeps_its_exit_code(ws: Workspace, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """The run is over and written; a Ctrl+C while the job's files close must not make it "interrupted", 130."""
+    from enrichkit.job import Job
+
+    close = Job.close
+
+    def close_with_a_ctrl_c(job: Job) -> None:
+        signal.raise_signal(signal.SIGINT)
+        close(job)
+
+    monkeypatch.setattr(Job, "close", close_with_a_ctrl_c)
+    write_csv(ws.input, make_rows(20))
+    done = ws.run()
+    assert done.returncode == 0, done.stderr
+    assert read_json(ws.checkpoint)["status"] == "completed" and len(read_csv(ws.output)) == 20

@@ -202,17 +202,19 @@ def _run(options: RunOptions) -> int:
     stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
     job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
     abandoned = 0
-    try:
-        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
-                            say=say, pace=job.pace)
-        with _signals(stop):
+    # From the run to the last close a signal only sets a flag: a Ctrl+C just after the run finished must not turn
+    # a completed job into "interrupted", exit 130 (`_notify` takes the signals over while it waits).
+    with _signals(stop):
+        try:
+            pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
+                                say=say, pace=job.pace)
             result = pipeline.run()
-        abandoned = result.abandoned
-        code = result.outcome.exit_code
-        _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
-    finally:
-        if not abandoned:
-            job.close()
+            abandoned = result.abandoned
+            code = result.outcome.exit_code
+            _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
+        finally:
+            if not abandoned:
+                job.close()
     if abandoned:
         # Records abandoned at the drain deadline are still on the wire; everything durable is written.
         # Leave without joining their threads (they would hold the exit for up to --timeout).
