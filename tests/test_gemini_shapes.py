@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -234,6 +235,15 @@ def test_a_sustained_overload_switches_to_the_fallback_model_and_back(ws: Worksp
     assert len(set(ws.output_ids())) == 120
     rows = read_csv(ws.output)
     assert all(float(r["_cost_usd"]) > 0 for r in rows)  # priced as the model that served each
+    # The same job again from its cache: what the stage's own model answered is reused, what the fallback
+    # answered is not taken for the stage model's answer (it is asked again).
+    for path in (ws.output, ws.checkpoint, ws.report):
+        path.unlink()
+    again = ws.run(env=_fast(ws))
+    assert again.returncode == 0, again.stderr
+    served_again = Counter(ws.fake.stats()["served_by"]) - Counter(served)
+    assert served_again == {"gemini-2.5-flash": served["gemini-2.5-flash-lite"]}
+    assert read_json(ws.checkpoint)["cache_hits"] == served["gemini-2.5-flash"]
 
 
 def test_the_vertex_environment_variable_does_not_turn_the_client_into_vertex(ws: Workspace) -> None:

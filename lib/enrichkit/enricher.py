@@ -121,11 +121,14 @@ class Enricher:
         if hit is not None:
             result.counters.cache_hits += 1
             return Answer({name: str(hit["fields"].get(name, "")) for name in stage.output_fields}, cached=True)
-        answer = self._call(provider, request, result)
-        self._cache_put(key, answer)
+        answer, answered = self._call(provider, request, result)
+        # Under the key of the request that answered: a fallback model's answer is never read back as the
+        # stage model's own.
+        self._cache_put(answered.cache_key if key is not None else None, answer)
         return answer
 
-    def _call(self, provider: Provider, request: Request, result: RecordResult) -> Answer:
+    def _call(self, provider: Provider, request: Request, result: RecordResult) -> tuple[Answer, Request]:
+        """The answer and the request that gave it (the stage's model, or its fallback)."""
         stage = request.stage
 
         def on_failure(attempt: int, failure: StageFailure) -> None:
@@ -160,7 +163,7 @@ class Enricher:
             c.retries += stats.retries
             c.rate_limited += stats.rate_limited
         self._charge(result, stage.name, answer.usage)
-        return answer
+        return answer, chosen[0]
 
     @staticmethod
     def _charge(result: RecordResult, stage: str, usage: Usage) -> None:
