@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from fake_gemini import FakeGemini  # noqa: E402
+from fake_gemini import FakeConfig, FakeGemini  # noqa: E402
 from fakes import Completed, assert_exactly_once, run_cli, run_process  # noqa: E402
 
 
@@ -157,6 +157,22 @@ class Workspace:
 def fake() -> Iterator[FakeGemini]:
     with FakeGemini(seed=1) as server:
         yield server
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., FakeGemini]]:
+    """Start a stand-in with the given config changes; every one started is stopped afterwards."""
+    started: list[FakeGemini] = []
+
+    def start(**config: Any) -> FakeGemini:
+        server = FakeGemini(FakeConfig(**config))
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -44,22 +44,6 @@ JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    """Start a stand-in with the given config changes; every one started is stopped afterwards."""
-    started: list[Any] = []
-
-    def start(**config: Any) -> Any:
-        fake = fake_gemini.FakeGemini(fake_gemini.FakeConfig(**config))
-        fake.start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        fake.stop()
-
-
-@pytest.fixture
 def client_for() -> Iterator[Any]:
     """A google-genai client aimed at a stand-in, with the SDK's own retries off (enrichkit retries)."""
     from google import genai

@@ -17,7 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from fake_gemini import FakeConfig, FakeGemini
+from fake_gemini import FakeGemini
 
 FLASH = "gemini-2.5-flash"
 SCHEMA = {"type": "object", "properties": {"poc_name": {"type": "string"},
@@ -25,21 +25,6 @@ SCHEMA = {"type": "object", "properties": {"poc_name": {"type": "string"},
                                            "status": {"type": "string", "enum": ["active", "closed"]}},
           "required": ["poc_name", "poc_email", "status"]}
 SEARCH = [types.Tool(google_search=types.GoogleSearch())]
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FakeGemini]]:
-    started: list[FakeGemini] = []
-
-    def start(**config: Any) -> FakeGemini:
-        fake = FakeGemini(FakeConfig(**config))
-        fake.start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        fake.stop()
 
 
 @pytest.fixture
