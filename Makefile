@@ -23,8 +23,10 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 ## enrich: one line for a terminal or a crontab; starts, continues, or exits 0 when done
+## (ARGS=--retry-failed or --fresh takes the place of --resume: each is a run of its own)
 enrich: $(STAMP)
-	$(PY) scripts/enrich.py --input "$(INPUT)" --output "$(OUTPUT)" --stages-file "$(STAGES)" --resume $(ARGS)
+	$(PY) scripts/enrich.py --input "$(INPUT)" --output "$(OUTPUT)" --stages-file "$(STAGES)" \
+		$(if $(filter --retry-failed --fresh,$(ARGS)),,--resume) $(ARGS)
 
 ## test: lint, types and the whole suite (CI runs this)
 test: $(STAMP)

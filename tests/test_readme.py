@@ -3,6 +3,8 @@ scripts find `.venv` themselves), and every flag the README names exists."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from fake_gemini import FakeGemini
 
 
 def _code_lines() -> list[str]:
@@ -109,3 +112,42 @@ def test_a_python_without_the_dependencies_is_told_how_to_get_them() -> None:
     proc = subprocess.run([python, str(ROOT / "scripts" / "enrich.py"), "--version"], capture_output=True, text=True,
                           env=fresh_shell_env(ENRICHKIT_VENV_TRIED="1"))  # as if .venv had been tried already
     assert proc.returncode == 2 and "make install" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_readme_cron_and_retry_lines_run_a_job_to_the_end_in_a_fresh_shell(tmp_path: Path, fake: FakeGemini
+                                                                              ) -> None:
+    """The crontab lines (through make, and the python command beside it) and the make line that retries the
+    failures, as written but for their `cd /srv/enrichkit`, on a fresh checkout with no out/ folder yet."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cron_make, cron_python, retry = (re.findall(r"cd /srv/enrichkit && (.*" + what + r".*)$", text, flags=re.M)[0]
+                                     for what in (r"make enrich .*>>", r"\.venv/bin/python scripts/enrich\.py",
+                                                  r"ARGS=--retry-failed"))
+    for name in ("scripts", "lib", "Makefile", "requirements.txt", "requirements-dev.txt", ".venv"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "data").mkdir()
+    sample = (ROOT / "data" / "sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "data" / "funds.csv").write_text("".join(sample[:13]), encoding="utf-8")
+    (tmp_path / "data" / "stages.toml").write_text((ROOT / "data" / "stages.toml").read_text(encoding="utf-8"),
+                                                   encoding="utf-8")
+    blocked_fund = sample[3].split(",")[0]
+    fake.configure(fault_matching={"blocked": [blocked_fund]})  # one record's prompt is blocked: it fails
+    env = fresh_shell_env(GEMINI_API_KEY="readme-key-123456", GEMINI_BASE_URL=fake.url)
+    log = tmp_path / "out" / "enrich.log"
+    checkpoint = tmp_path / "out" / "funds.progress.json"
+
+    first = _shell(cron_make, tmp_path, env)
+    assert first.returncode == 2, log.read_text()  # make's own status when enrichkit exits 1 (README, cron)
+    make_says = re.search(r"make: \*\*\* \[(Makefile:\d+: enrich)\] Error \d", text)
+    assert make_says and f"[{make_says.group(1)}] Error 1" in log.read_text()
+    assert json.loads(checkpoint.read_text())["failed_count"] == 1
+    requests = fake.stats()["generate"]
+    again = _shell(cron_python, tmp_path, env)
+    assert again.returncode == 1 and fake.stats()["generate"] == requests  # failures are not paid for again
+
+    fake.configure(fault_matching={})
+    retried = _shell(retry, tmp_path, env)
+    assert retried.returncode == 0, (retried.stdout, retried.stderr)
+    with (tmp_path / "out" / "funds.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len({r["_record_id"] for r in rows}) == 12
+    assert blocked_fund in {r["fund.title"] for r in rows}
