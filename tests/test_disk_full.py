@@ -73,6 +73,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkey
     proc = ws.run("--checkpoint-interval", "1", "--max-workers", "2")
     assert proc.returncode == 1, proc.stderr
     assert f"cannot write {ws.checkpoint}: No space left on device" in proc.stderr
+    assert proc.stderr.count("ERROR cannot write") == 1  # said once (the closing line says it again)
     assert read_json(ws.checkpoint)["status"] == "running"  # the last checkpoint that could be written
     assert ws.fake.stats()["generate"] < 200
     report = json.loads(ws.report.read_text())

@@ -250,10 +250,12 @@ class JobStore:
     def finish(self, status: str, resume_at: dict[str, int] | None, pace: dict[str, Any] | None = None) -> None:
         """The final status and checkpoint: as much of it as the disk allows."""
         self.cp.status = status
+        said = str(self.broken) if self.broken is not None else None  # the run's stop already said it
         try:
             self.save(resume_at, pace=pace)
         except (WriteFailed, ConfigError) as exc:
-            log.error("%s", exc)
+            if str(exc) != said:
+                log.error("%s", exc)
 
     def write_report(self, report: dict[str, Any]) -> None:
         """The report, redacted, replaced whole; a failure is remembered like any other write failure."""
