@@ -30,6 +30,13 @@ def test_idset_membership_order_and_merges() -> None:
     assert list(s) == sorted(ids)
 
 
+def test_idset_counts_the_ids_another_set_lacks() -> None:
+    ids = _ids(20_000)
+    mine, theirs = IdSet(ids), IdSet(ids[::3] + _ids(50, seed=2))
+    assert mine.count_not_in(theirs) == len(set(ids) - set(ids[::3])) == 13_333
+    assert theirs.count_not_in(mine) == 50 and IdSet().count_not_in(mine) == 0
+
+
 def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
     path = tmp_path / "job.progress.json"
     cp = Checkpoint(job_id="enrich_x", output="o.csv", input={"path": "i.csv", "size": 3, "mtime": 1.5},

@@ -34,8 +34,8 @@ class Counters:
         return self.token_cost_usd + self.grounding_cost_usd
 
     def add(self, other: Counters) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _NAMES:  # twice per record on the main thread: the names are looked up once
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = asdict(self)
@@ -56,3 +56,6 @@ class Counters:
         if "token_cost_usd" not in data and data.get("cost_usd") is not None:
             counters.token_cost_usd = float(data["cost_usd"])
         return counters
+
+
+_NAMES = tuple(f.name for f in fields(Counters))

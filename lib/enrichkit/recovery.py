@@ -103,7 +103,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
             raise ConfigError(f"{paths.output} is missing or empty but the checkpoint lists {claimed} "
                               "finished records; restore the file, or start over with --fresh (which also "
                               f"forgets those {claimed} records and pays for them again)")
-        lost = sum(1 for record_id in cp.completed_ids if record_id not in rec.ids) if claimed else 0
+        lost = cp.completed_ids.count_not_in(rec.ids) if claimed else 0
         if lost:
             log.warning("%d record(s) the checkpoint lists as done are not in %s (rows deleted or edited?); "
                         "the output wins: they will be done again", lost, paths.output)
@@ -111,7 +111,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
             log.info("the output changed before the checkpoint's mark (edited or re-saved?); read it whole")
         elif claimed and cp.output_crc32 is not None and not intact:
             log.info("the checkpoint's list of done records was edited; the output was read whole")
-        failed = cp.failed_ids - set(rec.ids)
+        failed = {record_id for record_id in cp.failed_ids if record_id not in rec.ids}
         cp.completed_ids = rec.ids
         cp.failed_ids = failed
         cp.filled = dict(rec.filled)
