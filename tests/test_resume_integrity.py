@@ -180,3 +180,18 @@ def test_the_webhook_url_is_not_recorded_in_the_checkpoint() -> None:
 
     recorded = RunOptions(input="in.csv", output="out.csv", notify_url="https://hooks.example/secret-path").recorded()
     assert "notify_url" not in recorded and "secret-path" not in str(recorded)
+
+
+def test_a_resume_mark_past_records_never_done_heals_on_the_next_run(ws: Workspace) -> None:
+    """A checkpoint whose resume mark stands after records that were never done (restored from a backup,
+    edited): the run that finds nothing left after the mark does not call the job done, and the next run
+    reads the input from the top."""
+    assert ws.run("--limit", "10").returncode == 0
+    cp = read_json(ws.checkpoint)
+    cp["resume_at"] = {"offset": ws.input.stat().st_size, "row": 40}
+    ws.checkpoint.write_text(json.dumps(cp), encoding="utf-8")
+    first = ws.run("--resume")
+    assert "Done" not in first.stderr and "30 not yet tried" in first.stderr and len(ws.output_ids()) == 10
+    second = ws.run("--resume")
+    assert second.returncode == 0, second.stderr
+    exactly_once(ws)
