@@ -86,9 +86,6 @@ class Pipeline:
         def wanted(record_id: str) -> bool:
             return (record_id in failed) == retrying
 
-        if store.input_changed:
-            cp.unreadable_logged = 0  # rows are numbered anew in a changed input
-
         def on_unreadable(row: BadRow) -> None:
             # Each unreadable row is logged once per job, by the first walk that reaches it.
             if row.row > cp.unreadable_logged:

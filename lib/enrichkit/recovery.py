@@ -167,6 +167,7 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
         cp.input = input_info
         cp.resume_at = None  # byte offsets into the old file mean nothing in the new one
         cp.counts_exact = False
+        cp.unreadable_logged = 0  # rows are numbered anew in a changed input
     return changed
 
 
