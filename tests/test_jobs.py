@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
-from enrichkit.checkpoint import Checkpoint, write_checkpoint
+from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
 from enrichkit.counters import Counters
+from enrichkit.errors import ConfigError
 from enrichkit.jobfiles import Owner
 from enrichkit.jobs.cli import main
 from enrichkit.jobs.state import decide_state, load_status, process_alive
@@ -420,6 +421,51 @@ def test_every_subcommand_has_help_with_an_example(jobs: Any) -> None:
         assert "example:" in result.out and f"jobs.py {command}" in result.out
     status_help = " ".join(jobs("status", "--help").out.split())
     assert "while a run is working, that run's own figures" in status_help and "the job's average" in status_help
+
+
+# --- reading only a checkpoint's summary --------------------------------------------------------------
+
+
+def test_status_reads_the_counts_the_checkpoint_recorded_without_its_id_lists(failing: Path) -> None:
+    full = read_checkpoint(failing)
+    summary = read_summary(failing)
+    assert isinstance(summary, CheckpointSummary)
+    assert summary.summary() == full.summary()  # every field and count, as the full read has them
+    assert (summary.completed_count, summary.failed_count) == (39, 1)
+    # The ID lists are never parsed: hex that is no ID past the summary goes unnoticed here ...
+    raw = failing.read_bytes()
+    first = raw.index(b'"completed_ids": ["') + len(b'"completed_ids": ["')
+    failing.write_bytes(raw[:first] + b"zz" + raw[first + 2:])
+    assert read_summary(failing).completed_count == 39
+    with pytest.raises(ConfigError, match="not an ID"):  # ... and is refused by the full read
+        read_checkpoint(failing)
+
+
+def test_validate_and_missing_still_read_the_id_lists(failing: Path) -> None:
+    job = load_status(failing)
+    assert isinstance(job.cp, CheckpointSummary) and not job.cp.completed_ids
+    ids = job.with_ids()
+    assert (len(ids.completed_ids), len(ids.failed_ids)) == (39, 1)
+
+
+@pytest.mark.parametrize("shape", ["no counts", "ids first", "cut short"])
+def test_a_checkpoint_not_shaped_as_written_is_read_in_full(tmp_path: Path, done: Path, shape: str) -> None:
+    full = read_checkpoint(done)
+    data = json.loads(done.read_text(encoding="utf-8"))
+    path = tmp_path / "odd.progress.json"
+    if shape == "no counts":  # an older writer's: the counts come from the lists
+        del data["completed_count"], data["failed_count"]
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    elif shape == "ids first":  # re-saved by an editor that sorted the keys
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    else:  # a copy that stopped part way: refused, as the full read refuses it
+        raw = done.read_bytes()
+        path.write_bytes(raw[: len(raw) - 30])
+        with pytest.raises(ConfigError, match="corrupt checkpoint"):
+            read_summary(path)
+        return
+    assert read_summary(path).completed_count == full.completed_count == 40
+    assert load_status(path).done == 40
 
 
 # --- the state rules, without processes --------------------------------------------------------------

@@ -117,7 +117,7 @@ def missing_records(job: JobStatus, table: InputTable, *, include_failed: bool =
     in input order, each ID once (a duplicate row is the same record)."""
     count = count if count is not None else MissingCount()
     scan = input_scan(job, table, done=output_ids(job.paths.output))
-    failed_ids = job.cp.failed_ids
+    failed_ids = job.with_ids().failed_ids
     for pending in scan:
         if pending.record_id in failed_ids:
             count.failed += 1
@@ -172,7 +172,7 @@ def validate_job(job: JobStatus) -> Validation:
     """Prove the job's integrity from its files: the output's header is the one the job writes; no torn,
     ragged or duplicated row; each row's `_record_id` matches its values; every input record is in the
     output exactly once or in `failed_ids`."""
-    cp = job.cp
+    cp = job.with_ids()
     table = open_input(job)
     result = Validation(cp.job_id)
     if job.state not in STOPPED:

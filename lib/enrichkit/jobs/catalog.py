@@ -21,7 +21,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from enrichkit.checkpoint import Checkpoint, read_checkpoint
+from enrichkit.checkpoint import Checkpoint, read_summary
 from enrichkit.errors import ConfigError
 from enrichkit.jobs.state import JobStatus, find_checkpoints, load_status, recency
 from enrichkit.output import RECORD_ID
@@ -145,7 +145,7 @@ class Catalog:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            value: Checkpoint | str = read_checkpoint(path)
+            value: Checkpoint | str = read_summary(path)
         except ConfigError as exc:
             value = str(exc)
         with self._lock:

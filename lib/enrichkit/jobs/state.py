@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrichkit.checkpoint import Checkpoint, read_checkpoint
+from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, read_owner
 
@@ -39,7 +39,8 @@ def job_paths(checkpoint: Path, cp: Checkpoint) -> JobPaths:
 
 @dataclass
 class JobStatus:
-    """What `jobs.py status` shows; `to_json()` is its `--json` (and the dashboard's API)."""
+    """What `jobs.py status` shows; `to_json()` is its `--json` (and the dashboard's API). `cp` is
+    usually read without its ID lists (`read_summary`); `with_ids()` has them."""
 
     paths: JobPaths
     cp: Checkpoint
@@ -112,6 +113,10 @@ class JobStatus:
     def updated_ago(self) -> float | None:
         stamp = parse_utc(self.cp.last_updated)
         return None if stamp is None else max(0.0, self.now - stamp)
+
+    def with_ids(self) -> Checkpoint:
+        """The checkpoint with its completed and failed ID lists (read now if `cp` is a summary)."""
+        return read_checkpoint(self.paths.checkpoint) if isinstance(self.cp, CheckpointSummary) else self.cp
 
     def resume_args(self, flag: str = "--resume") -> list[str]:
         return continue_args(self.paths, flag)
@@ -246,9 +251,9 @@ def _boot_time() -> float:
 
 def load_status(checkpoint: Path, *, cp: Checkpoint | None = None, now: float | None = None,
                 host: str | None = None, alive: Callable[[int, float | None], bool] = process_alive) -> JobStatus:
-    """Read a job's checkpoint (unless given as `cp`) and decide its state. `running` only if its PID
-    is alive on this host."""
-    cp = read_checkpoint(checkpoint) if cp is None else cp
+    """Read a job's checkpoint (its summary, unless given as `cp`) and decide its state. `running` only if
+    its PID is alive on this host."""
+    cp = read_summary(checkpoint) if cp is None else cp
     paths = job_paths(checkpoint, cp)
     now = time.time() if now is None else now
     host = socket.gethostname() if host is None else host
