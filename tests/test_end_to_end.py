@@ -123,6 +123,19 @@ def test_dry_run_calls_and_writes_nothing(ws: Workspace) -> None:
     assert not ws.output.parent.exists()
 
 
+def test_a_stage_s_own_rpm_is_the_pace_the_dry_run_and_the_start_line_state(ws: Workspace) -> None:
+    stages = ws.stages.read_text(encoding="utf-8")
+    ws.stages.write_text(stages.replace("[stages.fields]\npoc_name", "rpm = 120\n[stages.fields]\npoc_name"),
+                         encoding="utf-8")
+    dry = ws.run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "bound by rpm / 60" in dry.stdout and "rpm / 60 = 2.00" in dry.stdout
+    proc = ws.run("--limit", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "10 workers, rpm 120; stages:" in proc.stderr
+    assert read_json(ws.checkpoint)["pace"]["gemini-2.5-flash"]["rpm"] == 120
+
+
 def test_formula_like_enriched_values_are_neutralised(ws: Workspace, tmp_path: object) -> None:
     ws.stages.write_text("""
 [[stages]]

@@ -20,7 +20,9 @@ SEARCH_QUERIES = 2  # queries a grounded 3.x answer typically runs
 ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the rate formula shows its weight
 
 
-def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
+def dry_run(options: RunOptions, out: TextIO | None = None) -> int:
+    """Say what the run would do (to `out`, else the stdout of the moment: never one bound at import)."""
+    out = out or sys.stdout
     plan = plan_job(options)
     stages, pricing = plan.stages, plan.pricing
     walk = PendingScan(plan.table, plan.id_columns)
@@ -53,11 +55,12 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
     tokens_in = tokens_out = 0
     cost = 0.0
     grounded = 0
+    per_model: dict[str, list[int]] = {}
     values = dict(first.values) if first else {}
     assumptions: list[str] = [f"output guessed at {OUTPUT_TOKENS_PER_FIELD} tokens a field"]
     for stage in stages.stages:
         if stage.kind == "llm" and stage.prompt is not None:
-            model = stage.model or options.model or stages.model
+            model = stages.model_for(stage, options.model)
             prompt = full_prompt(stage, stage.prompt.render(values), model, pricing.aliases)
             if stage is llm[0]:
                 w(f"\nfirst prompt ({stage.name}, {model}, row {first.row if first else '-'}):\n{prompt}\n\n")
@@ -74,19 +77,24 @@ def dry_run(options: RunOptions, out: TextIO = sys.stdout) -> int:
                 price = pricing.lookup(model)
                 unit = "prompt" if price is None or price.grounding == "prompt" else f"query ({SEARCH_QUERIES} a call)"
                 assumptions.append(f"{stage.name}: a grounding fee per grounded {unit}")
+            tally = per_model.setdefault(model, [0, 0])  # requests and input tokens a record, per model
+            tally[0], tally[1] = tally[0] + 1, tally[1] + t_in
             tokens_in += t_in
             tokens_out += t_out + thinking
             cost += charge.tokens + charge.grounding
         values.update({f: f"<{f}>" for f in stage.output_fields})
     requests = pending * len(llm)
-    rpm = options.rpm or stages.defaults.get("rpm")
-    tpm = options.tpm or stages.defaults.get("tpm")
-    per_request = tokens_in / len(llm) if llm else 0
+    # Each model is paced on its own (as the run's limiters are): in requests/s of the whole job, a model whose
+    # stages ask n requests and t input tokens a record allows rpm / 60 / n and tpm / 60 / t records a second.
+    limits = stages.limits(options.model, options.rpm, options.tpm)
     bounds = {"workers / latency": options.max_workers / ASSUMED_LATENCY}
-    if rpm:
-        bounds["rpm / 60"] = float(rpm) / 60
-    if tpm and per_request:
-        bounds["tpm / input tokens per request / 60"] = float(tpm) / per_request / 60
+    for model, (asked, asked_tokens) in per_model.items():
+        rpm, tpm = limits.get(model, (None, None))
+        named = f" ({model})" if len(per_model) > 1 else ""
+        if rpm:
+            bounds[f"rpm / 60{named}"] = float(rpm) / 60 / asked * len(llm)
+        if tpm and asked_tokens:
+            bounds[f"tpm / input tokens per request / 60{named}"] = float(tpm) / 60 / asked_tokens * len(llm)
     w(f"estimate for {pending} records: {requests} LLM requests ({pending * grounded} grounded), "
       f"~{pending * tokens_in:,} input + ~{pending * tokens_out:,} output tokens, ~${pending * cost:.2f} "
       f"({'; '.join(assumptions)})\n")

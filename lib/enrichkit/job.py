@@ -130,16 +130,8 @@ def make_limiters(plan: Plan, *, clock: Callable[[], float], sleep: Callable[[fl
                   window: float | None = None) -> dict[str, Limiter]:
     """One limiter per model (Gemini meters quotas per project per model). rpm/tpm: --rpm/--tpm, else the
     stage's own, else [defaults]."""
-    options, stages = plan.options, plan.stages
-    limits: dict[str, tuple[float | None, float | None]] = {}
-    for stage in stages.stages:
-        if stage.kind != "llm":
-            continue
-        for model in (stage.model or options.model or stages.model, stage.fallback_model):
-            if model and model not in limits:
-                rpm = options.rpm if options.rpm is not None else stage.settings.get("rpm")
-                tpm = options.tpm if options.tpm is not None else stage.settings.get("tpm")
-                limits[model] = (rpm, tpm)
+    options = plan.options
+    limits = plan.stages.limits(options.model, options.rpm, options.tpm)
     return {model: Limiter(rpm, tpm, window=window, clock=clock, sleep=sleep, on_event=_pace_log(model))
             for model, (rpm, tpm) in limits.items()}
 

@@ -140,18 +140,22 @@ class Pipeline:
 
     def _start_line(self) -> str:
         plan, store = self.plan, self.store
-        kinds = ", ".join(f"{s.name} ({s.model or self.opts.model or plan.stages.model})" if s.kind == "llm"
+        kinds = ", ".join(f"{s.name} ({plan.stages.model_for(s, self.opts.model)})" if s.kind == "llm"
                           else f"{s.name} ({s.kind})" for s in plan.stages.stages)
         todo = self.cp.failed_count if store.mode == "retry_failed" else self.cp.records_left
         mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
-        limits = ", ".join(f"{k} {v:,.0f}" for k, v in (("rpm", self._limit("rpm")), ("tpm", self._limit("tpm")))
-                           if v) or "no rpm/tpm"
         return (f"{self.cp.job_id}: {mode}, {'' if self.cp.counts_exact else '~'}{todo} records to do, "
-                f"{self.opts.max_workers} workers, {limits}; stages: {kinds}")
+                f"{self.opts.max_workers} workers, {self._limits()}; stages: {kinds}")
 
-    def _limit(self, key: str) -> float | None:
-        value = getattr(self.opts, key)
-        return float(value) if value is not None else self.plan.stages.defaults.get(key)
+    def _limits(self) -> str:
+        """The pace each model's limiter was given (one figure when every model has the same)."""
+        given = {model: ", ".join(f"{key} {figures[key]:,.0f}" for key in ("rpm", "tpm") if figures.get(key))
+                 for model, figures in self.pace().items()}
+        if not any(given.values()):
+            return "no rpm/tpm"
+        if len(set(given.values())) == 1:
+            return next(iter(given.values()))
+        return ", ".join(f"{model} {figures or 'no rpm/tpm'}" for model, figures in given.items())
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         """Keep at most 2 x workers records in flight, until none is left or the run leaves them."""

@@ -221,14 +221,25 @@ class StagesConfig:
                               f"the stages file defines: {', '.join(known)}")
         return StagesConfig(self.path, self.defaults, [s for s in self.stages if s.name in names], self.prices)
 
+    def model_for(self, stage: Stage, override: str | None) -> str:
+        """The model an llm stage asks: its own, else --model (`override`), else [defaults]."""
+        return stage.model or override or self.model
+
     def models(self, override: str | None) -> list[str]:
         """Every model the llm stages use (with --model as the default), fallbacks included, in order."""
-        found: list[str] = []
+        return list(self.limits(override, None, None))
+
+    def limits(self, override: str | None, rpm: float | None, tpm: float | None
+               ) -> dict[str, tuple[float | None, float | None]]:
+        """Each model's (rpm, tpm), in the order the stages name them: --rpm/--tpm (`rpm`, `tpm`), else the
+        settings of the first stage that uses the model (its own, else [defaults])."""
+        found: dict[str, tuple[float | None, float | None]] = {}
         for s in self.stages:
             if s.kind == "llm":
-                for m in (s.model or override or self.model, s.fallback_model):
+                for m in (self.model_for(s, override), s.fallback_model):
                     if m and m not in found:
-                        found.append(m)
+                        found[m] = (rpm if rpm is not None else s.settings.get("rpm"),
+                                    tpm if tpm is not None else s.settings.get("tpm"))
         return found
 
     def check_placeholders(self, columns: Sequence[str]) -> None:

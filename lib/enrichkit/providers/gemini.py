@@ -83,7 +83,7 @@ class GeminiProvider:
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     def model_for(self, stage: Stage) -> str:
-        return stage.model or self._model or self._stages.model
+        return self._stages.model_for(stage, self._model)
 
     # --- before record 1 ------------------------------------------------------------------------------
 
