@@ -124,7 +124,7 @@ class Enricher:
         answer, answered = self._call(provider, request, result)
         # Under the key of the request that answered: a fallback model's answer is never read back as the
         # stage model's own.
-        self._cache_put(answered.cache_key if key is not None else None, answer)
+        self._cache_put(None if key is None else key if answered is request else answered.cache_key, answer)
         return answer
 
     def _call(self, provider: Provider, request: Request, result: RecordResult) -> tuple[Answer, Request]:
@@ -140,12 +140,20 @@ class Enricher:
         chosen = [request]
         guards: Callable[[], Guards] | None = None
         if provider.remote:
-            fallback = self._fallback(provider, request)
+            with_model: Any = getattr(provider, "with_model", None)  # providers that have models (Gemini)
+            fallback = request.stage.fallback_model
+            if not callable(with_model) or fallback == request.pace:
+                fallback = None
+            built: list[Request] = []  # the fallback request, made the first time it is needed
 
             def route() -> Guards:
                 # Each attempt goes where it can: the stage's model, or its fallback while that model's breaker
                 # is open (a sustained overload), and waits for that model's pace and breaker.
-                use = fallback if fallback is not None and self._overloaded(request, fallback) else request
+                use = request
+                if fallback is not None and self._overloaded(request, fallback):
+                    if not built:
+                        built.append(with_model(request, fallback))
+                    use = built[0]
                 chosen[0] = use
                 return Guards(limiter=self.limiters(use.pace) if use.pace else None,
                               breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
@@ -172,15 +180,7 @@ class Enricher:
         if counters.cost_usd:
             result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + counters.cost_usd
 
-    def _fallback(self, provider: Provider, request: Request) -> Request | None:
-        model = request.stage.fallback_model
-        with_model = getattr(provider, "with_model", None)  # providers that have models (Gemini)
-        if not model or not callable(with_model) or model == request.pace:
-            return None
-        fallback: Request = with_model(request, model)
-        return fallback
-
-    def _overloaded(self, request: Request, fallback: Request) -> bool:
+    def _overloaded(self, request: Request, fallback: str) -> bool:
         """Is the request's model in a breaker cool-down? Logs each switch to the fallback and back."""
         breaker = self.breakers.get(request.pace or "")
         overloaded = breaker is not None and breaker.cooling_down()
@@ -193,7 +193,7 @@ class Enricher:
                 self._falling_back.discard(model)
         if overloaded and not was:
             log.warning("%s is overloaded: stage %s uses %s until it answers again", model, request.stage.name,
-                        fallback.pace)
+                        fallback)
         elif was and not overloaded:
             log.warning("%s answers again: stage %s is back on it", model, request.stage.name)
         return overloaded

@@ -95,7 +95,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
     streak = 0  # consecutive 429s
     last: StageFailure | None = None
     route = guards if callable(guards) else (lambda: guards or Guards())
-    g = route()
+    g = Guards()  # the guards of the attempt under way (`route` gives them anew for each)
     remote = guards is not None
 
     def attempt_once(number: int) -> T:
