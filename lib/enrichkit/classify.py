@@ -23,7 +23,7 @@ import re
 import sys
 from typing import Any
 
-from enrichkit.errors import BillingError, ConfigError, EnrichError, StageFailure
+from enrichkit.errors import AuthError, BillingError, ConfigError, EnrichError, OutageError, StageFailure
 from enrichkit.redact import redact
 
 _RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
@@ -49,6 +49,7 @@ def classify_error(exc: BaseException, *, provider: str = "gemini") -> StageFail
     if _is_connection_error(exc):
         failure = StageFailure("server_error", f"connection failed: {_describe(exc)}")
         failure.refused = _is_refused(exc)
+        failure.unconnected = True
         return failure
     return StageFailure("client_error", _describe(exc))
 
@@ -74,13 +75,22 @@ def _classify_status(code: int, exc: BaseException, provider: str) -> StageFailu
     if provider == "gemini":
         if code in (401, 403) or any(d.get("reason") == "API_KEY_INVALID" for d in details) \
                 or "API key not valid" in message:
-            return StageFailure("auth_error", message)
+            failure = StageFailure("auth_error", message)
+            failure.fatal = AuthError(f"the API rejected the key ({message[:200]}); check GEMINI_API_KEY in the "
+                                      "environment or .env")
+            return failure
         fatal = _configuration_error(code, message)
         if fatal is not None:
             failure = StageFailure("client_error", message)
             failure.fatal = fatal
             return failure
     return StageFailure("client_error", message)
+
+
+def unreachable(failure: StageFailure) -> OutageError:
+    """The error that stops a run when nothing answers at the API's address."""
+    return OutageError(f"nothing answers at the API's address ({failure.message[:200]}); check --base-url (or "
+                       "GEMINI_BASE_URL) and the network, then run again with --resume")
 
 
 def _configuration_error(code: int, message: str) -> EnrichError | None:

@@ -108,6 +108,7 @@ class StageFailure(Exception):
         self.usage: object | None = None  # what an answer that was billed but unusable cost (a `Usage`)
         self.fatal: EnrichError | None = None  # set when every record would fail alike: the run stops with it
         self.refused: bool = False  # a connection refused (nobody listens): no request got through
+        self.unconnected: bool = False  # no connection was made at all (refused, unknown host, bad address)
         self.quota_limit: float | None = None  # a 429's stated quota (QuotaFailure quotaValue), per window
         self.has_details: bool = False  # a 429 that names a quota (a QuotaFailure detail)
 

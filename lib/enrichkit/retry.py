@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 import tenacity
 
 from enrichkit.breaker import CircuitBreaker
-from enrichkit.classify import classify_error
+from enrichkit.classify import classify_error, unreachable
 from enrichkit.errors import (
     Abandoned,
-    AuthError,
     OutageError,
     OutageTooLong,
     QuotaExhausted,
@@ -180,15 +179,11 @@ def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, strea
     """Errors that end the whole run: every record would meet them."""
     if failure.fatal is not None:
         raise failure.fatal from None
-    if failure.error_type == "auth_error":
-        raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
-                        "in the environment or .env") from None
     if failure.error_type == "rate_limit" and (failure.quota == "day" or streak >= policy.rate_limit_streak):
         why = "the daily quota is used up" if failure.quota == "day" else f"{streak} rate-limited answers in a row"
         raise QuotaExhausted(f"{why}; run again with --resume when the quota resets") from None
     if failure.refused and g.breaker is not None and g.breaker.unreachable(policy.refused_limit):
-        raise OutageError(f"nothing answers at the API's address ({failure.message[:200]}); check --base-url "
-                          "(or GEMINI_BASE_URL) and the network, then run again with --resume") from None
+        raise unreachable(failure) from None
 
 
 def _account(failure: StageFailure, g: Guards) -> None:

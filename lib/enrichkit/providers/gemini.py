@@ -11,8 +11,8 @@ import json
 import re
 from typing import Any
 
-from enrichkit.classify import classify_error
-from enrichkit.errors import AuthError, ConfigError, OutageError, StageFailure
+from enrichkit.classify import classify_error, unreachable
+from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
 from enrichkit.providers.base import Answer, Request, Usage
@@ -96,15 +96,13 @@ class GeminiProvider:
                 info = self._client.models.get(model=model)
             except Exception as exc:  # noqa: BLE001 - classified right here
                 failure = classify_error(exc)
-                if failure.error_type == "auth_error":
-                    raise AuthError(f"the API rejected the key ({failure.message[:200]}); check GEMINI_API_KEY "
-                                    "in the environment or .env") from None
                 if getattr(exc, "code", None) == 404:
                     raise ConfigError(f"model {model!r} is unknown or retired ({failure.message[:160]}); models "
                                       f"that can generate: {self._generating_models()}") from None
-                if failure.refused or failure.message.startswith("connection failed"):
-                    raise OutageError(f"nothing answers at the API's address ({failure.message[:160]}); check "
-                                      "--base-url (or GEMINI_BASE_URL) and the network, then run again") from None
+                if failure.fatal is not None:  # a rejected key, a refused project: every call would meet it
+                    raise failure.fatal from None
+                if failure.unconnected:
+                    raise unreachable(failure) from None
                 log.warning("could not check model %s before the run (%s); going on", model, failure.message[:200])
                 continue
             actions = list(getattr(info, "supported_actions", None) or [])
