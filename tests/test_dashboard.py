@@ -242,6 +242,32 @@ def test_resume_and_retry_run_python_m_enrichkit_with_the_job_files_only(folder:
     assert api.post(f"/api/jobs/{done}/retry-failed", headers=POST).status_code == 409
 
 
+def test_resume_of_a_job_that_spent_its_budget_needs_a_higher_one(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = write_job(tmp_path / "spent", pending=(30, 31), status="budget_exhausted")
+    started: list[list[str]] = []
+
+    def start_run(job: Any, action: str, *, max_cost: float | None = None, **_: Any) -> Any:
+        started.append(run_command(job, action, max_cost))
+        raise server_module.Refused(418, "not started in this test")
+
+    monkeypatch.setattr(server_module, "start_run", start_run)
+    api = client(tmp_path)
+    job = keys(api)[JOB_ID]
+    assert job["can_resume"] is True and job["resume_command"].endswith("--resume --max-cost USD")
+    assert job["next_command"] == job["resume_command"] == load_status(checkpoint).next_command
+    # A plain resume would stop again at once: refused, with the command that needs the new budget.
+    answer = api.post(f"/api/jobs/{JOB_ID}/resume", headers=POST)
+    assert answer.status_code == 409 and job["resume_command"] in answer.json()["error"]
+    spent = job["cost_usd"]
+    assert api.post(f"/api/jobs/{JOB_ID}/resume?max_cost={spent}", headers=POST).status_code == 422
+    assert started == []
+    assert api.post(f"/api/jobs/{JOB_ID}/resume?max_cost=2.5", headers=POST).status_code == 418
+    assert started == [[sys.executable, "-m", "enrichkit", "--input", str(tmp_path / "spent" / "input.csv"),
+                        "--output", str(tmp_path / "spent" / "out" / "enriched.csv"), "--resume",
+                        "--max-cost", "2.5"]]
+
+
 @pytest.fixture
 def stand_in_run(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """A process standing in for a live run: its checkpoint names it, SIGINT ends it."""

@@ -26,6 +26,7 @@ from enrichkit.errors import ConfigError
 from enrichkit.jobfiles import Owner
 from enrichkit.jobs.cli import main
 from enrichkit.jobs.state import decide_state, load_status, process_alive
+from enrichkit.notify import build_summary
 from enrichkit.output import output_columns
 from enrichkit.records import RecordIds
 
@@ -194,6 +195,29 @@ def test_resume_and_retry_commands_name_only_the_files(jobs: Any, tmp_path: Path
     assert state["retry_failed_command"].endswith(f"--output {out} --retry-failed")
     moved = checkpoint.rename(tmp_path / "elsewhere.progress.json")  # not beside the output: named
     assert f"--checkpoint {moved} --resume" in as_json(jobs("status", str(moved), "--json"))["resume_command"]
+
+
+@pytest.mark.parametrize(("status", "failed", "pending", "command"), [
+    ("budget_exhausted", (3,), (5, 6), "--resume --max-cost USD"),
+    ("interrupted", (3,), (5, 6), "--resume"),
+    ("completed_with_failures", (3,), (), "--retry-failed"),
+    ("completed", (), (), None),
+])
+def test_status_its_json_and_the_webhook_give_the_same_command_to_continue(
+        jobs: Any, tmp_path: Path, status: str, failed: tuple[int, ...], pending: tuple[int, ...],
+        command: str | None) -> None:
+    checkpoint = write_job(tmp_path, failed=failed, pending=pending, status=status)
+    job = load_status(checkpoint)
+    state = as_json(jobs("status", str(checkpoint), "--json"))
+    text = jobs("status", str(checkpoint)).out
+    report = {"status": status, "counts": {"pending": len(pending), "failed": len(failed)}}
+    webhook = build_summary(report, job.paths, host="here")["resume_command"]
+    assert state["next_command"] == webhook == job.next_command
+    if command is None:
+        assert webhook is None and "no: nothing left to do" in text
+        return
+    assert webhook.endswith(f"--output {job.paths.output} {command}")
+    assert webhook in text and webhook in (state["resume_command"], state["retry_failed_command"])
 
 
 def test_status_of_a_job_with_failures_points_at_retry_failed(jobs: Any, failing: Path) -> None:

@@ -23,7 +23,7 @@ import requests
 import tenacity
 
 from enrichkit.jobfiles import JobPaths
-from enrichkit.jobs.state import continue_command
+from enrichkit.jobs.state import next_command
 from enrichkit.redact import redact, redact_tree
 
 TRIES = 3
@@ -40,13 +40,7 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
     status = str(report.get("status", "?"))
     exit_code = report.get("exit_code")
     pending, failed = int(counts.get("pending") or 0), int(counts.get("failed") or 0)
-    command = None
-    if pending:
-        command = continue_command(paths)
-        if status == "budget_exhausted":
-            command += " --max-cost USD"
-    elif failed:
-        command = continue_command(paths, "--retry-failed")
+    command = next_command(paths, status, pending=pending, failed=failed)
     cost = float(report.get("cost_usd") or 0.0)
     rate = report.get("records_per_minute")
     wall = float(report.get("wall_seconds") or 0.0)

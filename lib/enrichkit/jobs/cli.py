@@ -19,6 +19,7 @@ from enrichkit.edge import error_edge
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
 from enrichkit.jobs.state import (
+    ACTIVE,
     AmbiguousJob,
     JobStatus,
     find_checkpoints,
@@ -251,7 +252,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         where = args.output
         result = export_job(job, fmt, checked_target(args.output, job.paths), order=args.order)
     notes = []
-    if job.state in ("running", "starting"):
+    if job.state in ACTIVE:
         notes.append("the job is running: these are the rows so far")
     if args.order == "input":
         notes.append("in input order")

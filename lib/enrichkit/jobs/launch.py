@@ -41,8 +41,10 @@ def run_folder(job: JobStatus, fallback: Path) -> Path:
     return fallback
 
 
-def run_command(job: JobStatus, action: str) -> list[str]:
-    return [sys.executable, "-m", "enrichkit", *job.resume_args(ACTIONS[action])]
+def run_command(job: JobStatus, action: str, max_cost: float | None = None) -> list[str]:
+    """The run's command line; `max_cost` is a new --max-cost (a job that spent its budget needs one)."""
+    budget = ["--max-cost", repr(float(max_cost))] if max_cost is not None else []
+    return [sys.executable, "-m", "enrichkit", *job.resume_args(ACTIONS[action]), *budget]
 
 
 @dataclass
@@ -79,11 +81,11 @@ class Launch:
                 "message": self.last_line() if code not in (None, 0) else ""}
 
 
-def start_run(job: JobStatus, action: str, *, fallback_cwd: Path, settle: float = 3.0,
+def start_run(job: JobStatus, action: str, *, fallback_cwd: Path, max_cost: float | None = None, settle: float = 3.0,
               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Launch:
     """Start the run detached (its own session: stopping the server leaves it running) and wait until
     it holds the job's lock or has exited, for at most `settle` seconds, so the caller can say which."""
-    command = run_command(job, action)
+    command = run_command(job, action, max_cost)
     log = log_path(job)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

@@ -4,7 +4,7 @@
     GET  /api/jobs                           every job: the fields of `jobs.py status --json`, plus `key`
     GET  /api/jobs/{key}                     one job, plus its last errors, latest rows, fields
     GET  /api/jobs/{key}/download/{fmt}      the output so far: csv | jsonl | xlsx (?order=input)
-    POST /api/jobs/{key}/cancel|resume|retry-failed
+    POST /api/jobs/{key}/cancel|resume|retry-failed   (resume, retry-failed: ?max_cost=USD sets a new budget)
 
 Safety: bound to loopback, the server answers only requests addressed to a loopback name (a web page
 whose DNS name was rebound to 127.0.0.1 gets 403). Every POST needs the server's token in the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import secrets
 import socket
 import sys
@@ -181,7 +182,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
                "denied": f"not allowed to signal PID {result.pid} (another user's process)"}
         raise Refused(409, why.get(result.outcome, result.outcome))
 
-    def start(key: str, action: str) -> Response:
+    def start(key: str, action: str, max_cost: float | None) -> Response:
         found = readable(key)
         job = found.job
         assert job is not None
@@ -191,7 +192,13 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
             raise Refused(409, f"nothing to resume: the job is {job.state} with {job.pending} pending")
         if action == "retry-failed" and not job.can_retry_failed:
             raise Refused(409, f"nothing to retry: the job is {job.state} with {job.failed} failed")
-        launch = start_run(job, action, fallback_cwd=Path.cwd(), settle=settle)
+        spent = job.cp.totals.cost_usd
+        if max_cost is None and job.state == "budget_exhausted":
+            raise Refused(409, f"the job spent its budget (${spent:.4f}): give a higher one (max_cost=USD), "
+                               f"or run: {job.command(ACTIONS[action])}")
+        if max_cost is not None and not (math.isfinite(max_cost) and max_cost > spent):
+            raise Refused(422, f"max_cost must be more than the ${spent:.4f} the job has spent, not {max_cost:g}")
+        launch = start_run(job, action, fallback_cwd=Path.cwd(), max_cost=max_cost, settle=settle)
         launches.add(key, launch)
         state = launch.to_json()
         if state["running"]:
@@ -204,12 +211,12 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         raise Refused(409, f"{action} exited with code {state['exit_code']}: {state['message']}")
 
     @app.post("/api/jobs/{key}/resume")
-    def resume(key: str) -> Response:
-        return start(key, "resume")
+    def resume(key: str, max_cost: float | None = None) -> Response:
+        return start(key, "resume", max_cost)
 
     @app.post("/api/jobs/{key}/retry-failed")
-    def retry_failed(key: str) -> Response:
-        return start(key, "retry-failed")
+    def retry_failed(key: str, max_cost: float | None = None) -> Response:
+        return start(key, "retry-failed", max_cost)
 
     assert set(ACTIONS) == {"resume", "retry-failed"}
     return app

@@ -122,7 +122,14 @@ class JobStatus:
         return continue_args(self.paths, flag)
 
     def command(self, flag: str = "--resume") -> str:
-        return continue_command(self.paths, flag)
+        return continue_command(self.paths, flag, self.state)
+
+    @property
+    def next_command(self) -> str | None:
+        """The command that continues this job now; None while a run is active or when nothing is left."""
+        if self.state not in STOPPED:
+            return None
+        return next_command(self.paths, self.state, pending=self.pending, failed=self.failed)
 
     def to_json(self) -> dict[str, Any]:
         cp, t = self.cp, self.cp.totals
@@ -167,6 +174,8 @@ class JobStatus:
             "can_retry_failed": self.can_retry_failed,
             "resume_command": self.command() if self.can_resume else None,
             "retry_failed_command": self.command("--retry-failed") if self.can_retry_failed else None,
+            "next_command": self.next_command,
+            "max_cost": cp.options.get("max_cost"),
             "input": str(self.paths.input),
             "output": str(self.paths.output),
             "stages": cp.stages,
@@ -188,8 +197,23 @@ def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     return [*args, flag]
 
 
-def continue_command(paths: JobPaths, flag: str = "--resume") -> str:
-    return "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+def continue_command(paths: JobPaths, flag: str = "--resume", state: str = "") -> str:
+    """The command line that continues a job in `state` (`flag`: --resume or --retry-failed). A job that
+    spent its budget stops again at once without a higher one, which only its owner can choose:
+    `--max-cost USD` stands for it."""
+    command = "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+    return command + " --max-cost USD" if state == "budget_exhausted" else command
+
+
+def next_command(paths: JobPaths, state: str, *, pending: int, failed: int) -> str | None:
+    """The one command that continues a stopped job: resume its pending records, else retry its failed
+    ones; None when nothing is left. `jobs.py status`, its --json, the dashboard and the run's webhook
+    all show this one."""
+    if pending:
+        return continue_command(paths, "--resume", state)
+    if failed:
+        return continue_command(paths, "--retry-failed", state)
+    return None
 
 
 def _same_path(a: Path, b: Path) -> bool:

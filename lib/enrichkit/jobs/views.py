@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.jobs.audit import Validation
-from enrichkit.jobs.state import JobStatus
+from enrichkit.jobs.state import ACTIVE, JobStatus
 from enrichkit.progress import format_duration
 
 LIST_HEADER = (f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  "
@@ -100,20 +100,20 @@ def error_text(error: dict[str, Any] | None) -> str:
 
 def next_step(job: JobStatus) -> str:
     checkpoint = show_path(job.paths.checkpoint)
-    if job.state in ("running", "starting"):
+    if job.state in ACTIVE:
         return f"no: a run is active; stop it with: python scripts/jobs.py cancel {checkpoint}"
     if job.state == "unknown":
         return "unknown: look on the host that runs it"
-    if job.can_resume:
-        command = job.command()
-        if job.state == "budget_exhausted":
-            return f"yes, with a higher budget: {command} --max-cost USD"
-        if job.state == "failed":
-            return f"yes, once the cause is fixed: {command}"
-        return f"yes: {command}"
-    if job.can_retry_failed:
-        return "no, nothing pending; retry the failures: " + job.command("--retry-failed")
-    return "no: nothing left to do"
+    command = job.next_command
+    if command is None:
+        return "no: nothing left to do"
+    if not job.can_resume:
+        return "no, nothing pending; retry the failures: " + command
+    if job.state == "budget_exhausted":
+        return f"yes, with a higher budget: {command}"
+    if job.state == "failed":
+        return f"yes, once the cause is fixed: {command}"
+    return f"yes: {command}"
 
 
 def list_line(item: JobStatus | tuple[Path, str]) -> str:
