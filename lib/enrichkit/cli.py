@@ -229,12 +229,12 @@ def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:
     exit code; a Ctrl+C while it waits abandons it at once."""
     if not url:
         return
-    from enrichkit.notify import build_summary, send_summary
+    from enrichkit.notify import notify_run_end
     from enrichkit.stopping import StopSignal
 
     waiting = StopSignal(drain_seconds=0)
     with _signals(waiting):
-        warning = send_summary(url, build_summary(report, paths), should_stop=waiting)
+        warning = notify_run_end(url, report, paths, should_stop=waiting)
     if warning:
         log.warning("%s", warning)
 
@@ -264,8 +264,6 @@ def api_key() -> str:
     key = os.environ.get(name) or ""
     if not key:
         raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file")
-    register_secret(key)
-    register_secret(key.strip().strip("\"'“”‘’"))
     bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
     if bad:
         kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
