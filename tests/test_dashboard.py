@@ -20,9 +20,11 @@ from fastapi.testclient import TestClient
 from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
 from enrichkit.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from enrichkit.jobs import server as server_module
+from enrichkit.jobs.catalog import Secrets
 from enrichkit.jobs.launch import log_path, run_command
 from enrichkit.jobs.server import create_app
 from enrichkit.jobs.state import load_status
+from enrichkit.redact import forget_secrets, register_secret
 from enrichkit.runlock import RunLock
 from test_jobs import JOB_ID, set_updated, write_job
 
@@ -211,6 +213,19 @@ def test_the_api_key_never_appears_in_anything_served(folder: Path, monkeypatch:
     assert "***" in served[4].text  # the output row that held it
     for text in texts:
         assert API_KEY not in text and dotenv_key not in text
+
+
+def test_the_dashboard_masks_its_keys_and_this_process_registered_ones_in_every_form(tmp_path: Path) -> None:
+    secrets = Secrets({"GOOGLE_API_KEY": "dash/key+0123456789", "OTHER_TOKEN": "not-a-gemini-secret"})
+    register_secret("process-key-0123456789")
+    try:
+        tree = {"k dash/key+0123456789": ["dash%2Fkey%2B0123456789", ("process-key-0123456789", 3)],
+                "kept": "not-a-gemini-secret dash%2Fkey+0123456789"}
+        assert secrets.redactor.redact_tree(tree) == {"k ***": ["***", ["***", 3]],
+                                                      "kept": "not-a-gemini-secret dash%2Fkey+0123456789"}
+    finally:
+        forget_secrets()
+    assert secrets.redactor.redact("process-key-0123456789") == "process-key-0123456789"  # forgotten
 
 
 def test_an_internal_error_is_json_without_a_traceback(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import threading
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,30 +25,22 @@ from enrichkit.errors import ConfigError
 from enrichkit.jobs.state import JobStatus, find_checkpoints, load_status, recency
 from enrichkit.output import RECORD_ID
 from enrichkit.readback import scan_output
-from enrichkit.redact import redact
+from enrichkit.redact import DEFAULT, Redactor
 
 _SECRET_NAME = re.compile(r"^(GEMINI|GOOGLE)_\w*(KEY|TOKEN|SECRET)", re.IGNORECASE)
 _TAIL_BYTES = 256 * 1024
-MASK = "***"
 
 
 class Secrets:
-    """The API key values (any GEMINI_*/GOOGLE_* key, token or secret, from the environment and from the
-    `.env` of the server's folder and of each job's folder), masked in everything the server sends."""
+    """Where the dashboard finds the API key values it masks in everything it sends (any GEMINI_*/GOOGLE_*
+    key, token or secret, from the environment and from the `.env` of the server's folder and of each
+    job's folder); `redactor` masks them, and whatever this process registered itself."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.redactor = Redactor(also=DEFAULT)
         self._lock = threading.Lock()
-        self._forms: tuple[str, ...] = ()
         self._read: set[Path] = set()
-        self.add_values(v for k, v in (os.environ if env is None else env).items() if _SECRET_NAME.match(k))
-
-    def add_values(self, values: Any) -> None:
-        forms = set(self._forms)
-        for value in values:
-            if value and len(value) >= 6:
-                forms |= {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
-        with self._lock:
-            self._forms = tuple(sorted(forms, key=len, reverse=True))
+        self.redactor.add_all(v for k, v in (os.environ if env is None else env).items() if _SECRET_NAME.match(k))
 
     def add_env_file(self, folder: Path) -> None:
         """Read `folder/.env` once (a job's key may live only there)."""
@@ -63,22 +54,7 @@ class Secrets:
                 found = dotenv_values(path)
             except (OSError, UnicodeDecodeError, ValueError):
                 return
-            self.add_values(v for k, v in found.items() if _SECRET_NAME.match(k) and v)
-
-    def clean(self, text: str) -> str:
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, MASK)
-        return redact(text)  # and whatever this process registered itself
-
-    def clean_tree(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.clean(value)
-        if isinstance(value, dict):
-            return {self.clean(str(k)): self.clean_tree(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.clean_tree(v) for v in value]
-        return value
+            self.redactor.add_all(v for k, v in found.items() if _SECRET_NAME.match(k))
 
 
 @dataclass

@@ -79,7 +79,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
     def reply(data: Any, status: int = 200) -> Response:
         import json
 
-        body = json.dumps(secrets_.clean_tree(data), ensure_ascii=False)
+        body = json.dumps(secrets_.redactor.redact_tree(data), ensure_ascii=False)
         return Response(body, status_code=status, media_type="application/json")
 
     def entry(key: str) -> Entry:
@@ -127,7 +127,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
     def html() -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
         text = (page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce)
-                .replace("{{DIR}}", _escape(secrets_.clean(str(catalog.root)))))
+                .replace("{{DIR}}", _escape(secrets_.redactor.redact(str(catalog.root)))))
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
         return HTMLResponse(text, headers={"content-security-policy": csp})
@@ -162,7 +162,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         folder = Path(tempfile.mkdtemp(prefix="enrichkit-export-"))
         target = folder / f"{job.paths.output.stem}.{fmt}"
         try:
-            export_job(job, fmt, target, order=order, clean=secrets_.clean)
+            export_job(job, fmt, target, order=order, clean=secrets_.redactor.redact)
         except BaseException:
             _remove(folder)
             raise
