@@ -9,7 +9,7 @@ from enrichkit.checkpoint import read_checkpoint
 from enrichkit.errors import EXIT_OK
 from enrichkit.plan import RunOptions, plan_job
 from enrichkit.progress import format_duration
-from enrichkit.providers.gemini import full_prompt
+from enrichkit.providers.gemini import build_request
 from enrichkit.scan import PendingScan
 
 # Guesses, printed as such: what an answer costs beyond its JSON, and how long a call takes.
@@ -61,17 +61,18 @@ def dry_run(options: RunOptions, out: TextIO | None = None) -> int:
     for stage in stages.stages:
         if stage.kind == "llm" and stage.prompt is not None:
             model = stages.model_for(stage, options.model)
-            prompt = full_prompt(stage, stage.prompt.render(values), model, pricing.aliases)
+            request = build_request(stage, stage.prompt.render(values), model, pricing.aliases)
             if stage is llm[0]:
-                w(f"\nfirst prompt ({stage.name}, {model}, row {first.row if first else '-'}):\n{prompt}\n\n")
-            t_in = len(prompt) // 4 + 1
+                w(f"\nfirst prompt ({stage.name}, {model}, row {first.row if first else '-'}):\n"
+                  f"{request.payload['prompt']}\n\n")
+            t_in = request.input_tokens
             t_out = OUTPUT_TOKENS_PER_FIELD * len(stage.fields)
             thinking = _thinking_guess(stage.settings)
             if thinking:
                 assumptions.append(f"{stage.name}: {thinking} thinking tokens an answer (billed as output)")
             charge = pricing.charge(model, prompt_tokens=t_in, output_tokens=t_out + thinking, grounded=stage.search,
                                     search_queries=SEARCH_QUERIES if stage.search else 0,
-                                    flex=stage.settings.get("service_tier") == "flex")
+                                    flex=request.payload["flex"])
             if stage.search:
                 grounded += 1
                 price = pricing.lookup(model)

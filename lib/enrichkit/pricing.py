@@ -75,9 +75,11 @@ class Pricing:
         units = 0
         if grounded:
             units = search_queries if price.grounding == "query" else 1
-        with self._lock:
-            free = min(units, self._free_left)
-            self._free_left -= free
+        free = 0
+        if units and self._free_left:  # the allowance only shrinks: once spent (or 0), no lock is needed
+            with self._lock:
+                free = min(units, self._free_left)
+                self._free_left -= free
         return Charge(tokens, (units - free) * price.grounding_per_1000 / 1000)
 
 

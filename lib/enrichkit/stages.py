@@ -128,11 +128,6 @@ class Stage:
     raw: dict[str, Any] = field(default_factory=dict)  # the TOML table, for the fingerprint
 
     @property
-    def temperature(self) -> float | None:
-        value = self.settings.get("temperature")
-        return None if value is None else float(value)
-
-    @property
     def source_fields(self) -> list[str]:
         """The columns a grounded stage adds after its fields: sources, queries, whether it was grounded."""
         if self.kind == "llm" and self.search and self.sources:

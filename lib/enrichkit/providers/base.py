@@ -9,6 +9,7 @@ a provider only knows how to ask and how to read the answer (and, for Gemini, wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class Request:
     pace: str | None = None
     input_tokens: int = 0
 
-    @property
+    @functools.cached_property
     def cache_key(self) -> str | None:
         if self.material is None:
             return None

@@ -60,6 +60,20 @@ def full_prompt(stage: Stage, rendered: str, model: str = "", aliases: dict[str,
     return rendered
 
 
+def build_request(stage: Stage, rendered: str, model: str, aliases: dict[str, str] | None = None) -> Request:
+    """One llm call as it is sent (and as `--dry-run` shows and prices it): the prompt, the settings, whether the
+    answer is asked as JSON, the response schema, and the input tokens the limiter reserves for it."""
+    prompt = full_prompt(stage, rendered, model, aliases)
+    settings = {k: v for k, v in stage.settings.items() if k not in ("rpm", "tpm")}
+    json_mode = not stage.search or generation(model, aliases) >= 3
+    schema = json_schema(stage)
+    payload = {"model": model, "prompt": prompt, "rendered": rendered, "settings": settings, "json_mode": json_mode,
+               "schema": schema, "flex": settings.get("service_tier") == "flex"}
+    material = {"kind": "llm", "model": model, "prompt": prompt, "settings": settings, "search": stage.search,
+                "schema": schema, "json_mode": json_mode}
+    return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
+
+
 class GeminiProvider:
     """One shared `genai.Client` for all workers; the SDK's own retry is off (enrichkit's does the work)."""
 
@@ -73,6 +87,7 @@ class GeminiProvider:
 
         self._types = types
         self._stages = stages
+        self._configs: dict[tuple[str, bool], Any] = {}  # (stage, JSON answer) -> its GenerateContentConfig
         self._pricing = pricing
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
@@ -129,17 +144,17 @@ class GeminiProvider:
         return self._request(request.stage, request.payload["rendered"], model)
 
     def _request(self, stage: Stage, rendered: str, model: str) -> Request:
-        aliases = self._pricing.aliases
-        prompt = full_prompt(stage, rendered, model, aliases)
-        settings = {k: v for k, v in stage.settings.items() if k not in ("rpm", "tpm")}
-        json_mode = not stage.search or generation(model, aliases) >= 3
-        payload = {"model": model, "prompt": prompt, "rendered": rendered, "settings": settings,
-                   "json_mode": json_mode}
-        material = {"kind": "llm", "model": model, "prompt": prompt, "settings": settings, "search": stage.search,
-                    "schema": json_schema(stage), "json_mode": json_mode}
-        return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
+        return build_request(stage, rendered, model, self._pricing.aliases)
 
     def _config(self, stage: Stage, payload: dict[str, Any]) -> Any:
+        """The SDK's config for a stage: the same for each of its calls (JSON or not), so made once."""
+        key = (stage.name, payload["json_mode"])
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = self._make_config(stage, payload)
+        return config
+
+    def _make_config(self, stage: Stage, payload: dict[str, Any]) -> Any:
         types = self._types
         settings = payload["settings"]
         config: dict[str, Any] = {"automatic_continuation": False,  # one call is one request (and one slot)
@@ -159,14 +174,14 @@ class GeminiProvider:
             config["tools"] = [types.Tool(google_search=types.GoogleSearch())]
         if payload["json_mode"]:
             config["response_mime_type"] = "application/json"
-            config["response_json_schema"] = json_schema(stage)
+            config["response_json_schema"] = payload["schema"]
         return types.GenerateContentConfig(**config)
 
     def call(self, request: Request) -> Answer:
         stage, payload = request.stage, request.payload
         response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
                                                         config=self._config(stage, payload))
-        flex = payload["settings"].get("service_tier") == "flex"
+        flex = payload["flex"]
         try:
             reply = read_reply(response, payload["model"])
         except StageFailure as failure:
