@@ -19,11 +19,12 @@ from enrichkit.output import BOM, ID_COLUMN, JOB_COLUMN, RECORD_ID
 _TAIL_CHUNK = 1 << 20
 
 
-def file_crc32(path: Path, size: int) -> int | None:
-    """CRC-32 of the first `size` bytes of `path`; None when the file is shorter."""
-    crc = 0
-    left = size
+def file_crc32(path: Path, size: int, *, start: int = 0, crc: int = 0) -> int | None:
+    """CRC-32 of bytes `start` to `size` of `path`, continuing `crc` (the CRC of what comes before `start`);
+    None when the file is shorter."""
+    left = size - start
     with open(path, "rb") as f:
+        f.seek(start)
         while left > 0:
             chunk = f.read(min(left, _TAIL_CHUNK))
             if not chunk:
@@ -86,7 +87,7 @@ def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[st
     rec.from_offset = start
     rec.header_found = True
     rec.size = size - rec.torn_bytes
-    rec.crc32 = _extend_crc(path, start, start_crc, rec.size)
+    rec.crc32 = file_crc32(path, rec.size, start=start, crc=start_crc) or 0
     return rec
 
 
@@ -162,19 +163,6 @@ def _not_utf8(path: Path) -> ConfigError:
     return ConfigError(f"{path}: line {line} is not UTF-8 (the file was re-saved in another encoding, e.g. by Excel "
                        "as 'CSV (Comma delimited)'); save it as 'CSV UTF-8', or put back the file enrichkit wrote, "
                        "then --resume")
-
-
-def _extend_crc(path: Path, start: int, crc: int, size: int) -> int:
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = size - start
-        while left > 0:
-            chunk = f.read(min(left, _TAIL_CHUNK))
-            if not chunk:
-                break
-            crc = zlib.crc32(chunk, crc)
-            left -= len(chunk)
-    return crc
 
 
 def header_line(columns: Sequence[str]) -> bytes:
