@@ -1,9 +1,10 @@
 """`make bench` Q rows: enrichkit's pace against a quota counted over windows, beside a naive script.
 
 Each row runs the real CLI (`bench/scaled_enrich.py`, enrich.py's `main` with the limiter's window
-set to the stand-in's) as a subprocess against the stand-in (`quota_standin.py`), 20 workers, 0.2 s
-latency, one LLM stage. The window is scaled down (6 s instead of 60 s; the quota, the rpm given,
-Google-like delays and the naive script's sleeps scale with it) so that one run fills many windows.
+set to the stand-in's) as a subprocess against the stand-in (`scripts/fake_gemini.py`, its quota
+counted over sliding or fixed windows), 20 workers, 0.2 s latency, one LLM stage. The window is
+scaled down (6 s instead of 60 s; the quota, the rpm given, Google-like delays and the naive script's
+sleeps scale with it) so that one run fills many windows.
 
 Figures come from the stand-in's side, sampled every 0.1 s: the rate is the answers it gave 200 per
 second, from the first request (after the row's warm-up) to the last success, over the cap; the 429
@@ -27,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from quota_standin import quota_gemini, window_origin
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the stand-in, when run alone
+
+from fake_gemini import FakeGemini
 
 BENCH = Path(__file__).resolve().parent
 WINDOW = 6.0  # seconds; the real quota's 60 s, scaled by SCALE
@@ -81,7 +84,7 @@ class Sampler:
 
     def __init__(self, fake: Any) -> None:
         self.fake, self.samples = fake, []  # type: list[tuple[float, int, int, int]]
-        self.origin = window_origin(fake)
+        self.origin = fake.origin  # where its fixed windows start, on this process's monotonic clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -152,8 +155,8 @@ def run_row(row: Row, work: Path, lib: Path, stages: Path, env: dict[str, str]) 
     src = work / f"{row.key}.csv"
     write_input(src, row.records)
     out = work / f"{row.key}.out.csv"
-    fake = quota_gemini(rpm=QUOTA, window=WINDOW, window_mode=row.window_mode, rpm_delay=row.rpm_delay,
-                        latency=LATENCY, rate_limit_rate=row.noise, seed=11)
+    fake = FakeGemini(rpm=QUOTA, window=WINDOW, window_mode=row.window_mode, rpm_delay=row.rpm_delay,
+                      latency=LATENCY, rate_limit_rate=row.noise, seed=11)
     with fake:
         env = {**env, "GEMINI_BASE_URL": fake.url}
         if row.naive:

@@ -5,10 +5,11 @@ long to wait, and asks again then; a request reaches the quota after some networ
 answered `latency` seconds later, when the worker reports `on_success` or `on_rate_limited` (the
 limiter tells workers apart by `worker=`, here the simulated worker's number). Same seed, same run.
 
-The quotas count what the server admits, as `scripts/fake_gemini.py` does: over a sliding window or
-fixed windows, with "exact" delays (until a slot frees or the window ends) or Google-like ones
-(uniform in [window/3, window], whatever the quota's state), in whole seconds, at least 1. `noise`
-is the share of admitted requests answered 429 anyway (1 s, no quota named), as a loaded API does.
+The quotas count what the server admits with the stand-in's own code (`gemini_standin.quota`): over a
+sliding window or fixed windows, with "exact" delays (until a slot frees or the window ends, in whole
+seconds, at least 1) or Google-like ones (uniform in [window/3, window], whatever the quota's state),
+as its RetryInfo says them. `noise` is the share of admitted requests answered 429 anyway (1 s, no
+quota named), as a loaded API does.
 """
 
 from __future__ import annotations
@@ -16,55 +17,48 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.limiter import Limiter
+from gemini_standin.quota import QuotaWindow, retry_delay
 
 
 class SlidingQuota:
-    """At most `cap` requests admitted in any `window` seconds."""
+    """At most `cap` requests admitted in any `window` seconds, counted by the stand-in's own `QuotaWindow`
+    on the simulation's clock; a 429's delay is the RetryInfo the stand-in would send (`delays` is its
+    rpm_delay: "exact", "precise" or "google")."""
+
+    mode = "sliding"
 
     def __init__(self, cap: int, window: float = 60.0, delays: str = "exact", seed: int = 0) -> None:
         self.cap, self.window, self.delays, self.rng = cap, window, delays, random.Random(seed)
-        self._admitted: deque[float] = deque()
+        self.origin = 0.0
+        self._count = QuotaWindow()
 
     def admit(self, t: float) -> float | None:
         """None when admitted at time `t`, else the 429's retry delay."""
-        while self._admitted and self._admitted[0] <= t - self.window:
-            self._admitted.popleft()
-        if len(self._admitted) < self.cap:
-            self._admitted.append(t)
+        wait = self._count.wait(t, 1, self.cap, self.window, self.mode, self.origin)
+        if wait is None:
+            self._count.record(t, 1, self.mode)
             return None
-        return self._delay(self._admitted[0] + self.window - t)
-
-    def _delay(self, exact: float) -> float:
-        seconds = self.rng.uniform(self.window / 3, self.window) if self.delays == "google" else exact
-        return float(max(1, math.ceil(seconds)))
+        _, retry_info = retry_delay(self.delays, wait, self.window, self.rng)
+        return float(retry_info.removesuffix("s"))  # what a client reads
 
 
 class FixedQuota(SlidingQuota):
     """At most `cap` requests admitted per window [k*window - phase, (k+1)*window - phase)."""
 
+    mode = "fixed"
+
     def __init__(self, cap: int, window: float = 60.0, delays: str = "exact", seed: int = 0,
                  phase: float = 0.0) -> None:
         super().__init__(cap, window, delays, seed)
-        self.phase = phase
-        self._index, self._count = -1, 0
-
-    def admit(self, t: float) -> float | None:
-        index = math.floor((t + self.phase) / self.window)
-        if index != self._index:
-            self._index, self._count = index, 0
-        if self._count < self.cap:
-            self._count += 1
-            return None
-        return self._delay((index + 1) * self.window - self.phase - t)
+        self.origin = -phase
 
     def window_start(self, t: float) -> float:
         """The start of the first window beginning at or after `t`."""
-        return math.ceil((t + self.phase) / self.window) * self.window - self.phase
+        return math.ceil((t - self.origin) / self.window) * self.window + self.origin
 
 
 @dataclass

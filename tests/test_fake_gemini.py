@@ -358,8 +358,12 @@ def test_token_window_counts_amounts() -> None:
 def test_rpm_quota_in_both_window_modes(serve: Any, mode: str) -> None:
     fake = serve(rpm=2, window=60, window_mode=mode, rpm_delay="precise")
     assert [generate_raw(fake)[0] for _ in range(3)] == [200, 200, 429]
+    before = time.monotonic()
     retry = generate_raw(fake)[1]["error"]["details"][-1]["retryDelay"]
+    after = time.monotonic()
     assert 0 < float(retry[:-1]) <= 60 and "." in retry
+    if mode == "fixed":  # until the window that began at `origin` (this process's monotonic clock) ends
+        assert fake.origin + 60 - after - 0.001 <= float(retry[:-1]) <= fake.origin + 60 - before + 0.001
     assert fake.stats()["faults"] == {"rpm": 2} and fake.stats()["by_status"] == {"200": 2, "429": 2}
 
 

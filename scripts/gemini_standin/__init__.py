@@ -14,7 +14,7 @@ from .cli import main, parse_args
 from .config import CHOICES, RUNTIME_KEYS, FakeConfig, coerce
 from .faults import ANSWER_FAULTS, DOCS, ERROR_FAULTS, FAULTS, HTML_502, error_fault, quota_error, quota_ids
 from .grounding import TOKEN_PREFIX, target_of, token_of, wrap
-from .quota import QuotaWindow, duration, retry_delay
+from .quota import QuotaWindow, duration, google_delay, retry_delay
 from .server import FakeGemini
 from .values import SCHEMA_MARKER, make_value, requested_schema, schema_type
 from .wire import RPC, Raw, Reply, error_body, pick, prompt_text
@@ -23,7 +23,7 @@ __all__ = [
     "ANSWER_FAULTS", "CATALOGUE", "CHOICES", "DOCS", "EMBED_METHODS", "ERROR_FAULTS", "FAULTS", "GENERATE_METHODS",
     "HTML_502", "RETIRED", "RPC", "RUNTIME_KEYS", "SAFETY_RATINGS", "SCHEMA_MARKER", "TOKEN_PREFIX", "Answer",
     "FakeConfig", "FakeGemini", "ModelInfo", "QuotaWindow", "Raw", "Reply", "answer", "coerce", "duration",
-    "error_body", "error_fault", "loop_text", "main", "make_value", "not_found", "parse_args", "pick", "prompt_text",
-    "quota_error", "quota_ids", "requested_schema", "resource", "retry_delay", "schema_type", "target_of",
-    "thought_tokens", "token_of", "usage", "wrap",
+    "error_body", "error_fault", "google_delay", "loop_text", "main", "make_value", "not_found", "parse_args", "pick",
+    "prompt_text", "quota_error", "quota_ids", "requested_schema", "resource", "retry_delay", "schema_type",
+    "target_of", "thought_tokens", "token_of", "usage", "wrap",
 ]

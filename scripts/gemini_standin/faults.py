@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from .quota import duration
+from .quota import duration, google_delay
 from .wire import RPC, Raw, Reply, error_body
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def quota_error(model: str, violations: list[tuple[str, int | None]], delay: flo
 def error_fault(fault: str, model: str, window: float, draw: float, free: bool, key: str | None = None) -> Reply:
     """The reply of an error fault; `draw` in [0, 1) picks its retry delay; `key` is the API key received."""
     if fault == "minute_429":  # a per-minute quota hit: Google-like 20-60 s (scaled with the window)
-        delay = window / 3 + draw * window * 2 / 3
+        delay = google_delay(window, draw)
         return quota_error(model, [("minute", 1000)], delay, duration(delay, window), free)
     if fault == "day_429":  # the per-day quota: its RetryInfo is short, not a day
         delay = window * (0.05 + draw * 0.35)

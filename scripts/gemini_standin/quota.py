@@ -44,13 +44,19 @@ def duration(seconds: float, window: float) -> str:
     return f"{max(1, int(seconds))}s" if window >= 60 else f"{max(0.001, seconds):.3f}s"
 
 
+def google_delay(window: float, draw: float) -> float:
+    """A per-minute 429's delay as Google's look: 20-60 s for a 60 s window, whatever the quota's state;
+    `draw` in [0, 1) picks it."""
+    return window / 3 + draw * window * 2 / 3
+
+
 def retry_delay(mode: str, wait: float, window: float, rng: random.Random) -> tuple[float, str]:
     """(seconds for the message, RetryInfo.retryDelay) of a window's 429; `mode` is the rpm_delay setting.
 
     The RNG is drawn from only in "google" mode, so that the other modes leave the fault draws unchanged.
     """
     if mode == "google":
-        wait = window / 3 + rng.random() * window * 2 / 3
+        wait = google_delay(window, rng.random())
         return wait, duration(wait, window)
     if mode == "precise":
         return wait, f"{max(0.001, wait):.3f}s"

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
 from .answers import answer
@@ -43,7 +43,7 @@ class FakeGemini:
         self._thread: threading.Thread | None = None
         self._connections: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._requests, self._tokens = QuotaWindow(), QuotaWindow()
-        self._origin = time.monotonic()  # fixed windows are aligned to multiples of `window` from here
+        self.origin = time.monotonic()  # fixed windows are aligned to multiples of `window` from here (monotonic)
         self._outage_from: float | None = None
         self._outage_base = self._daily_base = 0
         self._stats: dict[str, Any] = {
@@ -62,7 +62,7 @@ class FakeGemini:
     def start(self) -> int:
         """Listen and serve in a daemon thread; returns the port."""
         self._server = _Server((self.config.host, self.config.port), self)
-        self._origin = time.monotonic()
+        self.origin = time.monotonic()
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return int(self._server.server_address[1])
@@ -115,7 +115,7 @@ class FakeGemini:
             if "daily_quota" in changes:  # a new day: the quota counts answers from now
                 self._daily_base = self._stats["answered"]
             if {"window", "window_mode"} & set(changes):
-                self._requests, self._tokens, self._origin = QuotaWindow(), QuotaWindow(), time.monotonic()
+                self._requests, self._tokens, self.origin = QuotaWindow(), QuotaWindow(), time.monotonic()
             config = dataclasses.asdict(self.config)
         masked = {k: config[k] and "***" for k in ("require_key", "deny_key")}
         return {**config, **masked}
@@ -169,7 +169,7 @@ class FakeGemini:
         if match.group(3) == "countTokens":
             with self._lock:
                 self._stats["count_tokens"] += 1
-                refused = self._check_key(key) or self._check_model(model, version, "countTokens")
+                refused = self._check_key(key) or self._check_model(model, version, "countTokens", self._info(model))
             tokens = math.ceil(len(prompt_text(request)) / 4)
             return refused or (200, {"totalTokens": tokens,
                                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
@@ -188,11 +188,8 @@ class FakeGemini:
     def _check_key(self, key: str | None) -> Reply | None:
         return key_refusal(key, self.config.require_key, self.config.deny_key)
 
-    def _check_model(self, model: str, version: str, method: str) -> Reply | None:
-        info = self._info(model)
-        if info is None or (method == "generateContent" and info.kind == "embedding"):
-            return not_found(model, version, method)
-        return None
+    def _check_model(self, model: str, version: str, method: str, info: ModelInfo | None) -> Reply | None:
+        return None if _serves(info, method) else not_found(model, version, method)
 
     def _models(self, version: str, model: str | None, query: dict[str, list[str]], key: str | None) -> Reply:
         """models.get and models.list."""
@@ -208,17 +205,16 @@ class FakeGemini:
             return (200, resource(info)) if info else not_found(model, version, "get")
         return 200, model_page(infos, query)
 
-    def _refuse(self, version: str, model: str, key: str | None, request: dict[str, Any], prompt: str,
-                tokens: int, grounded: bool, now: float) -> tuple[str, Reply] | None:
+    def _refuse(self, version: str, model: str, info: ModelInfo | None, key: str | None, request: dict[str, Any],
+                prompt: str, tokens: int, grounded: bool, now: float) -> tuple[str, Reply] | None:
         """Under the lock: key, model, configuration, poisoned prompt, outage, daily quota, then the windows."""
         cfg = self.config
         refusal = self._check_key(key)
         if refusal:
             return "auth", refusal
-        info = self._info(model)
-        refusal = self._check_model(model, version, "generateContent")
-        if refusal or info is None:
-            return ("retired_model" if model in RETIRED else "unknown_model"), refusal or not_found(model, version, "")
+        if not _serves(info, "generateContent"):
+            kind = "retired_model" if model in RETIRED else "unknown_model"
+            return kind, not_found(model, version, "generateContent")
         config_error = request_error(info, request, grounded)
         if config_error:
             return config_error
@@ -234,7 +230,7 @@ class FakeGemini:
         quotas = [(kind, window, amount, limit) for kind, window, amount, limit in
                   (("rpm", self._requests, 1, cfg.rpm), ("tpm", self._tokens, tokens, cfg.tpm)) if limit]
         for kind, window, amount, limit in quotas:
-            wait = window.wait(now, amount, limit, cfg.window, cfg.window_mode, self._origin)
+            wait = window.wait(now, amount, limit, cfg.window, cfg.window_mode, self.origin)
             if wait is not None:
                 wait, delay = retry_delay(cfg.rpm_delay, wait, cfg.window, self._rng)
                 violation = ("minute" if kind == "rpm" else "tokens", limit)
@@ -255,7 +251,8 @@ class FakeGemini:
             self._stats["generate"] += 1
             self._stats["by_prompt"][hashlib.sha1(prompt.encode(errors="replace")).hexdigest()[:12]] += 1
             self._stats["by_model"][model] += 1
-            refused = self._refuse(version, model, key, request, prompt, p_tokens, grounded, time.monotonic())
+            info = self._info(model)
+            refused = self._refuse(version, model, info, key, request, prompt, p_tokens, grounded, time.monotonic())
             fault = refused[0] if refused else draw_fault(self.config, prompt, self._rng, model)
             cfg = self.config
             jitter = self._rng.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter else 0.0
@@ -269,9 +266,9 @@ class FakeGemini:
             draw, server_error, answer_no = self._rng.random(), self._rng.choice((500, 503)), self._stats["answered"]
             self._stats["grounded"] += grounded and not refused
             self._stats["flex"] += flex and not refused
-            info = self._info(model)
-        if refused or info is None:
-            return refused[1] if refused else not_found(model, version, "generateContent")
+        if refused:
+            return refused[1]
+        assert info is not None  # `_refuse` refuses a model with no info
         if fault == "error":
             return error_fault("internal_500" if server_error == 500 else "overloaded_503", model, 60, 0, False)
         if fault == "rate_limit":
@@ -292,6 +289,11 @@ class FakeGemini:
             self._stats["served_by"][served] += 1
             self._stats["search_queries"] += queries
         return 200, reply
+
+
+def _serves(info: ModelInfo | None, method: str) -> TypeGuard[ModelInfo]:
+    """Is there such a model, and does it answer `method` (an embedding model generates nothing)?"""
+    return info is not None and not (method == "generateContent" and info.kind == "embedding")
 
 
 def _seconds(value: str | None) -> float | None:
