@@ -1,7 +1,7 @@
 """`make bench` Q rows: enrichkit's pace against a quota counted over windows, beside a naive script.
 
-Each row runs the real CLI (`bench/scaled_enrich.py`, enrich.py's `main` with the limiter's window
-set to the stand-in's) as a subprocess against the stand-in (`scripts/fake_gemini.py`, its quota
+Each row runs the real CLI (`scripts/enrich.py`, told the stand-in's window by ENRICHKIT_QUOTA_WINDOW)
+as a subprocess against the stand-in (`scripts/fake_gemini.py`, its quota
 counted over sliding or fixed windows), 20 workers, 0.2 s latency, one LLM stage. The window is
 scaled down (6 s instead of 60 s; the quota, the rpm given, Google-like delays and the naive script's
 sleeps scale with it) so that one run fills many windows.
@@ -9,7 +9,8 @@ sleeps scale with it) so that one run fills many windows.
 Figures come from the stand-in's side, sampled every 0.1 s: the rate is the answers it gave 200 per
 second, from the first request (after the row's warm-up) to the last success, over the cap; the 429
 share is over the requests received in the same span (and over the whole run). Records not done are
-from the CLI's report (failed) and from the output (lost: neither written nor failed).
+from the CLI's report (failed) and from the output (lost: neither written nor failed); the limiter's
+pauses and cuts from the report's `pace`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import dataclasses
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
@@ -30,9 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the stand-in, when run alone
 
+from workload import BENCH, LLM_STAGES, bench_env, write_input
+
 from fake_gemini import FakeGemini
 
-BENCH = Path(__file__).resolve().parent
 WINDOW = 6.0  # seconds; the real quota's 60 s, scaled by SCALE
 SCALE = WINDOW / 60.0
 QUOTA = 120  # requests per window: 1,200 RPM at full scale, as in the issue
@@ -142,33 +143,23 @@ class Sampler:
                 "share_429_all": round(s[-1][3] / max(1, s[-1][1]), 4), "requests": s[-1][1]}
 
 
-def write_input(path: Path, rows: int) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["fund.title", "fund.manager", "poc.email"])
-        for i in range(rows):
-            w.writerow([f"Fund {i:07d}", f"Manager {i % 97}", f"p{i}@m{i % 97}.example.com"])
-
-
-def run_row(row: Row, work: Path, lib: Path, stages: Path, env: dict[str, str]) -> dict[str, Any]:
-    """One row: the stand-in with its quota, the CLI (or the naive script) against it, the figures."""
+def run_row(row: Row, work: Path, tree: Path, stages: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One row: the stand-in with its quota, the CLI of `tree` (or the naive script) against it, the figures."""
     src = work / f"{row.key}.csv"
     write_input(src, row.records)
     out = work / f"{row.key}.out.csv"
     fake = FakeGemini(rpm=QUOTA, window=WINDOW, window_mode=row.window_mode, rpm_delay=row.rpm_delay,
                       latency=LATENCY, rate_limit_rate=row.noise, seed=11)
     with fake:
-        env = {**env, "GEMINI_BASE_URL": fake.url}
+        env = {**env, "GEMINI_BASE_URL": fake.url, "ENRICHKIT_QUOTA_WINDOW": str(WINDOW),
+               "BENCH_LIB": str(tree / "lib")}  # BENCH_LIB: for bench/scaled_enrich.py
         if row.naive:
             cmd = [sys.executable, str(BENCH / "naive_threadpool.py"), str(src), str(out),
                    "--sleep-scale", str(SCALE)]
         else:
             told = {"true": ["--rpm", str(RPM)], "3x": ["--rpm", str(3 * RPM)], "none": []}[row.told]
-            # The limiter's window: ENRICHKIT_QUOTA_WINDOW for the CLI that reads it, the wrapper for older ones.
-            env.update(BENCH_LIB=str(lib), BENCH_WINDOW=str(WINDOW), ENRICHKIT_QUOTA_WINDOW=str(WINDOW),
-                       BENCH_LIMITER_OUT=str(work / f"{row.key}.limiter.json"))
-            cmd = [sys.executable, str(BENCH / "scaled_enrich.py"), "--input", str(src), "--output", str(out),
-                   "--stages-file", str(stages), "--max-workers", str(WORKERS), "--quiet", *told]
+            cmd = [*cli(tree), "--input", str(src), "--output", str(out), "--stages-file", str(stages),
+                   "--max-workers", str(WORKERS), "--quiet", *told]
         t0 = time.monotonic()
         with Sampler(fake) as sampler:
             proc = subprocess.run(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -186,12 +177,20 @@ def run_row(row: Row, work: Path, lib: Path, stages: Path, env: dict[str, str]) 
         report = json.loads((work / f"{row.key}.out.report.json").read_text())
         done, failed = report["counts"]["completed"], report["counts"]["failed"]
         result.update(done=done, failed=failed, lost=row.records - done - failed)
-        limiter_out = work / f"{row.key}.limiter.json"
-        if limiter_out.exists():
-            snap = json.loads(limiter_out.read_text())
-            if snap:
-                result["limiter"] = snap[0]
+        pace = report.get("pace") or {}  # model -> the limiter's figures (one model here)
+        if pace:
+            result["limiter"] = next(iter(pace.values()))
     return result
+
+
+def cli(tree: Path) -> list[str]:
+    """How to run `tree`'s enrich.py: itself, or through bench/scaled_enrich.py for an older checkout
+    whose CLI does not read ENRICHKIT_QUOTA_WINDOW."""
+    try:
+        current = "ENRICHKIT_QUOTA_WINDOW" in (tree / "lib" / "enrichkit" / "cli.py").read_text(encoding="utf-8")
+    except OSError:
+        current = False
+    return [sys.executable, str(tree / "scripts" / "enrich.py" if current else BENCH / "scaled_enrich.py")]
 
 
 def count_rows(path: Path) -> int:
@@ -201,18 +200,19 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in csv.reader(f)) - 1)
 
 
-def run_rows(work: Path, lib: Path, stages: Path, env: dict[str, str], only: set[str] | None = None,
+def run_rows(work: Path, tree: Path, stages: Path, env: dict[str, str], only: set[str] | None = None,
              quick: bool = False, jobs: int = 3) -> dict[str, Any]:
-    """Run the rows, `jobs` at a time (each uses about a tenth of a core), in their own stand-ins."""
+    """Run the rows with `tree`'s CLI, `jobs` at a time (each uses about a tenth of a core), in their own
+    stand-ins."""
     out: dict[str, Any] = {"window_s": WINDOW, "quota_per_window": QUOTA, "rpm": RPM, "latency_s": LATENCY,
-                           "workers": WORKERS, "lib": str(lib), "jobs": jobs}
+                           "workers": WORKERS, "lib": str(tree / "lib"), "jobs": jobs}
     rows = [r for r in ROWS if not only or r.key in only]
     if quick:
         rows = [dataclasses.replace(r, records=r.records // 4, warmup_windows=min(r.warmup_windows, 1)) for r in rows]
 
     def one(row: Row) -> dict[str, Any]:
         print(f"  Q {row.label} ...", flush=True)
-        return run_row(row, work, lib, stages, env)
+        return run_row(row, work, tree, stages, env)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for row, result in zip(rows, pool.map(one, rows), strict=True):
@@ -248,19 +248,15 @@ def table(q: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     return lines
 
 
-if __name__ == "__main__":  # python bench/quota_bench.py LIB [keys...]: rows alone, for development
+if __name__ == "__main__":  # python bench/quota_bench.py [TREE [keys...]]: rows alone, for development
     import shutil
     import tempfile
 
     work_dir = Path(tempfile.mkdtemp(prefix="qbench-"))
     stages_file = work_dir / "llm.toml"
-    stages_file.write_text(
-        '[defaults]\nmodel = "gemini-2.5-flash"\ntemperature = 0.2\n\n[[stages]]\nname = "poc"\n'
-        'prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}?"\n'
-        '[stages.fields]\npoc_name = "string"\npoc_email = "string"\nconfidence = "number"\n')
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
-    base["GEMINI_API_KEY"] = "bench-key-not-secret"
-    results = run_rows(work_dir, Path(sys.argv[1]), stages_file, base, set(sys.argv[2:]) or None)
+    stages_file.write_text(LLM_STAGES)
+    tree_dir = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else BENCH.parent
+    results = run_rows(work_dir, tree_dir, stages_file, bench_env(), set(sys.argv[2:]) or None)
     for line in table(results):
         print(*line, sep="  |  ")
     print(json.dumps(results, indent=1))

@@ -11,7 +11,6 @@ unpacked with `git archive`), for before/after figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -26,44 +25,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import quota_bench  # noqa: E402 - the Q rows live in bench/
+from workload import LLM_STAGES, NOOP_STAGES, bench_env, write_input  # noqa: E402 - so do its inputs
 
 from fake_gemini import FakeGemini  # noqa: E402 - the stand-in lives beside this script
 
 WORK = ROOT / "bench" / "work"
 TREE = ROOT  # the checkout whose CLI runs (--tree)
 
-LLM_STAGES = """
-[defaults]
-model = "gemini-2.5-flash"
-temperature = 0.2
-
-[[stages]]
-name = "poc"
-prompt = "Who is the point of contact of {fund.title} managed by {fund.manager}?"
-[stages.fields]
-poc_name = "string"
-poc_email = "string"
-confidence = "number"
-"""
-
-NOOP_STAGES = """
-[[stages]]
-name = "noop"
-type = "python"
-function = "probe:first_call"
-"""
-
-
 ALL_PARTS = "p1,p2,p5,q"
-
-
-def write_input(path: Path, rows: int, start: int = 0, mode: str = "w") -> None:
-    with open(path, mode, newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        if mode == "w":
-            w.writerow(["fund.title", "fund.manager", "poc.email"])
-        for i in range(start, start + rows):
-            w.writerow([f"Fund {i:07d}", f"Manager {i % 97}", f"p{i}@m{i % 97}.example.com"])
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[int, float, int, float]:
@@ -83,16 +52,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[int, float, int, float]:
 
 
 def base_env(fake: FakeGemini | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_"))}
-    env.update({"GEMINI_API_KEY": "bench-key-not-secret", "PYTHONPATH": str(ROOT / "bench")})
-    if fake is not None:
-        env["GEMINI_BASE_URL"] = fake.url
-    env.update(extra)
-    return env
-
-
-def report(name: str) -> dict[str, Any]:
-    return json.loads((WORK / f"{name}.report.json").read_text())
+    return bench_env(fake.url if fake is not None else None, **extra)
 
 
 def p1_rate(records: int) -> dict[str, Any]:
@@ -155,7 +115,7 @@ def p5_faults(records: int) -> dict[str, Any]:
 def q_rows(quick: bool, jobs: int) -> dict[str, Any]:
     """The Q rows: the pace against sliding and fixed quota windows, and a naive script beside it."""
     (WORK / "llm.toml").write_text(LLM_STAGES)
-    return quota_bench.run_rows(WORK, TREE / "lib", WORK / "llm.toml", base_env(), quick=quick, jobs=jobs)
+    return quota_bench.run_rows(WORK, TREE, WORK / "llm.toml", base_env(), quick=quick, jobs=jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
