@@ -668,3 +668,31 @@ def test_a_reader_that_goes_away_does_not_change_the_exit_code(done: Path) -> No
         proc.stdout.readline()
         proc.stdout.close()
         assert proc.wait(timeout=60) == 0, args
+
+
+def test_serve_from_a_python_lacking_only_the_dashboards_packages_runs_with_the_venv(tmp_path: Path) -> None:
+    # A system python with every other dependency (here: the venv's packages but fastapi and uvicorn).
+    import shutil
+    import sysconfig
+
+    from conftest import JOBS, ROOT
+
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    same_version = f"import sys; assert sys.version_info[:2] == {tuple(sys.version_info[:2])}"
+    if (python is None or Path(sys.prefix).resolve() != (ROOT / ".venv").resolve()
+            or subprocess.run([python, "-c", same_version], capture_output=True).returncode):
+        pytest.skip("needs this test run in .venv and a system python3 of the same version")
+    site = tmp_path / "site"
+    site.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.startswith(("fastapi", "uvicorn")):
+            (site / entry.name).symlink_to(entry)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(site)}
+    probe = subprocess.run([python, "-c", "import google.genai, filelock, dotenv, tqdm, tenacity, openpyxl, fastapi"],
+                           env=env, capture_output=True, text=True)
+    if "No module named 'fastapi'" not in probe.stderr:
+        pytest.skip(f"could not make a python that lacks only fastapi: {probe.stderr[-300:]}")
+    proc = subprocess.run([python, str(JOBS), "serve", str(tmp_path), "--host", "10.1.2.3"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "set --token too" in proc.stderr, proc.stderr  # the dashboard's own check
+    assert "Traceback" not in proc.stderr
