@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from conftest import API_KEY
 from enrichkit.jobfiles import JobPaths
@@ -66,6 +67,31 @@ class Receiver:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class Waits:
+    """The waits between tries, recorded from the naps they are slept in (never slept): the naps taken
+    after the same number of tries are one wait."""
+
+    def __init__(self, tries: Callable[[], int]) -> None:
+        self.tries = tries
+        self._by_try: dict[int, float] = {}
+
+    def nap(self, seconds: float) -> None:
+        done = self.tries()
+        self._by_try[done] = self._by_try.get(done, 0.0) + seconds
+
+    @property
+    def between_tries(self) -> list[float]:
+        return list(self._by_try.values())
+
+
+def counted(post: Any, calls: list[str]) -> Any:
+    def counting(url: str, **kwargs: Any) -> Any:
+        calls.append(url)
+        return post(url, **kwargs)
+
+    return counting
 
 
 @pytest.fixture
@@ -136,19 +162,19 @@ def test_the_command_to_continue_fits_how_the_run_ended(paths: JobPaths, status:
 
 
 def test_a_failing_receiver_is_tried_three_times_with_backoff(paths: JobPaths) -> None:
-    waits: list[float] = []
     with Receiver(500) as hook:
-        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append)
-    assert len(hook.posts) == 3 and waits == [1, 2]
+        waits = Waits(lambda: len(hook.posts))
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.nap)
+    assert len(hook.posts) == 3 and waits.between_tries == [1, 2]
     assert warning is not None and "failed after 3 tries: HTTP 500" in warning and "result is unchanged" in warning
     assert "s3cretWebhookToken" not in warning  # a webhook's path is its secret
 
 
 def test_a_receiver_that_recovers_gets_the_summary_once(paths: JobPaths) -> None:
-    waits: list[float] = []
     with Receiver(503, 200) as hook:
-        assert notify_run_end(hook.url, report(), paths, sleep=waits.append) is None
-    assert len(hook.posts) == 2 and waits == [1]
+        waits = Waits(lambda: len(hook.posts))
+        assert notify_run_end(hook.url, report(), paths, sleep=waits.nap) is None
+    assert len(hook.posts) == 2 and waits.between_tries == [1]
     assert hook.posts[0]["body"] == hook.posts[1]["body"]
 
 
@@ -156,18 +182,20 @@ def test_a_dead_receiver_costs_only_the_tries(paths: JobPaths) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    waits: list[float] = []
-    warning = notify_run_end(f"http://127.0.0.1:{port}/hook", report(), paths, sleep=waits.append)
-    assert waits == [1, 2]
+    calls: list[str] = []
+    waits = Waits(lambda: len(calls))
+    warning = notify_run_end(f"http://127.0.0.1:{port}/hook", report(), paths, sleep=waits.nap,
+                             post=counted(requests.post, calls))
+    assert waits.between_tries == [1, 2]
     assert warning == (f"notification to http://127.0.0.1:{port} failed after 3 tries: cannot connect; the run's "
                        "result is unchanged")
 
 
 def test_a_wrong_url_is_not_tried_again(paths: JobPaths) -> None:
-    waits: list[float] = []
     with Receiver(404) as hook:
-        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append)
-    assert len(hook.posts) == 1 and waits == []
+        waits = Waits(lambda: len(hook.posts))
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.nap)
+    assert len(hook.posts) == 1 and waits.between_tries == []
     assert warning is not None and "failed: HTTP 404" in warning
 
 
@@ -197,10 +225,10 @@ def test_a_stop_never_waits_for_an_unanswered_request(paths: JobPaths) -> None:
 
 
 def test_a_stop_between_tries_ends_them(paths: JobPaths) -> None:
-    waits: list[float] = []
     with Receiver(500) as hook:
-        warning = notify_run_end(hook.url, report(), paths, sleep=waits.append, should_stop=lambda: bool(hook.posts))
-    assert len(hook.posts) == 1 and waits == [] and warning is not None and "abandoned" in warning
+        waits = Waits(lambda: len(hook.posts))
+        warning = notify_run_end(hook.url, report(), paths, sleep=waits.nap, should_stop=lambda: bool(hook.posts))
+    assert len(hook.posts) == 1 and waits.between_tries == [] and warning is not None and "abandoned" in warning
 
 
 def test_ctrl_c_during_a_notification_is_a_warning_not_an_exception(paths: JobPaths) -> None:

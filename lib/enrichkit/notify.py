@@ -22,13 +22,15 @@ from typing import Any
 import requests
 import tenacity
 
+from enrichkit.errors import Abandoned
 from enrichkit.jobfiles import JobPaths
 from enrichkit.jobs.state import next_command
 from enrichkit.redact import redact, redact_tree
+from enrichkit.retry import interruptible_sleep
 
 TRIES = 3
 TIMEOUT = 10.0
-_POLL = 0.1  # how often a wait looks at `should_stop`
+_POLL = 0.1  # how often a wait for the answer looks at `should_stop`
 _DISCORD_LIMIT = 2000
 
 Post = Callable[..., Any]  # requests.post's shape: post(url, json=..., timeout=...) -> response
@@ -85,10 +87,6 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
-class _Abandoned(Exception):
-    """`should_stop` said to leave."""
-
-
 class _Failed(Exception):
     """One try failed; `retry` is False when trying again cannot help (a 4xx: a wrong URL)."""
 
@@ -98,23 +96,19 @@ class _Failed(Exception):
 
 
 def send_summary(url: str, payload: Mapping[str, Any], *, should_stop: Callable[[], bool] = lambda: False,
-                 post: Post = requests.post, sleep: Callable[[float], None] | None = None,
+                 post: Post = requests.post, sleep: Callable[[float], object] = time.sleep,
                  tries: int = TRIES, timeout: float = TIMEOUT) -> str | None:
     """POST `payload` to `url`; None when a 2xx answered, else the one warning line to print.
-    Never raises, KeyboardInterrupt included (the run is over; its exit code must stand). `sleep`
-    waits between tries (default: a wait that ends early when `should_stop` turns true)."""
+    Never raises, KeyboardInterrupt included (the run is over; its exit code must stand). The waits
+    between tries are slept in short naps of `sleep` and end as soon as `should_stop` turns true."""
     where = _where(url)
 
     def wait(seconds: float) -> None:  # tenacity's sleep between tries
-        if should_stop():
-            raise _Abandoned
-        (sleep or watching(should_stop))(seconds)
-        if should_stop():
-            raise _Abandoned
+        interruptible_sleep(seconds, sleep, should_stop)
 
     def attempt() -> None:
         if should_stop():
-            raise _Abandoned
+            raise Abandoned()
         status = _post_abortably(post, url, dict(payload), timeout, should_stop)
         if not 200 <= status < 300:
             raise _Failed(f"HTTP {status}", retry=status >= 500 or status in (408, 429))
@@ -124,7 +118,7 @@ def send_summary(url: str, payload: Mapping[str, Any], *, should_stop: Callable[
         sleep=wait, reraise=True, retry=tenacity.retry_if_exception(lambda e: isinstance(e, _Failed) and e.retry))
     try:
         retrying(attempt)
-    except _Abandoned:
+    except Abandoned:
         return f"notification to {where} abandoned (stop requested); the run's result is unchanged"
     except KeyboardInterrupt:
         return f"notification to {where} abandoned (interrupted); the run's result is unchanged"
@@ -134,17 +128,6 @@ def send_summary(url: str, payload: Mapping[str, Any], *, should_stop: Callable[
     except Exception as exc:  # noqa: BLE001 - a notification must never change how a run ends
         return f"notification to {where} failed: {redact(repr(exc))[:200]}; the run's result is unchanged"
     return None
-
-
-def watching(should_stop: Callable[[], bool]) -> Callable[[float], None]:
-    """A sleep that ends early when `should_stop` turns true."""
-
-    def nap(seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not should_stop() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(_POLL, left))
-
-    return nap
 
 
 def _post_abortably(post: Post, url: str, payload: dict[str, Any], timeout: float,
@@ -167,7 +150,7 @@ def _post_abortably(post: Post, url: str, payload: dict[str, Any], timeout: floa
     worker.start()
     while worker.is_alive():
         if should_stop():
-            raise _Abandoned
+            raise Abandoned()
         worker.join(_POLL)
     if "status" in outcome:
         return int(outcome["status"])
@@ -193,7 +176,7 @@ def _where(url: str) -> str:
 
 def notify_run_end(url: str, report: Mapping[str, Any], paths: JobPaths, *,
                    should_stop: Callable[[], bool] = lambda: False, post: Post = requests.post,
-                   sleep: Callable[[float], None] | None = None) -> str | None:
+                   sleep: Callable[[float], object] = time.sleep) -> str | None:
     """Build the summary of a run that ended and POST it; returns a warning line, or None when delivered."""
     try:
         payload = build_summary(report, paths)
