@@ -23,9 +23,9 @@ from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_c
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
 from enrichkit.counters import Counters
 from enrichkit.errors import ConfigError
-from enrichkit.jobfiles import Owner
+from enrichkit.jobfiles import Owner, process_alive, remove_stale_temps
 from enrichkit.jobs.cli import main
-from enrichkit.jobs.state import decide_state, load_status, process_alive
+from enrichkit.jobs.state import decide_state, duration_text, load_status
 from enrichkit.notify import build_summary
 from enrichkit.output import output_columns
 from enrichkit.records import RecordIds
@@ -525,6 +525,26 @@ def test_process_alive_rejects_the_dead_the_unreaped_and_a_reused_pid() -> None:
     wait_for(lambda: not process_alive(child.pid), what="the child to exit")  # a zombie until reaped
     child.wait()
     assert not process_alive(child.pid)
+
+
+def test_a_temp_file_is_stale_once_its_writer_is_gone_or_its_pid_is_another_process(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_for(lambda: not process_alive(child.pid), what="the child to exit")  # a zombie: no writer any more
+    zombie = tmp_path / f".out.csv.{child.pid}.tmp"
+    reused = tmp_path / f".out.csv.{os.getpid()}.tmp"  # this process's PID, on a file written before it started
+    live = tmp_path / f".out.csv.{os.getppid()}.tmp"  # a live writer, which started before it wrote
+    for tmp in (zombie, reused, live):
+        tmp.write_text("half a row", encoding="utf-8")
+    os.utime(reused, (0, 0))
+    remove_stale_temps(out)
+    child.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def test_durations_read_as_people_say_them() -> None:
+    assert [duration_text(s) for s in (0.25, 8.5, 12, 59.4, 187, 7500)] == ["0.25 s", "8.5 s", "12 s", "59.4 s",
+                                                                            "3m07s", "2h05m"]
 
 
 # --- cancel, on processes standing in for a run ------------------------------------------------------

@@ -23,6 +23,9 @@ STATUSES: tuple[Status, ...] = ("running", "interrupted", "completed", "complete
 STOPPED: tuple[str, ...] = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
 
 CHECKPOINT_SUFFIX = ".progress.json"
+# A process that started more than this after a file named its PID cannot be the one that wrote it:
+# the PID was reused (after a reboot, say). Timestamps have 1 s resolution.
+_START_SLACK = 2.0
 
 
 @dataclass(frozen=True)
@@ -106,17 +109,18 @@ def temp_path(path: Path) -> Path:
 
 def remove_stale_temps(path: Path) -> None:
     """Delete the temp files a replacement of `path` left behind when its process died mid-write (`kill -9`):
-    `.<name>.<pid>.tmp` whose PID is no longer alive. Another live writer's are left alone."""
+    `.<name>.<pid>.tmp` whose PID is no longer alive, or is now another process's (one that started after
+    the temp file was last written). Another live writer's are left alone."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:-4]
         if not pid.isdigit():
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+            written = tmp.stat().st_mtime
+        except OSError:
+            continue  # gone already
+        if not process_alive(int(pid), started_by=written):
             tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, as another user's process
 
 
 def atomic_write(path: str | Path, data: bytes | Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
@@ -156,6 +160,50 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def process_alive(pid: int, started_by: float | None = None) -> bool:
+    """Is `pid` a live process on this host (not a zombie), and, when `started_by` (epoch seconds) is
+    given, one that had started by then? The second test rejects a PID reused since it was recorded."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's process
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc (not Linux): the signal test is all there is
+    state, start = stat
+    if state in ("Z", "X"):
+        return False  # exited, waiting for its parent to reap it
+    return started_by is None or start is None or start <= started_by + _START_SLACK
+
+
+def _proc_stat(pid: int) -> tuple[str, float | None] | None:
+    """(state letter, start time in epoch seconds) from /proc, or None where there is no /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ("X", None) if Path("/proc/self/stat").exists() else None
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ", which may hold spaces
+    try:
+        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        return fields[0], _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError, OSError):
+        return (fields[0] if fields else "?"), None
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
 
 
 def same_file(a: Path, b: Path) -> bool:

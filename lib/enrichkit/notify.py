@@ -24,7 +24,7 @@ import tenacity
 
 from enrichkit.errors import Abandoned
 from enrichkit.jobfiles import JobPaths
-from enrichkit.jobs.state import next_command
+from enrichkit.jobs.state import duration_text, next_command
 from enrichkit.redact import redact, redact_tree
 from enrichkit.retry import interruptible_sleep
 
@@ -69,7 +69,7 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
     this_run = counts.get("completed_this_run")
     text = (f"enrichkit job {summary['job_id']} on {summary['host']}: {status} (exit {exit_code}). "
             f"{done:,} of {total:,} records done, {failed:,} failed, {pending:,} pending; cost ${cost:.4f}. "
-            f"This run: {this_run if this_run is not None else '?'} records in {_duration(wall)}"
+            f"This run: {this_run if this_run is not None else '?'} records in {duration_text(wall)}"
             + (f" ({rate:,.1f} records/min)." if isinstance(rate, (int, float)) else ".")
             + (f" {report['message']}" if report.get("message") else "")
             + f" Output: {paths.output}."
@@ -78,13 +78,6 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
     summary["content"] = text[:_DISCORD_LIMIT]
     result: dict[str, Any] = redact_tree(summary)
     return result
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
 class _Failed(Exception):

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enrichkit.jobs.state import JobStatus, load_status, process_alive
+from enrichkit.jobfiles import process_alive
+from enrichkit.jobs.state import JobStatus, load_status
 
 
 def stop_signal_for(pid: int) -> int:

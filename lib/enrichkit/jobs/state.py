@@ -18,12 +18,10 @@ from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
 from enrichkit.errors import ConfigError, UsageError
-from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, read_owner
+from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
+from enrichkit.progress import format_duration
 
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
-# A process that started more than this after the checkpoint (or lock) named its PID cannot be the
-# run that wrote it: the PID was reused (after a reboot, say). Timestamps have 1 s resolution.
-_START_SLACK = 2.0
 ACTIVE = ("running", "starting")  # a run of the job is under way on this host
 
 
@@ -192,7 +190,7 @@ def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
     option from the checkpoint, where it recorded them."""
     args = ["--input", str(paths.input), "--output", str(paths.output)]
-    if not _same_path(paths.checkpoint, paths.default_checkpoint()):
+    if not same_file(paths.checkpoint, paths.default_checkpoint()):
         args += ["--checkpoint", str(paths.checkpoint)]
     return [*args, flag]
 
@@ -214,60 +212,6 @@ def next_command(paths: JobPaths, state: str, *, pending: int, failed: int) -> s
     if failed:
         return continue_command(paths, "--retry-failed", state)
     return None
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):
-        return a == b
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-
-def process_alive(pid: int, started_by: float | None = None) -> bool:
-    """Is `pid` a live process on this host (not a zombie), and, when `started_by` (epoch seconds) is
-    given, one that had started by then? The second test rejects a PID reused since it was recorded."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user's process
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc (not Linux): the signal test is all there is
-    state, start = stat
-    if state in ("Z", "X"):
-        return False  # exited, waiting for its parent to reap it
-    return started_by is None or start is None or start <= started_by + _START_SLACK
-
-
-def _proc_stat(pid: int) -> tuple[str, float | None] | None:
-    """(state letter, start time in epoch seconds) from /proc, or None where there is no /proc."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return ("X", None) if Path("/proc/self/stat").exists() else None
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ", which may hold spaces
-    try:
-        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
-        return fields[0], _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
-    except (IndexError, ValueError, OSError):
-        return (fields[0] if fields else "?"), None
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    raise ValueError("no btime in /proc/stat")
 
 
 # --- reading a job --------------------------------------------------------------------------------
@@ -395,6 +339,11 @@ def totals(jobs: list[JobStatus]) -> dict[str, Any]:
         "elapsed_seconds": round(elapsed, 3),
         "records_per_min": round(done / elapsed * 60, 1) if elapsed > 0 and done else None,
     }
+
+
+def duration_text(seconds: float) -> str:
+    """A span as people read it: "8.5 s" under a minute, else "3m07s" or "2h05m"."""
+    return f"{seconds:.3g} s" if seconds < 60 else format_duration(seconds)
 
 
 def parse_utc(stamp: str) -> float | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.jobs.audit import Validation
-from enrichkit.jobs.state import ACTIVE, JobStatus
+from enrichkit.jobs.state import ACTIVE, JobStatus, duration_text
 from enrichkit.progress import format_duration
 
 LIST_HEADER = (f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  "
@@ -20,10 +20,6 @@ def show_path(path: Path, cwd: Path | None = None) -> str:
         return str(path.resolve().relative_to((cwd or Path.cwd()).resolve()))
     except (ValueError, OSError):
         return str(path)
-
-
-def age(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 60 else format_duration(seconds)
 
 
 def status_text(job: JobStatus) -> str:
@@ -58,7 +54,7 @@ def status_text(job: JobStatus) -> str:
     lines += [("pace", text) for text in pace_lines(cp.pace)]
     lines += [
         ("started", cp.started_at),
-        ("updated", cp.last_updated + (f" ({age(ago)} ago)" if ago is not None else "")),
+        ("updated", cp.last_updated + (f" ({duration_text(ago)} ago)" if ago is not None else "")),
         ("last error", error_text(job.last_error)),
         ("input", str(job.paths.input)),
         ("output", str(job.paths.output)),
