@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
 from enrichkit.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from enrichkit.jobs import catalog as catalog_module
 from enrichkit.jobs import server as server_module
 from enrichkit.jobs.catalog import Secrets
 from enrichkit.jobs.launch import log_path, run_command
@@ -189,6 +190,26 @@ def test_a_non_loopback_server_needs_the_token_for_every_request(folder: Path) -
     assert link.status_code == 303 and link.headers["location"] == "http://10.1.2.3:8765/"
     assert "samesite=strict" in link.headers["set-cookie"].lower() and "httponly" in link.headers["set-cookie"].lower()
     assert api.get("/api/jobs").status_code == 200  # the cookie now carries it
+
+
+def test_a_job_page_poll_reads_its_own_checkpoint_without_walking_the_folder(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    walks: list[Path] = []
+    real = catalog_module.find_checkpoints
+    monkeypatch.setattr(catalog_module, "find_checkpoints", lambda root: walks.append(root) or real(root))
+    api = client(folder)
+    found = keys(api)  # the jobs page: one walk
+    assert len(walks) == 1
+    stopped = next(k for k, j in found.items() if j["state"] == "interrupted")
+    for _ in range(3):
+        assert api.get(f"/api/jobs/{stopped}").json()["pending"] == 3
+    broken = next(k for k, j in found.items() if j["state"] == "unreadable")
+    assert api.get(f"/api/jobs/{broken}").json()["state"] == "unreadable"
+    assert len(walks) == 1
+    assert api.get("/api/jobs/enrich_nothing").status_code == 404  # a key it does not know: walked again
+    assert len(walks) == 2
+    (folder / "stopped" / "out" / "enriched.progress.json").unlink()  # gone since: walked again, and not found
+    assert api.get(f"/api/jobs/{stopped}").status_code == 404 and len(walks) == 3
 
 
 def test_the_api_key_never_appears_in_anything_served(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,13 +74,15 @@ class Entry:
 
 class Catalog:
     """The jobs under `root`; a checkpoint is parsed again only when its size or mtime changed, while
-    each job's state (is its PID alive?) is decided afresh on every look."""
+    each job's state (is its PID alive?) is decided afresh on every look. `find` looks a key up where
+    the last `entries` found it, and walks the folder again only for a key it does not know."""
 
     def __init__(self, root: Path, secrets: Secrets) -> None:
         self.root = root.resolve()
         self.secrets = secrets
         self._lock = threading.Lock()
         self._cache: dict[Path, tuple[tuple[int, int], Checkpoint | str]] = {}
+        self._keys: dict[str, Path] = {}  # key -> checkpoint, as the last `entries` found them
 
     def entries(self) -> list[Entry]:
         """Every job, newest first, then the unreadable checkpoints."""
@@ -97,18 +99,34 @@ class Catalog:
         broken: list[Entry] = []
         for path, cp in loaded:
             if not isinstance(cp, Checkpoint):
-                broken.append(Entry("unreadable-" + self._hash(path), path, None, cp.removeprefix(f"{path}: ")))
+                broken.append(self._entry(path, cp, "unreadable-" + self._hash(path)))
                 continue
             key = cp.job_id if ids[cp.job_id] == 1 else f"{cp.job_id}-{self._hash(path)}"
-            job = load_status(path, cp=cp)
-            for folder in {job.paths.checkpoint.parent, Path(str(cp.options.get("cwd") or "."))}:
-                self.secrets.add_env_file(folder)
-            jobs.append(Entry(key, path, job))
+            jobs.append(self._entry(path, cp, key))
         jobs.sort(key=lambda e: recency(e.job), reverse=True)  # type: ignore[arg-type]
+        with self._lock:
+            self._keys = {e.key: e.checkpoint for e in jobs + broken}
         return jobs + broken
 
     def find(self, key: str) -> Entry | None:
+        with self._lock:
+            path = self._keys.get(key)
+        if path is not None:
+            cp = self._read(path)
+            # Still the job this key named (a key is its job ID, or with its path's hash for a copied job)?
+            names = ({f"unreadable-{self._hash(path)}"} if isinstance(cp, str)
+                     else {cp.job_id, f"{cp.job_id}-{self._hash(path)}"})
+            if key in names:
+                return self._entry(path, cp, key)
         return next((e for e in self.entries() if e.key == key), None)
+
+    def _entry(self, path: Path, cp: Checkpoint | str, key: str) -> Entry:
+        if isinstance(cp, str):
+            return Entry(key, path, None, cp.removeprefix(f"{path}: "))
+        job = load_status(path, cp=cp)
+        for folder in {job.paths.checkpoint.parent, Path(str(cp.options.get("cwd") or "."))}:
+            self.secrets.add_env_file(folder)
+        return Entry(key, path, job)
 
     def _read(self, path: Path) -> Checkpoint | str:
         try:
