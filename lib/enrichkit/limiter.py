@@ -1,67 +1,31 @@
-"""One pace for all workers: requests spaced just under the quota, and what each 429 says about it.
+"""One pace for all workers: requests spaced just under the quota, pauses, and each worker's own wait.
 
 Pacing is GCRA virtual scheduling with a burst of 1: each request reserves the next slot, one
 interval (window/pace s) after the previous one, and input tokens run on a second clock the same
-way; a request goes at the later of the two. The pace is `headroom` (99 %) of the quota, so a server
-that counts a window, sliding or fixed, never sees more than the quota in one even when requests
-reach it a little late or early.
+way; a request goes at the later of the two, and never during a pause or before the worker's own
+retry delay is over. The pace is `headroom` (99 %) of the quota, so a server that counts a window,
+sliding or fixed, never sees more than the quota in one even when requests reach it a little late
+or early.
 
-Every request is kept for two windows with its send time and answer, so at a 429 the limiter knows
-how many requests sent in the window before the rejected one were let through: the quota as the
-server counts it. A 429 then does one of these (429s for requests sent before the pace last changed
-are echoes: they wait, and teach nothing):
-
-- Storm: the pace is 1.2x what the server let through or more (or unpaced), and 8 of the last 20
-  answers (or 5 % of the window's) are 429; or the first answer after a pause is a 429 again. Every
-  worker pauses for the server's delay; the pace becomes 99 % of what the server let through.
-- At the pace, 3 429s in a row (a fixed window used up before its end) or 5 % of a window's answers:
-  the pace is set from what the server let through, and every worker holds window/60 s (1 s),
-  doubling while the 429s go on, rather than each spending Google's 20-60 s delay.
-- Otherwise (an edge of a window, a loaded API): only the request that got it waits its delay; the
-  others keep the pace, so no slot is lost.
-- A whole window without a 429 while the pace binds raises the quota estimate 2 % (4, 8, 16 % after
-  more such windows), never above the configured rpm or the quota a 429 stated; a 429 within the
-  window after a raise undoes it. This finds a quota nobody gave, or one cut too low.
-
-A 429 may say more (see `on_rate_limited`): that it names no quota (a loaded API's: never changes the
-pace), or the quota itself (QuotaFailure quotaValue: taken at once). Rates are counted per window:
-"rpm" is requests per `window` seconds, a minute unless a test or the bench shrinks it.
+What the quota is, and so the pace, comes from the answers: `quota.QuotaEstimate` (which also says
+when a flood of 429s pauses every worker). The limiter calls it under its lock and applies what it
+returns. Rates are counted per window: "rpm" is requests per `window` seconds, a minute unless a
+test or the bench shrinks it.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from enrichkit.quota import Event, QuotaEstimate
+
 WINDOW = 60.0  # seconds a quota is counted over (Gemini's quotas are per minute); read when a Limiter is made
 HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach the server late or early
-STORM_OF, STORM_429S = 20, 8  # this many 429s among the last answers is a flood (a loaded API's 2 %: never)
-OVERRUN = 1.2  # ... and a storm when the pool sends this much more than the server let through
-CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
-CUT_MARGIN = 0.01  # ... if the server let through at least this much less than the pool sent in the window
-STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
-HOLD_SHARE = 60  # a run of 429s at the quota holds every worker window/60 s (1 s), doubling while it lasts
-PROBE_STEP, MAX_PROBE_STEP = 0.02, 0.16  # quota estimate raised after a clean window, doubling per clean window
-BINDING = 0.9  # the pace binds when the pool sent at least this share of it over the last window
-MIN_RPM = 1.0
 DEFAULT_PAUSE = 2.0  # when a 429 carries no delay
 LATE_SLACK = 0.1  # a wake-up late by up to this fraction of a slot keeps the grid: threads cannot drift the pace
-
-PENDING, ADMITTED, REJECTED = 0, 1, 2
-Event = tuple[str, dict[str, Any]]
-
-
-class _Sent:
-    """One request: when it was sent and what became of it."""
-
-    __slots__ = ("at", "state")
-
-    def __init__(self, at: float) -> None:
-        self.at, self.state = at, PENDING
 
 
 class Limiter:
@@ -86,31 +50,15 @@ class Limiter:
         self._clock, self._sleep, self._max_nap = clock, sleep, max_nap
         self._on_event, self._worker = on_event, worker
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)  # workers waiting behind the one that sleeps until the slot
+        self._head: Hashable | None = None  # that one: it alone wakes for the next slot
         now = clock()
-        self._quota: float | None = rpm  # requests per window, as configured or learnt; None: not known
-        self._stated: float | None = None  # the quota the server's last 429 stated
-        self._rate = self._pace(rpm)  # the pace in force (requests per window); None: unpaced
+        self._estimate = QuotaEstimate(rpm, window=self._window, headroom=headroom, now=now)
         self._next_req = self._next_tok = now  # earliest start of the next request on each clock
-        self._slack = 0.0
+        self._gap = self._slack = 0.0  # the last slot's length, and the lateness that keeps the grid
         self._paused_until = now
-        self._sent: deque[_Sent] = deque()  # requests of the last two windows, oldest first
-        self._mine: dict[Hashable, _Sent] = {}  # each worker's request awaiting its answer
-        self._own_wait: dict[Hashable, float] = {}  # a worker's own retry delay, from its last 429
-        self._recent: deque[bool] = deque(maxlen=STORM_OF)  # answers since the last change: True = 429
-        self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) of fresh answers, last window
-        self._streak = 0  # fresh 429s since the last fresh success
-        self._hold = self._window / HOLD_SHARE  # the next hold's length
-        self._holding = False  # after a hold, until the first fresh answer says whether it was long enough
-        self._changed_at = now  # answers to requests sent before this are echoes
-        self._check_resume = False  # after a pause, until the first fresh answer says it was long enough
-        self._last_429 = -math.inf  # when a fresh 429 last came
-        self._probe_step = PROBE_STEP
-        self._cut: tuple[float, float, float] | None = None  # (when, quota before, 429 share): a cut under review
-        self._background = 0.0  # share of 429s that cutting the pace did not lower (a loaded API's)
-        self._raised_from, self._raised_at = 0.0, -math.inf  # the quota before the last raise, and when
-        self._next_probe_check = now
-        self._rate_limited = self._pauses = self._holds = self._decreases = self._increases = 0
         self._paused_total = 0.0  # seconds of pause granted, including any still ahead
+        self._own_wait: dict[Hashable, float] = {}  # a worker's own retry delay, from its last 429
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -119,39 +67,61 @@ class Limiter:
 
         Returns False, reserving nothing, once `should_stop()` is true. Sleeps in naps of at most
         `max_nap`, re-reading the schedule after each, so a pause that begins meanwhile holds it too.
+        Of the workers waiting for the shared schedule only one (the head) sleeps until the next slot;
+        the others wait for it to take that slot, so a slot wakes one worker, not all of them.
         """
-        while not should_stop():
-            wait = self.try_acquire(tokens)
-            if wait <= 0:
-                return True
-            self._sleep(min(wait, self._max_nap))  # never under the lock
-        return False
+        me = self._worker()
+        try:
+            while not should_stop():
+                with self._lock:
+                    wait, shared = self._check(tokens, me)
+                    if wait <= 0:
+                        self._leave(me)
+                        return True
+                    if shared and self._head is not None and self._head != me:
+                        self._turn.wait(self._max_nap)  # at most a nap: a stop is still seen
+                        continue
+                    if shared:
+                        self._head = me
+                self._sleep(min(wait, self._max_nap))  # never under the lock
+            return False
+        finally:
+            if self._head == me:  # stopped (or interrupted) at the head: the next waiter takes over
+                with self._lock:
+                    self._leave(me)
 
     def try_acquire(self, tokens: int) -> float:
         """Reserve a slot now and return 0.0, or return the seconds to wait before asking again."""
         with self._lock:
-            now = self._clock()
-            me = self._worker()
-            grid = max(self._next_req, self._next_tok, self._paused_until)
-            start = max(grid, self._own_wait.get(me, grid))
-            if start > now:
-                return start - now
-            self._own_wait.pop(me, None)
-            # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh.
-            slot = grid if now - grid <= self._slack else now
-            self._reserve(slot, max(0, tokens), now, me)
-            return 0.0
+            return self._check(tokens, self._worker())[0]
 
-    def _reserve(self, slot: float, tokens: int, now: float, me: Hashable) -> None:
-        gap_req = self._window / self._rate if self._rate else 0.0
-        gap_tok = tokens * self._window / (self._tpm * self._headroom) if self._tpm else 0.0
+    def _check(self, tokens: int, me: Hashable) -> tuple[float, bool]:
+        """Reserve a slot if one is due: (0.0, _), else (seconds to wait, whether the shared schedule
+        binds rather than the worker's own retry delay). Under the lock."""
+        now = self._clock()
+        grid = max(self._next_req, self._next_tok, self._paused_until)
+        own = self._own_wait.get(me, grid)
+        start = max(grid, own)
+        if start > now:
+            return start - now, own <= grid
+        self._own_wait.pop(me, None)
+        # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh. The head
+        # slept for this very slot, so its lateness (a slow wake-up, the GIL) is not idle time: up to a slot.
+        slot = grid if now - grid <= (self._gap if self._head == me else self._slack) else now
+        rate = self._estimate.rate
+        gap_req = self._window / rate if rate else 0.0
+        gap_tok = max(0, tokens) * self._window / (self._tpm * self._headroom) if self._tpm else 0.0
         self._next_req, self._next_tok = slot + gap_req, slot + gap_tok
-        self._slack = LATE_SLACK * max(gap_req, gap_tok)
-        sent = _Sent(now)
-        self._sent.append(sent)
-        self._mine[me] = sent
-        while self._sent and self._sent[0].at <= now - 2 * self._window:
-            self._sent.popleft()
+        self._gap = max(gap_req, gap_tok)
+        self._slack = LATE_SLACK * self._gap
+        self._estimate.on_sent(me, now)
+        return 0.0, False
+
+    def _leave(self, me: Hashable) -> None:
+        """`me` no longer waits: if it was the head, wake one other waiter to sleep until the next slot."""
+        if self._head == me:
+            self._head = None
+            self._turn.notify()
 
     def settle(self, estimated: int, actual: int) -> None:
         """Correct the token clock once the response's usage (`actual` input tokens) is known."""
@@ -168,19 +138,8 @@ class Limiter:
 
     def on_success(self) -> None:
         """The calling worker's request was answered (not 429): the pace may rise after a clean window."""
-        events: list[Event] = []
         with self._lock:
-            sent = self._mine.pop(self._worker(), None)
-            if sent is None:
-                return
-            sent.state = ADMITTED
-            if sent.at <= self._changed_at:
-                return  # sent at another pace: says nothing about this one
-            now = self._clock()
-            self._check_resume = self._holding = False
-            self._streak, self._hold = 0, self._window / HOLD_SHARE
-            self._note(now, False, events)
-            self._maybe_raise(now, events)
+            events = self._estimate.on_success(self._worker(), self._clock())
         self._emit(events)
 
     def on_rate_limited(self, retry_after: float | None, *, quota: bool | None = None,
@@ -193,188 +152,19 @@ class Limiter:
         the 429 states (QuotaFailure `quotaValue`) when it counts requests per window. The next
         `acquire` from this worker waits the returned time by itself; the caller need not sleep it.
         """
-        events: list[Event] = []
         with self._lock:
             now = self._clock()
             me = self._worker()
-            self._rate_limited += 1
-            sent = self._mine.pop(me, None)
-            sent_at = now if sent is None else sent.at
-            if sent is not None:
-                sent.state = REJECTED
             delay = DEFAULT_PAUSE if retry_after is None else max(0.0, retry_after)
             own = max(self._own_wait.get(me, now), now + delay)
             self._own_wait[me] = own
-            stated = quota is not False and limit is not None and limit > 0
-            if stated:
-                self._stated = float(limit or 0)
-            if sent_at > self._changed_at:  # sent at the pace in force, not an echo of an earlier one
-                self._judge(now, sent_at, delay, quota is not False, events)
-            if stated and self._stated != self._quota:
-                self._set_quota(self._stated or 0.0, events)  # the server says what the quota is
-                self._mark_change(now)
+            pause_until, events = self._estimate.on_rate_limited(me, now, delay, quota=quota, limit=limit)
+            if pause_until is not None and pause_until > self._paused_until:  # a later, shorter one never shortens it
+                self._paused_total += pause_until - max(self._paused_until, now)
+                self._paused_until = pause_until
             wait = max(own, self._paused_until) - now
         self._emit(events)
         return wait
-
-    def _note(self, now: float, rejected: bool, events: list[Event]) -> None:
-        self._recent.append(rejected)
-        self._verdicts.append((now, rejected))
-        while self._verdicts and self._verdicts[0][0] <= now - self._window:
-            self._verdicts.popleft()
-        if self._cut is not None and now - self._cut[0] >= self._window:
-            self._review_cut(now, *self._cut[1:], events)
-
-    def _share(self) -> float:
-        return sum(rejected for _, rejected in self._verdicts) / max(1, len(self._verdicts))
-
-    def _review_cut(self, now: float, before: float, share_then: float, events: list[Event]) -> None:
-        """A window after a cut without a pause: if 429s came as often, they were not the pace's. Undo it."""
-        self._cut = None
-        share = self._share()
-        if share_then >= CREEP_SHARE and share >= share_then / 2:  # a few 429s at a window's end: too few to judge
-            self._background = max(self._background, share)  # a loaded API's share: not a sign of the quota
-            self._set_quota(before, events)
-            self._mark_change(now)
-
-    def _since_change(self) -> tuple[int, int]:
-        """(fresh answers, of them 429) in the last window, since the pace last changed."""
-        answers = rejected = 0
-        for at, refused in reversed(self._verdicts):
-            if at <= self._changed_at:
-                break
-            answers += 1
-            rejected += refused
-        return answers, rejected
-
-    def _window_before(self, t: float) -> tuple[float, int]:
-        """(requests per window the pool sends, requests the server let through) over the window before `t`.
-
-        What it sends is the pace, or less when the workers cannot keep it; in a run younger than a window,
-        what it sent so far, scaled to a window. What the server let through is not scaled: a quota's
-        window can fill early.
-        """
-        sent = admitted = 0
-        for request in reversed(self._sent):
-            if request.at < t - self._window:
-                break
-            if request.at < t:
-                sent += 1
-                admitted += request.state != REJECTED
-        span = min(self._window, t - self._sent[0].at) if self._sent else self._window
-        sending = sent * self._window / max(span, self._window / 60)
-        return (sending if self._rate is None else min(self._rate, sending)), admitted
-
-    def _judge(self, now: float, sent_at: float, delay: float, teaches: bool, events: list[Event]) -> None:
-        """What a fresh 429 says: a storm, a raise gone too far, a pace a little over the quota, or nothing."""
-        self._note(now, True, events)
-        self._streak += 1
-        if teaches:
-            self._last_429, self._probe_step = now, PROBE_STEP
-        sending, admitted = self._window_before(sent_at)
-        answers, rejected = self._since_change()
-        many = rejected >= max(CREEP_MIN, (CREEP_SHARE + self._background) * answers)
-        # Sending well above what the server admits (or unpaced): a storm once 429s flood the answers (a
-        # paced pool's moderate overrun shows as many 429s in the window; an unpaced one's, as a flood).
-        overrun = sending >= OVERRUN * admitted
-        whole = self._sent and sent_at - self._sent[0].at >= self._window  # counts that cover a whole window
-        flood = sum(self._recent) >= STORM_429S or (teaches and many and self._rate is not None and whole)
-        too_soon = self._check_resume and teaches  # the first answer after a pause is a 429 again
-        if too_soon or (overrun and flood):
-            # The quota is what the server let through while the pool sent well above it (unless a 429
-            # stated it); not what it let through in a window that a pause left half empty.
-            learnt = self._stated or (None if too_soon else float(admitted))
-            self._storm(now, delay, learnt if teaches else None, events)
-        elif overrun or not teaches or self._rate is None or self._stated:
-            return  # not (yet) a flood, a loaded API's 429, one in an unpaced pool, or the quota is known
-        elif now - self._raised_at < self._window:
-            self._set_quota(self._raised_from, events)  # the last raise went past the quota: undo it
-            self._raised_at = -math.inf
-            self._mark_change(now)
-        else:
-            # Several 429s in a row (a fixed window's end), or many in a window: if the server let through
-            # less than the pace sends, the pace is over the quota, and what it let through is the quota.
-            # (If not, requests bunched up on their way, late ones with early ones: the pace is right.)
-            in_a_row = self._streak >= STREAK
-            # Once a cut has been undone (the API sheds load with 429s), only many more 429s than that cut.
-            over = many or (in_a_row and not self._background)
-            if self._cut is None and over and 0 < admitted < sending * (1 - CUT_MARGIN):
-                self._cut = (now, self._quota or 0.0, self._share())
-                self._set_quota(float(admitted), events)
-                self._mark_change(now)
-            if in_a_row or self._holding:
-                # The window is used up until it ends (or slots free): hold everyone briefly, longer while
-                # it lasts (the first answer after a hold says), rather than spend every worker on a long
-                # retryDelay of its own.
-                self._pause(now, min(delay, self._hold), events, hold=True)
-                self._hold = min(2 * self._hold, self._window)
-                self._mark_change(now)  # answers to requests sent before the hold are its echoes
-                self._holding = True
-
-    def _pause(self, now: float, seconds: float, events: list[Event], *, hold: bool = False) -> None:
-        until = now + seconds
-        if until > self._paused_until:  # a later, shorter delay never shortens a pause
-            self._paused_total += until - max(self._paused_until, now)
-            self._paused_until = until
-        if hold:
-            self._holds += 1
-            message = f"429s at the quota: holding all workers for {seconds:.1f} s"
-        else:
-            self._pauses += 1
-            message = f"429: pausing all workers for {seconds:.0f} s"
-        events.append(("hold" if hold else "pause", {"seconds": seconds, "message": message}))
-
-    def _storm(self, now: float, delay: float, quota: float | None, events: list[Event]) -> None:
-        """Pause every worker for the server's delay; the pace becomes `quota` (what the server admitted)."""
-        self._pause(now, delay, events)
-        if quota:
-            self._set_quota(quota, events)
-        self._mark_change(now)
-        self._check_resume = True
-
-    def _maybe_raise(self, now: float, events: list[Event]) -> None:
-        """After a whole window at this pace without a 429, probe a higher quota (up to the configured one)."""
-        quota, window = self._quota, self._window
-        ceiling = min(self._rpm or math.inf, self._stated or math.inf)
-        if quota is None or quota >= ceiling or now < self._next_probe_check:
-            return
-        if min(now - self._changed_at, now - self._last_429, now - self._raised_at) < window:
-            return
-        self._next_probe_check = now + window / 20  # the count below costs a pass over a window's requests
-        if self._rate is None or sum(s.at > now - window for s in self._sent) < BINDING * self._rate:
-            return  # the pool is not using the pace: a higher one would be untested
-        self._set_quota(min(ceiling, quota * (1 + self._probe_step)), events)
-        self._raised_from, self._raised_at = quota, now
-        self._probe_step = min(MAX_PROBE_STEP, 2 * self._probe_step)
-        # Not a change that makes echoes: a 429 for a request sent before the raise still says it went too far.
-
-    def _set_quota(self, quota: float, events: list[Event]) -> None:
-        if self._rpm is not None:
-            quota = min(quota, self._rpm)
-        before = self._rate
-        self._quota, self._rate = quota, self._pace(quota)
-        if self._rate is None or self._rate == before:
-            return
-        if before is None or self._rate < before:
-            self._decreases += 1
-            events.append(("decrease", {"rpm": self._rate, "from_rpm": before, "quota_rpm": quota,
-                                        "message": f"pace cut to {self._rpm_text(self._rate)}"}))
-        else:
-            self._increases += 1
-            events.append(("increase", {"rpm": self._rate, "from_rpm": before, "quota_rpm": quota,
-                                        "message": f"pace recovered to {self._rpm_text(self._rate)}"}))
-
-    def _rpm_text(self, rate: float) -> str:
-        unit = "rpm" if self._window == 60 else f"per {self._window:g} s"
-        return f"{rate:,.0f} {unit}"
-
-    def _mark_change(self, now: float) -> None:
-        self._changed_at = now
-        self._recent.clear()  # the window's verdicts stay: a cut is judged by them a window later
-        self._streak = 0
-
-    def _pace(self, quota: float | None) -> float | None:
-        return None if quota is None else max(MIN_RPM, quota * self._headroom)
 
     def _emit(self, events: list[Event]) -> None:
         if self._on_event is not None:
@@ -387,7 +177,7 @@ class Limiter:
     def current_rpm(self) -> float | None:
         """The pace in force, in requests per window (minute); None when nothing paces requests."""
         with self._lock:
-            return self._rate
+            return self._estimate.rate
 
     @property
     def paused_until(self) -> float:
@@ -399,8 +189,9 @@ class Limiter:
         """Figures for progress lines, `jobs.py status` and the final report."""
         with self._lock:
             ahead = max(0.0, self._paused_until - self._clock())
-            return {"rpm": self._rpm, "tpm": self._tpm, "current_rpm": self._rate, "quota_rpm": self._quota,
-                    "window_seconds": self._window, "rate_limited": self._rate_limited, "pauses": self._pauses,
-                    "holds": self._holds,
+            est = self._estimate
+            return {"rpm": self._rpm, "tpm": self._tpm, "current_rpm": est.rate, "quota_rpm": est.quota,
+                    "window_seconds": self._window, "rate_limited": est.rate_limited, "pauses": est.pauses,
+                    "holds": est.holds,
                     "paused_seconds": round(self._paused_total - ahead, 3), "paused_for": round(ahead, 3),
-                    "decreases": self._decreases, "increases": self._increases}
+                    "decreases": est.decreases, "increases": est.increases}
