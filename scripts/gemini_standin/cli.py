@@ -11,7 +11,8 @@ from .config import CHOICES, FakeConfig, coerce
 from .faults import FAULTS
 from .server import FakeGemini
 
-DESCRIPTION = "Local stand-in for the Gemini REST API (models, generateContent, countTokens), with fault injection."
+DESCRIPTION = ("Local stand-in for the Gemini REST API (models, generateContent, countTokens, the Files and Batch "
+               "APIs), with fault injection.")
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -67,6 +68,21 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     add("--flex-latency", type=float, default=0.0, help="seconds added to serviceTier flex requests")
     add("--ignore-server-timeout", dest="honor_server_timeout", action="store_false",
         help="never answer 504 because of the X-Server-Timeout header")
+    add("--batch-pending", type=float, default=0.05, help="seconds a batch job stays PENDING (accelerated clock)")
+    add("--batch-seconds", type=float, default=0.2, help="then seconds RUNNING before it ends")
+    add("--no-batch-shuffle", dest="batch_shuffle", action="store_false",
+        help="batch output lines in input order (by default shuffled, as Google's order is not reliable)")
+    add("--batch-list-lag", type=float, default=0.0, help="seconds a new batch job stays out of batches.list")
+    add("--batch-expire", type=int, default=0, help="the next N batch jobs end EXPIRED")
+    add("--batch-fail", type=int, default=0, help="the next N batch jobs end FAILED (a configuration reason)")
+    add("--batch-drop-create", type=int, default=0,
+        help="the next N batch creates make the job, then drop the connection unanswered")
+    add("--batch-create-429", type=int, default=0, help="the next N batch creates get a Help-only 429")
+    add("--batch-line-error-rate", type=float, default=0.0, help="share of batch lines answered with an error")
+    add("--batch-line-error-matching", action="append", default=[], metavar="TEXT",
+        help="a batch line whose prompt has TEXT is answered with an error status (repeatable)")
+    add("--batch-missing-matching", action="append", default=[], metavar="TEXT",
+        help="a batch line whose prompt has TEXT is left out of the results (repeatable)")
     args = vars(parser.parse_args(argv))
     try:
         args["faults"] = coerce("faults", {name: value for name, value in args.pop("fault")})

@@ -50,12 +50,26 @@ class FakeConfig:
     block_reason: str = "PROHIBITED_CONTENT"  # promptFeedback.blockReason of the "blocked" fault
     flex_latency: float = 0.0  # seconds added to serviceTier "flex" requests
     honor_server_timeout: bool = True  # 504 when X-Server-Timeout is shorter than the latency
+    # The Batch API (scripts/gemini_standin/batches.py): seconds on its accelerated clock, and "the next N" faults.
+    batch_pending: float = 0.05  # seconds a new batch job stays PENDING
+    batch_seconds: float = 0.2  # then seconds RUNNING before it ends
+    batch_shuffle: bool = True  # output lines in an order of their own (Google's is not reliable)
+    batch_list_lag: float = 0.0  # seconds a new job stays out of batches.list
+    batch_expire: int = 0  # the next N jobs end EXPIRED
+    batch_fail: int = 0  # the next N jobs end FAILED (a configuration reason)
+    batch_drop_create: int = 0  # the next N creates make the job, then drop the connection
+    batch_create_429: int = 0  # the next N creates get a Help-only 429 (enqueued-token quota full)
+    batch_line_error_rate: float = 0.0  # share of lines answered with a status (INTERNAL) instead of a response
+    batch_line_error_matching: list[str] = dataclasses.field(default_factory=list)  # prompts with a status line
+    batch_missing_matching: list[str] = dataclasses.field(default_factory=list)  # prompts with no line at all
 
 
 FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "malformed_rate",
-          "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency"}
+          "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency",
+          "batch_pending", "batch_seconds", "batch_list_lag", "batch_line_error_rate"}
 OPTIONAL_INTS = {"rpm", "daily_quota", "tpm"}
-BOOLS = {"thinking", "free_tier", "honor_server_timeout"}
+BOOLS = {"thinking", "free_tier", "honor_server_timeout", "batch_shuffle"}
+COUNTS = {"batch_expire", "batch_fail", "batch_drop_create", "batch_create_429"}
 RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
 
 
@@ -67,11 +81,11 @@ def coerce(key: str, value: Any) -> Any:
         return float(value or 0)
     if key in OPTIONAL_INTS:
         return None if value is None else int(value)
-    if key in ("seed", "outage_after"):
+    if key in ("seed", "outage_after", *COUNTS):
         return int(value)
     if key in BOOLS:
         return value.lower() not in ("0", "false", "no", "off", "") if isinstance(value, str) else bool(value)
-    if key in ("fail_matching", "extra_models"):
+    if key in ("fail_matching", "extra_models", "batch_line_error_matching", "batch_missing_matching"):
         return [value] if isinstance(value, str) else [str(v) for v in value or []]
     if key == "reroute":
         return {str(k): str(v) for k, v in dict(value or {}).items()}

@@ -14,11 +14,13 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs, urlsplit
 
 from .answers import answer
+from .batches import DROP, BatchService
 from .catalogue import CATALOGUE, RETIRED, ModelInfo, model_info, model_page, not_found, request_error, resource
 from .config import RUNTIME_KEYS, FakeConfig, coerce
 from .faults import ANSWER_FAULTS, ERROR_FAULTS, draw_fault, error_fault, key_refusal, quota_error
@@ -29,6 +31,11 @@ from .wire import RPC, Raw, Reply, error_body, pick, prompt_text, texts_of
 MODEL_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):(generateContent|countTokens)$")
 MODELS_PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^/:]+))?$")
 REDIRECT_PATH = re.compile(r"^/grounding-api-redirect/([A-Za-z0-9_-]+)$")
+UPLOAD_PATH = re.compile(r"^/upload/(v1|v1beta)/files$")
+FILE_PATH = re.compile(r"^/(?:v1|v1beta)/(files/[^/:]+)(:download)?$")
+BATCH_CREATE_PATH = re.compile(r"^/(?:v1|v1beta)/models/([^/:]+):batchGenerateContent$")
+BATCH_PATH = re.compile(r"^/(?:v1|v1beta)/(batches/[^/:]+)(:cancel)?$")
+BATCHES_PATH = re.compile(r"^/(?:v1|v1beta)/batches$")
 
 
 class FakeGemini:
@@ -53,6 +60,7 @@ class FakeGemini:
             "by_model": collections.Counter(), "served_by": collections.Counter(), "search_queries": 0,
             "redirects": 0, "model_lookups": 0, "flex": 0,
             "tokens": {"prompt": 0, "candidates": 0, "thoughts": 0, "tool_use": 0, "cached": 0}}
+        self.batches = BatchService(self.config, lambda: self.url, self.redirect_url)
 
     @property
     def url(self) -> str:
@@ -98,6 +106,7 @@ class FakeGemini:
         """Counters as plain JSON; API keys are counted, never shown."""
         with self._lock:
             counters: dict[str, Any] = json.loads(json.dumps(self._stats))
+        counters["batch"] = self.batches.snapshot()
         return counters
 
     def configure(self, **changes: Any) -> dict[str, Any]:
@@ -151,6 +160,9 @@ class FakeGemini:
             return redirect_reply(redirect.group(1))
         if method == "GET" and (listing := MODELS_PATH.match(path)):
             return self._models(listing.group(1), listing.group(2), query, key)
+        batch_reply = self._batch_route(method, path, query, key, body, headers)
+        if batch_reply is not None:
+            return batch_reply
         match = MODEL_PATH.match(path)
         if method != "POST" or (match is None and path != "/_control"):
             return error_body(404, "NOT_FOUND", f"Method not found: {method} {path}")
@@ -181,6 +193,30 @@ class FakeGemini:
         finally:
             with self._lock:
                 self._stats["in_flight"] -= 1
+
+    def _batch_route(self, method: str, path: str, query: dict[str, list[str]], key: str | None, body: bytes,
+                     headers: Any) -> Reply | None:
+        """The Files and Batch APIs (`batches.BatchService`); None for any other path."""
+        service = self.batches
+        matched: Callable[[], Reply] | None = None
+        if method == "POST" and UPLOAD_PATH.match(path):
+            matched = lambda: service.upload(query, headers, body)  # noqa: E731
+        elif method in ("GET", "DELETE") and (file := FILE_PATH.match(path)):
+            matched = lambda: service.file(method, file.group(1), bool(file.group(2)))  # noqa: E731
+        elif method == "POST" and (create := BATCH_CREATE_PATH.match(path)):
+            matched = lambda: service.create(create.group(1), body)  # noqa: E731
+        elif method == "GET" and BATCHES_PATH.match(path):
+            matched = lambda: service.list(query)  # noqa: E731
+        elif (job := BATCH_PATH.match(path)) and (method, bool(job.group(2))) in (
+                ("GET", False), ("DELETE", False), ("POST", True)):
+            name = job.group(1)
+            matched = {"GET": lambda: service.get(name), "DELETE": lambda: service.delete(name),
+                       "POST": lambda: service.cancel(name)}[method]
+        if matched is None:
+            return None
+        with self._lock:
+            refused = self._check_key(key)
+        return refused or matched()
 
     def _info(self, model: str) -> ModelInfo | None:
         return model_info(model, self.config.extra_models)
@@ -339,6 +375,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._answer("POST")
 
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, unknown method), in Google's format."""
         self.close_connection = True
@@ -355,6 +394,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*self.server.fake.handle(method, self.path, self.headers, body), head=method == "HEAD")
 
     def _send(self, status: int, payload: dict[str, Any] | Raw, head: bool = False) -> None:
+        if payload is DROP:  # the request was done; its answer is lost on the way (a dropped connection)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         raw = payload if isinstance(payload, Raw) else Raw(json.dumps(payload), "application/json; charset=UTF-8")
         data = raw.body.encode()
         try:
@@ -362,6 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", raw.content_type)
             if raw.location:
                 self.send_header("Location", raw.location)
+            for name, value in raw.headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if not head:

@@ -13,6 +13,7 @@ class Raw(NamedTuple):
     body: str
     content_type: str = "text/html; charset=UTF-8"
     location: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (the Files API's X-Goog-Upload-*)
 
 
 Reply = tuple[int, "dict[str, Any] | Raw"]
