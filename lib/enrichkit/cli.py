@@ -155,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--no-cache", action="store_true", default=None,
                      help="do not read or write the response cache")
 
+    bat = p.add_argument_group("batch mode (the Gemini Batch API: half the token price, results within 24 h)")
+    bat.add_argument("--batch", action="store_true", default=None,
+                     help="send LLM stages through the Gemini Batch API (python/http stages run locally)")
+    bat.add_argument("--batch-detach", action="store_true", default=None,
+                     help="with --batch: submit and collect what is ready, then exit 5 while Google jobs run "
+                          "(for cron: make enrich ARGS=\"--batch --batch-detach\")")
+    bat.add_argument("--batch-poll", type=_number(positive=True), metavar="SECONDS",
+                     help="how often a waiting batch run asks Google about its jobs (default: 60)")
+    bat.add_argument("--cancel-batches", action="store_true", default=None,
+                     help="cancel this job's batch jobs at Google; their records become pending again")
+
     out = p.add_argument_group("terminal")
     out.add_argument("-q", "--quiet", action="store_true", default=None, help="only errors and the final line")
     out.add_argument("-v", "--verbose", action="count", help="enrichkit's debug lines (-vv: the HTTP libraries' too)")
@@ -200,15 +211,28 @@ def _run(options: RunOptions) -> int:
                         backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
                         quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None)
     stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
+    batch = options.batch or options.cancel_batches
+    if batch:
+        from enrichkit.batch.start import before_open
+
+        before_open(plan, settings)  # --fresh refuses while Google jobs run (or cancels them: --cancel-batches)
     job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
     abandoned = 0
     # From the run to the last close a signal only sets a flag: a Ctrl+C just after the run finished must not turn
     # a completed job into "interrupted", exit 130 (`_notify` takes the signals over while it waits).
     with _signals(stop):
         try:
-            pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
-                                say=say, pace=job.pace)
-            result = pipeline.run()
+            if batch:
+                from enrichkit.batch.start import batch_run
+
+                result = batch_run(plan, job, settings, stop=stop, progress=Progress(quiet=options.quiet), say=say,
+                                   chunk_lines=int(_env_float("ENRICHKIT_BATCH_CHUNK", 5000)),
+                                   settle=_env_float("ENRICHKIT_BATCH_SETTLE", 60.0),
+                                   crash_at=_crash_hook(os.environ.get("ENRICHKIT_BATCH_CRASH_AT", "")))
+            else:
+                pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
+                                    say=say, pace=job.pace)
+                result = pipeline.run()
             abandoned = result.abandoned
             code = result.outcome.exit_code
             _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
@@ -222,6 +246,18 @@ def _run(options: RunOptions) -> int:
         job.lock.release()
         os._exit(code)
     return code
+
+
+def _crash_hook(points: str) -> Callable[[str], None]:
+    """ENRICHKIT_BATCH_CRASH_AT=point[,point]: the process dies (as kill -9 would) when a batch run reaches one
+    of them (the crash tests; see enrichkit.batch.run for the points)."""
+    wanted = {p.strip() for p in points.split(",") if p.strip()}
+
+    def crash(point: str) -> None:
+        if point in wanted:
+            os._exit(137)
+
+    return crash
 
 
 def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:

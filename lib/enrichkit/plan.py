@@ -25,7 +25,8 @@ from enrichkit.stages import StagesConfig, load_stages
 # Options a job records in its checkpoint: a bare --resume continues with them.
 RECORDED = ("stages_file", "stages", "id_columns", "max_workers", "checkpoint_interval", "rpm", "tpm",
             "max_retries", "timeout", "max_outage", "max_cost", "base_url", "model", "no_cache", "delay",
-            "encoding", "delimiter", "report", "errors")  # not notify_url: a webhook URL is a secret
+            "encoding", "delimiter", "report", "errors",
+            "batch", "batch_poll")  # not notify_url: a webhook URL is a secret
 
 
 @dataclass
@@ -62,6 +63,10 @@ class RunOptions:
     notify_url: str | None = None
     allow_config_change: bool = False
     dry_run: bool = False
+    batch: bool = False  # LLM stages through the Gemini Batch API (enrichkit.batch)
+    batch_detach: bool = False
+    batch_poll: float = 60.0
+    cancel_batches: bool = False
     quiet: bool = False
     verbose: int = 0
     given: frozenset[str] = field(default_factory=frozenset)  # the flags given on the command line
@@ -138,6 +143,9 @@ class Plan:
 
 def check_options(options: RunOptions) -> None:
     """Flags that cannot work, alone or together (exit 2)."""
+    if options.batch_detach and not options.batch:
+        raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
+                         "batch jobs run)")
     if not 1 <= options.max_workers <= 20:
         raise UsageError(f"--max-workers must be between 1 and 20, not {options.max_workers}")
     if options.checkpoint_interval < 1:

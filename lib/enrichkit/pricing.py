@@ -61,15 +61,17 @@ class Pricing:
             self._free_left = max(0, self._free_left - units)
 
     def charge(self, model: str, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
-               grounded: bool = False, search_queries: int = 0, flex: bool = False) -> Charge:
-        """The cost of one answer. An unknown model costs 0 here: the run refuses those at start."""
+               grounded: bool = False, search_queries: int = 0, flex: bool = False, batch: bool = False) -> Charge:
+        """The cost of one answer. An unknown model costs 0 here: the run refuses those at start. `batch`: the Batch
+        API halves the input and output token prices; cached tokens and the grounding fee stay at the standard rate."""
         price = self.lookup(model)
         if price is None:
             return Charge(0.0, 0.0)
         cached = min(cached_tokens, prompt_tokens)
         cached_rate = price.input if price.cached_input is None else price.cached_input
-        tokens = ((prompt_tokens - cached) * price.input + cached * cached_rate
-                  + output_tokens * price.output) / 1_000_000
+        halve = 0.5 if batch else 1.0
+        tokens = ((prompt_tokens - cached) * price.input * halve + cached * cached_rate
+                  + output_tokens * price.output * halve) / 1_000_000
         if flex:
             tokens *= 1 - self.flex_discount
         units = 0

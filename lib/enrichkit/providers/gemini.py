@@ -181,15 +181,21 @@ class GeminiProvider:
         stage, payload = request.stage, request.payload
         response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
                                                         config=self._config(stage, payload))
-        flex = payload["flex"]
+        return self.read_answer(response, request)
+
+    def read_answer(self, response: Any, request: Request, *, batch: bool = False) -> Answer:
+        """The fields of one answer (a call's, or a batch line's `response` as an SDK object), priced by the model
+        that served it (`batch`: at the batch rate); a `StageFailure` carrying what it cost when it has none."""
+        stage, payload = request.stage, request.payload
+        flex = payload["flex"] and not batch
         try:
             reply = read_reply(response, payload["model"])
         except StageFailure as failure:
             failure.usage = self._usage(read_tokens(response), _served(response, payload["model"]), stage, flex,
-                                        grounded=False, queries=0)
+                                        grounded=False, queries=0, batch=batch)
             raise
         usage = self._usage(reply.tokens, reply.model_version, stage, flex, grounded=stage.search
-                            and reply.grounding.grounded, queries=len(reply.grounding.queries))
+                            and reply.grounding.grounded, queries=len(reply.grounding.queries), batch=batch)
         try:
             fields = check_fields(parse_json_object(reply.text), stage)
         except StageFailure as failure:
@@ -198,10 +204,11 @@ class GeminiProvider:
         fields.update(self._source_fields(stage, reply))
         return Answer(fields, usage)
 
-    def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int) -> Usage:
+    def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int,
+               batch: bool = False) -> Usage:
         charge = self._pricing.charge(model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
                                       cached_tokens=tokens.cached, grounded=grounded, search_queries=queries,
-                                      flex=flex)
+                                      flex=flex, batch=batch)
         return Usage(model=model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
                      thinking_tokens=tokens.thoughts, cached_tokens=tokens.cached, grounded=grounded,
                      search_queries=queries if grounded else 0, token_cost_usd=charge.tokens,

@@ -1,0 +1,105 @@
+"""Starting a batch run: the ledger beside the output, the checks before the job's files are touched, the loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from enrichkit.batch.google import BatchClient
+from enrichkit.batch.ledger import IN_FLIGHT, Ledger, ledger_path
+from enrichkit.batch.run import BatchRun, BatchSettings
+from enrichkit.errors import ConfigError, UsageError
+from enrichkit.job import Job, Settings
+from enrichkit.logs import log
+from enrichkit.pipeline import RunResult
+from enrichkit.plan import Plan
+from enrichkit.progress import Progress
+from enrichkit.stopping import StopSignal
+
+
+def ledger_files(output: Path) -> list[Path]:
+    """The ledger and what sits beside it (SQLite's WAL and shared memory, the request files)."""
+    path = ledger_path(output)
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+            path.with_name(path.name.removesuffix(".sqlite") + ".files")]
+
+
+def remove_ledger(output: Path) -> None:
+    import shutil
+
+    for path in ledger_files(output):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def before_open(plan: Plan, settings: Settings) -> None:
+    """Before the job's files are opened: `--fresh` refuses while Google jobs of this job are in flight (exit 2),
+    unless `--cancel-batches` is given, which cancels them first; a fresh job then starts a new ledger."""
+    options = plan.options
+    path = ledger_path(plan.paths.output)
+    if not options.fresh or not path.exists():
+        return
+    ledger = Ledger(path)
+    try:
+        flying = ledger.chunks(*IN_FLIGHT)
+        if flying and not options.cancel_batches:
+            raise UsageError(f"{len(flying)} Google batch job(s) of this job are still in flight "
+                             f"({sum(c.lines for c in flying)} requests, billed when they finish): --fresh would "
+                             "lose their answers. Collect them with --resume, or add --cancel-batches to cancel them")
+        client = _client(plan, settings)
+        try:
+            for chunk in flying:
+                if chunk.batch_name:
+                    try:
+                        client.cancel(chunk.batch_name)
+                    except Exception as exc:  # noqa: BLE001 - an ended job needs no cancel
+                        log.info("cancel of %s: %s", chunk.batch_name, str(exc)[:160])
+        finally:
+            client.close()
+        if flying:
+            log.warning("--fresh --cancel-batches: cancelled %d Google batch job(s) of the old job", len(flying))
+    finally:
+        ledger.close()
+    remove_ledger(plan.paths.output)
+
+
+def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, progress: Progress,
+              say: Callable[[str], None], chunk_lines: int = 5000, settle: float = 60.0,
+              crash_at: Callable[[str], None] = lambda point: None,
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] = time.sleep) -> RunResult:
+    """The job through the Batch API: open (or make) its ledger, run the loop, close."""
+    options = plan.options
+    if not plan.llm:
+        raise UsageError("--batch sends LLM stages through the Gemini Batch API, and this job has none")
+    path = ledger_path(plan.paths.output)
+    ledger = Ledger(path)
+    try:
+        owner = ledger.meta("job_id")
+        if owner is not None and owner != job.store.cp.job_id:
+            flying = ledger.chunks(*IN_FLIGHT)
+            if flying:
+                raise ConfigError(f"{path} belongs to job {owner}, which has {len(flying)} Google batch job(s) in "
+                                  "flight; run with --resume on that job's checkpoint, or --fresh --cancel-batches")
+            ledger.close()
+            remove_ledger(plan.paths.output)
+            ledger = Ledger(path)
+        client = _client(plan, settings)
+        try:
+            run = BatchRun(plan, job, ledger, client,
+                           BatchSettings(poll=options.batch_poll, detach=options.batch_detach,
+                                         cancel=options.cancel_batches, chunk_lines=chunk_lines, settle=settle,
+                                         crash_at=crash_at),
+                           stop=stop, progress=progress, say=say, clock=clock, sleep=sleep)
+            return run.run()
+        finally:
+            client.close()
+    finally:
+        ledger.close()
+
+
+def _client(plan: Plan, settings: Settings) -> BatchClient:
+    assert settings.api_key is not None
+    return BatchClient(api_key=settings.api_key, base_url=settings.base_url, timeout=max(plan.options.timeout, 300))
