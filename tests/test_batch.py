@@ -11,7 +11,7 @@ FAST = ("--batch", "--batch-poll", "0.05")
 
 
 def batch_env(ws: Workspace, **extra: str) -> dict[str, str]:
-    return ws.env(ENRICHKIT_BATCH_SETTLE="0.5", ENRICHKIT_BATCH_CHUNK="15", **extra)
+    return ws.env(**{"ENRICHKIT_BATCH_SETTLE": "0.5", "ENRICHKIT_BATCH_CHUNK": "15", **extra})
 
 
 def test_batch_run_enriches_every_record_once_through_google_jobs(ws: Workspace) -> None:
@@ -32,3 +32,98 @@ def test_batch_run_enriches_every_record_once_through_google_jobs(ws: Workspace)
     cp = read_json(ws.checkpoint)
     assert cp["status"] == "completed" and cp["batch"]["jobs_in_flight"] == 0
     assert "Done: all 40 records enriched." in proc.stderr
+
+
+def test_detach_exits_5_while_google_runs_then_resume_collects(ws: Workspace) -> None:
+    ws.fake.configure(batch_seconds=30)
+    first = ws.run(*FAST, "--batch-detach", env=batch_env(ws))
+    assert first.returncode == 5, first.stderr
+    assert "Waiting for Google: 3 batch job(s) running with 40 requests" in first.stderr
+    cp = read_json(ws.checkpoint)
+    assert cp["status"] == "waiting" and cp["batch"]["jobs_in_flight"] == 3 and cp["batch"]["records_in_flight"] == 40
+    again = ws.run("--resume", *FAST, "--batch-detach", env=batch_env(ws))  # cron's next tick: still running
+    assert again.returncode == 5 and ws.fake.stats()["batch"]["creates"] == 3
+    ws.fake.configure(batch_seconds=0.1)
+    done = ws.run("--resume", "--batch-detach", env=batch_env(ws))  # --batch and its poll are the job's own
+    assert done.returncode == 0, done.stderr
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+    assert ws.fake.stats()["batch"]["creates"] == 3 and ws.fake.stats()["batch"]["max_billed_per_key"] == 1
+
+
+def test_line_errors_and_missing_lines_go_again_in_a_later_job(ws: Workspace) -> None:
+    ws.fake.configure(batch_line_error_matching=["Fund 00003 "], batch_missing_matching=["Fund 00007 "])
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    # Fund 00003 fails every time (server_error, retried --max-retries 2 times, then the record fails);
+    # Fund 00007's line goes missing twice, then the synchronous path answers it.
+    assert proc.returncode == 1, proc.stderr
+    batch = ws.fake.stats()["batch"]
+    assert batch["max_billed_per_key"] == 1 and batch["max_creates_per_name"] == 1
+    assert ws.fake.stats()["generate"] == 1  # the twice-missing line, synchronously
+    cp = read_json(ws.checkpoint)
+    assert cp["completed_count"] == 39 and cp["failed_count"] == 1
+    errors = [json.loads(line) for line in ws.errors.read_text().splitlines()]
+    assert [e["error_type"] for e in errors] == ["server_error"] * 3 and {e["attempt"] for e in errors} == {1, 2, 3}
+
+
+def test_a_dropped_create_is_found_by_display_name_never_created_twice(ws: Workspace) -> None:
+    ws.fake.configure(batch_drop_create=1, batch_list_lag=0.3)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    batch = ws.fake.stats()["batch"]
+    assert batch["creates"] == 1 and batch["dropped_creates"] == 1 and batch["max_billed_per_key"] == 1
+    assert "found its Google job" in proc.stderr
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+
+
+def test_create_429_waits_then_submits(ws: Workspace) -> None:
+    ws.fake.configure(batch_create_429=2)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.fake.stats()["batch"]["create_429"] == 2 and ws.fake.stats()["batch"]["creates"] == 1
+    assert "enqueued-token quota is full" in proc.stderr
+
+
+def test_expired_job_is_submitted_again(ws: Workspace) -> None:
+    ws.fake.configure(batch_expire=1)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    batch = ws.fake.stats()["batch"]
+    assert batch["creates"] == 2 and batch["max_creates_per_name"] == 1 and batch["lines_billed"] == 40
+    assert "expired" in proc.stderr
+
+
+def test_failed_job_for_a_configuration_reason_stops_with_exit_2(ws: Workspace) -> None:
+    ws.fake.configure(batch_fail=1)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 2, proc.stderr
+    assert "configuration reason" in proc.stderr and "Traceback" not in proc.stderr
+    assert read_json(ws.checkpoint)["status"] == "failed"
+
+
+def test_cancel_batches_cancels_at_google_and_fresh_refuses_while_jobs_fly(ws: Workspace) -> None:
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    refused = ws.run("--fresh", "--yes", *FAST, env=batch_env(ws))
+    assert refused.returncode == 2 and "--cancel-batches" in refused.stderr
+    assert ws.checkpoint.exists()  # nothing touched
+    cancelled = ws.run("--resume", "--cancel-batches", env=batch_env(ws))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "Cancelled 3 Google batch job(s)" in cancelled.stderr
+    assert set(ws.fake.stats()["batch"]["jobs"].values()) == {"BATCH_STATE_CANCELLED"}
+    ledger = sqlite3.connect(ws.output.with_name("enriched.batch.sqlite"))
+    assert ledger.execute("SELECT COUNT(*) FROM chunks WHERE state IN ('submitted', 'creating')").fetchone()[0] == 0
+    ledger.close()
+    ws.fake.configure(batch_seconds=0.1)
+    done = ws.run("--resume", env=batch_env(ws))  # the cancelled jobs' unanswered records go again
+    assert done.returncode == 0, done.stderr
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+    assert ws.fake.stats()["batch"]["max_billed_per_key"] == 1
+
+
+def test_batch_costs_half_the_token_price(ws: Workspace) -> None:
+    assert ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100")).returncode == 0
+    batch_cost = read_json(ws.checkpoint)["cost_usd"]
+    sync_out = ws.output.with_name("sync.csv")
+    assert ws.run("--output", str(sync_out), "--no-cache").returncode == 0
+    sync_cost = read_json(sync_out.with_name("sync.progress.json"))["cost_usd"]
+    assert abs(batch_cost - sync_cost / 2) < 1e-9 and batch_cost > 0

@@ -211,6 +211,9 @@ def _run(options: RunOptions) -> int:
                         backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
                         quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None)
     stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
+    if options.batch_detach and not options.batch:  # after the job's recorded options: --batch may be one
+        raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
+                         "batch jobs run)")
     batch = options.batch or options.cancel_batches
     if batch:
         from enrichkit.batch.start import before_open

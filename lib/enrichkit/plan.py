@@ -143,9 +143,6 @@ class Plan:
 
 def check_options(options: RunOptions) -> None:
     """Flags that cannot work, alone or together (exit 2)."""
-    if options.batch_detach and not options.batch:
-        raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
-                         "batch jobs run)")
     if not 1 <= options.max_workers <= 20:
         raise UsageError(f"--max-workers must be between 1 and 20, not {options.max_workers}")
     if options.checkpoint_interval < 1:
