@@ -1,0 +1,108 @@
+"""Batch mode survives kill -9 at every transition: the process dies at point P (ENRICHKIT_BATCH_CRASH_AT, an
+os._exit as abrupt as kill -9), then --resume: one Google job per display name and per chunk, every line billed
+once, every record in the output exactly once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from conftest import Workspace, expected_ids, read_json
+
+FAST = ("--batch", "--batch-poll", "0.05")
+POINTS = ["planned", "uploaded", "upload_recorded", "creating", "created", "submitted", "downloaded", "ingested",
+          "written"]
+
+
+def batch_env(ws: Workspace, **extra: str) -> dict[str, str]:
+    return ws.env(**{"ENRICHKIT_BATCH_SETTLE": "0.5", "ENRICHKIT_BATCH_CHUNK": "15", **extra})
+
+
+def assert_never_twice(ws: Workspace, chunks: int, lines: int) -> None:
+    batch = ws.fake.stats()["batch"]
+    assert batch["max_creates_per_name"] == 1 and batch["creates"] == chunks, batch["creates_by_name"]
+    assert batch["max_billed_per_key"] == 1 and batch["lines_billed"] == lines
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_each_transition_then_resume(ws: Workspace, point: str) -> None:
+    crashed = ws.run_process(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT=point))
+    assert crashed.returncode == 137, crashed.stderr
+    resumed = ws.run("--resume", env=batch_env(ws))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_never_twice(ws, chunks=3, lines=40)
+    assert read_json(ws.checkpoint)["status"] == "completed"
+
+
+def test_kill_while_cancelling_then_cancel_again(ws: Workspace) -> None:
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    crashed = ws.run_process("--resume", "--cancel-batches", env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT="cancelling"))
+    assert crashed.returncode == 137
+    again = ws.run("--resume", "--cancel-batches", env=batch_env(ws))
+    assert again.returncode == 0, again.stderr
+    assert set(ws.fake.stats()["batch"]["jobs"].values()) == {"BATCH_STATE_CANCELLED"}
+    ws.fake.configure(batch_seconds=0.1)
+    assert ws.run("--resume", env=batch_env(ws)).returncode == 0
+    batch = ws.fake.stats()["batch"]
+    assert batch["max_creates_per_name"] == 1 and batch["max_billed_per_key"] == 1
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 40
+
+
+TWO_LLM_STAGES = """
+[defaults]
+model = "gemini-2.5-flash"
+
+[[stages]]
+name = "poc"
+prompt = "Who is the point of contact of {fund.title} ({fund.manager})?"
+[stages.fields]
+poc_name = "string"
+poc_email = "string"
+
+[[stages]]
+name = "domain"
+type = "python"
+function = "enrichkit.builtin:email_domain"
+[stages.fields]
+email_domain = "string"
+
+[[stages]]
+name = "size"
+prompt = "How large is {fund.title}, whose contact is {poc_name} at {email_domain}?"
+[stages.fields]
+aum_musd = "number"
+"""
+
+
+def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
+    ws.stages.write_text(TWO_LLM_STAGES, encoding="utf-8")
+    ws.fake.configure(batch_pending=0.05, batch_seconds=0.15, batch_drop_create=1, batch_list_lag=0.2)
+    rng = random.Random(17)
+    env = batch_env(ws, ENRICHKIT_BATCH_CHUNK="7")
+    kills = 0
+    for run in range(12):
+        proc = ws.start(*FAST, *(["--resume"] if run else []), env=env)
+        deadline = time.monotonic() + rng.uniform(0.8, 2.5)  # past the imports: the kill lands in the batch loop
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.communicate()[1]
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+    final = ws.run("--resume", env=env)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 3
+    batch = ws.fake.stats()["batch"]
+    assert batch["max_creates_per_name"] == 1 and batch["max_billed_per_key"] == 1
+    assert batch["lines_billed"] == 80  # two LLM stages x 40 records, each line billed once
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
