@@ -127,3 +127,39 @@ def test_batch_costs_half_the_token_price(ws: Workspace) -> None:
     assert ws.run("--output", str(sync_out), "--no-cache").returncode == 0
     sync_cost = read_json(sync_out.with_name("sync.progress.json"))["cost_usd"]
     assert abs(batch_cost - sync_cost / 2) < 1e-9 and batch_cost > 0
+
+
+def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import JOBS, wait_for
+
+    ws.fake.configure(batch_seconds=60)
+    proc = ws.start(*FAST, env=batch_env(ws))
+    wait_for(lambda: ws.checkpoint.exists() and (read_json(ws.checkpoint).get("batch") or {}).get("jobs_in_flight")
+             == 3, what="three Google jobs in flight")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "3 Google batch job(s) keep running (40 requests, billed when they finish)" in stderr
+    assert "--cancel-batches" in stderr
+    status = subprocess.run([sys.executable, str(JOBS), "status", str(ws.checkpoint), "--json"], capture_output=True,
+                            text=True, env=ws.env(), timeout=60)
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["state"] == "waiting" and shown["batch"]["jobs_in_flight"] == 3
+    assert {job["google_state"] for job in shown["batch"]["jobs"]} <= {"PENDING", "RUNNING"}
+
+
+def test_batch_detach_without_batch_is_a_usage_error(ws: Workspace) -> None:
+    proc = ws.run("--batch-detach", env=batch_env(ws))
+    assert proc.returncode == 2 and "--batch-detach works with --batch only" in proc.stderr
+
+
+def test_max_cost_reserves_a_chunk_before_its_create(ws: Workspace) -> None:
+    proc = ws.run(*FAST, "--max-cost", "0.0000001", env=batch_env(ws))
+    assert proc.returncode == 4, proc.stderr
+    assert ws.fake.stats()["batch"]["creates"] == 0  # nothing was created that the budget could not pay
+    assert read_json(ws.checkpoint)["status"] == "budget_exhausted"

@@ -145,17 +145,17 @@ class BatchRun:
             if self._dirty:
                 self._dirty = False
                 work = self._sweep()
-                self._save()
                 self._submit(work.queued)
+                self._save()
             flying = self.ledger.chunks(*IN_FLIGHT)
+            if self.budget_hit and not flying:
+                return "budget"
             if not flying and not self._dirty:
                 return "done"
             if self.stop():
                 return "stopped"
             if self.settings.detach and flying and not self._dirty:
                 return "detached"
-            if self.budget_hit and not flying:
-                return "budget"
             if flying:
                 interruptible_sleep(self._poll_wait(flying), self.sleep, self.stop)
 

@@ -181,6 +181,7 @@ class JobStatus:
             "input_errors": cp.input_errors,
             "empty_rows": cp.empty_rows,
             "pace": cp.pace,
+            "batch": cp.batch,  # --batch: the Google batch jobs (in flight, records they hold, each job's state)
             "stage_totals": cp.stage_totals,
             "fill_rates": self.fill_rates,
         }
@@ -246,7 +247,10 @@ def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
         if holder.host == host and not finishing and alive(holder.pid, holder.written):
             return "starting", holder.pid
     if cp.status == "running":
-        return ("unknown" if cp.host and cp.host != host else "interrupted"), None
+        if cp.host and cp.host != host:
+            return "unknown", None
+        # A batch run that died leaves its Google jobs running: the job is waiting for them, not stopped.
+        return ("waiting" if (cp.batch or {}).get("jobs_in_flight") else "interrupted"), None
     return cp.status, None
 
 

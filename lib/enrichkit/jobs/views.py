@@ -52,6 +52,14 @@ def status_text(job: JobStatus) -> str:
         ("ETA" if job.state == "running" else "time left", format_duration(job.eta_seconds) if job.pending else "-"),
     ]
     lines += [("pace", text) for text in pace_lines(cp.pace)]
+    if cp.batch:
+        b = cp.batch
+        lines.append(("batch", f"{b.get('jobs_in_flight', 0)} Google job(s) in flight holding "
+                               f"{b.get('records_in_flight', 0)} requests, {b.get('jobs_total', 0)} in all; "
+                               f"${b.get('spent_usd', 0):.4f} answered"))
+        lines += [("", f"{j.get('display_name')}: {j.get('google_state') or j.get('state')} ({j.get('lines')} "
+                       f"requests, stage {j.get('stage')})") for j in b.get("jobs", []) if j.get("state") in
+                  ("planned", "uploaded", "creating", "submitted")]
     lines += [
         ("started", cp.started_at),
         ("updated", cp.last_updated + (f" ({duration_text(ago)} ago)" if ago is not None else "")),
