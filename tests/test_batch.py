@@ -163,3 +163,21 @@ def test_max_cost_reserves_a_chunk_before_its_create(ws: Workspace) -> None:
     assert proc.returncode == 4, proc.stderr
     assert ws.fake.stats()["batch"]["creates"] == 0  # nothing was created that the budget could not pay
     assert read_json(ws.checkpoint)["status"] == "budget_exhausted"
+
+
+def test_dry_run_batch_shows_jobs_costs_at_three_prices_and_the_time_bound(ws: Workspace) -> None:
+    proc = ws.run("--dry-run", "--batch", env=batch_env(ws))
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("poc (gemini-2.5-flash)"))
+    assert "40 requests in 3 batch job(s) of up to 15" in line
+    assert "standard $" in line and "flex $" in line and "batch $" in line and "batch saves 50%" in line
+    assert "up to 24 h per LLM stage" in proc.stdout
+    assert ws.fake.stats()["batch"]["creates"] == 0 and not ws.output.exists()
+
+
+def test_a_stage_with_batch_false_stays_synchronous(ws: Workspace) -> None:
+    ws.stages.write_text(ws.stages.read_text().replace('name = "poc"\n', 'name = "poc"\nbatch = false\n'))
+    proc = ws.run(*FAST, env=batch_env(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.fake.stats()["generate"] == 40 and ws.fake.stats()["batch"]["creates"] == 0
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))

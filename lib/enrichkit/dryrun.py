@@ -103,6 +103,10 @@ def dry_run(options: RunOptions, out: TextIO | None = None) -> int:
         name, rate = min(bounds.items(), key=lambda kv: kv[1])
         w(f"duration: ~{format_duration(requests / rate)} at {rate:.2f} requests/s, bound by {name} "
           f"({', '.join(f'{k} = {v:.2f}' for k, v in bounds.items())}; latency assumed {ASSUMED_LATENCY:.0f} s)\n")
+    if options.batch:
+        from enrichkit.batch.estimate import batch_lines
+
+        w(batch_lines(plan, pending, dict(first.values) if first else {}))
     w("dry run: nothing was called and nothing was written\n")
     return EXIT_OK
 

@@ -81,7 +81,7 @@ COMMON_STAGE_KEYS: dict[str, Callable[[Any], str | None]] = {
     "name": _text, "type": _one_of(*STAGE_KINDS), "fields": lambda v: None, "skip_if_filled": _names}
 STAGE_KEYS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "llm": {**COMMON_STAGE_KEYS, **MODEL_KEYS, "prompt": _text, "search": _flag, "sources": _flag,
-            "fallback_model": _text},
+            "fallback_model": _text, "batch": _flag},  # batch = false: synchronous even in --batch
     "python": {**COMMON_STAGE_KEYS, "function": _text},
     "http": {**COMMON_STAGE_KEYS, "url": _text, "method": _one_of("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"),
              "headers": lambda v: None if isinstance(v, dict) else "a table", "json": lambda v: None},
