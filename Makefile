@@ -9,7 +9,7 @@ OUTPUT ?= out/enriched.csv
 STAGES ?= data/stages.toml
 ARGS   ?=
 
-.PHONY: install demo enrich test unit lint typecheck bench status clean
+.PHONY: install demo demo-batch enrich test unit lint typecheck bench status clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 ## demo: the main job end to end against the bundled Gemini stand-in (no key needed)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+## demo-batch: the same job in batch mode (--batch, run as cron would) on the stand-in's accelerated clock
+demo-batch: $(STAMP)
+	$(PY) scripts/demo_batch.py
 
 ## enrich: one line for a terminal or a crontab; starts, continues, or exits 0 when done
 ## (ARGS=--retry-failed or --fresh takes the place of --resume: each is a run of its own)
