@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import batch_bench  # noqa: E402 - the B row lives in bench/
 import quota_bench  # noqa: E402 - the Q rows live in bench/
 from workload import LLM_STAGES, NOOP_STAGES, bench_env, write_input  # noqa: E402 - so do its inputs
 
@@ -32,7 +33,7 @@ from fake_gemini import FakeGemini  # noqa: E402 - the stand-in lives beside thi
 WORK = ROOT / "bench" / "work"
 TREE = ROOT  # the checkout whose CLI runs (--tree)
 
-ALL_PARTS = "p1,p2,p5,q"
+ALL_PARTS = "p1,p2,p5,q,b"
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[int, float, int, float]:
@@ -112,6 +113,12 @@ def p5_faults(records: int) -> dict[str, Any]:
             "retries": rep["retries"], "wall_s": round(wall, 1)}
 
 
+def b_batch(records: int) -> dict[str, Any]:
+    """B: a two-LLM-stage job through the stand-in's Batch API (accelerated clock: a job takes ~1.5 s)."""
+    with FakeGemini(seed=9, batch_pending=0.5, batch_seconds=1.0) as fake:
+        return batch_bench.run_row(WORK, TREE, fake, records, chunk=max(100, records // 5))
+
+
 def q_rows(quick: bool, jobs: int) -> dict[str, Any]:
     """The Q rows: the pace against sliding and fixed quota windows, and a naive script beside it."""
     (WORK / "llm.toml").write_text(LLM_STAGES)
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    sizes = (120, 2000, 20000, 100) if args.quick else (1200, 100_000, 1_000_000, 1000)
+    sizes = (120, 2000, 20000, 100, 2000) if args.quick else (1200, 100_000, 1_000_000, 1000, 100_000)
     results_path = args.results
     results: dict[str, Any] = {}
     if only != set(ALL_PARTS.split(",")) and results_path.exists():
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"p1": ("P1 rate against a 1,200 RPM quota", p1_rate, (sizes[0],)),
              "p2": ("P2/P3/P4 overhead, memory, resume", p2_p3_p4, (sizes[1], sizes[2])),
              "p5": ("P5 faults", p5_faults, (sizes[3],)),
-             "q": ("Q rows: the pace against quota windows", q_rows, (args.quick, args.jobs))}
+             "q": ("Q rows: the pace against quota windows", q_rows, (args.quick, args.jobs)),
+             "b": ("B batch mode: two LLM stages through the Batch API", b_batch, (sizes[4],))}
     for key, (title, measure, sizes_for) in parts.items():
         if key in only:
             print(f"{title} ...", flush=True)
@@ -177,6 +185,8 @@ def print_table(results: dict[str, Any]) -> None:
                      f"{p5['completed']} completed, {p5['failed']} failed of {p5['records']}; "
                      f"{p5['requests_per_record']} requests/record",
                      "all complete", p5["failed"] == 0 and p5["completed"] == p5["records"]))
+    if b := results.get("b"):
+        rows.append(batch_bench.table_row(b))
     if rows:
         width = max(len(r[1]) for r in rows)
         print(f"\n{'figure':<12} {'measured':<{width}}  {'target':<28} met")
