@@ -214,12 +214,17 @@ def _run(options: RunOptions) -> int:
     if options.batch_detach and not options.batch:  # after the job's recorded options: --batch may be one
         raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
                          "batch jobs run)")
-    batch = options.batch or options.cancel_batches
-    if batch:
+    # --cancel-batches cancels this job's Google jobs; with --fresh that happens before the old job is discarded.
+    batch = options.batch or (options.cancel_batches and not options.fresh)
+    if batch or options.fresh:
         from enrichkit.batch.start import before_open
 
         before_open(plan, settings)  # --fresh refuses while Google jobs run (or cancels them: --cancel-batches)
     job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
+    if options.fresh and job.store.mode == "new":
+        from enrichkit.batch.start import remove_ledger
+
+        remove_ledger(plan.paths.output)  # the old job's batch ledger goes with its output and checkpoint
     abandoned = 0
     # From the run to the last close a signal only sets a flag: a Ctrl+C just after the run finished must not turn
     # a completed job into "interrupted", exit 130 (`_notify` takes the signals over while it waits).

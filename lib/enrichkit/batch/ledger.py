@@ -75,6 +75,7 @@ class Item:
     error_type: str | None
     message: str | None
     cost_usd: float
+    asked_at: float = 0.0  # when its chunk was planned (wall clock)
 
 
 def item_key(stage: str, record_id: str, attempt: int) -> str:
@@ -161,8 +162,9 @@ class Ledger:
                                                       (chunk_id,))]
 
     def attempts(self, stage: str, record_id: str) -> list[Item]:
-        return [_item(row) for row in self.db.execute(
-            "SELECT * FROM items WHERE stage = ? AND record_id = ? ORDER BY attempt", (stage, record_id))]
+        return [_item(row[:-1], row[-1]) for row in self.db.execute(
+            "SELECT items.*, chunks.created_at FROM items JOIN chunks ON chunks.id = items.chunk_id "
+            "WHERE items.stage = ? AND items.record_id = ? ORDER BY items.attempt", (stage, record_id))]
 
     def ingest(self, chunk_id: int, results: dict[str, tuple[str, dict[str, Any]]], chunk_state: str,
                remote_state: str, stats: dict[str, Any], left_as: str) -> None:
@@ -219,10 +221,10 @@ def _chunk(row: Any) -> Chunk:
                  bool(cancel))
 
 
-def _item(row: Any) -> Item:
+def _item(row: Any, asked_at: float = 0.0) -> Item:
     stage, record_id, attempt, key, chunk_id, state, fields, usage, error_type, message, cost = row
     return Item(stage, record_id, attempt, key, chunk_id, state, json.loads(fields) if fields else None,
-                json.loads(usage) if usage else None, error_type, message, cost)
+                json.loads(usage) if usage else None, error_type, message, cost, asked_at)
 
 
 def ledger_path(output: Path) -> Path:

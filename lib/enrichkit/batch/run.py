@@ -100,6 +100,7 @@ class BatchRun:
         self._ever_submitted = 0
         self._shapes: dict[str, Request] = {}
         self._started = clock()
+        self._wall_started = time.time()
 
     # --- the run --------------------------------------------------------------------------------------
 
@@ -305,6 +306,9 @@ class BatchRun:
         work = _Sweep()
         wrote = 0
         for pending in scan:
+            if self.stop():
+                self._dirty = True  # the rest of the walk is for the next run
+                break
             result = self._assemble(pending.record, pending.record_id, work)
             if result is None:
                 continue
@@ -319,7 +323,7 @@ class BatchRun:
         store.flush()
         if wrote:
             self.settings.crash_at("written")
-        if scan.complete:
+        if scan.complete and not self.stop():
             counts = scan.counts
             cp.total_records, cp.duplicates = counts.records, counts.duplicates
             cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
@@ -383,7 +387,9 @@ class BatchRun:
                 result.counters.cache_hits += 1
                 values.update({name: str(hit["fields"].get(name, "")) for name in stage.output_fields})
                 return True
-        errors = [item for item in attempts if item.state == "error"]
+        # --retry-failed gives a failed record a new set of tries: the errors of earlier runs do not count.
+        since = self._wall_started if self.store.mode == "retry_failed" else 0.0
+        errors = [item for item in attempts if item.state == "error" and item.asked_at >= since]
         lost = [item for item in attempts if item.state in ("missing", "expired")]
         if last is not None and last.state == "error":
             failure = StageFailure(last.error_type or "server_error", last.message or "")

@@ -49,6 +49,8 @@ def before_open(plan: Plan, settings: Settings) -> None:
             raise UsageError(f"{len(flying)} Google batch job(s) of this job are still in flight "
                              f"({sum(c.lines for c in flying)} requests, billed when they finish): --fresh would "
                              "lose their answers. Collect them with --resume, or add --cancel-batches to cancel them")
+        if not flying:
+            return
         client = _client(plan, settings)
         try:
             for chunk in flying:
@@ -57,13 +59,12 @@ def before_open(plan: Plan, settings: Settings) -> None:
                         client.cancel(chunk.batch_name)
                     except Exception as exc:  # noqa: BLE001 - an ended job needs no cancel
                         log.info("cancel of %s: %s", chunk.batch_name, str(exc)[:160])
+                ledger.ingest(chunk.id, {}, "cancelled", "CANCELLED", chunk.stats, "cancelled")
         finally:
             client.close()
-        if flying:
-            log.warning("--fresh --cancel-batches: cancelled %d Google batch job(s) of the old job", len(flying))
+        log.warning("--fresh --cancel-batches: cancelled %d Google batch job(s) of the old job", len(flying))
     finally:
         ledger.close()
-    remove_ledger(plan.paths.output)
 
 
 def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, progress: Progress,
@@ -90,7 +91,7 @@ def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, pro
         try:
             run = BatchRun(plan, job, ledger, client,
                            BatchSettings(poll=options.batch_poll, detach=options.batch_detach,
-                                         cancel=options.cancel_batches, chunk_lines=chunk_lines, settle=settle,
+                                         cancel=options.cancel_batches and not options.fresh, chunk_lines=chunk_lines, settle=settle,
                                          crash_at=crash_at),
                            stop=stop, progress=progress, say=say, clock=clock, sleep=sleep)
             return run.run()
