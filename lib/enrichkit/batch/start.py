@@ -91,8 +91,8 @@ def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, pro
         try:
             run = BatchRun(plan, job, ledger, client,
                            BatchSettings(poll=options.batch_poll, detach=options.batch_detach,
-                                         cancel=options.cancel_batches and not options.fresh, chunk_lines=chunk_lines, settle=settle,
-                                         crash_at=crash_at),
+                                         cancel=options.cancel_batches and not options.fresh,
+                                         chunk_lines=chunk_lines, settle=settle, crash_at=crash_at),
                            stop=stop, progress=progress, say=say, clock=clock, sleep=sleep)
             return run.run()
         finally:
