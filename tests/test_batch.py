@@ -208,3 +208,17 @@ def test_retry_failed_gives_failed_lines_new_tries(ws: Workspace) -> None:
     assert retried.returncode == 0, retried.stderr
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
     assert read_json(ws.checkpoint)["failed_count"] == 0 and ws.fake.stats()["batch"]["max_billed_per_key"] == 1
+
+
+def test_jobs_cancel_says_the_google_jobs_go_on(ws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    from conftest import JOBS
+
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    proc = subprocess.run([sys.executable, str(JOBS), "cancel", str(ws.checkpoint)], capture_output=True, text=True,
+                          env=ws.env(), timeout=60)
+    assert "3 Google batch job(s) of this job keep running at Google" in proc.stdout, proc.stdout + proc.stderr
+    assert "--cancel-batches" in proc.stdout

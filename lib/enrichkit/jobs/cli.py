@@ -292,10 +292,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
               "run cancel again to stop it at once")
     else:
         print(f"stopped: {job.cp.job_id} is {job.state}: {job.done} done, {job.failed} failed, {job.pending} pending")
+        _google_jobs_go_on(job)
         if job.can_resume:
             print("continue with: " + job.command())
         return EXIT_OK
+    _google_jobs_go_on(job)
     return EXIT_FAILURES
+
+
+def _google_jobs_go_on(job: Any) -> None:
+    """`cancel` stops the local run only: a batch job's Google jobs keep running (and are billed)."""
+    flying = int((job.cp.batch or {}).get("jobs_in_flight") or 0)
+    if flying:
+        print(f"{flying} Google batch job(s) of this job keep running at Google (billed when they finish): "
+              f"{job.command()} collects them; add --cancel-batches to cancel them")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
