@@ -66,17 +66,19 @@ class BatchSettings:
     crash_at: Callable[[str], None] = lambda point: None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Queued:
-    stage: Stage
+    """A request line waiting for its chunk: only its text is kept (a million Request objects would not fit)."""
+
     record_id: str
     attempt: int
-    request: Request
+    line: str
+    estimate: float  # USD at the batch rate
 
 
 @dataclass
 class _Sweep:
-    queued: list[_Queued] = field(default_factory=list)
+    queued: dict[tuple[str, str], list[_Queued]] = field(default_factory=dict)  # (stage, model) -> lines
     waiting: int = 0  # records held by a Google job
 
 
@@ -406,8 +408,20 @@ class BatchRun:
                 return None if local.abandoned else False
             values.update(local.values)
             return True
-        work.queued.append(_Queued(stage, record_id, (last.attempt + 1) if last else 1, request))
+        self._enqueue(work, stage, record_id, (last.attempt + 1) if last else 1, request)
         return None
+
+    def _enqueue(self, work: _Sweep, stage: Stage, record_id: str, attempt: int, request: Request) -> None:
+        """Queue a request line; a full chunk is submitted at once (memory stays bounded by one chunk a stage)."""
+        model = request.payload["model"]
+        charge = self.plan.pricing.charge(model, prompt_tokens=request.input_tokens, output_tokens=400,
+                                          grounded=stage.search, search_queries=2, batch=True)
+        lines = work.queued.setdefault((stage.name, model), [])
+        lines.append(_Queued(record_id, attempt, request_line(item_key(stage.name, record_id, attempt), request),
+                             charge.tokens + charge.grounding))
+        if len(lines) >= max(1, self.settings.chunk_lines) and not self.budget_hit and not self.stop():
+            work.queued[(stage.name, model)] = []
+            self._submit_part(stage.name, model, lines)
 
     def _log_attempt(self, result: RecordResult, stage: Stage, item: Item) -> None:
         self.store.log_error({"record_id": result.record_id, "row": result.row, "stage": stage.name,
@@ -416,47 +430,33 @@ class BatchRun:
 
     # --- submit -------------------------------------------------------------------------------------
 
-    def _submit(self, queued: list[_Queued]) -> None:
-        by_stage: dict[tuple[str, str], list[_Queued]] = {}
-        for q in queued:
-            by_stage.setdefault((q.stage.name, q.request.payload["model"]), []).append(q)
-        size = max(1, self.settings.chunk_lines)
-        for (stage_name, model), items in by_stage.items():
-            for start in range(0, len(items), size):
-                if self.stop():
-                    return
-                part = items[start:start + size]
-                estimate = self._estimate(part)
-                if not self._fits(estimate):
-                    self.budget_hit = True
-                    log.warning("--max-cost: a batch job of %d requests (about $%.4f) does not fit the budget; "
-                                "waiting for the jobs in flight", len(part), estimate)
-                    return
-                chunk_id = self.ledger.new_chunk(stage_name, model, estimate)
-                data = "\n".join(request_line(item_key(q.stage.name, q.record_id, q.attempt), q.request)
-                                 for q in part) + "\n"
-                path = self._chunk_file(chunk_id)
-                _write_durably(path, data.encode("utf-8"))
-                self.ledger.plan(chunk_id, [(q.stage.name, q.record_id, q.attempt) for q in part])
-                self.settings.crash_at("planned")
-                self._upload(self.ledger.chunk(chunk_id))
+    def _submit(self, queued: dict[tuple[str, str], list[_Queued]]) -> None:
+        """What the walk left queued (less than a chunk a stage, or what a budget or a stop held back)."""
+        for (stage_name, model), lines in queued.items():
+            if lines and not self.budget_hit and not self.stop():
+                self._submit_part(stage_name, model, lines)
+
+    def _submit_part(self, stage_name: str, model: str, part: list[_Queued]) -> None:
+        """One chunk: the ledger's row (planning), the request file (fsynced), its items in flight (planned), then
+        the upload and the create, each recorded."""
+        estimate = sum(q.estimate for q in part)
+        if not self._fits(estimate):
+            self.budget_hit = True
+            log.warning("--max-cost: a batch job of %d requests (about $%.4f) does not fit the budget; waiting for "
+                        "the jobs in flight", len(part), estimate)
+            return
+        chunk_id = self.ledger.new_chunk(stage_name, model, estimate)
+        path = self._chunk_file(chunk_id)
+        _write_durably(path, ("\n".join(q.line for q in part) + "\n").encode("utf-8"))
+        self.ledger.plan(chunk_id, [(stage_name, q.record_id, q.attempt) for q in part])
+        self.settings.crash_at("planned")
+        self._upload(self.ledger.chunk(chunk_id))
 
     def _fits(self, estimate: float) -> bool:
         limit = self.opts.max_cost
         if limit is None:
             return True
         return self.ledger.spent() + self.ledger.reserved() + estimate <= limit
-
-    def _estimate(self, part: list[_Queued]) -> float:
-        """What a chunk may cost at the batch rate: its prompts, and as much output as the stage's answers so far
-        (a few hundred tokens until one came back); a grounded stage its fee per prompt."""
-        pricing = self.plan.pricing
-        total = 0.0
-        for q in part:
-            charge = pricing.charge(q.request.payload["model"], prompt_tokens=q.request.input_tokens,
-                                    output_tokens=400, grounded=q.stage.search, search_queries=2, batch=True)
-            total += charge.tokens + charge.grounding
-        return total
 
     def _upload(self, chunk: Chunk) -> None:
         path = self._chunk_file(chunk.id)
@@ -474,6 +474,7 @@ class BatchRun:
             return
         self.settings.crash_at("uploaded")
         self.ledger.set_chunk(chunk.id, state="uploaded", file_name=file_name)
+        path.unlink(missing_ok=True)  # Google holds the requests now (48 h); the create names its file
         self.settings.crash_at("upload_recorded")
         self._create(self.ledger.chunk(chunk.id))
 
