@@ -98,6 +98,8 @@ class BatchRun:
         self.budget_hit = False
         self._seen: dict[int, tuple[str, float]] = {}  # chunk -> (the Google state last said, when)
         self._dirty = True  # something changed that the next sweep must look at
+        self._full = True  # the next sweep looks at every pending record (else only at those in `_touched`)
+        self._touched: set[str] = set()  # records whose lines came back (or were given up) since the last sweep
         self._swept_once = False
         self._ever_submitted = 0
         self._shapes: dict[str, Request] = {}
@@ -175,6 +177,7 @@ class BatchRun:
         ledger = self.ledger
         for chunk in ledger.chunks("planning"):
             ledger.drop_chunk(chunk.id)  # its file may be half-written; its records were never in flight
+            self._full = True
             self._chunk_file(chunk.id).unlink(missing_ok=True)
         for chunk in ledger.chunks("planned"):
             self._upload(chunk)
@@ -234,8 +237,7 @@ class BatchRun:
     def _collect(self, chunk: Chunk, job: RemoteJob) -> None:
         if job.state == "FAILED" and not job.output_file:
             message = str((job.error or {}).get("message") or "no reason given")
-            self.ledger.ingest(chunk.id, {}, "failed", job.state, job.stats, "failed_job")
-            self._dirty = True
+            self._ingest(chunk.id, {}, "failed", job.state, job.stats, "failed_job")
             code = int((job.error or {}).get("code") or 0)
             if code in (3, 5, 7, 9) or "not supported" in message or "INVALID_ARGUMENT" in message:
                 raise ConfigError(f"Google batch job {job.name} ({chunk.display_name}, stage {chunk.stage}) failed "
@@ -244,7 +246,7 @@ class BatchRun:
             return
         if not job.output_file:  # expired, or cancelled before any answer
             left = "expired" if job.state == "EXPIRED" else "cancelled"
-            self.ledger.ingest(chunk.id, {}, left, job.state, job.stats, left)
+            self._ingest(chunk.id, {}, left, job.state, job.stats, left)
             log.warning("Google batch job %s %s: its %d records go again", job.name, job.state.lower(), chunk.lines)
             self._dirty = True
             return
@@ -271,7 +273,7 @@ class BatchRun:
             log.warning("Google batch job %s: %d output lines matched no request of it (ignored)", job.name, strays)
         left = "cancelled" if job.state == "CANCELLED" else "missing"
         missing = len(held) - len(results)
-        self.ledger.ingest(chunk.id, results, "ingested", job.state, job.stats, left)
+        self._ingest(chunk.id, results, "ingested", job.state, job.stats, left)
         self.settings.crash_at("ingested")
         if missing:
             log.warning("Google batch job %s: %d requests came back without an answer; they go again", job.name,
@@ -295,6 +297,13 @@ class BatchRun:
         failure = _line_failure(status)
         return "error", {"error_type": failure.error_type, "message": failure.message}
 
+    def _ingest(self, chunk_id: int, results: dict[str, tuple[str, dict[str, Any]]], state: str, remote: str,
+                stats: dict[str, Any], left_as: str) -> None:
+        """The chunk's outcome into the ledger; its records are looked at by the next sweep."""
+        self.ledger.ingest(chunk_id, results, state, remote, stats, left_as)
+        self._touched.update(item.record_id for item in self.ledger.items_of(chunk_id))
+        self._dirty = True
+
     # --- sweep --------------------------------------------------------------------------------------
 
     def _sweep(self) -> _Sweep:
@@ -307,10 +316,16 @@ class BatchRun:
                            wanted=lambda rid: (rid in failed) == retrying, count_all=counting)
         work = _Sweep()
         wrote = 0
+        # After the first walk, a record is looked at again only when one of its lines came back: the others are
+        # still held by Google (a million-record job is not re-read whole at every poll).
+        full, touched = self._full or counting, self._touched
+        self._full, self._touched = False, set()
         for pending in scan:
             if self.stop():
-                self._dirty = True  # the rest of the walk is for the next run
+                self._dirty = self._full = True  # the rest of the walk is for the next run
                 break
+            if not full and pending.record_id not in touched:
+                continue
             result = self._assemble(pending.record, pending.record_id, work)
             if result is None:
                 continue
@@ -353,6 +368,7 @@ class BatchRun:
             _merge(result, local)
             if local.values is None:
                 if local.abandoned:
+                    self._full = True
                     return None  # a stop while a local stage ran: the record stays pending
                 return result
             values = local.values
@@ -441,7 +457,7 @@ class BatchRun:
         the upload and the create, each recorded."""
         estimate = sum(q.estimate for q in part)
         if not self._fits(estimate):
-            self.budget_hit = True
+            self.budget_hit = self._full = True
             log.warning("--max-cost: a batch job of %d requests (about $%.4f) does not fit the budget; waiting for "
                         "the jobs in flight", len(part), estimate)
             return
@@ -463,8 +479,7 @@ class BatchRun:
         try:
             data = path.read_bytes()
         except FileNotFoundError:  # planned, then the file was lost: its records go again
-            self.ledger.ingest(chunk.id, {}, "cancelled", "NOT_SENT", {}, "cancelled")
-            self._dirty = True
+            self._ingest(chunk.id, {}, "cancelled", "NOT_SENT", {}, "cancelled")
             return
         display = _display_prefix(self.cp.job_id, chunk) + f"{chunk.create_tries + 1}"
         try:
