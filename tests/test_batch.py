@@ -127,6 +127,9 @@ def test_batch_costs_half_the_token_price(ws: Workspace) -> None:
     assert ws.run("--output", str(sync_out), "--no-cache").returncode == 0
     sync_cost = read_json(sync_out.with_name("sync.progress.json"))["cost_usd"]
     assert abs(batch_cost - sync_cost / 2) <= 2e-6 and batch_cost > 0  # the checkpoint rounds to 6 places
+    saving = read_json(ws.report)["batch"]["cost"]
+    assert abs(saving["tokens_at_standard_usd"] - sync_cost) <= 2e-6 and saving["grounding_usd"] == 0
+    assert abs(saving["saved_usd"] - saving["tokens_usd"]) <= 2e-6
 
 
 def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:

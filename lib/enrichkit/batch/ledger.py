@@ -200,8 +200,17 @@ class Ledger:
                  "stats": c.stats, "created_at": c.submitted_at, "cost_usd": round(c.actual_usd, 6)}
                 for c in self.chunks()]
         flying = [j for j in jobs if j["state"] in IN_FLIGHT]
+        tokens, grounding, standard = self.db.execute(
+            "SELECT COALESCE(SUM(json_extract(usage, '$.token_cost_usd')), 0), "
+            "COALESCE(SUM(json_extract(usage, '$.grounding_cost_usd')), 0), "
+            "COALESCE(SUM(json_extract(usage, '$.standard_token_usd')), 0) FROM items WHERE usage IS NOT NULL"
+        ).fetchone()
         return {"jobs_in_flight": len(flying), "records_in_flight": sum(j["lines"] for j in flying),
                 "jobs_total": len(jobs), "spent_usd": round(self.spent(), 6), "reserved_usd": round(self.reserved(), 6),
+                # What Google's answers cost at the batch rate, tokens and grounding apart, and the same tokens at
+                # the standard rate (the grounding fee and cached tokens are not discounted).
+                "cost": {"tokens_usd": round(tokens, 6), "grounding_usd": round(grounding, 6),
+                         "tokens_at_standard_usd": round(standard, 6), "saved_usd": round(standard - tokens, 6)},
                 "jobs": jobs[-50:]}
 
     def iter_items(self) -> Iterator[Item]:

@@ -140,6 +140,10 @@ class BatchRun:
         if not self.opts.quiet:
             paths = self.plan.paths
             self.say(summary(report, [paths.output, paths.checkpoint, paths.report, paths.errors, self.ledger.path]))
+            c = self.cp.batch["cost"]
+            self.say(f"  batch: {self.cp.batch['jobs_total']} Google job(s); answers ${c['tokens_usd']:.4f} tokens + "
+                     f"${c['grounding_usd']:.4f} grounding at the batch rate; the same tokens at the standard rate "
+                     f"${c['tokens_at_standard_usd']:.4f} (saved ${c['saved_usd']:.4f})")
         store.close()
         return RunResult(outcome, report, 0)
 
@@ -291,8 +295,8 @@ class BatchRun:
             except StageFailure as refused:
                 usage = refused.usage if isinstance(refused.usage, Usage) else Usage()
                 return "error", {"error_type": refused.error_type, "message": refused.message,
-                                 "usage": _usage_dict(usage), "cost_usd": usage.counters().cost_usd}
-            return "answered", {"fields": answer.fields, "usage": _usage_dict(answer.usage),
+                                 "usage": self._priced(usage), "cost_usd": usage.counters().cost_usd}
+            return "answered", {"fields": answer.fields, "usage": self._priced(answer.usage),
                                 "cost_usd": answer.usage.counters().cost_usd}
         failure = _line_failure(status)
         return "error", {"error_type": failure.error_type, "message": failure.message}
@@ -303,6 +307,13 @@ class BatchRun:
         self.ledger.ingest(chunk_id, results, state, remote, stats, left_as)
         self._touched.update(item.record_id for item in self.ledger.items_of(chunk_id))
         self._dirty = True
+
+    def _priced(self, usage: Usage) -> dict[str, Any]:
+        """The usage as the ledger keeps it, with what its tokens would have cost at the standard rate (the
+        report's saving; the grounding fee is the same either way)."""
+        standard = self.plan.pricing.charge(usage.model, prompt_tokens=usage.prompt_tokens,
+                                            output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens)
+        return {**_usage_dict(usage), "standard_token_usd": standard.tokens}
 
     # --- sweep --------------------------------------------------------------------------------------
 
@@ -381,7 +392,7 @@ class BatchRun:
         attempts = self.ledger.attempts(stage.name, record_id)
         for item in attempts:  # every answer Google gave is paid for, once, by the record that asked
             if item.usage:
-                usage = Usage(**item.usage)
+                usage = Usage(**{k: v for k, v in item.usage.items() if k != "standard_token_usd"})
                 result.counters.add(usage.counters())
                 result.counters.requests += 1
                 cost = usage.counters().cost_usd
