@@ -225,3 +225,10 @@ def test_jobs_cancel_says_the_google_jobs_go_on(ws: Workspace) -> None:
                           env=ws.env(), timeout=60)
     assert "3 Google batch job(s) of this job keep running at Google" in proc.stdout, proc.stdout + proc.stderr
     assert "--cancel-batches" in proc.stdout
+
+
+def test_the_ledger_obeys_the_path_collision_rule(ws: Workspace) -> None:
+    taken = ws.output.with_name("enriched.batch.sqlite")
+    ws.output.parent.mkdir(parents=True, exist_ok=True)
+    proc = ws.run(*FAST, "--report", str(taken), env=batch_env(ws))
+    assert proc.returncode == 2 and "the batch ledger" in proc.stderr and not ws.checkpoint.exists()

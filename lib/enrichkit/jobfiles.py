@@ -66,7 +66,7 @@ class JobPaths:
         """The files a run writes, by the flag that names them (for collision checks and --fresh)."""
         return {"--output": self.output, "--checkpoint": self.checkpoint, "--report": self.report,
                 "--errors": self.errors, "the lock": self.lock, "the lock's owner file": self.owner,
-                "the cache": self.cache}
+                "the cache": self.cache, "the batch ledger": self.output.with_name(f"{self.output.stem}.batch.sqlite")}
 
     def default_checkpoint(self) -> Path:
         return Path(f"{self.output.with_suffix('')}{CHECKPOINT_SUFFIX}")

@@ -197,7 +197,8 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
     items = list(named.items())
     for i, (flag_a, a) in enumerate(items):
         for flag_b, b in items[i + 1:]:
-            journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if flag_b == "the cache" else []
+            sqlite = flag_b in ("the cache", "the batch ledger")
+            journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if sqlite else []
             if same_file(a, b) or any(same_file(a, journal) for journal in journals):
                 raise UsageError(f"{flag_a} and {flag_b} are the same file ({a}); every file a job writes must "
                                  "differ from the input and from each other")
