@@ -232,3 +232,15 @@ def test_the_ledger_obeys_the_path_collision_rule(ws: Workspace) -> None:
     ws.output.parent.mkdir(parents=True, exist_ok=True)
     proc = ws.run(*FAST, "--report", str(taken), env=batch_env(ws))
     assert proc.returncode == 2 and "the batch ledger" in proc.stderr and not ws.checkpoint.exists()
+
+
+def test_a_create_refused_429_waits_for_a_job_in_flight_to_end(ws: Workspace) -> None:
+    ws.fake.configure(batch_create_429=1, batch_seconds=0.5)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="20"))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.fake.stats()["batch"]["create_429"] == 1 and ws.fake.stats()["batch"]["creates"] == 2
+    ledger = sqlite3.connect(ws.output.with_name("enriched.batch.sqlite"))
+    (first_created,), (second_ended,) = ledger.execute(
+        "SELECT submitted_at FROM chunks WHERE id = 1 UNION ALL SELECT changed_at FROM chunks WHERE id = 2").fetchall()
+    ledger.close()
+    assert first_created >= second_ended  # chunk 1 (refused) was created only once chunk 2's job had ended

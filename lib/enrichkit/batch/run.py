@@ -103,6 +103,7 @@ class BatchRun:
         self._swept_once = False
         self._ever_submitted = 0
         self._shapes: dict[str, Request] = {}
+        self._quota_full = False
         self._started = clock()
         self._wall_started = time.time()
 
@@ -188,6 +189,8 @@ class BatchRun:
         for chunk in ledger.chunks("creating"):
             self._find_or_recreate(chunk)
         for chunk in ledger.chunks("uploaded"):
+            if self._waiting_for_quota():
+                break
             self._create(chunk)
 
     def _find_or_recreate(self, chunk: Chunk) -> None:
@@ -305,6 +308,7 @@ class BatchRun:
                 stats: dict[str, Any], left_as: str) -> None:
         """The chunk's outcome into the ledger; its records are looked at by the next sweep."""
         self.ledger.ingest(chunk_id, results, state, remote, stats, left_as)
+        self._quota_full = False  # a job ended: its enqueued tokens are free again
         self._touched.update(item.record_id for item in self.ledger.items_of(chunk_id))
         self._dirty = True
 
@@ -502,7 +506,13 @@ class BatchRun:
         self.ledger.set_chunk(chunk.id, state="uploaded", file_name=file_name)
         path.unlink(missing_ok=True)  # Google holds the requests now (48 h); the create names its file
         self.settings.crash_at("upload_recorded")
-        self._create(self.ledger.chunk(chunk.id))
+        if not self._waiting_for_quota():
+            self._create(self.ledger.chunk(chunk.id))
+
+    def _waiting_for_quota(self) -> bool:
+        """After a 429 on create (the model's enqueued-token quota is full), the next create waits until a job in
+        flight ends; with none in flight, it is tried at the next poll."""
+        return self._quota_full and bool(self.ledger.chunks("submitted"))
 
     def _create(self, chunk: Chunk) -> None:
         assert chunk.file_name is not None
@@ -518,6 +528,7 @@ class BatchRun:
             code = getattr(exc, "code", None)
             if code == 429:  # the enqueued-token quota is full: no job was made; wait for one in flight to end
                 self.ledger.set_chunk(chunk.id, state="uploaded")
+                self._quota_full = True
                 log.warning("batch create for %s refused (429: the model's enqueued-token quota is full); trying "
                             "again once a job in flight ends", display)
                 return
