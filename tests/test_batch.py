@@ -244,3 +244,34 @@ def test_a_create_refused_429_waits_for_a_job_in_flight_to_end(ws: Workspace) ->
         "SELECT submitted_at FROM chunks WHERE id = 1 UNION ALL SELECT changed_at FROM chunks WHERE id = 2").fetchall()
     ledger.close()
     assert first_created >= second_ended  # chunk 1 (refused) was created only once chunk 2's job had ended
+
+
+PROBE = '''
+import threading
+import time
+
+
+def where(record):
+    if record["fund.title"] == "Fund 00005":
+        raise ValueError("no thread for this one")
+    time.sleep(0.05)
+    return {"thread": threading.current_thread().name}
+'''
+
+
+def test_local_stages_run_in_the_worker_pool_and_their_failures_reach_the_error_log(ws: Workspace) -> None:
+    (ws.tmp / "probe_threads.py").write_text(PROBE, encoding="utf-8")
+    ws.stages.write_text(ws.stages.read_text() + '''
+[[stages]]
+name = "where"
+type = "python"
+function = "probe_threads:where"
+[stages.fields]
+thread = "string"
+''')
+    proc = ws.run(*FAST, "--max-workers", "8", env=batch_env(ws))
+    assert proc.returncode == 1, proc.stderr
+    threads = {row["thread"] for row in read_csv(ws.output)}
+    assert len(read_csv(ws.output)) == 39 and len(threads) > 1 and all(t.startswith("batch") for t in threads)
+    errors = [json.loads(line) for line in ws.errors.read_text().splitlines()]
+    assert [(e["stage"], e["row"]) for e in errors] == [("where", 6)]

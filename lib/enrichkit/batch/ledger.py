@@ -13,13 +13,15 @@ ledger next finds it and settles it (see `enrichkit.batch.run`).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -83,17 +85,32 @@ def item_key(stage: str, record_id: str, attempt: int) -> str:
     return f"{stage}:{record_id}:{attempt}"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[Ledger, P], R]) -> Callable[Concatenate[Ledger, P], R]:
+    @functools.wraps(method)
+    def call(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return call
+
+
 class Ledger:
-    """One connection, used from the run's main thread only."""
+    """One connection: written by the run's main thread only, read also by the workers that walk records (every
+    use holds `lock`)."""
 
     def __init__(self, path: Path, clock: Any = time.time) -> None:
         self.path = path
         self.clock = clock
+        self.lock = threading.RLock()
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # WAL + FULL: each commit is fsynced before it returns
         self.db.executescript(SCHEMA)
 
+    @_locked
     def close(self) -> None:
         self.db.close()
 
@@ -110,15 +127,18 @@ class Ledger:
             raise
         db.execute("COMMIT")
 
+    @_locked
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_locked
     def set_meta(self, key: str, value: str) -> None:
         self._txn([("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))])
 
     # --- chunks -------------------------------------------------------------------------------------------
 
+    @_locked
     def new_chunk(self, stage: str, model: str, reserved: float) -> int:
         """A chunk being planned (its request file is written next; its items come with `plan`)."""
         now = self.clock()
@@ -127,6 +147,7 @@ class Ledger:
                     "VALUES (?, ?, ?, 'planning', ?, ?, ?)", (with_id, stage, model, reserved, now, now))])
         return int(with_id)
 
+    @_locked
     def plan(self, chunk_id: int, items: list[tuple[str, str, int]]) -> None:
         """The chunk's request file is on disk: its items are in flight from now on (one transaction)."""
         now = self.clock()
@@ -136,36 +157,43 @@ class Ledger:
                    ("UPDATE chunks SET state = 'planned', lines = ?, changed_at = ? WHERE id = ?",
                     (len(items), now, chunk_id))])
 
-    def set_chunk(self, chunk_id: int, **changes: Any) -> None:
+    @_locked
+    def set_chunk(self, /, chunk_id: int, **changes: Any) -> None:
         changes["changed_at"] = self.clock()
         if "stats" in changes:
             changes["stats"] = json.dumps(changes["stats"])
         columns = ", ".join(f"{name} = ?" for name in changes)
         self._txn([(f"UPDATE chunks SET {columns} WHERE id = ?", (*changes.values(), chunk_id))])
 
+    @_locked
     def drop_chunk(self, chunk_id: int) -> None:
         """A chunk left in `planning` by a crash: its items were never in flight."""
         self._txn([("DELETE FROM items WHERE chunk_id = ?", (chunk_id,)), ("DELETE FROM chunks WHERE id = ?",
                                                                            (chunk_id,))])
 
+    @_locked
     def chunks(self, *states: str) -> list[Chunk]:
         sql = "SELECT * FROM chunks" + (f" WHERE state IN ({','.join('?' * len(states))})" if states else "")
         return [_chunk(row) for row in self.db.execute(sql + " ORDER BY id", states)]
 
+    @_locked
     def chunk(self, chunk_id: int) -> Chunk:
         return _chunk(self.db.execute("SELECT * FROM chunks WHERE id = ?", (chunk_id,)).fetchone())
 
     # --- items --------------------------------------------------------------------------------------------
 
+    @_locked
     def items_of(self, chunk_id: int) -> list[Item]:
         return [_item(row) for row in self.db.execute("SELECT * FROM items WHERE chunk_id = ? ORDER BY key",
                                                       (chunk_id,))]
 
+    @_locked
     def attempts(self, stage: str, record_id: str) -> list[Item]:
         return [_item(row[:-1], row[-1]) for row in self.db.execute(
             "SELECT items.*, chunks.created_at FROM items JOIN chunks ON chunks.id = items.chunk_id "
             "WHERE items.stage = ? AND items.record_id = ? ORDER BY items.attempt", (stage, record_id))]
 
+    @_locked
     def ingest(self, chunk_id: int, results: dict[str, tuple[str, dict[str, Any]]], chunk_state: str,
                remote_state: str, stats: dict[str, Any], left_as: str) -> None:
         """A chunk's output, in one transaction: each key's result (state, columns), the lines with none left as
@@ -185,14 +213,17 @@ class Ledger:
                            (chunk_state, remote_state, json.dumps(stats), actual, self.clock(), chunk_id)))
         self._txn(statements)
 
+    @_locked
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM items").fetchone()[0])
 
+    @_locked
     def reserved(self) -> float:
         states = ",".join("?" * len(IN_FLIGHT))
         return float(self.db.execute(f"SELECT COALESCE(SUM(reserved_usd), 0) FROM chunks WHERE state IN ({states})",
                                      IN_FLIGHT).fetchone()[0])
 
+    @_locked
     def summary(self) -> dict[str, Any]:
         """For the checkpoint, the report and `jobs.py status`: the Google jobs and the records they hold."""
         jobs = [{"chunk": c.id, "stage": c.stage, "model": c.model, "state": c.state, "display_name": c.display_name,
@@ -212,10 +243,6 @@ class Ledger:
                 "cost": {"tokens_usd": round(tokens, 6), "grounding_usd": round(grounding, 6),
                          "tokens_at_standard_usd": round(standard, 6), "saved_usd": round(standard - tokens, 6)},
                 "jobs": jobs[-50:]}
-
-    def iter_items(self) -> Iterator[Item]:
-        for row in self.db.execute("SELECT * FROM items"):
-            yield _item(row)
 
 
 def _dump(value: Any) -> str | None:

@@ -25,7 +25,9 @@ Crash points (`crash_at(name)`, which the CLI turns into `os._exit` when ENRICHK
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from typing import Any
 from enrichkit.batch.google import BatchClient, RemoteJob, read_line, request_line
 from enrichkit.batch.ledger import IN_FLIGHT, Chunk, Item, Ledger, item_key
 from enrichkit.classify import classify_error
-from enrichkit.enricher import RecordResult
+from enrichkit.enricher import AttemptError, RecordResult
 from enrichkit.errors import Abandoned, ConfigError, EnrichError, StageFailure
 from enrichkit.job import Job
 from enrichkit.logs import log
@@ -79,7 +81,15 @@ class _Queued:
 @dataclass
 class _Sweep:
     queued: dict[tuple[str, str], list[_Queued]] = field(default_factory=dict)  # (stage, model) -> lines
-    waiting: int = 0  # records held by a Google job
+
+
+@dataclass
+class _Assembled:
+    """What one record's walk through its stages gives the main thread (the single writer) to do."""
+
+    result: RecordResult | None = None  # finished (written or failed); None: it waits for Google
+    needs: list[tuple[Stage, int, Request]] = field(default_factory=list)  # request lines to queue
+    logs: list[dict[str, Any]] = field(default_factory=list)  # error log lines
 
 
 class BatchRun:
@@ -104,6 +114,9 @@ class BatchRun:
         self._ever_submitted = 0
         self._shapes: dict[str, Request] = {}
         self._quota_full = False
+        self._local = any(not self._batched(s) for s in plan.stages.stages)  # stages run here, in the pool
+        self._local_errors: deque[AttemptError] = deque()  # failed attempts of local stages, for the error log
+        job.enricher.on_attempt_error = self._local_errors.append
         self._started = clock()
         self._wall_started = time.time()
 
@@ -335,15 +348,25 @@ class BatchRun:
         # still held by Google (a million-record job is not re-read whole at every poll).
         full, touched = self._full or counting, self._touched
         self._full, self._touched = False, set()
-        for pending in scan:
-            if self.stop():
-                self._dirty = self._full = True  # the rest of the walk is for the next run
-                break
-            if not full and pending.record_id not in touched:
-                continue
-            result = self._assemble(pending.record, pending.record_id, work)
+        def wanted() -> Iterator[tuple[Record, str]]:
+            for pending in scan:
+                if self.stop():
+                    self._dirty = self._full = True  # the rest of the walk is for the next run
+                    return
+                if full or pending.record_id in touched:
+                    yield pending.record, pending.record_id
+
+        def handle(done: _Assembled, record_id: str) -> None:
+            nonlocal wrote
+            while self._local_errors:
+                store.log_error(self._local_errors.popleft())
+            for line in done.logs:
+                store.log_error(line)
+            for stage, attempt, request in done.needs:
+                self._enqueue(work, stage, record_id, attempt, request)
+            result = done.result
             if result is None:
-                continue
+                return
             store.commit(result)
             wrote += 1
             self.stats.add(result.stage_latency, result.attempt_errors, result.skipped_stages, result.failed_stage,
@@ -352,6 +375,24 @@ class BatchRun:
                 raise result.fatal
             if wrote % 1000 == 0:
                 store.flush()
+
+        if self._local:
+            # python/http stages (and `batch = false` ones) run in the worker pool as answers arrive; the main
+            # thread keeps writing (the ledger, the output, the error log) and queuing.
+            window = 2 * self.opts.max_workers
+            with ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="batch") as pool:
+                flying: deque[tuple[Future[_Assembled], str]] = deque()
+                for record, record_id in wanted():
+                    flying.append((pool.submit(self._assemble, record, record_id), record_id))
+                    if len(flying) >= window:
+                        future, rid = flying.popleft()
+                        handle(future.result(), rid)
+                while flying:
+                    future, rid = flying.popleft()
+                    handle(future.result(), rid)
+        else:
+            for record, record_id in wanted():
+                handle(self._assemble(record, record_id), record_id)
         store.flush()
         if wrote:
             self.settings.crash_at("written")
@@ -363,8 +404,10 @@ class BatchRun:
         self._swept_once = True
         return work
 
-    def _assemble(self, record: Record, record_id: str, work: _Sweep) -> RecordResult | None:
-        """The record's result when every stage is done (or one failed); None while a stage waits for Google."""
+    def _assemble(self, record: Record, record_id: str) -> _Assembled:
+        """The record through its stages as far as the answers at hand go (on a worker when there are local
+        stages: it reads the ledger, never writes it)."""
+        out = _Assembled()
         result = RecordResult(record_id, record.row)
         values = dict(record.values)
         for stage in self.plan.stages.stages:
@@ -373,25 +416,28 @@ class BatchRun:
                 values.update({f: values.get(f, "") for f in stage.fields})
                 continue
             if self._batched(stage):
-                outcome = self._batched_stage(stage, record, record_id, values, result, work)
+                outcome = self._batched_stage(stage, record, record_id, values, result, out)
                 if outcome is None:
-                    return None
+                    return out
                 if outcome is False:
-                    return result
+                    out.result = result
+                    return out
                 continue
             local = self.job.enricher.enrich(Record(record.row, values), record_id, [stage])
             _merge(result, local)
             if local.values is None:
                 if local.abandoned:
                     self._full = True
-                    return None  # a stop while a local stage ran: the record stays pending
-                return result
+                    return out  # a stop while a local stage ran: the record stays pending
+                out.result = result
+                return out
             values = local.values
         result.values = values
-        return result
+        out.result = result
+        return out
 
     def _batched_stage(self, stage: Stage, record: Record, record_id: str, values: dict[str, str],
-                       result: RecordResult, work: _Sweep) -> bool | None:
+                       result: RecordResult, out: _Assembled) -> bool | None:
         """True: the stage's fields are in `values`; False: the record failed; None: it waits for Google."""
         attempts = self.ledger.attempts(stage.name, record_id)
         for item in attempts:  # every answer Google gave is paid for, once, by the record that asked
@@ -406,7 +452,6 @@ class BatchRun:
                 result.attempt_errors.append((stage.name, item.error_type or "server_error"))
         last = attempts[-1] if attempts else None
         if last is not None and last.state == "inflight":
-            work.waiting += 1
             return None
         if last is not None and last.state == "answered":
             values.update(last.fields or {})
@@ -426,11 +471,10 @@ class BatchRun:
         lost = [item for item in attempts if item.state in ("missing", "expired")]
         if last is not None and last.state == "error":
             failure = StageFailure(last.error_type or "server_error", last.message or "")
+            out.logs.append(self._attempt_line(result, stage, last))
             if last.error_type not in _RETRIED or len(errors) > self.opts.max_retries:
-                self._log_attempt(result, stage, last)
                 result.failure, result.failed_stage = failure, stage.name
                 return False
-            self._log_attempt(result, stage, last)
         if len(lost) >= SYNC_AFTER:
             # Google lost this line twice: the synchronous path takes it (no Google job holds it any more).
             local = self.job.enricher.enrich(Record(record.row, values), record_id, [stage])
@@ -439,7 +483,7 @@ class BatchRun:
                 return None if local.abandoned else False
             values.update(local.values)
             return True
-        self._enqueue(work, stage, record_id, (last.attempt + 1) if last else 1, request)
+        out.needs.append((stage, (last.attempt + 1) if last else 1, request))
         return None
 
     def _enqueue(self, work: _Sweep, stage: Stage, record_id: str, attempt: int, request: Request) -> None:
@@ -454,10 +498,10 @@ class BatchRun:
             work.queued[(stage.name, model)] = []
             self._submit_part(stage.name, model, lines)
 
-    def _log_attempt(self, result: RecordResult, stage: Stage, item: Item) -> None:
-        self.store.log_error({"record_id": result.record_id, "row": result.row, "stage": stage.name,
-                              "attempt": item.attempt, "error_type": item.error_type or "server_error",
-                              "message": f"batch line {item.key}: {item.message}"})
+    @staticmethod
+    def _attempt_line(result: RecordResult, stage: Stage, item: Item) -> dict[str, Any]:
+        return {"record_id": result.record_id, "row": result.row, "stage": stage.name, "attempt": item.attempt,
+                "error_type": item.error_type or "server_error", "message": f"batch line {item.key}: {item.message}"}
 
     # --- submit -------------------------------------------------------------------------------------
 
