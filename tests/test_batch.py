@@ -275,3 +275,9 @@ thread = "string"
     assert len(read_csv(ws.output)) == 39 and len(threads) > 1 and all(t.startswith("batch") for t in threads)
     errors = [json.loads(line) for line in ws.errors.read_text().splitlines()]
     assert [(e["stage"], e["row"]) for e in errors] == [("where", 6)]
+
+
+def test_limit_takes_on_at_most_n_records_in_batch_mode(ws: Workspace) -> None:
+    proc = ws.run(*FAST, "--limit", "10", env=batch_env(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert len(ws.output_ids()) == 10 and ws.fake.stats()["batch"]["lines_billed"] == 10

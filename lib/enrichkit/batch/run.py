@@ -340,13 +340,15 @@ class BatchRun:
         retrying = store.mode == "retry_failed"
         counting = store.counts_exactly and not self._swept_once
         failed = cp.failed_ids
-        scan = PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
-                           wanted=lambda rid: (rid in failed) == retrying, count_all=counting)
-        work = _Sweep()
-        wrote = 0
         # After the first walk, a record is looked at again only when one of its lines came back: the others are
         # still held by Google (a million-record job is not re-read whole at every poll).
         full, touched = self._full or counting, self._touched
+        # --limit N: the run takes on at most N pending records (those already in flight among them).
+        scan = PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
+                           wanted=lambda rid: (rid in failed) == retrying, count_all=counting,
+                           limit=self.opts.limit if full else None)
+        work = _Sweep()
+        wrote = 0
         self._full, self._touched = False, set()
         def wanted() -> Iterator[tuple[Record, str]]:
             for pending in scan:
