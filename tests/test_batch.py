@@ -83,12 +83,12 @@ def test_create_429_waits_then_submits(ws: Workspace) -> None:
     assert "enqueued-token quota is full" in proc.stderr
 
 
-def test_expired_job_is_submitted_again(ws: Workspace) -> None:
+def test_expired_job_is_submitted_again_in_smaller_jobs(ws: Workspace) -> None:
     ws.fake.configure(batch_expire=1)
-    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="40"))
     assert proc.returncode == 0, proc.stderr
     batch = ws.fake.stats()["batch"]
-    assert batch["creates"] == 2 and batch["max_creates_per_name"] == 1 and batch["lines_billed"] == 40
+    assert batch["creates"] == 3 and batch["max_creates_per_name"] == 1 and batch["lines_billed"] == 40
     assert "expired" in proc.stderr
 
 

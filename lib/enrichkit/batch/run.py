@@ -80,7 +80,8 @@ class _Queued:
 
 @dataclass
 class _Sweep:
-    queued: dict[tuple[str, str], list[_Queued]] = field(default_factory=dict)  # (stage, model) -> lines
+    # (stage, model, after an expiry) -> lines; lines whose job expired go again in chunks half the size
+    queued: dict[tuple[str, str, bool], list[_Queued]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class _Assembled:
     """What one record's walk through its stages gives the main thread (the single writer) to do."""
 
     result: RecordResult | None = None  # finished (written or failed); None: it waits for Google
-    needs: list[tuple[Stage, int, Request]] = field(default_factory=list)  # request lines to queue
+    needs: list[tuple[Stage, int, Request, bool]] = field(default_factory=list)  # lines to queue (, smaller)
     logs: list[dict[str, Any]] = field(default_factory=list)  # error log lines
 
 
@@ -364,8 +365,8 @@ class BatchRun:
                 store.log_error(self._local_errors.popleft())
             for line in done.logs:
                 store.log_error(line)
-            for stage, attempt, request in done.needs:
-                self._enqueue(work, stage, record_id, attempt, request)
+            for stage, attempt, request, smaller in done.needs:
+                self._enqueue(work, stage, record_id, attempt, request, smaller)
             result = done.result
             if result is None:
                 return
@@ -485,19 +486,22 @@ class BatchRun:
                 return None if local.abandoned else False
             values.update(local.values)
             return True
-        out.needs.append((stage, (last.attempt + 1) if last else 1, request))
+        expired = last is not None and last.state == "expired"
+        out.needs.append((stage, (last.attempt + 1) if last else 1, request, expired))
         return None
 
-    def _enqueue(self, work: _Sweep, stage: Stage, record_id: str, attempt: int, request: Request) -> None:
+    def _enqueue(self, work: _Sweep, stage: Stage, record_id: str, attempt: int, request: Request,
+                 smaller: bool = False) -> None:
         """Queue a request line; a full chunk is submitted at once (memory stays bounded by one chunk a stage)."""
         model = request.payload["model"]
         charge = self.plan.pricing.charge(model, prompt_tokens=request.input_tokens, output_tokens=400,
                                           grounded=stage.search, search_queries=2, batch=True)
-        lines = work.queued.setdefault((stage.name, model), [])
+        lines = work.queued.setdefault((stage.name, model, smaller), [])
         lines.append(_Queued(record_id, attempt, request_line(item_key(stage.name, record_id, attempt), request),
                              charge.tokens + charge.grounding))
-        if len(lines) >= max(1, self.settings.chunk_lines) and not self.budget_hit and not self.stop():
-            work.queued[(stage.name, model)] = []
+        size = max(1, self.settings.chunk_lines // 2 if smaller else self.settings.chunk_lines)
+        if len(lines) >= size and not self.budget_hit and not self.stop():
+            work.queued[(stage.name, model, smaller)] = []
             self._submit_part(stage.name, model, lines)
 
     @staticmethod
@@ -507,9 +511,9 @@ class BatchRun:
 
     # --- submit -------------------------------------------------------------------------------------
 
-    def _submit(self, queued: dict[tuple[str, str], list[_Queued]]) -> None:
+    def _submit(self, queued: dict[tuple[str, str, bool], list[_Queued]]) -> None:
         """What the walk left queued (less than a chunk a stage, or what a budget or a stop held back)."""
-        for (stage_name, model), lines in queued.items():
+        for (stage_name, model, _), lines in queued.items():
             if lines and not self.budget_hit and not self.stop():
                 self._submit_part(stage_name, model, lines)
 
