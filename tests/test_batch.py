@@ -281,3 +281,17 @@ def test_limit_takes_on_at_most_n_records_in_batch_mode(ws: Workspace) -> None:
     proc = ws.run(*FAST, "--limit", "10", env=batch_env(ws))
     assert proc.returncode == 0, proc.stderr
     assert len(ws.output_ids()) == 10 and ws.fake.stats()["batch"]["lines_billed"] == 10
+
+
+def test_the_dashboard_api_and_page_show_the_google_jobs(ws: Workspace) -> None:
+    from test_dashboard import client
+
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    api = client(ws.tmp)
+    job = next(iter(api.get("/api/jobs").json()["jobs"]))
+    assert job["state"] == "waiting" and job["batch"]["jobs_in_flight"] == 3
+    detail = api.get(f"/api/jobs/{job['key']}").json()
+    assert {j["state"] for j in detail["batch"]["jobs"]} == {"submitted"}
+    page = api.get("/?token=test-token-0123456789").text
+    assert "Google batch jobs" in page
