@@ -110,3 +110,14 @@ def test_create_429_help_only_then_expired_failed_and_cancelled_jobs(batch_fake:
     assert c.batches.get(name=running.name).state.value == "JOB_STATE_CANCELLED"
     c.batches.delete(name=running.name)
     assert [j.display_name for j in c.batches.list(config={"page_size": 10})] == ["e", "f"]
+
+
+def test_the_command_line_sets_the_batch_faults() -> None:
+    from gemini_standin.cli import parse_args
+
+    cfg = parse_args(["--batch-seconds", "3", "--batch-expire", "2", "--batch-drop-create", "1", "--batch-list-lag",
+                      "5", "--batch-line-error-matching", "ACME", "--batch-missing-matching", "Foo",
+                      "--no-batch-shuffle", "--batch-create-429", "1", "--batch-fail", "1"])
+    assert (cfg.batch_seconds, cfg.batch_expire, cfg.batch_drop_create, cfg.batch_list_lag) == (3.0, 2, 1, 5.0)
+    assert cfg.batch_line_error_matching == ["ACME"] and cfg.batch_missing_matching == ["Foo"]
+    assert not cfg.batch_shuffle and cfg.batch_create_429 == 1 and cfg.batch_fail == 1
