@@ -153,6 +153,7 @@ def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["state"] == "waiting" and shown["batch"]["jobs_in_flight"] == 3
+    assert shown["can_resume"] is True and "--resume" in shown["next_command"]  # the next run collects them
     assert {job["google_state"] for job in shown["batch"]["jobs"]} <= {"PENDING", "RUNNING"}
 
 

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-Status = Literal["running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"]
-STATUSES: tuple[Status, ...] = ("running", "interrupted", "completed", "completed_with_failures",
+Status = Literal["running", "waiting", "interrupted", "completed", "completed_with_failures", "budget_exhausted",
+                 "failed"]
+STATUSES: tuple[Status, ...] = ("running", "waiting", "interrupted", "completed", "completed_with_failures",
                                 "budget_exhausted", "failed")
-# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones).
-STOPPED: tuple[str, ...] = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
+# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones); `waiting`:
+# Google batch jobs of the job are in flight (--batch), and the next run collects them.
+STOPPED: tuple[str, ...] = ("waiting", "interrupted", "completed", "completed_with_failures", "budget_exhausted",
+                            "failed")
 
 CHECKPOINT_SUFFIX = ".progress.json"
 # A process that started more than this after a file named its PID cannot be the one that wrote it:
