@@ -296,3 +296,31 @@ def test_the_dashboard_api_and_page_show_the_google_jobs(ws: Workspace) -> None:
     assert {j["state"] for j in detail["batch"]["jobs"]} == {"submitted"}
     page = api.get("/?token=test-token-0123456789").text
     assert "Google batch jobs" in page
+
+
+def test_the_cron_line_submits_then_collects_on_each_tick_and_ends_with_0(ws: Workspace) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    from conftest import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    line = ["make", "--no-print-directory", "-s", "-o", ".venv/.installed", "enrich", f"PY={sys.executable}",
+            f"INPUT={ws.input}", f"OUTPUT={ws.output}", f"STAGES={ws.stages}", "ARGS=--batch --batch-detach"]
+    ws.fake.configure(batch_seconds=30)
+    ticks = []
+    for _ in range(3):
+        tick = subprocess.run(line, capture_output=True, text=True, timeout=90, cwd=ROOT, env=batch_env(ws),
+                              stdin=subprocess.DEVNULL)
+        # make reports a recipe's exit code N as "Error N" (and exits 2 itself)
+        ticks.append(5 if "Error 5" in tick.stderr else tick.returncode)
+        if ticks[-1] != 5:
+            break
+        if len(ticks) == 2:
+            ws.fake.configure(batch_seconds=0.05)  # Google is done by the third tick
+    assert ticks == [5, 5, 0], tick.stderr
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws)) and ws.fake.stats()["batch"]["creates"] == 3
