@@ -324,3 +324,18 @@ def test_the_cron_line_submits_then_collects_on_each_tick_and_ends_with_0(ws: Wo
             ws.fake.configure(batch_seconds=0.05)  # Google is done by the third tick
     assert ticks == [5, 5, 0], tick.stderr
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws)) and ws.fake.stats()["batch"]["creates"] == 3
+
+
+def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: Workspace) -> None:
+    # The create's answer is lost and the list shows the job only after 2 s; the run waits 0.5 s, creates the
+    # chunk again (…-t2), then meets the first job (…-t1) in the list and cancels it while it is still PENDING.
+    ws.fake.configure(batch_drop_create=1, batch_list_lag=2.0, batch_pending=4.0, batch_seconds=0.1)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    batch = ws.fake.stats()["batch"]
+    names = sorted(batch["creates_by_name"])
+    assert [n[-3:] for n in names] == ["-t1", "-t2"] and batch["max_creates_per_name"] == 1
+    first = next(name for name, state in batch["jobs"].items() if state == "BATCH_STATE_CANCELLED")
+    assert first and "cancelling the stray" in proc.stderr
+    assert batch["max_billed_per_key"] == 1 and batch["lines_billed"] == 40
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))

@@ -233,6 +233,7 @@ class BatchService:
             self._advance(job)
             if job["state"] not in ENDED:
                 job["end_state"] = "BATCH_STATE_CANCELLED"
+                job["cancelled_while"] = job["state"]
                 self._finish(job)
             self.stats["cancels"] += 1
         return 200, {}
@@ -272,7 +273,8 @@ class BatchService:
             job["stats"] = {"requestCount": str(total), "pendingRequestCount": str(total)}
             return
         cancelled = state == "BATCH_STATE_CANCELLED"
-        done = total if not cancelled else total // 2  # a cancelled job keeps what it had answered
+        # A job cancelled while RUNNING keeps (and bills) what it had answered, half here; one still PENDING, nothing.
+        done = total if not cancelled else 0 if job.get("cancelled_while") == "BATCH_STATE_PENDING" else total // 2
         out: list[str] = []
         ok = failed = 0
         for line in job["lines"][:done]:

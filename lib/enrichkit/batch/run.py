@@ -56,6 +56,7 @@ GRPC_TO_HTTP = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 400, 
 RETRY_ELSEWHERE = ("missing", "expired", "cancelled", "failed_job")  # no answer, no attempt used up
 SYNC_AFTER = 2  # lines of a (stage, record) lost this often (missing, expired) go the synchronous way
 PROGRESS_EVERY = 600.0  # a line per Google job at least this often while waiting
+STRAY_WINDOW = 3600.0  # how long a chunk created again is watched for its first create's job
 
 
 @dataclass
@@ -202,6 +203,7 @@ class BatchRun:
             self._upload(chunk)
         for chunk in ledger.chunks("creating"):
             self._find_or_recreate(chunk)
+        self._cancel_strays()
         for chunk in ledger.chunks("uploaded"):
             if self._waiting_for_quota():
                 break
@@ -223,6 +225,32 @@ class BatchRun:
             return  # the list may lag behind a create: ask again at the next poll
         self.ledger.set_chunk(chunk.id, state="uploaded")
         self._create(self.ledger.chunk(chunk.id))
+
+    def _cancel_strays(self) -> None:
+        """A create taken as never made (unlisted past the settle time) may still show up later, behind a slow
+        list: for an hour after such a chunk was created again, any other job under its display names is
+        cancelled at once (its answers are never read; while it is PENDING nothing is billed)."""
+        now = time.time()
+        watched = [c for c in self.ledger.chunks("submitted", "ingested")
+                   if c.create_tries > 1 and now - (c.submitted_at or now) < STRAY_WINDOW]
+        if not watched:
+            return
+        try:
+            listed = list(self.client.jobs())
+        except Exception as exc:  # noqa: BLE001 - looked for again at the next poll
+            self._call_failed("list", exc)
+            return
+        for chunk in watched:
+            prefix = _display_prefix(self.cp.job_id, chunk)
+            for job in listed:
+                if job.display_name.startswith(prefix) and job.name != chunk.batch_name and not job.ended:
+                    log.warning("Google batch job %s (%s) was created by a create whose answer was lost and that "
+                                "the list showed too late; the chunk has job %s: cancelling the stray", job.name,
+                                job.display_name, chunk.batch_name)
+                    try:
+                        self.client.cancel(job.name)
+                    except Exception as exc:  # noqa: BLE001 - tried again at the next poll
+                        self._call_failed("cancel", exc)
 
     # --- poll and ingest ----------------------------------------------------------------------------
 
