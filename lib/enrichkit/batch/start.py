@@ -8,7 +8,8 @@ from pathlib import Path
 
 from enrichkit.batch.google import BatchClient
 from enrichkit.batch.ledger import IN_FLIGHT, Ledger, ledger_path
-from enrichkit.batch.run import BatchRun, BatchSettings
+from enrichkit.batch.parts import BatchSettings
+from enrichkit.batch.run import BatchRun
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.job import Job, Settings
 from enrichkit.logs import log
