@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
     return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
 
 
-def summary(report: dict[str, Any], files: list[Path]) -> str:
-    """The lines printed under the closing line: the job's counts and this run's figures."""
+def summary(report: dict[str, Any], files: list[Path], next_steps: Sequence[str] = ()) -> str:
+    """The lines printed under the closing line: the job's counts, this run's figures, and the commands that
+    go on from here (`next_steps`: "what: command", runnable from any folder)."""
     c = report["counts"]
     run = report["this_run"]
     t = report["tokens"]
@@ -87,4 +89,5 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
         (f"  job: {t['total']:,} tokens ({t['prompt']:,} in, {t['output']:,} out), "
          f"cost ${report['cost_usd']:.4f}{grounding}"),
         "  files: " + "  ".join(str(f) for f in files),
+        *(f"  {step}" for step in next_steps),
     ])

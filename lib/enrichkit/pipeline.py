@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from enrichkit.commands import next_steps
 from enrichkit.enricher import AttemptError, Enricher, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
@@ -133,7 +134,7 @@ class Pipeline:
         self.say(outcome.message)
         if not self.opts.quiet:
             self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
-                                      self.plan.paths.errors]))
+                                      self.plan.paths.errors], next_steps(self.plan.paths, outcome, report)))
         pool.shutdown(wait=not inflight, cancel_futures=True)
         store.close()  # safe with records abandoned on the wire: workers never touch a file
         return RunResult(outcome, report, inflight)

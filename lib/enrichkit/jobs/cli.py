@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from enrichkit.commands import cancel_command
 from enrichkit.edge import error_edge
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
@@ -289,7 +290,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"not allowed to signal PID {pid} (another user's process); stop it as that user")
     elif result.outcome == "timeout":
         print(f"PID {pid} is still running after {args.timeout:g} s (finishing in-flight records?); "
-              "run cancel again to stop it at once")
+              f"run it again to stop it at once: {cancel_command(job.paths.checkpoint)}")
     else:
         print(f"stopped: {job.cp.job_id} is {job.state}: {job.done} done, {job.failed} failed, {job.pending} pending")
         if job.can_resume:
