@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input encoding, e.g. cp1252 (default: sniffed from a BOM, else utf-8)")
     io.add_argument("--delimiter", type=_delimiter, metavar="C",
                     help="CSV delimiter: , ; tab | (default: sniffed from the header)")
+    io.add_argument("--excel", action="store_true", default=None,
+                    help="start a new output CSV with a UTF-8 BOM, so Excel shows accents right (recorded with the "
+                         "job); for a workbook: jobs.py export CHECKPOINT --format xlsx")
     io.add_argument("--checkpoint", metavar="PATH", help="progress file (default: <output stem>.progress.json)")
     io.add_argument("--report", metavar="PATH", help="final report (default: <output stem>.report.json)")
     io.add_argument("--errors", metavar="PATH", help="error log (default: <output stem>.errors.jsonl)")
