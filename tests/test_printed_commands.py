@@ -22,6 +22,8 @@ from enrichkit.runlock import RunLock
 from installed import pip_install
 from test_readme import fresh_shell_env
 
+pytestmark = pytest.mark.e2e  # processes and servers: not in `make unit`
+
 STAGES = """[[stages]]
 name = "domain"
 type = "python"
