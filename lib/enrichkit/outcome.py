@@ -15,6 +15,7 @@ class Outcome:
     status: str  # the checkpoint's status
     exit_code: int
     message: str  # the closing line on stderr
+    reason: str = ""  # "limit": stopped at --limit (the checkpoint's stop_reason)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def decide_outcome(end: RunEnd) -> Outcome:
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
     if end.limit_hit and left:
         return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
-                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.")
+                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
+                       reason="limit")
     if failed:
         status = "interrupted" if left else "completed_with_failures"
         not_tried = f", {left} not yet tried" if left else ""

@@ -121,6 +121,7 @@ class Pipeline:
         inflight = self._inflight
         outcome = self._outcome()
         self.progress.close(self._figures())
+        self.cp.stop_reason = outcome.reason
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
             outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
@@ -145,7 +146,11 @@ class Pipeline:
                           else f"{s.name} ({s.kind})" for s in plan.stages.stages)
         todo = self.cp.failed_count if store.mode == "retry_failed" else self.cp.records_left
         mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
-        return (f"{self.cp.job_id}: {mode}, {'' if self.cp.counts_exact else '~'}{todo} records to do, "
+        exact = self.cp.counts_exact or store.mode == "retry_failed"
+        count = f"{todo}" if exact else f"about {todo} (estimated from the file's lines)"
+        if self.opts.limit is not None and self.opts.limit < todo:
+            count = f"{self.opts.limit} (--limit) of {count}"
+        return (f"{self.cp.job_id}: {mode}, {count} records to do, "
                 f"{self.opts.max_workers} workers, {self._limits()}; stages: {kinds}")
 
     def _limits(self) -> str:

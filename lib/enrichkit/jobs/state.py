@@ -249,6 +249,8 @@ def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
             return "starting", holder.pid
     if cp.status == "running":
         return ("unknown" if cp.host and cp.host != host else "interrupted"), None
+    if cp.status == "interrupted" and cp.stop_reason == "limit":
+        return "limit_reached", None  # stopped as asked by --limit; the checkpoint keeps SPEC's `interrupted`
     return cp.status, None
 
 
