@@ -135,3 +135,16 @@ def test_a_console_script_run_by_its_path_prints_its_path(installed: Path, folde
     env = fresh_shell_env()  # not on PATH: `enrichkit` alone would not be found
     enrich, jobs = str(installed / "enrichkit"), str(installed / "enrichkit-jobs")
     _first_job_then_every_printed_command(enrich, jobs, data, other, env, (enrich, jobs))
+
+
+def test_the_help_of_the_console_scripts_shows_their_own_names(installed: Path, tmp_path: Path) -> None:
+    env = fresh_shell_env()
+    env["PATH"] = f"{installed}{os.pathsep}{env['PATH']}"
+    enrich = _run("enrichkit --help", tmp_path, env)
+    assert enrich.returncode == 0 and enrich.stdout.startswith("usage: enrichkit ")
+    assert "\n  enrichkit --input data/sample.csv" in enrich.stdout and "scripts/enrich.py" not in enrich.stdout
+    assert "127.0.0.1:8765" not in enrich.stdout  # the dashboard's port is no stand-in
+    jobs = _run("enrichkit-jobs export --help", tmp_path, env)
+    assert jobs.returncode == 0 and "\n  enrichkit-jobs export out/" in jobs.stdout and "scripts/" not in jobs.stdout
+    checkout = _run(shlex.join([sys.executable, str(ROOT / "scripts" / "jobs.py"), "--help"]), tmp_path, env)
+    assert checkout.stdout.startswith("usage: jobs.py ") and "\n  python scripts/jobs.py status" in checkout.stdout

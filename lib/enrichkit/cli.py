@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from enrichkit import __version__
+from enrichkit import __version__, commands
 from enrichkit.edge import error_edge, flush_quietly
 from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
 from enrichkit.logs import log, say, setup_logging
@@ -45,7 +45,7 @@ examples:
 
   # two stages, 20 workers, IDs from two columns, against the bundled stand-in
   python scripts/enrich.py --input data/sample.csv --output out/poc.csv --stages poc,domain \\
-      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8765
+      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8766
 
   # a semicolon-separated export from European Excel, in Windows-1252
   python scripts/enrich.py --input leads.csv --output out/leads.csv --delimiter ';' --encoding cp1252
@@ -95,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option defaults to None here, so a run knows which flags were given (they override the job's
     recorded options on --resume); `RunOptions` holds the real defaults."""
     p = _Parser(
-        prog="enrich.py",
+        prog=commands.prog(commands.ENRICH),
         description="Enrich every record of a CSV/JSONL/XLSX file through Gemini prompts, HTTP calls or "
                     "Python functions. Resumable after Ctrl+C, kill -9 or a reboot; every input record "
                     "ends up in the output exactly once.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+        epilog=commands.with_shown_names(EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None)
     io = p.add_argument_group("input and output")
     io.add_argument("--input", required=True, metavar="PATH", help="CSV, JSONL or XLSX (by extension), streamed")
     io.add_argument("--output", required=True, metavar="PATH", help="output CSV, appended as records finish")

@@ -99,3 +99,22 @@ def next_steps(paths: JobPaths, outcome: Outcome, report: Mapping[str, Any]) -> 
     if counts["completed"] and (not counts["pending"] or "--limit" in outcome.message):
         steps.append(f"for Excel: {export_command(paths.checkpoint, paths.output.with_suffix('.xlsx'))}")
     return steps
+
+
+def shown_name(tool: str) -> str:
+    """The command as `--help` examples and usage lines write it: the console script's name when that is what the
+    user ran (`enrichkit`, `enrichkit-jobs`), else the checkout's form (`python scripts/enrich.py`)."""
+    argv0 = Path(sys.argv[0]).name.removesuffix(".exe") if sys.argv and sys.argv[0] else ""
+    return tool if argv0 in _SCRIPTS else f"python scripts/{_SCRIPTS[tool]}"
+
+
+def with_shown_names(text: str) -> str:
+    """`text` (help examples written for the checkout) with the commands as the user ran them."""
+    return (text.replace("python scripts/enrich.py", shown_name(ENRICH))
+            .replace("python scripts/jobs.py", shown_name(JOBS)))
+
+
+def prog(tool: str) -> str:
+    """argparse's `prog`: the console script's name, else the checkout script's file name."""
+    shown = shown_name(tool)
+    return shown if shown == tool else _SCRIPTS[tool]
