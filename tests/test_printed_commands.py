@@ -19,6 +19,7 @@ import pytest
 
 from conftest import ROOT
 from enrichkit.runlock import RunLock
+from fake_gemini import FakeGemini
 from installed import pip_install
 from test_readme import fresh_shell_env
 
@@ -148,3 +149,26 @@ def test_the_help_of_the_console_scripts_shows_their_own_names(installed: Path, 
     assert jobs.returncode == 0 and "\n  enrichkit-jobs export out/" in jobs.stdout and "scripts/" not in jobs.stdout
     checkout = _run(shlex.join([sys.executable, str(ROOT / "scripts" / "jobs.py"), "--help"]), tmp_path, env)
     assert checkout.stdout.startswith("usage: jobs.py ") and "\n  python scripts/jobs.py status" in checkout.stdout
+
+
+def test_the_crontab_line_of_the_installed_tool_runs_a_job_in_its_folder(installed: Path, tmp_path: Path,
+                                                                         fake: FakeGemini) -> None:
+    """docs/cron.md's line for the console script, as written but for its folder and the script's path, in cron's
+    bare environment (no PATH to the script, the key in the job folder's .env)."""
+    text = (ROOT / "docs" / "cron.md").read_text(encoding="utf-8")
+    line = re.search(r"^\*/15 \* \* \* \* (cd /srv/jobs/funds && .*)$", text, flags=re.MULTILINE)
+    assert line, "the installed tool's crontab line"
+    folder = tmp_path / "funds"
+    folder.mkdir()
+    sample = (ROOT / "data" / "sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "funds.csv").write_text("".join(sample[:9]), encoding="utf-8")
+    (folder / "stages.toml").write_text((ROOT / "data" / "stages.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / ".env").write_text(f"GEMINI_API_KEY=cron-key-123456\nGEMINI_BASE_URL={fake.url}\n", encoding="utf-8")
+    command = line.group(1).replace("/srv/jobs/funds", str(folder)).replace("/home/me/.local/bin", str(installed))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh"}  # what cron gives a job
+    for _tick in range(2):  # the second tick finds the job complete
+        proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=180)
+        assert proc.returncode == 0, (folder / "out" / "enrich.log").read_text()
+    assert len(_rows(folder / "out" / "funds.csv")) == 8
+    assert "Done: all 8 records enriched" in (folder / "out" / "enrich.log").read_text()
