@@ -30,6 +30,7 @@ class RunEnd:
     limit_hit: bool = False
     limit: int | None = None
     max_cost: float | None = None
+    next_call: float = 0.0  # the worst case of the call the budget refused
     errors_path: Path | str = ""
     input_changed: str = ""  # the input's path when its size or mtime changed during the run
 
@@ -42,8 +43,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
         resume = " Run with --resume to continue." if not isinstance(end.fatal, WriteFailed | AuthError) else ""
         return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
+        refused = f"; the next call could cost up to ${end.next_call:.4f}" if end.next_call else ""
         return Outcome("budget_exhausted", EXIT_BUDGET,
-                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}); "
+                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}{refused}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
     if end.input_changed:
         return Outcome("interrupted", EXIT_FAILURES,

@@ -69,7 +69,6 @@ class Pipeline:
         self._from_top = False  # records are missing before the resume mark: the next run reads from the top
         self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
         self._local_seconds = 0.0
-        self._max_record_cost = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
         self.scan = self._make_scan()
@@ -185,6 +184,8 @@ class Pipeline:
                 self._collect(block=False)  # what finished before the deadline is written
                 return
             self._collect(block=True)
+            if self.enricher.budget is not None and self.enricher.budget.exhausted:
+                self._budget_stop()  # a refused call's record came back pending: take no more
             self._tick()
 
     def _batch(self) -> int:
@@ -255,7 +256,6 @@ class Pipeline:
             self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
         self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
                        r.failure.error_type if r.failure else None)
-        self._max_record_cost = max(self._max_record_cost, r.counters.cost_usd)
         if r.values is not None or r.failure is not None:
             self._open.pop(r.record_id, None)
         elif r.fatal is not None and self.fatal is None:
@@ -271,18 +271,18 @@ class Pipeline:
         log.error("%s", exc)
 
     def _may_submit(self, inflight: int) -> bool:
-        """--max-cost: submit only while the job's cost plus the most a record has cost so far, for each record in
-        flight and the next, stays within the budget. Until one record has a cost, one record at a time."""
-        limit = self.opts.max_cost
-        if limit is None:
+        """--max-cost: each paid call reserves its worst case before it goes (`enrichkit.budget`), so records may
+        be handed out freely; once a call's worst case did not fit what is left, none is."""
+        budget = self.enricher.budget
+        if budget is None or not budget.exhausted:
             return True
-        if not self.store.run_completed + self.store.run_failed:
-            return inflight == 0
-        if self.cp.totals.cost_usd + self._max_record_cost * (inflight + 1) > limit:
+        self._budget_stop()
+        return False
+
+    def _budget_stop(self) -> None:
+        if not self.budget_hit:
             self.budget_hit = True
             self.stop.request("budget")
-            return False
-        return True
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
@@ -335,12 +335,15 @@ class Pipeline:
         return sum(int(figures.get("rate_limited") or 0) for figures in self.pace().values())  # limiters are per run
 
     def _end(self, *, fatal: EnrichError | None = None) -> RunEnd:
-        cp, store = self.cp, self.store
+        cp, store, budget = self.cp, self.store, self.enricher.budget
         done = store.done_count()
+        if budget is not None and budget.exhausted:
+            self.budget_hit = True
         return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
                       cost=cp.totals.cost_usd, fatal=fatal or self.fatal, budget_hit=self.budget_hit,
                       stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
-                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors,
+                      max_cost=self.opts.max_cost, next_call=budget.refused_at if budget is not None else 0.0,
+                      errors_path=self.plan.paths.errors,
                       input_changed=str(self.plan.table.path) if self._input_changed() else "")
 
     def _input_changed(self) -> bool:

@@ -7,10 +7,12 @@ that served it; `check_models` asks `models.get` for each model before record 1 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
 
+from enrichkit.budget import worst_case
 from enrichkit.classify import classify_error, unreachable
 from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
@@ -144,7 +146,8 @@ class GeminiProvider:
         return self._request(request.stage, request.payload["rendered"], model)
 
     def _request(self, stage: Stage, rendered: str, model: str) -> Request:
-        return build_request(stage, rendered, model, self._pricing.aliases)
+        request = build_request(stage, rendered, model, self._pricing.aliases)
+        return dataclasses.replace(request, worst_cost=worst_case(self._pricing, request))
 
     def _config(self, stage: Stage, payload: dict[str, Any]) -> Any:
         """The SDK's config for a stage: the same for each of its calls (JSON or not), so made once."""
