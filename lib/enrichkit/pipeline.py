@@ -67,16 +67,17 @@ class Pipeline:
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
         self._from_top = False  # records are missing before the resume mark: the next run reads from the top
+        self._handed = 0  # records handed to workers in this run
         self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
         self._local_seconds = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
         self.scan = self._make_scan()
 
-    def _make_scan(self) -> PendingScan:
+    def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
         store, cp = self.store, self.cp
         retrying = store.mode == "retry_failed"
-        counting = store.counts_exactly
+        counting = store.counts_exactly or from_top
         start = None
         if store.mode == "resume" and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
@@ -93,7 +94,8 @@ class Pipeline:
                 cp.unreadable_logged = row.row
 
         return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
-                           wanted=wanted, limit=self.opts.limit, count_all=counting, start=start,
+                           wanted=wanted, limit=self.opts.limit if limit is None else limit, count_all=counting,
+                           start=start,
                            on_unreadable=on_unreadable)
 
     # --- the run ------------------------------------------------------------------------------------
@@ -177,8 +179,12 @@ class Pipeline:
                     break
                 pool.submit(self._work, items)
                 self._inflight += len(items)
+                self._handed += len(items)
             self._announce()
             if self._inflight == 0:
+                if exhausted and not waiting and self._walk_again():
+                    source, exhausted = iter(self.scan), False
+                    continue
                 return
             if self.stop.leaving():
                 self._collect(block=False)  # what finished before the deadline is written
@@ -187,6 +193,25 @@ class Pipeline:
             if self.enricher.budget is not None and self.enricher.budget.exhausted:
                 self._budget_stop()  # a refused call's record came back pending: take no more
             self._tick()
+
+    def _walk_again(self) -> bool:
+        """A walk that began at the resume mark reached the end, all it handed out is back, yet the job's count
+        says records are missing: they are before the mark (an input re-sorted with its size and mtime kept, rows
+        lost to a failed write). Walk the input again from the top in this run, counting, rather than end with
+        records left (which the next run would have to find)."""
+        scan, store, cp = self.scan, self.store, self.cp
+        if (scan.started_at == (0, 0) or store.mode == "retry_failed" or self.stop() or scan.limit_hit
+                or self.fatal is not None or cp.total_records <= store.done_count() + cp.failed_count):
+            return False
+        limit = self.opts.limit
+        if limit is not None and self._handed >= limit:
+            return False
+        log.info("records are missing before the resume mark of %s (re-sorted?); reading it again from the top",
+                 self.plan.table.path)
+        self._from_top = True  # a crash meanwhile: the next run reads from the top too
+        store.save(self._resume_at(), pace=self.pace())  # every row written so far is claimed: none is redone
+        self.scan = self._make_scan(from_top=True, limit=None if limit is None else limit - self._handed)
+        return True
 
     def _batch(self) -> int:
         """Records handed to a worker at once. One, unless every stage is a fast local function (a python-only
@@ -366,6 +391,7 @@ class Pipeline:
             cp.total_records, cp.duplicates = counts.records, counts.duplicates
             cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
             cp.counts_exact = True
+            self._from_top = False  # the whole input was read: nothing is missing before any mark
         elif scan.exhausted and self.store.mode != "retry_failed" and not self.stop() and not scan.limit_hit:
             # Every readable record after the walk's start was met, so nothing is left after it.
             cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
