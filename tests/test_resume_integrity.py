@@ -7,8 +7,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 
-from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
+from conftest import Workspace, exactly_once, expected_ids, make_rows, read_json, write_csv
 
 
 def _fast(ws: Workspace) -> dict[str, str]:
@@ -227,3 +228,39 @@ def test_a_shrunk_input_never_shows_more_done_than_its_total(ws: Workspace) -> N
     shown = [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) done", proc.stderr)]
     assert all(done <= total for done, total in shown), proc.stderr  # not "45/10 done"
     assert "45 done (the input holds 10 records now)" in proc.stderr
+
+
+def _edit_completed_ids(ws: Workspace, edit: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite the checkpoint's completed_ids by hand, as bit rot or a stray keystroke would: same count."""
+    raw = ws.checkpoint.read_text(encoding="utf-8")
+    head, _, rest = raw.partition('"completed_ids": [')
+    ids_text, _, tail = rest.partition("]")
+    ids = [x.strip().strip('"') for x in ids_text.split(",") if x.strip()]
+    edited = edit(ids)
+    assert len(edited) == len(ids) and edited != ids
+    ws.checkpoint.write_text(head + '"completed_ids": [' + ", ".join(f'"{x}"' for x in edited) + "]" + tail,
+                             encoding="utf-8")
+
+
+def test_a_flipped_digit_in_completed_ids_is_caught_by_the_digest(ws: Workspace) -> None:
+    assert ws.run("--limit", "20").returncode == 0
+
+    def flip(ids: list[str]) -> list[str]:
+        first = ids[0]
+        return [first[:-1] + ("0" if first[-1] != "0" else "1"), *ids[1:]]
+
+    _edit_completed_ids(ws, flip)
+    write_csv(ws.input, make_rows(45))  # five rows added: this run reads the input from the top
+    proc = ws.run("--resume")
+    assert proc.returncode == 0 and "Done: all 45 records" in proc.stderr, proc.stderr
+    exactly_once(ws)  # the record whose ID was mangled is not written a second time
+    assert ws.fake.stats()["generate"] == 45
+
+
+def test_a_done_id_swapped_for_a_pending_one_is_caught_by_the_digest(ws: Workspace) -> None:
+    assert ws.run("--limit", "20").returncode == 0
+    pending = sorted(expected_ids(ws) - set(ws.output_ids()))[0]
+    _edit_completed_ids(ws, lambda ids: [pending, *ids[1:]])
+    proc = ws.run("--resume")
+    assert proc.returncode == 0 and "Done: all 40 records" in proc.stderr, proc.stderr
+    exactly_once(ws)  # the swapped-in record done once, the swapped-out one not written twice

@@ -71,10 +71,10 @@ def _merge_output(plan: Plan, found: Found) -> None:
     """Read the output back (only past the checkpoint's mark when the bytes before it are unchanged) and make
     the checkpoint say what the output holds."""
     cp, paths = found.cp, plan.paths
-    # The prefix is trusted only while the checkpoint's own ID list is as it wrote it (an edited list,
-    # or one from an older version, means the output is read whole).
+    # The prefix is trusted only while the checkpoint's own ID lists are as it wrote them, by their digest (a
+    # flipped digit or a swapped ID, or a list from an older version, means the output is read whole).
     crc = cp.output_crc32
-    intact = crc is not None and cp.output_rows == cp.completed_count
+    intact = crc is not None and cp.output_rows == cp.completed_count and cp.lists_intact()
     trusted = (cp.output_bytes, crc) if found.mode != "new" and intact and crc is not None else None
     rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted)
     if rec.torn_bytes:
