@@ -126,7 +126,8 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
                 result = call()
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
                 failure = classify_error(exc, provider=provider)
-                cost = g.cost(failure)
+                # A request given up at its deadline may still be answered and billed: it keeps its reservation.
+                cost = held if failure.error_type == "timeout" else g.cost(failure)
                 last = failure
                 on_failure(number, failure)
                 _account(failure, g)

@@ -14,6 +14,7 @@ from typing import Any
 
 from enrichkit.budget import worst_case
 from enrichkit.classify import classify_error, unreachable
+from enrichkit.deadline import call_with_deadline
 from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
@@ -24,6 +25,7 @@ from enrichkit.records import stringify
 from enrichkit.stages import FieldSpec, Stage, StagesConfig
 
 API_VERSION = "v1beta"
+FLEX_TIMEOUT = 900.0  # SPEC: a flex stage's request deadline is at least this (Google queues flex calls for minutes)
 NULL_HINT = "Use null for any value you cannot find; never guess."
 _GENERATION = re.compile(r"gemini-(\d+)")
 
@@ -93,6 +95,7 @@ class GeminiProvider:
         self._pricing = pricing
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
+        self._timeout = timeout
         options = types.HttpOptions(base_url=base_url or None, api_version=API_VERSION, timeout=int(timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1))
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI=true in the environment would otherwise turn this
@@ -182,8 +185,10 @@ class GeminiProvider:
 
     def call(self, request: Request) -> Answer:
         stage, payload = request.stage, request.payload
-        response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
-                                                        config=self._config(stage, payload))
+        config = self._config(stage, payload)
+        # The SDK's timeout bounds each read; the deadline bounds the whole request (an answer dripped slowly).
+        response = call_with_deadline(lambda: self._client.models.generate_content(
+            model=payload["model"], contents=payload["prompt"], config=config), self.deadline(payload))
         flex = payload["flex"]
         try:
             reply = read_reply(response, payload["model"])
@@ -200,6 +205,10 @@ class GeminiProvider:
             raise
         fields.update(self._source_fields(stage, reply))
         return Answer(fields, usage)
+
+    def deadline(self, payload: dict[str, Any]) -> float:
+        """Seconds a whole request may take: --timeout (a flex request: at least `FLEX_TIMEOUT`, Google queues it)."""
+        return max(self._timeout, FLEX_TIMEOUT) if payload.get("flex") else self._timeout
 
     def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int) -> Usage:
         charge = self._pricing.charge(model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
