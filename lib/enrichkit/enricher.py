@@ -84,7 +84,8 @@ class Enricher:
 
     def enrich(self, record: Record, record_id: str, stages: list[Stage], start: Position = (0, 0)) -> RecordResult:
         result = RecordResult(record_id, record.row, start)
-        values = dict(record.values)
+        given = record.values
+        values = dict(given)
         stage: Stage | None = None
         try:
             ran = 0
@@ -100,6 +101,8 @@ class Enricher:
                 answer = self._run_stage(stage, values, result)
                 result.stage_latency.append((stage.name, self.clock() - started))
                 values.update(answer.fields)
+                # A field that is an input column fills it in place, only where the input left it empty.
+                values.update({f: given[f] for f in answer.fields if given.get(f, "").strip()})
             result.values = values
         except Abandoned:
             result.abandoned = True
