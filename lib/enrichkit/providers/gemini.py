@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -268,7 +269,8 @@ def _coerce(name: str, value: Any, spec: FieldSpec) -> str:
             return value.strip().lower()
     else:
         number = _as_number(value)
-        if number is not None and (kind == "number" or float(number).is_integer()):
+        # NaN and Infinity are no JSON numbers (Python's parser takes them): a number field never holds "nan".
+        if number is not None and math.isfinite(number) and (kind == "number" or float(number).is_integer()):
             return str(int(number)) if kind == "integer" else str(number)
     raise StageFailure("validation_error", f"field {name!r} should be {kind}, got {value!r:.60}")
 
