@@ -88,7 +88,7 @@ def test_nan_and_infinity_in_a_number_field_are_a_validation_error(ws: Workspace
     from hostile import gemini_answer, hostile_server
 
     write_csv(ws.input, make_rows(1))
-    text = '{"poc_name": "A", "poc_email": "a@b.c", "confidence": %s}' % value
+    text = '{"poc_name": "A", "poc_email": "a@b.c", "confidence": ' + value + '}'
     with hostile_server("answer", gemini_answer(text)) as url:
         proc = ws.run("--base-url", url, "--max-retries", "1", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
     assert proc.returncode == 1, proc.stderr
