@@ -151,6 +151,16 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
         raise ConfigError(f"--id-columns cannot change within a job ({paths.checkpoint} uses "
                           f"{','.join(cp.id_columns) if cp.id_columns else 'every column'}): every record ID would "
                           "change and every record be done again; use a new --output for other IDs")
+    if cp.config_fingerprint != plan.fingerprint and cp.fields and cp.fields != plan.stages.output_fields:
+        # The output's columns would change: no flag can continue the job, so none is advised (the read-back would
+        # refuse the output after "continuing").
+        added = [f for f in plan.stages.output_fields if f not in cp.fields]
+        gone = [f for f in cp.fields if f not in plan.stages.output_fields]
+        what = "; ".join(part for part in (f"adds {', '.join(added)}" if added else "",
+                                           f"drops {', '.join(gone)}" if gone else "") if part) or "reorders them"
+        raise ConfigError(f"the stages changed the columns of this job's output {paths.output} ({what}); a job's "
+                          "columns cannot change: use a new --output for these stages, or --fresh to start this "
+                          "one over")
     if cp.config_fingerprint != plan.fingerprint:
         if not options.allow_config_change:
             raise ConfigError(f"the stages, prompts, models or --id-columns changed since this job started "
