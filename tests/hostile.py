@@ -34,8 +34,8 @@ def _bomb() -> bytes:
 @contextlib.contextmanager
 def hostile_server(mode: str, answer: bytes = ANSWER) -> Iterator[str]:
     """127.0.0.1: models.get answers at once; every other request gets `mode`: "drip" (`answer` a byte at a time
-    over DRIP_SECONDS), "stall" (the headers, then nothing), "bomb" (a gzip bomb), "answer" (`answer` at once).
-    Yields its base URL."""
+    over DRIP_SECONDS), "stall" (the headers, then nothing), "bomb" (a gzip bomb), "answer" (`answer` at once),
+    "slow_models" (models.get dripped, `answer` at once). Yields its base URL."""
     stopping = threading.Event()
     bomb = _bomb() if mode == "bomb" else b""
 
@@ -44,8 +44,11 @@ def hostile_server(mode: str, answer: bytes = ANSWER) -> Iterator[str]:
 
         def do_GET(self) -> None:
             if "/models/" in self.path and ":" not in self.path.rsplit("/", 1)[-1]:
-                self._send(json.dumps({"name": "models/gemini-2.5-flash",
-                                       "supportedActions": ["generateContent"]}).encode())
+                model = json.dumps({"name": "models/gemini-2.5-flash", "supportedActions": ["generateContent"]})
+                if mode == "slow_models":
+                    self._drip(model.encode())
+                else:
+                    self._send(model.encode())
                 return
             self._hostile()
 
@@ -66,22 +69,25 @@ def hostile_server(mode: str, answer: bytes = ANSWER) -> Iterator[str]:
             if mode == "bomb":
                 self._send(bomb, Content_Encoding="gzip")
                 return
-            if mode == "answer":
+            if mode in ("answer", "slow_models"):
                 self._send(answer)
                 return
+            self._drip(answer)
+
+        def _drip(self, body: bytes) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.flush()
             with contextlib.suppress(OSError):
                 if mode == "stall":
                     stopping.wait(DRIP_SECONDS)
                     return
-                for i in range(len(answer)):
-                    if stopping.wait(DRIP_SECONDS / len(answer)):
+                for i in range(len(body)):
+                    if stopping.wait(DRIP_SECONDS / len(body)):
                         return
-                    self.wfile.write(answer[i:i + 1])
+                    self.wfile.write(body[i:i + 1])
                     self.wfile.flush()
 
         def log_message(self, *args: object) -> None:

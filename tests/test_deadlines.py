@@ -40,6 +40,14 @@ def test_a_gemini_answer_that_stalls_after_its_headers_is_a_timeout(ws: Workspac
     assert {e["error_type"] for e in _errors(ws) if e["stage"] == "poc"} == {"timeout"}
 
 
+def test_a_model_check_dripped_a_byte_at_a_time_ends_at_the_deadline_and_the_run_goes_on(ws: Workspace) -> None:
+    with hostile_server("slow_models") as url:
+        proc, took = _run_timed(ws, "--base-url", url, "--stages", "poc")
+    assert proc.returncode == 0, proc.stderr
+    assert took < DRIP_SECONDS / 2, took
+    assert "could not check model gemini-2.5-flash" in proc.stderr
+
+
 def _http_stage(ws: Workspace, url: str) -> None:
     ws.stages.write_text(f'''
 [[stages]]

@@ -8,6 +8,7 @@ that served it; `check_models` asks `models.get` for each model before record 1 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -114,7 +115,7 @@ class GeminiProvider:
         address is an outage (exit 1). Any other trouble is logged and the run goes on."""
         for model in models:
             try:
-                info = self._client.models.get(model=model)
+                info = call_with_deadline(functools.partial(self._client.models.get, model=model), self._timeout)
             except Exception as exc:  # noqa: BLE001 - classified right here
                 failure = classify_error(exc)
                 if getattr(exc, "code", None) == 404:
@@ -133,7 +134,9 @@ class GeminiProvider:
 
     def _generating_models(self) -> str:
         try:
-            names = [str(m.name).removeprefix("models/") for m in self._client.models.list(config={"page_size": 1000})
+            listed = call_with_deadline(lambda: list(self._client.models.list(config={"page_size": 1000})),
+                                        self._timeout)
+            names = [str(m.name).removeprefix("models/") for m in listed
                      if "generateContent" in (getattr(m, "supported_actions", None) or [])]
         except Exception as exc:  # noqa: BLE001 - the list only decorates a message
             return f"(the list could not be read: {str(exc)[:80]})"
