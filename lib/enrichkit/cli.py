@@ -299,7 +299,10 @@ def _register_keys(stages_file: str | None = None) -> None:
 
 def _confirm(question: str) -> bool:
     """--fresh on a terminal: ask. Not on a terminal: no (the store then says to add --yes)."""
-    if not sys.stdin.isatty():
+    try:
+        if sys.stdin is None or not sys.stdin.isatty():  # None: stdin closed (`0<&-`), as under some daemons
+            return False
+    except (ValueError, OSError):  # a closed stream
         return False
     try:
         answer = input(f"{question} [y/N] ")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
+from enrichkit.budget import Budget
 from enrichkit.cache import ResponseCache, open_cache
 from enrichkit.enricher import Enricher
 from enrichkit.limiter import Limiter
@@ -88,8 +89,9 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         remote = [p for p in built.values() if p.remote]
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
+        budget = Budget(options.max_cost, store.cp.totals.cost_usd)
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
-                            breakers=breakers, cache=cache, delay=options.delay, clock=clock)
+                            breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock)
     except BaseException:
         for provider in built.values():
             provider.close()

@@ -251,11 +251,14 @@ class StagesConfig:
                 raise ConfigError(f"stage {stage.name!r}: skip_if_filled names {', '.join(unknown)}, which is "
                                   "neither an input column nor a field of this or an earlier stage")
             clash = [f for f in stage.output_fields if f in available]
-            own = set(stage.skip_if_filled)  # filling an input column's gaps is what skip_if_filled is for
+            # Filling an input column's gaps is what skip_if_filled is for: such a field is that column, filled in
+            # place where the input left it empty. Any other clash would overwrite values.
+            own = set(stage.skip_if_filled) & set(columns)
             clash = [f for f in clash if f not in own]
             if clash:
                 raise ConfigError(f"stage {stage.name!r}: field(s) {', '.join(clash)} would overwrite an input "
-                                  "column or an earlier field; rename them")
+                                  "column or an earlier field; rename them (to fill only an input column's empty "
+                                  "cells, list it in the stage's skip_if_filled)")
             available.update(stage.output_fields)
 
     def fingerprint(self, id_columns: Sequence[str] | None, model: str | None = None) -> str:

@@ -7,11 +7,16 @@ that served it; `check_models` asks `models.get` for each model before record 1 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import math
 import re
 from typing import Any
 
+from enrichkit.budget import worst_case
 from enrichkit.classify import classify_error, unreachable
+from enrichkit.deadline import call_with_deadline
 from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
@@ -22,6 +27,7 @@ from enrichkit.records import stringify
 from enrichkit.stages import FieldSpec, Stage, StagesConfig
 
 API_VERSION = "v1beta"
+FLEX_TIMEOUT = 900.0  # SPEC: a flex stage's request deadline is at least this (Google queues flex calls for minutes)
 NULL_HINT = "Use null for any value you cannot find; never guess."
 _GENERATION = re.compile(r"gemini-(\d+)")
 
@@ -92,6 +98,7 @@ class GeminiProvider:
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
         self._base_url = base_url or None
+        self._timeout = timeout
         options = types.HttpOptions(base_url=base_url or None, api_version=API_VERSION, timeout=int(timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1))
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI=true in the environment would otherwise turn this
@@ -109,7 +116,7 @@ class GeminiProvider:
         address is an outage (exit 1). Any other trouble is logged and the run goes on."""
         for model in models:
             try:
-                info = self._client.models.get(model=model)
+                info = call_with_deadline(functools.partial(self._client.models.get, model=model), self._timeout)
             except Exception as exc:  # noqa: BLE001 - classified right here
                 failure = classify_error(exc)
                 if getattr(exc, "code", None) == 404:
@@ -137,7 +144,9 @@ class GeminiProvider:
 
     def _generating_models(self) -> str:
         try:
-            names = [str(m.name).removeprefix("models/") for m in self._client.models.list(config={"page_size": 1000})
+            listed = call_with_deadline(lambda: list(self._client.models.list(config={"page_size": 1000})),
+                                        self._timeout)
+            names = [str(m.name).removeprefix("models/") for m in listed
                      if "generateContent" in (getattr(m, "supported_actions", None) or [])]
         except Exception as exc:  # noqa: BLE001 - the list only decorates a message
             return f"(the list could not be read: {str(exc)[:80]})"
@@ -154,7 +163,8 @@ class GeminiProvider:
         return self._request(request.stage, request.payload["rendered"], model)
 
     def _request(self, stage: Stage, rendered: str, model: str) -> Request:
-        return build_request(stage, rendered, model, self._pricing.aliases)
+        request = build_request(stage, rendered, model, self._pricing.aliases)
+        return dataclasses.replace(request, worst_cost=worst_case(self._pricing, request))
 
     def _config(self, stage: Stage, payload: dict[str, Any]) -> Any:
         """The SDK's config for a stage: the same for each of its calls (JSON or not), so made once."""
@@ -189,8 +199,10 @@ class GeminiProvider:
 
     def call(self, request: Request) -> Answer:
         stage, payload = request.stage, request.payload
-        response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
-                                                        config=self._config(stage, payload))
+        config = self._config(stage, payload)
+        # The SDK's timeout bounds each read; the deadline bounds the whole request (an answer dripped slowly).
+        response = call_with_deadline(lambda: self._client.models.generate_content(
+            model=payload["model"], contents=payload["prompt"], config=config), self.deadline(payload))
         flex = payload["flex"]
         try:
             reply = read_reply(response, payload["model"])
@@ -207,6 +219,10 @@ class GeminiProvider:
             raise
         fields.update(self._source_fields(stage, reply))
         return Answer(fields, usage)
+
+    def deadline(self, payload: dict[str, Any]) -> float:
+        """Seconds a whole request may take: --timeout (a flex request: at least `FLEX_TIMEOUT`, Google queues it)."""
+        return max(self._timeout, FLEX_TIMEOUT) if payload.get("flex") else self._timeout
 
     def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int) -> Usage:
         charge = self._pricing.charge(model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
@@ -266,7 +282,8 @@ def _coerce(name: str, value: Any, spec: FieldSpec) -> str:
             return value.strip().lower()
     else:
         number = _as_number(value)
-        if number is not None and (kind == "number" or float(number).is_integer()):
+        # NaN and Infinity are no JSON numbers (Python's parser takes them): a number field never holds "nan".
+        if number is not None and math.isfinite(number) and (kind == "number" or float(number).is_integer()):
             return str(int(number)) if kind == "integer" else str(number)
     raise StageFailure("validation_error", f"field {name!r} should be {kind}, got {value!r:.60}")
 
