@@ -112,7 +112,9 @@ def test_a_changed_prompt_names_the_stage_and_key_that_changed(ws: Workspace) ->
     assert ok.returncode == 0 and "stage 'poc': prompt changed" in ok.stderr
 
 
-def test_a_stage_added_is_named(ws: Workspace) -> None:
-    assert ws.run("--limit", "5", "--stages", "poc").returncode == 0
-    proc = ws.run("--resume", "--stages", "poc,domain")
-    assert proc.returncode == 2 and "stage 'domain' added" in proc.stderr
+def test_a_key_added_to_a_stage_is_named(ws: Workspace) -> None:
+    assert ws.run("--limit", "5").returncode == 0
+    ws.stages.write_text(STAGES.replace('name = "poc"\n', 'name = "poc"\nsystem_instruction = "Be brief."\n'),
+                         encoding="utf-8")
+    proc = ws.run("--resume")
+    assert proc.returncode == 2 and "stage 'poc': system_instruction changed" in proc.stderr
