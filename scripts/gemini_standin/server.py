@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
+import email.utils
 import hashlib
 import json
 import math
@@ -260,6 +262,8 @@ class FakeGemini:
             if (not refused and cfg.honor_server_timeout and server_timeout is not None and wait > server_timeout
                     and fault not in (*ERROR_FAULTS, "error", "rate_limit", "timeout")):  # a hang stays a hang
                 fault, wait = "deadline_504", server_timeout  # the server gives up at the caller's deadline
+            if flex and fault != "timeout":  # a flex queue runs on its own (scaled) clock
+                wait *= cfg.flex_scale
             self._stats["faults"].update([fault] if fault else [])
             if fault is None or fault in ("timeout", "malformed", *ANSWER_FAULTS):
                 self._stats["answered"] += 1  # counted now, so the daily quota holds under concurrency
@@ -329,6 +333,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: callers read stdout
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header: the stand-in's configured day (prices change on dates), else the real clock."""
+        day = self.server.fake.config.date
+        if day and timestamp is None:
+            when = datetime.datetime.fromisoformat(day)
+            when = when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+            return email.utils.format_datetime(when.astimezone(datetime.UTC), usegmt=True)
+        return super().date_time_string(timestamp)
 
     def do_GET(self) -> None:
         self._answer("GET")

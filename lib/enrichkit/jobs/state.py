@@ -181,6 +181,7 @@ class JobStatus:
             "input_errors": cp.input_errors,
             "empty_rows": cp.empty_rows,
             "pace": cp.pace,
+            "models": cp.models,
             "stage_totals": cp.stage_totals,
             "fill_rates": self.fill_rates,
         }
