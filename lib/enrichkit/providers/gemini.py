@@ -11,6 +11,7 @@ import datetime as dt
 import email.utils
 import json
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,11 @@ class GeminiProvider:
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         from google import genai
         from google.genai import types
+
+        # A value newer than the pinned SDK (a finish reason, a model stage) is read as it comes (classify decides
+        # what it means); the SDK's warning for each such answer would only flood stderr.
+        warnings.filterwarnings("ignore", r".* is not a valid (FinishReason|ModelStage|BlockedReason)",
+                                UserWarning)
 
         self._types = types
         self._stages = stages
