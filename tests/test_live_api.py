@@ -164,7 +164,7 @@ def test_an_account_level_finish_stops_the_run_with_a_line_about_the_account(tod
     proc = ws.run("--max-workers", "1")
     assert proc.returncode == 1, proc.stderr
     assert "refuses this account (PUP_LIMITED_DISABLED" in proc.stderr
-    assert ws.fake.stats()["generate"] == 1  # not one more request after it
+    assert ws.fake.stats()["generate"] <= 2  # at most the records already handed out (2 per worker), not 20
     assert read_json(ws.checkpoint)["failed_count"] == 0  # the records are pending, not failed
 
 
