@@ -52,11 +52,11 @@ def _priced(cp: dict[str, Any], input_price: float, output_price: float) -> floa
     return (cp["prompt_tokens"] * input_price + cp["output_tokens"] * output_price) / 1e6
 
 
-def _jobs_status(ws: Workspace) -> str:
+def _jobs_status(ws: Workspace, *extra: str) -> str:
     from enrichkit.jobs.cli import main
     from fakes import run_cli
 
-    return run_cli(main, ["status", str(ws.checkpoint)], env=ws.env(), cwd=ws.tmp).stdout
+    return run_cli(main, ["status", str(ws.checkpoint), *extra], env=ws.env(), cwd=ws.tmp).stdout
 
 
 # --- 1. never $0, never silent -------------------------------------------------------------------------------
@@ -206,6 +206,7 @@ def test_a_deprecated_model_is_warned_about_once_and_listed_in_the_report_and_st
     assert proc.stderr.count("model gemini-3.6-flash is deprecated, retires 2027-02-01") == 1
     assert read_json(ws.report)["models"]["lifecycle"]["gemini-3.6-flash"]["stage"] == "deprecated"
     assert "model gemini-3.6-flash is deprecated, retires 2027-02-01" in _jobs_status(ws)
+    assert "model gemini-3.6-flash is deprecated, retires 2027-02-01" in _jobs_status(ws, "--json")  # dashboard
 
 
 def test_an_answer_saying_its_model_is_retired_stops_the_run_naming_the_replacement(
@@ -221,6 +222,15 @@ def test_a_retired_model_stops_before_any_request_naming_the_replacement(today: 
     proc = ws.run()
     assert proc.returncode == 2
     assert "use 'gemini-3.1-pro-preview' instead" in proc.stderr and ws.fake.stats()["generate"] == 0
+
+
+def test_a_model_closed_to_new_projects_stops_at_record_1_naming_the_replacement(
+        today: Callable[..., Workspace]) -> None:
+    ws = today(model="gemini-2.5-flash", new_project=True)  # models.get lists it; generateContent says 404
+    proc = ws.run()
+    assert proc.returncode == 2
+    assert "use 'gemini-3.5-flash-lite' instead" in proc.stderr and "no longer available to new users" in proc.stderr
+    assert read_json(ws.checkpoint)["failed_count"] == 0
 
 
 def test_the_shipped_stages_file_and_default_model_are_current() -> None:

@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     add("--model-status", action="append", type=_pair, default=[], metavar="MODEL=STAGE[@TIME]",
         help="answers to MODEL carry this modelStatus (e.g. gemini-3.8-flash=RETIRED) (repeatable)")
     add("--finish-reason", default="OTHER", help="finishReason of the 'finish' fault (any of the SDK's)")
+    add("--new-project", action="store_true",
+        help="a project new to 2.5 Flash/Pro: they list fine but answer 404 'no longer available to new users'")
     add("--date", help="the HTTP Date of every answer (ISO date or time, UTC): prices change on dates")
     add("--ignore-server-timeout", dest="honor_server_timeout", action="store_false",
         help="never answer 504 because of the X-Server-Timeout header")

@@ -55,6 +55,7 @@ class FakeConfig:
     catalogue: str = "2026-12"  # today's models: deprecated names routed to their successor, with modelStatus
     model_status: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> "STAGE[@retirementTime]"
     finish_reason: str = "OTHER"  # the finishReason of the "finish" fault (any of the SDK's, or a new one)
+    new_project: bool = False  # a project that never used 2.5 Flash/Pro: they list, but answer 404 to it
     date: str | None = None  # the HTTP Date of every answer (ISO date or time, UTC); None: the real clock
     honor_server_timeout: bool = True  # 504 when X-Server-Timeout is shorter than the latency
 
@@ -62,7 +63,7 @@ class FakeConfig:
 FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "malformed_rate",
           "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency", "flex_scale"}
 OPTIONAL_INTS = {"rpm", "daily_quota", "tpm"}
-BOOLS = {"thinking", "free_tier", "honor_server_timeout"}
+BOOLS = {"thinking", "free_tier", "honor_server_timeout", "new_project"}
 RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
 
 

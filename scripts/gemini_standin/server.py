@@ -28,6 +28,7 @@ from .grounding import redirect_reply, token_of
 from .quota import QuotaWindow, retry_delay
 from .wire import RPC, Raw, Reply, error_body, pick, prompt_text, texts_of
 
+NEW_USERS_CLOSED = ("gemini-2.5-flash", "gemini-2.5-pro")  # listed by models.get, refused to new projects
 MODEL_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):(generateContent|countTokens)$")
 MODELS_PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^/:]+))?$")
 REDIRECT_PATH = re.compile(r"^/grounding-api-redirect/([A-Za-z0-9_-]+)$")
@@ -217,6 +218,10 @@ class FakeGemini:
         if not _serves(info, "generateContent"):
             kind = "retired_model" if model in RETIRED else "unknown_model"
             return kind, not_found(model, version, "generateContent")
+        if cfg.new_project and model in NEW_USERS_CLOSED:
+            return "new_user_404", error_body(404, "NOT_FOUND", f"This model models/{model} is no longer available "
+                                              "to new users. Please update your code to use a newer model for the "
+                                              "latest features and improvements.")
         config_error = request_error(info, request, grounded)
         if config_error:
             return config_error

@@ -203,6 +203,11 @@ class GeminiProvider:
                                                             config=self._config(stage, payload))
         except Exception as exc:
             failure = classify_error(exc)
+            if isinstance(failure.fatal, ConfigError) and getattr(exc, "code", None) == 404:
+                facts = self._pricing.facts_of(payload["model"])  # "no longer available (to new users)"
+                failure.fatal = ConfigError(f"{retired_message(payload['model'], facts.replacement, facts.retires)}; "
+                                            f"the API says: {failure.message[:160]}")
+                raise failure from exc
             if flex and failure.fatal is None and failure.error_type in ("server_error", "timeout") \
                     and not failure.unconnected:
                 failure.shed = True  # queued past the deadline or shed (503): retried, never the breaker's
