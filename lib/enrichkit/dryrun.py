@@ -8,6 +8,7 @@ from typing import TextIO
 
 from enrichkit.checkpoint import read_checkpoint
 from enrichkit.errors import EXIT_OK
+from enrichkit.lifecycle import WARNED_STAGES, lifecycle_line
 from enrichkit.plan import RunOptions, plan_job
 from enrichkit.pricing import Pricing
 from enrichkit.progress import format_duration
@@ -128,6 +129,10 @@ def _price_lines(pricing: Pricing, models: list[str], estimate: float, today: dt
                          "https://ai.google.dev/gemini-api/docs/pricing and edit pricing.toml before trusting a "
                          "budget")
     for model in models:
+        facts = pricing.facts_of(model)
+        if facts.stage in WARNED_STAGES:
+            lines.append("warning: " + lifecycle_line(model, {"stage": facts.stage, "replacement": facts.replacement,
+                                                               "retires": facts.retires}))
         for change in pricing.changes(model):
             if change.since is not None and change.since > today:
                 lines.append(f"prices: {model} costs ${change.input:.2f} / ${change.output:.2f} per 1M tokens from "
