@@ -121,8 +121,8 @@ def test_dry_run_says_when_prices_were_checked_their_announced_changes_and_the_t
     assert "passes Tier 1's monthly spend cap ($250)" in proc.stdout
     small = today(model="gemini-3.5-flash").run("--dry-run")
     assert "Tier 1" not in small.stdout
-    assert "warning: model gemini-3.5-flash is deprecated, no retirement date announced; Google recommends " \
-           "gemini-3.6-flash" in small.stdout
+    warning = "warning: model gemini-3.5-flash is deprecated, no retirement date announced; Google recommends "
+    assert warning + "gemini-3.6-flash" in small.stdout
 
 
 def test_dry_run_warns_when_the_prices_were_checked_over_60_days_ago(today: Callable[..., Workspace]) -> None:
