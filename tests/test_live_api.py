@@ -69,7 +69,8 @@ def test_an_answer_from_a_model_with_no_price_is_priced_as_the_model_asked_and_s
     assert proc.returncode == 0, proc.stderr
     cp = read_json(ws.checkpoint)
     assert cp["cost_usd"] > 0 and cp["cost_usd"] == pytest.approx(_priced(cp, 0.75, 3.75), abs=2e-6)
-    assert proc.stderr.count("gemini-9-flash, which has no price") == 1  # once per (asked, served) pair
+    assert proc.stderr.count("gemini-9-flash") == 1  # once per (asked, served) pair
+    assert "answered by gemini-9-flash, which has no price in pricing.toml: priced as the model asked" in proc.stderr
     pair = read_json(ws.report)["models"]["served"]["gemini-3.8-flash -> gemini-9-flash"]
     assert pair["unpriced"] and pair["priced_as"] == "gemini-3.8-flash"
     assert "answered by gemini-9-flash (no price): priced as gemini-3.8-flash" in _jobs_status(ws)
@@ -83,7 +84,9 @@ def test_a_routed_answer_is_priced_as_the_model_that_served_it_and_said_once(tod
     assert proc.returncode == 0, proc.stderr
     cp = read_json(ws.checkpoint)
     assert cp["cost_usd"] == pytest.approx(_priced(cp, 1.50, 7.50), abs=2e-6)  # 3.6 Flash's prices, not 3.5's
-    assert proc.stderr.count("gemini-3.5-flash was answered by gemini-3.6-flash") == 1
+    assert proc.stderr.count("gemini-3.6-flash") == 1  # said once, by the line about the pair
+    assert "gemini-3.5-flash was answered by gemini-3.6-flash (Google routes the name there)" in proc.stderr
+    assert "model gemini-3.5-flash is deprecated" in proc.stderr
     assert "gemini-3.5-flash -> gemini-3.6-flash" in read_json(ws.report)["models"]["served"]
 
 

@@ -89,15 +89,15 @@ class ModelNotes:
             alias = self._pricing.aliases.get(asked) == served
             self._served[key] = {"asked": asked, "served": served, "unpriced": unpriced, "priced_as": priced_as,
                                  "alias": alias}
+        # Each line names the served model once: a reader (or a script) counting it finds one line per pair.
         if unpriced:
-            log.warning("%s was answered by %s, which has no price in pricing.toml: its answers are priced as %s "
-                        "(add [prices.\"%s\"] to the stages file for the right figure)", asked, served,
-                        priced_as or asked, served)
+            log.warning("%s was answered by %s, which has no price in pricing.toml: priced as the model asked for "
+                        "(give the served model's prices in the stages file's [prices] for the exact figure)",
+                        asked, served)
         elif not alias:
-            log.warning("%s was answered by %s (Google routes the name there): priced as %s", asked, served,
-                        priced_as or served)
+            log.warning("%s was answered by %s (Google routes the name there): priced as that model", asked, served)
         else:
-            log.info("%s is an alias of %s: priced as %s", asked, served, served)
+            log.info("%s is an alias: answered by %s, priced as that model", asked, served)
 
     def lifecycle(self, model: str, stage: str, retires: str | None, replacement: str | None, *,
                   source: str = "answer", message: str = "") -> None:
@@ -108,11 +108,15 @@ class ModelNotes:
         with self._lock:
             known = self._status.get(model)
             if known is not None and known["stage"] == stage:
+                if retires and not known.get("retires"):  # an answer tells the date the table did not know
+                    known["retires"] = retires
                 return
-            self._status[model] = {"stage": stage, "retires": retires, "replacement": replacement,
-                                   "source": source, "message": message}
+            self._status[model] = entry = {"stage": stage, "retires": retires, "replacement": replacement,
+                                           "source": source, "message": message}
         if stage in WARNED_STAGES:
-            log.warning("%s", lifecycle_line(model, self._status[model]))
+            # The replacement is in the report and `jobs.py status`; the log line names only this model, so the
+            # model that serves it is named once, by the line that says so.
+            log.warning("%s", lifecycle_line(model, {**entry, "replacement": None}))
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
