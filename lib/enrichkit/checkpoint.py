@@ -87,6 +87,7 @@ class Checkpoint:
     filled: dict[str, int] = field(default_factory=dict)  # output field -> rows in the output where it is non-empty
     stage_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> successes, failures by type
     pace: dict[str, Any] = field(default_factory=dict)  # model -> the limiter's figures at the last write
+    models: dict[str, Any] = field(default_factory=dict)  # what the answers said of the models (lifecycle.ModelNotes)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
 
     @property
@@ -163,6 +164,7 @@ class Checkpoint:
             "filled": self.filled,
             "stage_totals": self.stage_totals,
             "pace": self.pace,
+            "models": self.models,
             "errors": list(self.errors),
         }
 
@@ -346,6 +348,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         filled={str(k): int(v) for k, v in (data.get("filled") or {}).items()},
         stage_totals={str(k): dict(v) for k, v in (data.get("stage_totals") or {}).items()},
         pace=dict(data.get("pace") or {}),
+        models=dict(data.get("models") or {}),
         errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
         **extra,
     )

@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="input tokens per minute, per model (overrides the stages file)")
     api.add_argument("--max-retries", type=int, metavar="N",
                      help="attempts after the first, per call, for transient errors (default: 3)")
-    api.add_argument("--timeout", type=_number(positive=True), metavar="SECONDS", help="per request (default: 60)")
+    api.add_argument("--timeout", type=_number(positive=True), metavar="SECONDS",
+                     help="per request (default: 60; a flex stage waits at least 900)")
     api.add_argument("--max-outage", type=_number(positive=True), metavar="SECONDS",
                      help="stop (resumable) when the API has been down this long (default: 600)")
     api.add_argument("--delay", type=_number(positive=False), metavar="SECONDS",

@@ -22,6 +22,8 @@ from typing import Any
 from enrichkit.commands import next_steps
 from enrichkit.enricher import AttemptError, Enricher, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
+from enrichkit.lifecycle import ModelNotes
+from enrichkit.lifecycle import merge as merge_notes
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
 from enrichkit.plan import Plan
@@ -73,6 +75,7 @@ class Pipeline:
         self._local_seconds = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
+        self._models_before = dict(self.cp.models)  # the job's model notes from earlier runs
         self.scan = self._make_scan()
 
     def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
@@ -123,6 +126,7 @@ class Pipeline:
         outcome = self._outcome()
         self.progress.close(self._figures())
         self.cp.stop_reason = outcome.reason
+        self._note_models()
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
             outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
@@ -325,11 +329,18 @@ class Pipeline:
 
     def _tick(self) -> None:
         if self.store.save_due():
+            self._note_models()
             self.store.save(self._resume_at(), pace=self.pace())
         now = self.clock()
         if now - self._last_draw >= 0.2:
             self._last_draw = now
             self.progress.update(self._figures())
+
+    def _note_models(self) -> None:
+        """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint."""
+        notes = getattr(self.enricher.providers.get("llm"), "notes", None)
+        if isinstance(notes, ModelNotes):
+            self.cp.models = merge_notes(self._models_before, notes.snapshot())
 
     def _resume_at(self) -> dict[str, int] | None:
         """Where a resume may start reading: before the first record still open, else after the last row read."""

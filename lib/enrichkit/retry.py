@@ -200,7 +200,9 @@ def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, strea
 
 def _account(failure: StageFailure, g: Guards) -> None:
     if g.breaker is not None:
-        if failure.error_type in ("server_error", "timeout"):
+        if failure.shed:
+            pass  # a flex queue's wait or shedding says nothing of an outage: the breaker neither opens nor closes
+        elif failure.error_type in ("server_error", "timeout"):
             g.breaker.record_failure(refused=failure.refused)
         else:
             g.breaker.record_success()  # it answered: the service is up

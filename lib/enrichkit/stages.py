@@ -26,7 +26,7 @@ from enrichkit.templates import Template, render_tree, template_tree, templates_
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
 STAGE_KINDS = ("llm", "python", "http")
-DEFAULT_MODEL = "gemini-3.5-flash"
+DEFAULT_MODEL = "gemini-3.8-flash"
 DEFAULT_MAX_OUTPUT_TOKENS = 8192
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
 SERVICE_TIERS = ("standard", "flex")
@@ -74,7 +74,7 @@ MODEL_KEYS: dict[str, Callable[[Any], str | None]] = {
     "model": _text, "temperature": _number(0, 2), "max_output_tokens": _number(1, integer=True),
     "thinking_budget": _number(-1, integer=True), "thinking_level": _one_of(*THINKING_LEVELS),
     "system_instruction": _text, "service_tier": _one_of(*SERVICE_TIERS),
-    "rpm": _number(above=0), "tpm": _number(above=0),
+    "rpm": _number(above=0), "tpm": _number(above=0), "timeout": _number(above=0),
 }
 DEFAULT_KEYS = {**MODEL_KEYS, "notify_url": _url}
 COMMON_STAGE_KEYS: dict[str, Callable[[Any], str | None]] = {
@@ -270,7 +270,7 @@ class StagesConfig:
         """What the fingerprint hashes (kept in the checkpoint, so a change can be named: enrichkit.configdiff)."""
         return {
             "stages": [s.raw for s in self.stages],
-            "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "notify_url")},
+            "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "timeout", "notify_url")},
             "models": self.models(model),
             "id_columns": list(id_columns) if id_columns else None,
         }

@@ -20,6 +20,7 @@ from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint,
 from enrichkit.commands import enrich_command
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
+from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -182,6 +183,8 @@ class JobStatus:
             "input_errors": cp.input_errors,
             "empty_rows": cp.empty_rows,
             "pace": cp.pace,
+            "models": cp.models,
+            "model_notes": notes_lines(cp.models),  # deprecated models, answers from another model, unpriced
             "stage_totals": cp.stage_totals,
             "fill_rates": self.fill_rates,
         }
