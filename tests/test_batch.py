@@ -107,7 +107,7 @@ def test_cancel_batches_cancels_at_google_and_fresh_refuses_while_jobs_fly(ws: W
     assert refused.returncode == 2 and "--cancel-batches" in refused.stderr
     assert ws.checkpoint.exists()  # nothing touched
     cancelled = ws.run("--resume", "--cancel-batches", env=batch_env(ws))
-    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.returncode == 1, cancelled.stderr  # records are pending again: not done
     assert "Cancelled 3 Google batch job(s)" in cancelled.stderr
     assert set(ws.fake.stats()["batch"]["jobs"].values()) == {"BATCH_STATE_CANCELLED"}
     ledger = sqlite3.connect(ws.output.with_name("enriched.batch.sqlite"))
@@ -280,7 +280,7 @@ thread = "string"
 
 def test_limit_takes_on_at_most_n_records_in_batch_mode(ws: Workspace) -> None:
     proc = ws.run(*FAST, "--limit", "10", env=batch_env(ws))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and "Stopped after --limit 10" in proc.stderr, proc.stderr
     assert len(ws.output_ids()) == 10 and ws.fake.stats()["batch"]["lines_billed"] == 10
 
 

@@ -45,7 +45,7 @@ def test_kill_while_cancelling_then_cancel_again(ws: Workspace) -> None:
     crashed = ws.run_process("--resume", "--cancel-batches", env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT="cancelling"))
     assert crashed.returncode == 137
     again = ws.run("--resume", "--cancel-batches", env=batch_env(ws))
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr
     assert set(ws.fake.stats()["batch"]["jobs"].values()) == {"BATCH_STATE_CANCELLED"}
     ws.fake.configure(batch_seconds=0.1)
     assert ws.run("--resume", env=batch_env(ws)).returncode == 0

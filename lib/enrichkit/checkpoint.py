@@ -8,6 +8,7 @@ and when, is the job store's business; this module only knows the file.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -72,8 +73,12 @@ class Checkpoint:
     output_bytes: int = 0  # the output's size when this checkpoint was written (after fsync) ...
     output_crc32: int | None = None  # ... and the CRC-32 of all its bytes up to there: any edit shows
     output_rows: int = 0  # rows in those bytes (= completed IDs then)
+    ids_digest: str | None = None  # `ids_digest()` of the ID lists as last written: an edit of them shows
     resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
     counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass
+    config: dict[str, Any] = field(default_factory=dict)  # what config_fingerprint hashes, to name a change
+    stop_reason: str = ""  # "limit": the last run stopped at its --limit (status interrupted; the job tools
+    #                        show it as `limit_reached`)
     report_path: str = ""
     errors_path: str = ""
     runs: int = 0
@@ -82,6 +87,7 @@ class Checkpoint:
     filled: dict[str, int] = field(default_factory=dict)  # output field -> rows in the output where it is non-empty
     stage_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> successes, failures by type
     pace: dict[str, Any] = field(default_factory=dict)  # model -> the limiter's figures at the last write
+    models: dict[str, Any] = field(default_factory=dict)  # what the answers said of the models (lifecycle.ModelNotes)
     batch: dict[str, Any] | None = None  # --batch: the Google batch jobs (enrichkit.batch.ledger.Ledger.summary)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
 
@@ -104,6 +110,15 @@ class Checkpoint:
     def mark_failed(self, record_id: str) -> None:
         if record_id not in self.completed_ids:
             self.failed_ids.add(record_id)
+
+    def lists_digest(self) -> str:
+        """A digest of `completed_ids` and `failed_ids` as they are now."""
+        failed = ",".join(sorted(self.failed_ids)).encode("ascii", "replace")
+        return f"{self.completed_ids.digest()}.{hashlib.blake2b(failed, digest_size=8).hexdigest()}"
+
+    def lists_intact(self) -> bool:
+        """Are the ID lists as this checkpoint's writer wrote them (no digit flipped, no ID swapped)?"""
+        return self.ids_digest is not None and self.ids_digest == self.lists_digest()
 
     def summary(self) -> dict[str, Any]:
         """Every field but the ID lists, SPEC's keys first."""
@@ -140,13 +155,17 @@ class Checkpoint:
             "output_bytes": self.output_bytes,
             "output_crc32": self.output_crc32,
             "output_rows": self.output_rows,
+            "ids_digest": self.ids_digest,
             "resume_at": self.resume_at,
             "counts_exact": self.counts_exact,
+            "stop_reason": self.stop_reason,
+            "config": self.config,
             "report_path": self.report_path,
             "errors_path": self.errors_path,
             "filled": self.filled,
             "stage_totals": self.stage_totals,
             "pace": self.pace,
+            "models": self.models,
             **({"batch": self.batch} if self.batch is not None else {}),
             "errors": list(self.errors),
         }
@@ -155,6 +174,7 @@ class Checkpoint:
 def render_checkpoint(cp: Checkpoint, f: IO[bytes]) -> None:
     """Write `cp` as JSON. The ID list is streamed in chunks so a million IDs never exist as a million
     str objects."""
+    cp.ids_digest = cp.lists_digest()  # of what is written below: a resume trusts the lists only while it matches
     head = json.dumps(cp.summary(), indent=1, ensure_ascii=False)
     assert head.endswith("\n}")
     f.write(head[:-2].encode("utf-8"))
@@ -316,9 +336,12 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         output_bytes=number("output_bytes"),
         output_crc32=int(crc) if crc is not None else None,
         output_rows=number("output_rows"),
+        ids_digest=str(data["ids_digest"]) if data.get("ids_digest") else None,
         resume_at={"offset": int(resume_at["offset"]), "row": int(resume_at["row"])}
         if isinstance(resume_at, dict) else None,
         counts_exact=bool(data.get("counts_exact")),
+        stop_reason=text("stop_reason"),
+        config=dict(data.get("config") or {}),
         report_path=text("report_path"),
         errors_path=text("errors_path"),
         runs=number("runs"),
@@ -327,6 +350,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         filled={str(k): int(v) for k, v in (data.get("filled") or {}).items()},
         stage_totals={str(k): dict(v) for k, v in (data.get("stage_totals") or {}).items()},
         pace=dict(data.get("pace") or {}),
+        models=dict(data.get("models") or {}),
         batch=dict(data["batch"]) if isinstance(data.get("batch"), dict) else None,
         errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
         **extra,

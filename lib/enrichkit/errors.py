@@ -7,6 +7,8 @@ mapped to an exit code by its class (`exit_code`), in one place (`enrichkit.cli.
 
 from __future__ import annotations
 
+from enrichkit.commands import cancel_command
+
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -50,7 +52,7 @@ class LockedError(EnrichError):
         holder = f"PID {pid} on {host}" if pid else "another process"
         super().__init__(
             f"another run ({holder}) is working on this output (lock {lock_path}); "
-            f"wait for it, or stop it with: python scripts/jobs.py cancel {checkpoint}"
+            f"wait for it, or stop it with: {cancel_command(checkpoint)}"
         )
         self.lock_path = lock_path
         self.pid = pid
@@ -75,6 +77,11 @@ class QuotaExhausted(ProviderStop):
 
 class BillingError(ProviderStop):
     """An account-level 429: prepaid credits depleted, a spend cap reached, or a model with no quota ("limit: 0")."""
+
+
+class AccountError(ProviderStop):
+    """The account itself is refused (limited or disabled for a policy violation): nothing will answer until it is
+    cleared with Google."""
 
 
 class OutageError(ProviderStop):
@@ -108,6 +115,7 @@ class StageFailure(Exception):
         self.usage: object | None = None  # what an answer that was billed but unusable cost (a `Usage`)
         self.fatal: EnrichError | None = None  # set when every record would fail alike: the run stops with it
         self.refused: bool = False  # a connection refused (nobody listens): no request got through
+        self.shed: bool = False  # a flex call queued past its deadline or shed (503): retried, never the breaker's
         self.unconnected: bool = False  # no connection was made at all (refused, unknown host, bad address)
         self.quota_limit: float | None = None  # a 429's stated quota (QuotaFailure quotaValue), per window
         self.has_details: bool = False  # a 429 that names a quota (a QuotaFailure detail)

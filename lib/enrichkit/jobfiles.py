@@ -20,10 +20,11 @@ Status = Literal["running", "waiting", "interrupted", "completed", "completed_wi
                  "failed"]
 STATUSES: tuple[Status, ...] = ("running", "waiting", "interrupted", "completed", "completed_with_failures",
                                 "budget_exhausted", "failed")
-# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones); `waiting`:
-# Google batch jobs of the job are in flight (--batch), and the next run collects them.
-STOPPED: tuple[str, ...] = ("waiting", "interrupted", "completed", "completed_with_failures", "budget_exhausted",
-                            "failed")
+# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones, and show
+# "limit_reached" for an `interrupted` checkpoint whose run stopped at its --limit: see jobs.state.decide_state);
+# `waiting`: Google batch jobs of the job are in flight (--batch), and the next run collects them.
+STOPPED: tuple[str, ...] = ("waiting", "interrupted", "limit_reached", "completed", "completed_with_failures",
+                            "budget_exhausted", "failed")
 
 CHECKPOINT_SUFFIX = ".progress.json"
 # A process that started more than this after a file named its PID cannot be the one that wrote it:

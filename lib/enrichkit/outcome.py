@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ class Outcome:
     status: str  # the checkpoint's status
     exit_code: int
     message: str  # the closing line on stderr
+    reason: str = ""  # "limit": stopped at --limit (the checkpoint's stop_reason)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class RunEnd:
     limit_hit: bool = False
     limit: int | None = None
     max_cost: float | None = None
+    next_call: float = 0.0  # the worst case of the call the budget refused
     errors_path: Path | str = ""
     input_changed: str = ""  # the input's path when its size or mtime changed during the run
 
@@ -42,8 +45,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
         resume = " Run with --resume to continue." if not isinstance(end.fatal, WriteFailed | AuthError) else ""
         return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
+        refused = f"; the next call could cost up to ${end.next_call:.4f}" if end.next_call else ""
         return Outcome("budget_exhausted", EXIT_BUDGET,
-                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}); "
+                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}{refused}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
     if end.input_changed:
         return Outcome("interrupted", EXIT_FAILURES,
@@ -54,20 +58,23 @@ def decide_outcome(end: RunEnd) -> Outcome:
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
     if end.limit_hit and left:
         return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
-                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.")
+                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
+                       reason="limit")
     if failed:
         status = "interrupted" if left else "completed_with_failures"
         not_tried = f", {left} not yet tried" if left else ""
         return Outcome(status, EXIT_FAILURES,
                        f"Finished with failures: {done} done, {failed} failed{not_tried}. Details in "
                        f"{end.errors_path}; run with --retry-failed to try them again.")
-    if left:
-        return Outcome("interrupted", EXIT_OK, f"{done} done, {left} not yet tried. Run with --resume.")
+    if left:  # never 0: exit 0 says every record is done (cron lines are removed on it)
+        return Outcome("interrupted", EXIT_FAILURES,
+                       f"Not finished: {done} done, {left} not yet tried. Run with --resume to continue.")
     return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
 
 
-def summary(report: dict[str, Any], files: list[Path]) -> str:
-    """The lines printed under the closing line: the job's counts and this run's figures."""
+def summary(report: dict[str, Any], files: list[Path], next_steps: Sequence[str] = ()) -> str:
+    """The lines printed under the closing line: the job's counts, this run's figures, and the commands that
+    go on from here (`next_steps`: "what: command", runnable from any folder)."""
     c = report["counts"]
     run = report["this_run"]
     t = report["tokens"]
@@ -76,8 +83,11 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
     unconfirmed = run.get("unconfirmed") or 0
     kept = (f" ({unconfirmed} of them written but not confirmed on disk: --resume keeps those it finds whole)"
             if unconfirmed else "")
+    done = f"{c['completed']}/{c['total']} done"
+    if c["completed"] > c["total"]:  # the output holds rows of records the input no longer has (or not yet counted)
+        done = f"{c['completed']} done (the input holds {c['total']} records now)"
     return "\n".join([
-        (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
+        (f"  records: {done}, {c['failed']} failed, {c['pending']} pending, "
          f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows, "
          f"{c['empty_rows']} empty rows"),
         (f"  this run: {c['completed_this_run']} done{kept} in {report['wall_seconds']:.1f} s "
@@ -87,4 +97,5 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
         (f"  job: {t['total']:,} tokens ({t['prompt']:,} in, {t['output']:,} out), "
          f"cost ${report['cost_usd']:.4f}{grounding}"),
         "  files: " + "  ".join(str(f) for f in files),
+        *(f"  {step}" for step in next_steps),
     ])

@@ -26,10 +26,10 @@ def batch_lines(plan: Plan, pending: int, first: dict[str, str]) -> str:
             batched = stage.raw.get("batch", True) is not False
             out = OUTPUT_TOKENS_PER_FIELD * len(stage.fields)
             costs = {}
-            for name, flags in (("standard", {}), ("flex", {"flex": True}), ("batch", {"batch": True})):
+            for name, flex, batch in (("standard", False, False), ("flex", True, False), ("batch", False, True)):
                 charge = pricing.charge(model, prompt_tokens=request.input_tokens, output_tokens=out,
                                         grounded=stage.search, search_queries=SEARCH_QUERIES if stage.search else 0,
-                                        **flags)
+                                        flex=flex, batch=batch)
                 costs[name] = (charge.tokens * pending, charge.grounding * pending)
             jobs = math.ceil(pending / chunk) if batched else 0
             waves += bool(batched and pending)

@@ -102,6 +102,7 @@ class BatchRun(Submitting, Collecting, Sweeping):
             leaving = "stopped"
         outcome = self._outcome(leaving)
         self.cp.batch = self.ledger.summary()
+        self.cp.stop_reason = outcome.reason
         self.progress.close(self._figures())
         store.finish(outcome.status, None)
         report = build_report(self.cp, self.stats, store.run, completed=store.run_completed, failed=store.run_failed,
@@ -188,7 +189,9 @@ class BatchRun(Submitting, Collecting, Sweeping):
         if self.fatal is not None:
             return decide_outcome(self._end(done, left, fatal=self.fatal))
         if leaving == "cancelled":
-            return Outcome("interrupted", 0, f"{done} done, {left} left; no Google batch job of this job is running. "
+            # Exit 0 only when every record is done (a cron line is removed on it); records left are pending.
+            return Outcome("interrupted" if left else "completed", 1 if left else 0,
+                           f"{done} done, {left} left; no Google batch job of this job is running. "
                            "Run with --resume to continue.")
         if flying and leaving == "detached":
             return Outcome("waiting", EXIT_BATCH_RUNNING,
@@ -207,7 +210,8 @@ class BatchRun(Submitting, Collecting, Sweeping):
              stopped: bool = False) -> RunEnd:
         cost = self.cp.totals.cost_usd
         return RunEnd(done=done, failed=self.cp.failed_count, left=left, cost=cost, fatal=fatal, budget_hit=budget,
-                      stopped=stopped, max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors)
+                      stopped=stopped, limit_hit=self.opts.limit is not None, limit=self.opts.limit,
+                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors)
 
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
+from enrichkit.commands import enrich_command
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
+from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -181,6 +183,8 @@ class JobStatus:
             "input_errors": cp.input_errors,
             "empty_rows": cp.empty_rows,
             "pace": cp.pace,
+            "models": cp.models,
+            "model_notes": notes_lines(cp.models),  # deprecated models, answers from another model, unpriced
             "batch": cp.batch,  # --batch: the Google batch jobs (in flight, records they hold, each job's state)
             "stage_totals": cp.stage_totals,
             "fill_rates": self.fill_rates,
@@ -190,9 +194,10 @@ class JobStatus:
 def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
     option from the checkpoint, where it recorded them."""
-    args = ["--input", str(paths.input), "--output", str(paths.output)]
+    given = paths.input.absolute() if paths.input is not None else None
+    args = ["--input", str(given), "--output", str(paths.output.absolute())]
     if not same_file(paths.checkpoint, paths.default_checkpoint()):
-        args += ["--checkpoint", str(paths.checkpoint)]
+        args += ["--checkpoint", str(paths.checkpoint.absolute())]
     return [*args, flag]
 
 
@@ -200,7 +205,7 @@ def continue_command(paths: JobPaths, flag: str = "--resume", state: str = "") -
     """The command line that continues a job in `state` (`flag`: --resume or --retry-failed). A job that
     spent its budget stops again at once without a higher one, which only its owner can choose:
     `--max-cost USD` stands for it."""
-    command = "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+    command = enrich_command() + " " + shlex.join(continue_args(paths, flag))
     return command + " --max-cost USD" if state == "budget_exhausted" else command
 
 
@@ -251,6 +256,8 @@ def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
             return "unknown", None
         # A batch run that died leaves its Google jobs running: the job is waiting for them, not stopped.
         return ("waiting" if (cp.batch or {}).get("jobs_in_flight") else "interrupted"), None
+    if cp.status == "interrupted" and cp.stop_reason == "limit":
+        return "limit_reached", None  # stopped as asked by --limit; the checkpoint keeps SPEC's `interrupted`
     return cp.status, None
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from enrichkit.commands import cancel_command
 from enrichkit.jobs.audit import Validation
 from enrichkit.jobs.state import ACTIVE, JobStatus, duration_text
+from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
 LIST_HEADER = (f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  "
@@ -52,6 +54,7 @@ def status_text(job: JobStatus) -> str:
         ("ETA" if job.state == "running" else "time left", format_duration(job.eta_seconds) if job.pending else "-"),
     ]
     lines += [("pace", text) for text in pace_lines(cp.pace)]
+    lines += [("models", text) for text in notes_lines(cp.models)]
     if cp.batch:
         b = cp.batch
         lines.append(("batch", f"{b.get('jobs_in_flight', 0)} Google job(s) in flight holding "
@@ -103,9 +106,8 @@ def error_text(error: dict[str, Any] | None) -> str:
 
 
 def next_step(job: JobStatus) -> str:
-    checkpoint = show_path(job.paths.checkpoint)
     if job.state in ACTIVE:
-        return f"no: a run is active; stop it with: python scripts/jobs.py cancel {checkpoint}"
+        return f"no: a run is active; stop it with: {cancel_command(job.paths.checkpoint)}"
     if job.state == "unknown":
         return "unknown: look on the host that runs it"
     command = job.next_command
