@@ -22,15 +22,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-## demo-batch: the same job in batch mode (--batch, run as cron would) on the stand-in's accelerated clock
-demo-batch: $(STAMP)
-	$(PY) scripts/demo_batch.py
-
 ## enrich: one line for a terminal or a crontab; starts, continues, or exits 0 when done
 ## (ARGS=--retry-failed or --fresh takes the place of --resume: each is a run of its own)
 enrich: $(STAMP)
 	$(PY) scripts/enrich.py --input "$(INPUT)" --output "$(OUTPUT)" --stages-file "$(STAGES)" \
 		$(if $(filter --retry-failed --fresh,$(ARGS)),,--resume) $(ARGS)
+
+## demo-batch: the same job in batch mode (--batch, run as cron would) on the stand-in's accelerated clock
+demo-batch: $(STAMP)
+	$(PY) scripts/demo_batch.py
 
 ## test: lint, types and the whole suite (CI runs this)
 test: $(STAMP)
