@@ -20,8 +20,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fake_gemini import FakeGemini  # noqa: E402 - the stand-in lives beside this script
 
 
-def main() -> int:
-    output = ROOT / "out" / "demo-batch" / "enriched.csv"
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; `argv` may name another output file (the tests' tmp folder)."""
+    args = sys.argv[1:] if argv is None else argv
+    output = Path(args[0]) if args else ROOT / "out" / "demo-batch" / "enriched.csv"
     with FakeGemini(seed=7, batch_pending=1.0, batch_seconds=2.0) as fake:
         print(f"Gemini stand-in on {fake.url} (no real API is called; a batch job takes ~3 s here, "
               "up to 24 h at Google)", flush=True)

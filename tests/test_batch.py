@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 from conftest import COLUMNS, Workspace, expected_ids, read_csv, read_json
 
@@ -339,3 +342,15 @@ def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: 
     assert first and "cancelling the stray" in proc.stderr
     assert batch["max_billed_per_key"] == 1 and batch["lines_billed"] == 40
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+
+
+def test_make_demo_batch_runs_the_sample_job_as_cron_would_to_exit_0(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from demo_batch import main
+
+    output = tmp_path / "demo" / "enriched.csv"
+    assert main([str(output)]) == 0
+    said = capsys.readouterr().out
+    assert "exit code 5 (Google jobs still running" in said and "exit code 0;" in said
+    assert "(at most 1 per request); 0 synchronous calls" in said
+    assert len(read_csv(output)) == 542
