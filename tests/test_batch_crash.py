@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import Workspace, expected_ids, read_json
+from conftest import Workspace, expected_ids, make_rows, read_json, write_csv
 
 FAST = ("--batch", "--batch-poll", "0.05")
 POINTS = ["planned", "uploaded", "upload_recorded", "creating", "created", "submitted", "downloaded", "ingested",
@@ -83,9 +83,10 @@ aum_musd = "number"
 
 def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
     ws.stages.write_text(TWO_LLM_STAGES, encoding="utf-8")
-    ws.fake.configure(batch_pending=0.05, batch_seconds=0.15, batch_drop_create=1, batch_list_lag=0.2)
+    write_csv(ws.input, make_rows(120))  # 12 jobs a stage: work enough for the kills to land in
+    ws.fake.configure(batch_pending=0.4, batch_seconds=0.6, batch_drop_create=1, batch_list_lag=0.2)
     rng = random.Random(17)
-    env = batch_env(ws, ENRICHKIT_BATCH_CHUNK="7")
+    env = batch_env(ws, ENRICHKIT_BATCH_CHUNK="10")
     kills = 0
     for run in range(8):
         before = ws.fake.stats()["requests"]
@@ -93,7 +94,7 @@ def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
         # Past the imports (slow on a busy machine) to its first call: the kill lands somewhere in the batch loop.
         while proc.poll() is None and ws.fake.stats()["requests"] == before:
             time.sleep(0.01)
-        deadline = time.monotonic() + rng.uniform(0.0, 1.0)
+        deadline = time.monotonic() + rng.uniform(0.0, 0.7)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
         if proc.poll() is not None:
@@ -102,11 +103,13 @@ def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         kills += 1
+        if kills == 5:
+            break
     final = ws.run("--resume", *FAST, env=env)
     assert final.returncode == 0, final.stderr
     assert kills >= 3
     batch = ws.fake.stats()["batch"]
     assert batch["max_creates_per_name"] == 1 and batch["max_billed_per_key"] == 1
-    assert batch["lines_billed"] == 80  # two LLM stages x 40 records, each line billed once
+    assert batch["lines_billed"] == 240  # two LLM stages x 120 records, each line billed once
     ids = ws.output_ids()
     assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
