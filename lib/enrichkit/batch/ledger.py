@@ -227,7 +227,7 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         """For the checkpoint, the report and `jobs.py status`: the Google jobs and the records they hold."""
         jobs = [{"chunk": c.id, "stage": c.stage, "model": c.model, "state": c.state, "display_name": c.display_name,
-                 "batch_name": c.batch_name, "google_state": c.remote_state, "lines": c.lines,
+                 "name": c.batch_name, "batch_name": c.batch_name, "google_state": c.remote_state, "lines": c.lines,
                  "stats": c.stats, "created_at": c.submitted_at, "cost_usd": round(c.actual_usd, 6)}
                 for c in self.chunks()]
         flying = [j for j in jobs if j["state"] in IN_FLIGHT]
