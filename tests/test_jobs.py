@@ -718,5 +718,6 @@ def test_serve_from_a_python_lacking_only_the_dashboards_packages_runs_with_the_
         pytest.skip(f"could not make a python that lacks only fastapi: {probe.stderr[-300:]}")
     proc = subprocess.run([python, str(JOBS), "serve", str(tmp_path), "--host", "10.1.2.3"], env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "set ENRICHKIT_DASHBOARD_TOKEN" in proc.stderr, proc.stderr  # the dashboard's own check
+    # the dashboard's own check
+    assert proc.returncode == 2 and "set ENRICHKIT_DASHBOARD_TOKEN" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -316,7 +316,6 @@ def test_each_try_and_wait_fits_in_what_is_left_of_the_thirty_seconds(paths: Job
 
     class Answer:
         status_code = 503
-        headers: dict[str, str] = {}
 
         def close(self) -> None:
             pass
