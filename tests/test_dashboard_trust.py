@@ -223,14 +223,16 @@ def test_cancel_never_signals_a_pid_that_does_not_hold_the_jobs_lock(
         holder.stdout.close()
 
 
-def test_a_foreign_or_world_writable_owner_file_is_not_acted_on(tmp_path: Path) -> None:
+def test_a_world_writable_owner_file_is_not_acted_on(tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]) -> None:
+    unrelated = _sleeper()
+    sleepers.append(unrelated)
     checkpoint = write_job(tmp_path / "job", pending=(30, 31), status="interrupted")
     owner = checkpoint.with_name("enriched.lock.owner")
-    owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+    owner.write_text(json.dumps({"pid": unrelated.pid, "host": socket.gethostname()}), encoding="utf-8")
     owner.chmod(0o666)
     answer = client(tmp_path).post(f"/api/jobs/{JOB_ID}/cancel", headers=POST)
     assert answer.status_code == 403 and "lock owner file" in answer.json()["error"]
-    assert "writable by every user" in answer.json()["error"]
+    assert "writable by every user" in answer.json()["error"] and unrelated.poll() is None
 
 
 # --- finding 4: only the job's own output is served --------------------------------------------------------
