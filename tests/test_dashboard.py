@@ -221,8 +221,8 @@ def test_a_non_loopback_server_needs_the_token_for_every_request(folder: Path) -
 def test_a_job_page_poll_reads_its_own_checkpoint_without_walking_the_folder(
         folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     walks: list[Path] = []
-    real = catalog_module.find_checkpoints
-    monkeypatch.setattr(catalog_module, "find_checkpoints", lambda root: walks.append(root) or real(root))
+    real = catalog_module.FolderWalk.walk
+    monkeypatch.setattr(catalog_module.FolderWalk, "walk", lambda self: walks.append(self.root) or real(self))
     api = client(folder)
     found = keys(api)  # the jobs page: one walk
     assert len(walks) == 1

@@ -418,3 +418,19 @@ def test_the_cookie_opens_a_session_and_is_never_the_token(tmp_path: Path) -> No
     assert "HttpOnly" in link.headers["set-cookie"] and "SameSite=strict" in link.headers["set-cookie"]
     assert api.get("/api/jobs").status_code == 200
     assert api.post(f"/api/jobs/{JOB_ID}/resume?token={TOKEN}", headers={"Origin": ORIGIN}).status_code == 403
+
+
+def test_an_unchanged_listing_is_a_304_for_its_etag(tmp_path: Path) -> None:
+    write_job(tmp_path / "job")
+    api = client(tmp_path)
+    first = api.get("/api/jobs")
+    etag = first.headers["etag"]
+    again = api.get("/api/jobs", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    checkpoint = tmp_path / "job" / "out" / "enriched.progress.json"
+    cp = read_checkpoint(checkpoint)
+    cp.status = "interrupted"
+    write_checkpoint(checkpoint, cp)
+    changed = api.get("/api/jobs", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["jobs"][0]["state"] == "interrupted"

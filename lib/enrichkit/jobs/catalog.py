@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -28,16 +29,18 @@ import re
 import socket
 import stat
 import threading
+import time
+from array import array
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 
 from enrichkit.errors import ConfigError
-from enrichkit.jobfiles import distrust, held_regular, is_run, read_owner, read_regular
-from enrichkit.jobs.state import JobStatus, decide_state, find_checkpoints, load_status, read_job_summary, recency
+from enrichkit.jobfiles import CHECKPOINT_SUFFIX, distrust, held_regular, is_run, owner_path, read_owner, read_regular
+from enrichkit.jobs.state import SKIP_DIRS, JobStatus, decide_state, load_status, read_job_summary, recency
 from enrichkit.output import RECORD_ID
 from enrichkit.readback import scan_output
 from enrichkit.redact import DEFAULT, Redactor
@@ -102,9 +105,13 @@ class Entry:
         return {"key": self.key, **self.job.to_json()}
 
 
+_SERIALS = itertools.count()
+
+
 @dataclass
 class _Seen:
-    """A checkpoint as the last listing saw it: what decides its state, and the JSON it was sent as."""
+    """A checkpoint as the last listing saw it: what decides its state, and the JSON it was sent as.
+    `serial` is new whenever the JSON is."""
 
     stamp: tuple[int, ...]
     job_id: str  # "" for a broken entry
@@ -120,6 +127,73 @@ class _Seen:
     active_pid: int | None = None
     body: bytes = b""
     generation: int = -1
+    serial: int = field(default_factory=lambda: next(_SERIALS))
+
+_OWNER_SUFFIX = ".lock.owner"
+
+
+class FolderWalk:
+    """The checkpoints (and lock owner files) under a folder, as `state.find_checkpoints` finds them
+    (hidden folders and package trees skipped, links not followed), listing again only the folders whose
+    mtime changed since the last walk: a checkpoint is replaced by a rename, a run's owner file created
+    and removed, each of which changes its folder's mtime. A folder changed within the last 2 s is listed
+    again next time too (its mtime may not show a second change within the same clock tick)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self._dirs: dict[str, tuple[int, list[str], list[str]]] = {}
+        self.owners: set[str] = set()
+        self.folders: set[str] = set()
+
+    def walk(self) -> list[str]:
+        found: list[str] = []
+        dirs: dict[str, tuple[int, list[str], list[str]]] = {}
+        owners: set[str] = set()
+        racy = time.time_ns() - 2_000_000_000
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                mtime = os.stat(folder).st_mtime_ns  # noqa: PTH116 - str paths: 30,000 folders a poll
+            except OSError:
+                continue
+            cached = self._dirs.get(folder)
+            if cached is not None and cached[0] == mtime:
+                subs, files = cached[1], cached[2]
+            else:
+                subs, files = _list_folder(folder)
+            dirs[folder] = (mtime if mtime < racy else -1, subs, files)
+            for name in files:
+                (owners.add if name.endswith(_OWNER_SUFFIX) else found.append)(f"{folder}/{name}")
+            stack.extend(f"{folder}/{sub}" for sub in reversed(subs))
+        self._dirs, self.owners, self.folders = dirs, owners, set(dirs)
+        return found
+
+    def has_owner(self, owner: Path) -> bool:
+        """Is there a lock owner file at `owner` (known from the walk when its folder was walked)?"""
+        name = str(owner)
+        if name.rpartition("/")[0] in self.folders:
+            return name in self.owners
+        return os.path.lexists(name)
+
+
+def _list_folder(folder: str) -> tuple[list[str], list[str]]:
+    subs: list[str] = []
+    files: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in SKIP_DIRS:
+                        subs.append(name)
+                elif name.endswith((CHECKPOINT_SUFFIX, _OWNER_SUFFIX)):
+                    files.append(name)
+    except OSError:
+        pass
+    return sorted(subs), sorted(files)
 
 
 class Catalog:
@@ -130,19 +204,22 @@ class Catalog:
     def __init__(self, root: Path, secrets: Secrets) -> None:
         self.root = root.resolve()
         self.secrets = secrets
+        self.walker = FolderWalk(self.root)
+        self.etag = ""
         self._lock = threading.Lock()  # one listing at a time: it updates the cache
-        self._seen: dict[Path, _Seen] = {}
-        self._keys: dict[str, Path] = {}  # key -> checkpoint, as the last listing found them
+        self._seen: dict[str, _Seen] = {}
+        self._keys: dict[str, str] = {}  # key -> checkpoint, as the last listing found them
 
     # --- the listing -----------------------------------------------------------------------------------
 
-    def listing(self) -> list[tuple[str, Path, _Seen]]:
+    def listing(self) -> list[tuple[str, str, _Seen]]:
         """(key, checkpoint, what was seen) for every job under the folder: newest first, then the
         broken entries."""
         with self._lock:
-            seen: dict[Path, _Seen] = {}
-            for path in find_checkpoints(self.root):
-                item = self._look(path, self._seen.get(path))
+            seen: dict[str, _Seen] = {}
+            host = socket.gethostname()
+            for path in self.walker.walk():
+                item = self._look(path, self._seen.get(path), host)
                 if item is not None:
                     seen[path] = item
             self._seen = seen
@@ -155,10 +232,13 @@ class Catalog:
             out = [(self._key(p, s.job_id, ids[s.job_id]), p, s) for p, s in jobs]
             out += [(f"unreadable-{self._hash(p)}", p, s) for p, s in broken]
             self._keys = {key: path for key, path, _ in out}
+            serials = array("Q", (s.serial for _, _, s in out)).tobytes()
+            keys = "\0".join(key for key, _, _ in out).encode()
+            self.etag = '"' + hashlib.blake2b(serials + keys, digest_size=12).hexdigest() + '"'
             return out
 
     def listing_json(self) -> bytes:
-        """`GET /api/jobs`: each job's cached JSON with its key put in front."""
+        """`GET /api/jobs`: each job's kept JSON with its key put in front."""
         parts = []
         for key, _path, item in self.listing():
             parts.append(b'{"key": ' + json.dumps(key).encode() + b", " + item.body[1:])
@@ -167,9 +247,9 @@ class Catalog:
 
     def entries(self) -> list[Entry]:
         """Every job, newest first, then the broken entries (each read afresh)."""
-        return [self._entry(path, key) for key, path, _ in self.listing()]
+        return [self._entry(Path(path), key) for key, path, _ in self.listing()]
 
-    def _look(self, path: Path, cached: _Seen | None) -> _Seen | None:
+    def _look(self, path: str, cached: _Seen | None, host: str) -> _Seen | None:
         try:
             st = os.lstat(path)
         except OSError:
@@ -177,17 +257,18 @@ class Catalog:
         if stat.S_ISLNK(st.st_mode):
             return None  # a link is not one of this folder's jobs (it may lead anywhere)
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_uid, st.st_mode)
-        why = distrust(st)
-        if why is not None:
-            return _Seen(stamp, "", f"{path}: not trusted: {why}", body=self._broken(path, f"not trusted: {why}"))
         if cached is not None and cached.stamp == stamp:
             if not cached.job_id:
                 return cached
-            state = self._state(cached)
-            if state == (cached.state, cached.active_pid) and cached.generation == self.secrets.generation:
+            if self._state(cached, host) == (cached.state, cached.active_pid) \
+                    and cached.generation == self.secrets.generation:
                 return cached
+        why = distrust(st)
+        if why is not None:
+            return _Seen(stamp, "", f"not trusted: {why}", body=self._broken(path, f"not trusted: {why}"))
+        checkpoint = Path(path)
         try:
-            job = load_status(path, cp=read_job_summary(path))
+            job = load_status(checkpoint, cp=read_job_summary(checkpoint))
             self._add_env(job)
             item = _Seen(stamp, job.cp.job_id, "", job.cp.status, job.cp.pid, job.cp.host, job.cp.last_updated,
                          job.paths.lock, job.paths.output, recency(job), job.state, job.active_pid,
@@ -201,15 +282,14 @@ class Catalog:
             reason = f"corrupt checkpoint ({type(exc).__name__}: {exc})"
         return _Seen(stamp, "", reason, body=self._broken(path, reason))
 
-    def _state(self, item: _Seen) -> tuple[str, int | None]:
+    def _state(self, item: _Seen, host: str) -> tuple[str, int | None]:
         """The job's state now, from what was seen: a process is looked at only when the checkpoint
         says running or a lock owner file exists."""
         assert item.lock is not None and item.output is not None
-        owner = item.lock.with_name(item.lock.name + ".owner")
-        if item.status != "running" and not os.path.lexists(owner):
-            return item.status, None
         lock, output = item.lock, item.output
-        return decide_state(item, read_owner(lock, trusted=True), socket.gethostname(),
+        if item.status != "running" and not self.walker.has_owner(owner_path(lock)):
+            return item.status, None
+        return decide_state(item, read_owner(lock, trusted=True), host,
                             lambda pid, started_by: is_run(pid, started_by, lock, output))
 
     def _add_env(self, job: JobStatus) -> None:
@@ -219,10 +299,10 @@ class Catalog:
     def _encode(self, data: dict[str, Any]) -> bytes:
         return json.dumps(self.secrets.redactor.redact_tree(data), ensure_ascii=False).encode()
 
-    def _broken(self, path: Path, reason: str) -> bytes:
-        return self._encode({"checkpoint": str(path), "state": "unreadable", "error": reason})
+    def _broken(self, path: str, reason: str) -> bytes:
+        return self._encode({"checkpoint": path, "state": "unreadable", "error": reason})
 
-    def _key(self, path: Path, job_id: str, count: int) -> str:
+    def _key(self, path: str, job_id: str, count: int) -> str:
         return job_id if count == 1 and _PLAIN_KEY.match(job_id) else f"{_slug(job_id)}-{self._hash(path)}"
 
     # --- one job ---------------------------------------------------------------------------------------
@@ -237,9 +317,9 @@ class Catalog:
                 path = self._keys.get(key)
             if path is None:
                 return None
-        return self._entry(path, key)
+        return self._entry(Path(path), key)
 
-    def _names(self, path: Path, key: str) -> bool:
+    def _names(self, path: str, key: str) -> bool:
         """Is `key` still the key of the checkpoint at `path`?"""
         with self._lock:
             item = self._seen.get(path)
@@ -251,7 +331,7 @@ class Catalog:
             return False
         if (st.st_ino, st.st_mtime_ns, st.st_size, st.st_uid, st.st_mode) == item.stamp:
             return True
-        fresh = self._look(path, None)
+        fresh = self._look(path, None, socket.gethostname())
         return fresh is not None and (key.startswith("unreadable-") != bool(fresh.job_id)) and (
             not fresh.job_id or key in (fresh.job_id, f"{_slug(fresh.job_id)}-{self._hash(path)}"))
 
@@ -269,8 +349,8 @@ class Catalog:
         except Exception as exc:  # noqa: BLE001 - a hand-edited checkpoint is a broken entry, never a 500
             return Entry(key, path, None, f"corrupt checkpoint ({type(exc).__name__}: {exc})")
 
-    def _hash(self, path: Path) -> str:
-        return hashlib.sha256(str(path.relative_to(self.root)).encode()).hexdigest()[:8]
+    def _hash(self, path: str) -> str:
+        return hashlib.sha256(os.path.relpath(path, self.root).encode()).hexdigest()[:8]
 
 
 def _slug(job_id: str) -> str:

@@ -170,9 +170,15 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         return html()
 
     @app.get("/api/jobs")
-    def list_jobs() -> Response:
+    def list_jobs(request: Request) -> Response:
+        """Every job; with `If-None-Match` of the last answer's ETag, a 304 when no job changed (a poll of
+        10,000 jobs then sends nothing)."""
         launches.reap()
-        return Response(catalog.listing_json(), media_type="application/json")
+        body = catalog.listing_json()
+        etag = catalog.etag
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"etag": etag})
+        return Response(body, media_type="application/json", headers={"etag": etag})
 
     @app.get("/api/jobs/{key}")
     def get_job(key: str) -> Response:

@@ -21,7 +21,7 @@ from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, held_regular, is_run, read_owner, same_file
 from enrichkit.progress import format_duration
 
-_SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
+SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 CHECKPOINT_MAX = 256 << 20  # ~7 million records' IDs; a bigger "checkpoint" is shown as unreadable
 ACTIVE = ("running", "starting")  # a run of the job is under way on this host
 
@@ -194,7 +194,8 @@ def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
     option from the checkpoint, where it recorded them."""
     args = ["--input", str(paths.input), "--output", str(paths.output)]
-    if not same_file(paths.checkpoint, paths.default_checkpoint()):
+    default = paths.default_checkpoint()
+    if paths.checkpoint != default and not same_file(paths.checkpoint, default):
         args += ["--checkpoint", str(paths.checkpoint)]
     return [*args, flag]
 
@@ -291,7 +292,7 @@ def find_checkpoints(root: Path) -> list[Path]:
     """Every `*.progress.json` under `root`, skipping hidden folders (.git, .venv) and package trees."""
     found: list[Path] = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
         found += [Path(folder) / name for name in sorted(files)
                   if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
     return found
