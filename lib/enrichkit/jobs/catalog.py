@@ -127,6 +127,7 @@ class _Seen:
     active_pid: int | None = None
     body: bytes = b""
     generation: int = -1
+    owner: str = ""  # the lock owner file's path
     serial: int = field(default_factory=lambda: next(_SERIALS))
 
 _OWNER_SUFFIX = ".lock.owner"
@@ -169,10 +170,10 @@ class FolderWalk:
         self._dirs, self.owners, self.folders = dirs, owners, set(dirs)
         return found
 
-    def has_owner(self, owner: Path) -> bool:
+    def has_owner(self, owner: str) -> bool:
         """Is there a lock owner file at `owner` (known from the walk when its folder was walked)?"""
         name = str(owner)
-        if name.rpartition("/")[0] in self.folders:
+        if os.path.dirname(name) in self.folders:
             return name in self.owners
         return os.path.lexists(name)
 
@@ -272,7 +273,7 @@ class Catalog:
             self._add_env(job)
             item = _Seen(stamp, job.cp.job_id, "", job.cp.status, job.cp.pid, job.cp.host, job.cp.last_updated,
                          job.paths.lock, job.paths.output, recency(job), job.state, job.active_pid,
-                         generation=self.secrets.generation)
+                         generation=self.secrets.generation, owner=str(owner_path(job.paths.lock)))
             item.body = self._encode(job.to_json())
             return item
         except ConfigError as exc:
@@ -287,7 +288,7 @@ class Catalog:
         says running or a lock owner file exists."""
         assert item.lock is not None and item.output is not None
         lock, output = item.lock, item.output
-        if item.status != "running" and not self.walker.has_owner(owner_path(lock)):
+        if item.status != "running" and not self.walker.has_owner(item.owner):
             return item.status, None
         return decide_state(item, read_owner(lock, trusted=True), host,
                             lambda pid, started_by: is_run(pid, started_by, lock, output))
