@@ -172,10 +172,9 @@ class FolderWalk:
 
     def has_owner(self, owner: str) -> bool:
         """Is there a lock owner file at `owner` (known from the walk when its folder was walked)?"""
-        name = str(owner)
-        if os.path.dirname(name) in self.folders:
-            return name in self.owners
-        return os.path.lexists(name)
+        if owner.rpartition("/")[0] in self.folders:
+            return owner in self.owners
+        return os.path.lexists(owner)
 
 
 def _list_folder(folder: str) -> tuple[list[str], list[str]]:
