@@ -287,6 +287,10 @@ def test_a_fifo_checkpoint_and_an_owner_file_linked_to_dev_zero_never_block_or_f
     assert listed[str(checkpoint)]["state"] == "interrupted"
     assert api.get(f"/api/jobs/{JOB_ID}").status_code == 200
     assert api.get(f"/api/jobs/{JOB_ID}/download/jsonl").status_code == 200
+    (tmp_path / "job" / "input.csv").unlink()
+    os.mkfifo(tmp_path / "job" / "input.csv")  # what a download in input order walks
+    answer = api.get(f"/api/jobs/{JOB_ID}/download/jsonl", params={"order": "input"})
+    assert answer.status_code == 409 and "a FIFO" in answer.json()["error"]
     answer = api.post(f"/api/jobs/{JOB_ID}/cancel", headers=POST)
     assert answer.status_code == 403 and "a symbolic link" in answer.json()["error"]  # not the job's own file
 

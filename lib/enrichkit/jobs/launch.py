@@ -27,7 +27,7 @@ from typing import Any
 import enrichkit
 from enrichkit.checkpoint import utc_now
 from enrichkit.errors import EXIT_LOCKED
-from enrichkit.jobfiles import distrust_path, read_owner
+from enrichkit.jobfiles import distrust_path, held_regular, read_owner
 from enrichkit.jobs.control import distrusted
 from enrichkit.jobs.state import JobStatus
 
@@ -69,7 +69,9 @@ def launch_problem(job: JobStatus, fallback_cwd: Path) -> str | None:
     if job.paths.input is not None:
         checks.append(("input", job.paths.input, False))
     output = job.paths.output
-    checks.append(("output", output, False) if os.path.lexists(output) else ("output folder", output.parent, True))
+    checks.append(("output folder", output.parent, True))  # where the run log is appended, by name
+    if os.path.lexists(output):
+        checks.append(("output", output, False))
     if job.cp.stages_file:
         checks.append(("stages file", cwd / job.cp.stages_file, False))
     for role, path, folder in checks:
@@ -107,9 +109,9 @@ class Launch:
     def last_line(self) -> str:
         """The last line the run printed (its closing line, or its one-line error)."""
         try:
-            with open(self.log, "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - _LOG_TAIL))
-                lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines()]
+            with held_regular(self.log) as (held, st), open(held, "rb") as f:
+                f.seek(max(0, st.st_size - _LOG_TAIL))
+                lines = [line.strip() for line in f.read(_LOG_TAIL).decode("utf-8", "replace").splitlines()]
         except OSError:
             return ""
         return next((line for line in reversed(lines) if line and not line.startswith("===")), "")
@@ -131,7 +133,8 @@ def start_run(job: JobStatus, action: str, *, fallback_cwd: Path, max_cost: floa
     env = dict(os.environ)
     lib = str(Path(enrichkit.__file__).resolve().parents[1])  # so `-m enrichkit` finds this enrichkit
     env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
-    with open(log, "ab") as out:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with open(os.open(log, flags, 0o644), "ab") as out:  # never through a link planted under its name
         out.write(f"=== {utc_now()} jobs.py serve: {action}: {' '.join(command[1:])}\n".encode())
         out.flush()
         process = subprocess.Popen(command, cwd=run_folder(job, fallback_cwd), env=env, stdin=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ in every response, and errors are JSON with an HTTP status, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -25,6 +26,7 @@ import math
 import os
 import secrets
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -40,6 +42,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from enrichkit.errors import EXIT_OK, EnrichError, UsageError
+from enrichkit.jobfiles import file_kind, held_regular
 from enrichkit.jobs.catalog import Catalog, Entry, Secrets, job_detail, output_problem
 from enrichkit.jobs.control import send_stop
 from enrichkit.jobs.export import FORMATS, ORDERS, export_job
@@ -202,10 +205,15 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         problem = output_problem(job, catalog.root)
         if problem:
             raise Refused(409, problem)
+        if order == "input" and (why := _not_regular(job.paths.input)):
+            raise Refused(409, f"the job's input {job.paths.input} is {why}; not read")
         folder = Path(tempfile.mkdtemp(prefix="enrichkit-export-"))
         target = folder / f"{job.paths.output.stem}.{fmt}"
         try:
-            export_job(job, fmt, target, order=order, clean=secrets_.redactor.redact, only_job=job.cp.job_id)
+            # The output is read as the regular file it was when checked, whatever is renamed over it since.
+            with held_regular(job.paths.output) as (held, _):
+                view = dataclasses.replace(job, paths=dataclasses.replace(job.paths, output=held))
+                export_job(view, fmt, target, order=order, clean=secrets_.redactor.redact, only_job=job.cp.job_id)
         except BaseException:
             _remove(folder)
             raise
@@ -303,6 +311,17 @@ def _check(request: Request, token: str, host: str, local: bool, sessions: Sessi
         if site not in (None, "same-origin") or (by_cookie and origin is None and site is None):
             raise Refused(403, "cross-site request refused")
     return None
+
+
+def _not_regular(path: Path | None) -> str | None:
+    """Why `path` may not be read by a request (a FIFO would block it, a device never end), or None."""
+    if path is None:
+        return "not recorded"
+    try:
+        st = os.stat(path)  # noqa: PTH116 - the mode of what the name leads to
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None if stat.S_ISREG(st.st_mode) else f"{file_kind(st.st_mode)}, not a regular file"
 
 
 def _same(given: str | None, token: str) -> bool:
