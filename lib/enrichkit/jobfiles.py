@@ -255,7 +255,8 @@ def lock_holders(*paths: Path) -> set[int] | None:
         fields = line.split()
         if "->" in fields:  # a waiter, not a holder
             continue
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted and fields[4].isdigit():
+        # FLOCK: flock(2), what filelock takes; POSIX: how NFS and some filesystems carry a flock.
+        if len(fields) >= 6 and fields[1] in ("FLOCK", "POSIX") and fields[5] in wanted and fields[4].isdigit():
             holders.add(int(fields[4]))
     return holders
 
