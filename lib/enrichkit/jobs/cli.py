@@ -36,7 +36,7 @@ examples:
   python scripts/jobs.py list out/                             # every job under out/, newest first
   python scripts/jobs.py validate out/enriched.progress.json   # exit 0 clean, 1 with the defects
   python scripts/jobs.py cancel out/enriched.progress.json     # graceful stop of the live run
-  python scripts/jobs.py serve out/                            # the dashboard on http://127.0.0.1:8765
+  python scripts/jobs.py serve out/                            # the dashboard: open the link it prints
 
 A CHECKPOINT is a job's progress file (<output stem>.progress.json); its output CSV, or a folder
 holding one job, names it too.
@@ -65,7 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "python scripts/jobs.py cancel out/enriched.progress.json --timeout 60"),
     "serve": ("a local web page (and JSON API) over the jobs under DIR: progress, errors, downloads, "
               "Cancel / Resume / Retry failed",
-              "python scripts/jobs.py serve out/            # then open http://127.0.0.1:8765"),
+              "python scripts/jobs.py serve out/            # then open the link it prints (it carries the token)"),
 }
 
 _EXTRA = {
