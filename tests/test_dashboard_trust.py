@@ -422,6 +422,10 @@ def test_the_cookie_opens_a_session_and_is_never_the_token(tmp_path: Path) -> No
     assert "HttpOnly" in link.headers["set-cookie"] and "SameSite=strict" in link.headers["set-cookie"]
     assert api.get("/api/jobs").status_code == 200
     assert api.post(f"/api/jobs/{JOB_ID}/resume?token={TOKEN}", headers={"Origin": ORIGIN}).status_code == 403
+    script = TestClient(create_app(tmp_path, token=TOKEN), base_url=ORIGIN)
+    answer = script.get(f"/api/jobs?token={TOKEN}", follow_redirects=False)  # a script's GET: no session needed
+    assert answer.status_code == 200 and "set-cookie" not in answer.headers
+    assert script.get("/api/jobs").status_code == 401
 
 
 def test_an_unchanged_listing_is_a_304_for_its_etag(tmp_path: Path) -> None:

@@ -296,6 +296,8 @@ def _check(request: Request, token: str, host: str, local: bool, sessions: Sessi
         if request.method != "GET":
             raise Refused(403, "the token goes in a header (Authorization: Bearer, or X-Enrichkit-Token), "
                                "not in the URL of a POST")
+        if request.url.path.startswith("/api/"):
+            return None  # a script's GET with the token in its URL: answered as it is, no session
         response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
         response.set_cookie(COOKIE, sessions.open(), httponly=True, samesite="strict", path="/")
         return response
