@@ -399,6 +399,14 @@ def test_a_bare_cr_is_quoted_in_the_csv_download_and_export(tmp_path: Path, jobs
         assert all(len(row) == len(rows[0]) for row in parsed)
 
 
+def test_export_of_an_output_that_is_a_fifo_is_one_line_not_a_hang(tmp_path: Path, jobs: Any) -> None:
+    checkpoint = write_job(tmp_path / "job")
+    checkpoint.with_name("enriched.csv").unlink()
+    os.mkfifo(checkpoint.with_name("enriched.csv"))
+    result = jobs("export", str(checkpoint), "--format", "csv", "--output", "-")
+    assert result.code == 2 and "a FIFO, not a regular file" in result.err
+
+
 # --- finding 11: the token never on the command line, long enough, and never in the cookie -------------------------
 
 

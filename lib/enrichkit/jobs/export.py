@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import stat
 import tomllib
 from array import array
 from bisect import bisect_left
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from enrichkit.errors import UsageError
-from enrichkit.jobfiles import atomic_write, read_regular
+from enrichkit.jobfiles import atomic_write, file_kind, read_regular
 from enrichkit.jobs.audit import WholeRows, input_scan, open_input
 from enrichkit.jobs.state import JobStatus
 from enrichkit.output import neutralise
@@ -205,6 +206,9 @@ def export_job(job: JobStatus, fmt: str, target: Path | IO[str], *, order: str =
         raise UsageError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
     if not job.paths.output.exists():
         raise UsageError(f"{job.paths.output}: the job has written no output yet")
+    mode = job.paths.output.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO would block the export, a device never end it
+        raise UsageError(f"{job.paths.output}: {file_kind(mode)}, not a regular file; not exported")
     source = WholeRows(job.paths.output)
     result = Exported()
     types, result.typed_from = declared_types(job)
