@@ -114,6 +114,7 @@ class _Seen:
     pid: int = 0
     host: str = ""
     last_updated: str = ""
+    stop_reason: str = ""
     lock: Path | None = None
     output: Path | None = None
     order: tuple[float, str] = (0.0, "")
@@ -265,7 +266,8 @@ class Catalog:
         try:
             job = load_status(checkpoint, cp=read_job_summary(checkpoint))
             self._add_env(job)
-            item = _Seen(stamp, job.cp.job_id, "", job.cp.status, job.cp.pid, job.cp.host, job.cp.last_updated,
+            cp = job.cp
+            item = _Seen(stamp, cp.job_id, "", cp.status, cp.pid, cp.host, cp.last_updated, cp.stop_reason,
                          job.paths.lock, job.paths.output, recency(job), job.state, job.active_pid,
                          generation=self.secrets.generation, owner=str(owner_path(job.paths.lock)))
             item.body = self._encode(job.to_json())
@@ -283,7 +285,7 @@ class Catalog:
         assert item.lock is not None and item.output is not None
         lock, output = item.lock, item.output
         if item.status != "running" and not self.walker.has_owner(item.owner):
-            return item.status, None
+            return decide_state(item, None, host, lambda pid, started_by: False)  # no process to look at
         return decide_state(item, read_owner(lock, trusted=True), host,
                             lambda pid, started_by: is_run(pid, started_by, lock, output))
 
