@@ -174,7 +174,7 @@ def test_every_request_needs_the_token_or_a_session_and_the_cookie_is_not_the_to
                         ).status_code == 403
     assert api.get("/?token=wrong").status_code == 403
     link = api.get(f"/jobs/{key}?token={TOKEN}", follow_redirects=False)
-    assert link.status_code == 303 and link.headers["location"] == f"{ORIGIN}/jobs/{key}"
+    assert link.status_code == 303 and link.headers["location"] == f"/jobs/{key}"
     cookie = link.headers["set-cookie"]
     assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower() and TOKEN not in cookie
     assert api.get("/api/jobs").status_code == 200  # the session cookie now stands for the token
@@ -213,7 +213,7 @@ def test_a_non_loopback_server_needs_the_token_for_every_request(folder: Path) -
         assert api.get(path).status_code == 401
     assert api.get("/api/jobs", headers={"X-Enrichkit-Token": TOKEN}).status_code == 200
     link = api.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert link.status_code == 303 and link.headers["location"] == "http://10.1.2.3:8765/"
+    assert link.status_code == 303 and link.headers["location"] == "/"
     assert "samesite=strict" in link.headers["set-cookie"].lower() and "httponly" in link.headers["set-cookie"].lower()
     assert api.get("/api/jobs").status_code == 200  # the cookie now carries the session
 

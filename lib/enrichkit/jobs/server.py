@@ -299,7 +299,9 @@ def _check(request: Request, token: str, host: str, local: bool, sessions: Sessi
                                "not in the URL of a POST")
         if request.url.path.startswith("/api/"):
             return None  # a script's GET with the token in its URL: answered as it is, no session
-        response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
+        clean = request.url.remove_query_params("token")
+        # A relative redirect: the Host header (any name, off loopback) never chooses where it leads.
+        response = RedirectResponse(clean.path + (f"?{clean.query}" if clean.query else ""), status_code=303)
         response.set_cookie(COOKIE, sessions.open(), httponly=True, samesite="strict", path="/")
         return response
     by_cookie = given is None
