@@ -450,3 +450,24 @@ def test_an_unchanged_listing_is_a_304_for_its_etag(tmp_path: Path) -> None:
     changed = api.get("/api/jobs", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     assert changed.json()["jobs"][0]["state"] == "interrupted"
+
+
+def test_group_write_is_trusted_only_for_the_owners_private_group(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another group (chown)")
+    import grp
+
+    me = pwd.getpwuid(os.geteuid())
+    try:
+        shared_group = next(g for g in grp.getgrall() if g.gr_gid != me.pw_gid)
+    except StopIteration:
+        pytest.skip("no second group on this machine")
+    checkpoint = write_job(tmp_path / "job")
+    checkpoint.chmod(0o664)
+    private = client(tmp_path).get("/api/jobs").json()["jobs"][0]
+    if grp.getgrgid(me.pw_gid).gr_name == me.pw_name:
+        assert private["state"] == "completed"  # group-write for the user's own private group is fine
+    os.chown(checkpoint, -1, shared_group.gr_gid)
+    listed = client(tmp_path).get("/api/jobs").json()["jobs"][0]
+    assert listed["state"] == "unreadable"
+    assert f"not trusted: writable by group {shared_group.gr_name}" in listed["error"]
