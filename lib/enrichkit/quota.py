@@ -205,7 +205,7 @@ class QuotaEstimate:
                 break
             if request.at < t:
                 sent += 1
-                admitted += request.state == ADMITTED
+                admitted += request.state != REJECTED
         span = min(self._window, t - self._sent[0].at) if self._sent else self._window
         sending = sent * self._window / max(span, self._window / 60)
         return (sending if self.rate is None else min(self.rate, sending)), admitted
