@@ -433,7 +433,7 @@ def test_a_cut_that_does_not_make_429s_rarer_is_undone() -> None:
     clean = simulate(SlidingQuota(CAP, W), CAP, seconds=40 * W)
     loaded = simulate(SlidingQuota(CAP, W), CAP, seconds=40 * W, noise=0.05)
     assert loaded.snapshot["decreases"] >= 1
-    assert loaded.snapshot["increases"] >= loaded.snapshot["decreases"]  # undone, or probed back up
+    assert loaded.snapshot["increases"] == loaded.snapshot["decreases"]
     assert loaded.snapshot["current_rpm"] == clean.snapshot["current_rpm"]
     assert loaded.ok >= 0.9 * clean.ok
 
@@ -507,14 +507,12 @@ def test_at_full_scale_300_rpm_told_900_the_same(bare: bool) -> None:
     assert run.share_429 <= 0.03
 
 
-@pytest.mark.parametrize(("cap", "told"), [(Q300, Q300), (CAP, CAP), (Q300, None), (CAP, None)],
-                         ids=["300-told", "1200-told", "300-told-nothing", "1200-told-nothing"])
-def test_a_5_percent_sprinkle_of_random_429s_keeps_the_pace_of_a_fault_free_run(cap: int, told: int | None) -> None:
+@pytest.mark.parametrize("cap", [Q300, CAP])
+def test_a_5_percent_sprinkle_of_random_429s_keeps_the_pace_of_a_fault_free_run(cap: int) -> None:
     # Random 429s say no more than a quota's (RetryInfo only): the pace never ratchets down. Each of them
     # spends a slot of the quota, so the measure is what the pace lets through, answered 200 or 429.
-    clean = simulate(SlidingQuota(cap, W), told, seconds=20 * W)
-    loaded = simulate(SlidingQuota(cap, W), told, seconds=20 * W, noise=0.05)
+    clean = simulate(SlidingQuota(cap, W), cap, seconds=20 * W)
+    loaded = simulate(SlidingQuota(cap, W), cap, seconds=20 * W, noise=0.05)
     assert loaded.share_429_all >= 0.04
     assert loaded.ok + loaded.rejected >= 0.95 * (clean.ok + clean.rejected)
-    if told:
-        assert loaded.snapshot["current_rpm"] == clean.snapshot["current_rpm"]
+    assert loaded.snapshot["current_rpm"] == clean.snapshot["current_rpm"]

@@ -16,8 +16,7 @@ are echoes: they wait, and teach nothing):
 - Otherwise (an edge of a window, a loaded API): only the request that got it waits its delay; the
   others keep the pace, so no slot is lost.
 - A cut that does not make 429s rarer a window later is undone, and their share is taken as a loaded
-  API's: from then on a window with no more 429s than that share draws (two deviations) counts as
-  clean, for cuts and raises alike. So random 429s never ratchet the pace, nor keep it from rising.
+  API's: from then on only more 429s than that share cut the pace. So random 429s never ratchet it.
 - A whole window without a 429 while the pace binds raises the quota estimate 2 % (4, 8, 16 % after
   more such windows), never above the configured rpm or the quota a 429 stated; a 429 within the
   window after a raise undoes it, and the next raise waits twice as many clean windows (up to 32).
@@ -171,14 +170,6 @@ class QuotaEstimate:
         if self._cut is not None and now - self._cut[0] >= self._window:
             self._review_cut(now, *self._cut[1:], events)
 
-    def _above_background(self) -> bool:
-        """Whether the last window's 429s are more than a loaded API's share would draw (two deviations)."""
-        if not self._background:
-            return True
-        answers = len(self._verdicts)
-        expected = self._background * answers
-        return sum(rejected for _, rejected in self._verdicts) > expected + 2 * math.sqrt(expected) + 1
-
     def _share(self) -> float:
         return sum(rejected for _, rejected in self._verdicts) / max(1, len(self._verdicts))
 
@@ -224,9 +215,6 @@ class QuotaEstimate:
         Returns the end of the pause it calls for, if any."""
         self._note(now, True, events)
         self._streak += 1
-        # Once a loaded API's share of 429s is known, a window with no more 429s than it would draw says
-        # nothing of the quota: it neither delays a raise nor undoes one.
-        teaches = teaches and self._above_background()
         if teaches:
             self._last_429, self._probe_step = now, PROBE_STEP
         sending, admitted = self._window_before(sent_at)
