@@ -85,13 +85,13 @@ ROWS = (
     Row("noise_known", "told the true rpm, sliding, 2 % random 429s", noise=0.02, target=None),
     # Issue 14: 300 RPM (30 per window), 429s that name no quota; told 3x (900 RPM) or nothing.
     Row("q300_retryinfo_3x", "300 RPM, 429s with only RetryInfo, told 900 RPM", quota=30, quota_429="retry_info",
-        told="3x", warmup_windows=2, records=240, target=UNKNOWN),
+        told="3x", warmup_windows=2, records=360, target=UNKNOWN),
     Row("q300_retryinfo_none", "300 RPM, 429s with only RetryInfo, told nothing", quota=30, quota_429="retry_info",
-        told="none", warmup_windows=2, records=240, target=UNKNOWN),
+        told="none", warmup_windows=2, records=360, target=UNKNOWN),
     Row("q300_bare_3x", "300 RPM, 429s with no details, told 900 RPM", quota=30, quota_429="bare", told="3x",
-        warmup_windows=2, records=240, target=UNKNOWN),
+        warmup_windows=2, records=360, target=UNKNOWN),
     Row("q300_bare_none", "300 RPM, 429s with no details, told nothing", quota=30, quota_429="bare", told="none",
-        warmup_windows=2, records=240, target=UNKNOWN),
+        warmup_windows=2, records=360, target=UNKNOWN),
     # Against known_sliding: what the pace lets through (answered 200 or 429) within 5 %. Each random 429
     # spends a slot of the quota, so successes can be no more than 95 % of the fault-free run's.
     Row("noise5_known", "told the true rpm, sliding, 5 % random 429s (RetryInfo only)", noise=0.05, target=None),
