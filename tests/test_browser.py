@@ -109,7 +109,7 @@ def test_watch_cancel_and_resume_a_job_from_the_page(ws: Workspace, dashboard: s
         first = _done(browser)
         until("progress to rise", lambda d: _done(d) > first)
         browser.save_screenshot(str(tmp_path / "2-running.png"))
-        if os.environ.get("ENRICHKIT_SCREENSHOT"):  # the README's picture: the whole page
+        if os.environ.get("ENRICHKIT_SCREENSHOT"):  # docs/dashboard.md's picture: the whole page
             browser.set_window_size(1280, browser.execute_script("return document.body.scrollHeight") + 120)
             browser.save_screenshot(str(ROOT / "docs" / "dashboard.png"))
 

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
+from enrichkit.commands import enrich_command
 from enrichkit.counters import Counters
 from enrichkit.errors import ConfigError
 from enrichkit.jobfiles import Owner, process_alive, remove_stale_temps
@@ -190,7 +191,7 @@ def test_resume_and_retry_commands_name_only_the_files(jobs: Any, tmp_path: Path
     checkpoint = write_job(tmp_path, failed=(3,), pending=(5, 6), status="interrupted")
     state = as_json(jobs("status", str(checkpoint), "--json"))
     out = tmp_path / "out" / "enriched.csv"
-    expected = f"python scripts/enrich.py --input {tmp_path / 'input.csv'} --output {out} --resume"
+    expected = f"{enrich_command()} --input {tmp_path / 'input.csv'} --output {out} --resume"
     assert state["resume_command"] == expected
     assert state["retry_failed_command"].endswith(f"--output {out} --retry-failed")
     moved = checkpoint.rename(tmp_path / "elsewhere.progress.json")  # not beside the output: named

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import API_KEY
+from enrichkit.commands import enrich_command
 from enrichkit.jobfiles import JobPaths
 from enrichkit.notify import build_summary, notify_run_end, send_summary
 from enrichkit.redact import forget_secrets, register_secret
@@ -136,7 +137,7 @@ def test_one_post_with_the_run_summary_and_a_paragraph_for_slack(paths: JobPaths
     assert body["files"] == {"input": str(paths.input), "output": str(paths.output),
                              "checkpoint": str(paths.checkpoint), "report": str(paths.report),
                              "errors": str(paths.errors)}
-    assert body["resume_command"] == f"python scripts/enrich.py --input {paths.input} --output {paths.output} --resume"
+    assert body["resume_command"] == f"{enrich_command()} --input {paths.input} --output {paths.output} --resume"
     text = body["text"]
     assert "\n" not in text and body["content"] == text  # one paragraph; Discord reads `content`
     assert text.startswith("enrichkit job enrich_20261124_100000_abcdef on ") and "interrupted (exit 130)" in text

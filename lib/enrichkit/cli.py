@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from enrichkit import __version__
+from enrichkit import __version__, commands
 from enrichkit.edge import error_edge, flush_quietly
 from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
 from enrichkit.logs import log, say, setup_logging
@@ -45,7 +45,7 @@ examples:
 
   # two stages, 20 workers, IDs from two columns, against the bundled stand-in
   python scripts/enrich.py --input data/sample.csv --output out/poc.csv --stages poc,domain \\
-      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8765
+      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8766
 
   # a semicolon-separated export from European Excel, in Windows-1252
   python scripts/enrich.py --input leads.csv --output out/leads.csv --delimiter ';' --encoding cp1252
@@ -95,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option defaults to None here, so a run knows which flags were given (they override the job's
     recorded options on --resume); `RunOptions` holds the real defaults."""
     p = _Parser(
-        prog="enrich.py",
+        prog=commands.prog(commands.ENRICH),
         description="Enrich every record of a CSV/JSONL/XLSX file through Gemini prompts, HTTP calls or "
                     "Python functions. Resumable after Ctrl+C, kill -9 or a reboot; every input record "
                     "ends up in the output exactly once.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+        epilog=commands.with_shown_names(EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None)
     io = p.add_argument_group("input and output")
     io.add_argument("--input", required=True, metavar="PATH", help="CSV, JSONL or XLSX (by extension), streamed")
     io.add_argument("--output", required=True, metavar="PATH", help="output CSV, appended as records finish")
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input encoding, e.g. cp1252 (default: sniffed from a BOM, else utf-8)")
     io.add_argument("--delimiter", type=_delimiter, metavar="C",
                     help="CSV delimiter: , ; tab | (default: sniffed from the header)")
+    io.add_argument("--excel", action="store_true", default=None,
+                    help="start a new output CSV with a UTF-8 BOM, so Excel shows accents right (recorded with the "
+                         "job); for a workbook: jobs.py export CHECKPOINT --format xlsx")
     io.add_argument("--checkpoint", metavar="PATH", help="progress file (default: <output stem>.progress.json)")
     io.add_argument("--report", metavar="PATH", help="final report (default: <output stem>.report.json)")
     io.add_argument("--errors", metavar="PATH", help="error log (default: <output stem>.errors.jsonl)")
@@ -179,11 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(options: RunOptions) -> int:
     from enrichkit.checkpoint import read_checkpoint
+    from enrichkit.envfiles import load_env_files, with_environment
 
     check_options(options)
     paths = job_paths(options)
-    if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file():
-        options = options.with_recorded(read_checkpoint(paths.checkpoint).options)
+    recorded = (read_checkpoint(paths.checkpoint).options
+                if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file() else None)
+    stages_file = recorded.get("stages_file") if recorded and "stages_file" not in options.given else None
+    searched = load_env_files(stages_file or options.stages_file)  # .env files: see enrichkit.envfiles
+    options = with_environment(options)  # GEMINI_BASE_URL is recorded like --base-url
+    if recorded is not None:
+        options = options.with_recorded(recorded)
     if options.dry_run:
         from enrichkit.dryrun import dry_run
 
@@ -194,9 +204,9 @@ def _run(options: RunOptions) -> int:
     from enrichkit.progress import Progress
     from enrichkit.stopping import StopSignal
 
-    _register_keys()
+    _register_keys(options.stages_file)
     plan = plan_job(options, check_prices=False)  # prices are checked once the models are known to exist
-    settings = Settings(api_key=api_key() if plan.llm else None,
+    settings = Settings(api_key=api_key(searched) if plan.llm else None,
                         base_url=options.base_url or os.environ.get("GEMINI_BASE_URL") or None,
                         backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
                         quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None)
@@ -255,16 +265,17 @@ def _signals(stop: StopSignal) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def api_key() -> str:
-    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or .env in the current folder).
-    A key pasted with typographic quotes, spaces or other non-ASCII characters is refused here (exit 2)."""
-    from dotenv import load_dotenv
+def api_key(searched: list[Path] | None = None) -> str:
+    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or the .env files `searched`: see
+    enrichkit.envfiles). A key pasted with typographic quotes, spaces or other non-ASCII characters is refused
+    here (exit 2)."""
+    from enrichkit.envfiles import load_env_files, missing_key_message
 
-    load_dotenv(Path.cwd() / ".env", override=False)
+    searched = load_env_files(None) if searched is None else searched
     name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
     key = os.environ.get(name) or ""
     if not key:
-        raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file")
+        raise AuthError(missing_key_message(searched))
     bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
     if bad:
         kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
@@ -274,14 +285,14 @@ def api_key() -> str:
     return key
 
 
-def _register_keys() -> None:
-    """Whatever the stages, a key in the environment or .env is a secret: a python stage's error text, an http
-    stage's answer may carry it, and it must reach no file and no line."""
-    from dotenv import dotenv_values
+def _register_keys(stages_file: str | None = None) -> None:
+    """Whatever the stages, a key in the environment or a .env file is a secret: a python stage's error text, an
+    http stage's answer may carry it, and it must reach no file and no line."""
+    from enrichkit.envfiles import env_values
 
-    dotenv = dotenv_values(Path.cwd() / ".env") if (Path.cwd() / ".env").is_file() else {}
+    files = env_values(stages_file)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        for value in (os.environ.get(name), dotenv.get(name)):
+        for value in (os.environ.get(name), *(values.get(name) for values in files)):
             if value:
                 register_secret(value)
                 register_secret(value.strip().strip("\"'“”‘’"))

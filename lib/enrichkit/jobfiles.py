@@ -19,8 +19,10 @@ from typing import IO, Literal
 Status = Literal["running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"]
 STATUSES: tuple[Status, ...] = ("running", "interrupted", "completed", "completed_with_failures",
                                 "budget_exhausted", "failed")
-# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones).
-STOPPED: tuple[str, ...] = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
+# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones, and show
+# "limit_reached" for an `interrupted` checkpoint whose run stopped at its --limit: see jobs.state.decide_state).
+STOPPED: tuple[str, ...] = ("interrupted", "limit_reached", "completed", "completed_with_failures",
+                            "budget_exhausted", "failed")
 
 CHECKPOINT_SUFFIX = ".progress.json"
 # A process that started more than this after a file named its PID cannot be the one that wrote it:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from enrichkit import commands
+from enrichkit.commands import cancel_command
 from enrichkit.edge import error_edge
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
@@ -102,14 +104,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    p = _Parser(prog="jobs.py", description="Watch and steer enrichkit jobs from outside: each command reads only "
-                "the files\na job writes (checkpoint, output, input); none of them disturbs a live run.",
-                epilog=EXAMPLES, formatter_class=raw)
+    p = _Parser(prog=commands.prog(commands.JOBS),
+                description="Watch and steer enrichkit jobs from outside: each command reads only the files\na job "
+                            "writes (checkpoint, output, input); none of them disturbs a live run.",
+                epilog=commands.with_shown_names(EXAMPLES), formatter_class=raw)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     cmd = {}
     for name, (summary, example) in COMMANDS.items():
         cmd[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                   epilog=f"example:\n  {example}\n{_EXTRA.get(name, '')}", formatter_class=raw)
+                                   epilog=commands.with_shown_names(f"example:\n  {example}\n{_EXTRA.get(name, '')}"),
+                                   formatter_class=raw)
     checkpoint_help = "the job's *.progress.json (or its output CSV, or a folder holding one job)"
     cmd["status"].add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
                                help=checkpoint_help + "; default: the one job under the current folder")
@@ -289,7 +293,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"not allowed to signal PID {pid} (another user's process); stop it as that user")
     elif result.outcome == "timeout":
         print(f"PID {pid} is still running after {args.timeout:g} s (finishing in-flight records?); "
-              "run cancel again to stop it at once")
+              f"run it again to stop it at once: {cancel_command(job.paths.checkpoint)}")
     else:
         print(f"stopped: {job.cp.job_id} is {job.state}: {job.done} done, {job.failed} failed, {job.pending} pending")
         if job.can_resume:

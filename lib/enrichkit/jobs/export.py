@@ -56,8 +56,9 @@ class Exported:
 
 
 def declared_types(job: JobStatus) -> tuple[dict[str, str], str]:
-    """(enriched column -> string | number | integer | boolean, the stages file read). Columns the file
-    does not declare: `_cost_usd` is a number, a search stage's `<stage>_grounded` a boolean."""
+    """(enriched column -> string | number | integer | boolean | json, the stages file read). Columns the file
+    does not declare: `_cost_usd` is a number, a search stage's `<stage>_grounded` a boolean and its
+    `<stage>_sources` and `<stage>_queries` JSON (arrays)."""
     cp = job.cp
     types: dict[str, str] = {name: "string" for name in cp.fields}
     types["_cost_usd"] = "number"
@@ -74,6 +75,8 @@ def declared_types(job: JobStatus) -> tuple[dict[str, str], str]:
                 continue
             if table.get("search"):
                 types[f"{table.get('name')}_grounded"] = "boolean"
+                if table.get("sources", True) is not False:  # JSON arrays in the CSV: arrays in JSONL
+                    types[f"{table.get('name')}_sources"] = types[f"{table.get('name')}_queries"] = "json"
             for name, spec in (table.get("fields") or {}).items():
                 declared = spec.get("type") if isinstance(spec, dict) else spec
                 if declared in _TYPES:  # an http stage's plain value is its JSON path, not a type
@@ -97,6 +100,10 @@ def typed(value: str, kind: str) -> tuple[Any, bool]:
             number = float(text)
             if math.isfinite(number):
                 return number, True
+        elif kind == "json":
+            parsed = json.loads(text)
+            if isinstance(parsed, list | dict):
+                return parsed, True
         elif kind == "boolean":
             if text.lower() in _TRUE:
                 return True, True
@@ -213,7 +220,8 @@ def export_job(job: JobStatus, fmt: str, target: Path | IO[str], *, order: str =
         if not isinstance(target, Path):
             raise UsageError("an XLSX export needs a file (--output PATH)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda f: _write_xlsx(f, header, body, Typer(header, types, clean), result))
+        as_text = {name: "string" if kind == "json" else kind for name, kind in types.items()}  # a cell holds text
+        atomic_write(target, lambda f: _write_xlsx(f, header, body, Typer(header, as_text, clean), result))
     else:
         def write(f: IO[str]) -> None:
             if fmt == "jsonl":

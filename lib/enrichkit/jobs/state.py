@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
+from enrichkit.commands import enrich_command
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
 from enrichkit.lifecycle import notes_lines
@@ -192,9 +193,10 @@ class JobStatus:
 def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
     option from the checkpoint, where it recorded them."""
-    args = ["--input", str(paths.input), "--output", str(paths.output)]
+    given = paths.input.absolute() if paths.input is not None else None
+    args = ["--input", str(given), "--output", str(paths.output.absolute())]
     if not same_file(paths.checkpoint, paths.default_checkpoint()):
-        args += ["--checkpoint", str(paths.checkpoint)]
+        args += ["--checkpoint", str(paths.checkpoint.absolute())]
     return [*args, flag]
 
 
@@ -202,7 +204,7 @@ def continue_command(paths: JobPaths, flag: str = "--resume", state: str = "") -
     """The command line that continues a job in `state` (`flag`: --resume or --retry-failed). A job that
     spent its budget stops again at once without a higher one, which only its owner can choose:
     `--max-cost USD` stands for it."""
-    command = "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+    command = enrich_command() + " " + shlex.join(continue_args(paths, flag))
     return command + " --max-cost USD" if state == "budget_exhausted" else command
 
 
@@ -250,6 +252,8 @@ def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
             return "starting", holder.pid
     if cp.status == "running":
         return ("unknown" if cp.host and cp.host != host else "interrupted"), None
+    if cp.status == "interrupted" and cp.stop_reason == "limit":
+        return "limit_reached", None  # stopped as asked by --limit; the checkpoint keeps SPEC's `interrupted`
     return cp.status, None
 
 
