@@ -84,6 +84,37 @@ def test_a_per_day_429_stops_resumably(ws: Workspace) -> None:
     assert proc.returncode == 1 and "daily quota" in proc.stderr
 
 
+def _stop_line(stderr: str, words: str) -> str:
+    """The one line that says why the run stopped."""
+    lines = [line for line in stderr.splitlines() if line.startswith("Stopped:")]
+    assert len(lines) == 1 and words in lines[0], stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("fault", "what"), [("help_day_429", "a daily quota is used up"),
+                                             ("grounding_day_429", "the daily Search-grounding quota is used up")])
+def test_a_used_up_daily_quota_stops_at_once_saying_when_it_resets(ws: Workspace, fault: str, what: str) -> None:
+    # A Help link alone (no QuotaFailure, no RetryInfo), or the per-day Search-grounding quota: no wait helps.
+    _stages(ws, SEARCH.format(model="gemini-3.5-flash"))
+    ws.fake.configure(faults={fault: 1.0})
+    proc = ws.run("--max-workers", "2", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    line = _stop_line(proc.stderr, what)
+    assert "resets at midnight Pacific time" in line and " UTC, in " in line and "--resume" in line
+    assert ws.fake.stats()["generate"] <= 3  # not paced and retried 25 times each
+    assert read_json(ws.checkpoint)["failed_count"] == 0
+    ws.fake.configure(faults={})
+    assert ws.run("--resume").returncode == 0 and len(ws.output_ids()) == 40
+
+
+def test_a_spend_cap_429_stops_with_a_billing_line_naming_the_tier_cap(ws: Workspace) -> None:
+    ws.fake.configure(faults={"spend_cap_429": 1.0})
+    proc = ws.run("--max-workers", "2", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    line = _stop_line(proc.stderr, "the monthly spend cap is reached")
+    assert "Tier 1: $250" in line and "billing" in line and "--resume" in line
+
+
 def test_detail_less_429s_and_server_errors_are_retried_to_success(ws: Workspace) -> None:
     ws.fake.configure(faults={"bare_429": 0.1, "overloaded_503": 0.1, "html_502": 0.05, "internal_500": 0.05},
                       seed=3)
