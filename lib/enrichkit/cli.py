@@ -254,15 +254,18 @@ def _run(options: RunOptions) -> int:
                 result = pipeline.run()
             abandoned = result.abandoned
             code = result.outcome.exit_code
-            _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
         finally:
             if not abandoned:
                 job.close()
     if abandoned:
+        job.lock.release()
+    # The webhook goes out once the job's files are closed and its lock released: a slow receiver never
+    # blocks the next run (a cron tick's --resume).
+    _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
+    if abandoned:
         # Records abandoned at the drain deadline are still on the wire; everything durable is written.
         # Leave without joining their threads (they would hold the exit for up to --timeout).
         flush_quietly()
-        job.lock.release()
         os._exit(code)
     return code
 
