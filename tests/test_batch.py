@@ -283,7 +283,7 @@ thread = "string"
 
 def test_limit_takes_on_at_most_n_records_in_batch_mode(ws: Workspace) -> None:
     proc = ws.run(*FAST, "--limit", "10", env=batch_env(ws))
-    assert proc.returncode == 0 and "Stopped after --limit 10" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "Stopped after --limit 10" in proc.stderr, proc.stderr  # records are left
     assert len(ws.output_ids()) == 10 and ws.fake.stats()["batch"]["lines_billed"] == 10
 
 

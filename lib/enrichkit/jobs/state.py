@@ -294,7 +294,8 @@ def decide_state(cp: Recorded, holder: Owner | None, host: str,
         if cp.host and cp.host != host:
             return "unknown", None
         # A batch run that died leaves its Google jobs running: the job is waiting for them, not stopped.
-        return ("waiting" if (cp.batch or {}).get("jobs_in_flight") else "interrupted"), None
+        batch = getattr(cp, "batch", None) or {}  # a checkpoint's; a listing's summary may not carry it
+        return ("waiting" if batch.get("jobs_in_flight") else "interrupted"), None
     if cp.status == "interrupted" and cp.stop_reason == "limit":
         return "limit_reached", None  # stopped as asked by --limit; the checkpoint keeps SPEC's `interrupted`
     return cp.status, None
