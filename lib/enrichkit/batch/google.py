@@ -100,8 +100,9 @@ class BatchClient:
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     def upload(self, data: bytes, display_name: str) -> str:
-        """A JSONL request file through the resumable upload (chunked by the SDK); returns its `files/…` name."""
-        uploaded = self._client.files.upload(file=io.BytesIO(data), config={"mime_type": "application/jsonl",
+        """A JSONL request file through the resumable upload (chunked by the SDK); returns its `files/…` name. The
+        MIME type is "jsonl", as Google's batch-mode guide uploads its request file."""
+        uploaded = self._client.files.upload(file=io.BytesIO(data), config={"mime_type": "jsonl",
                                                                              "display_name": display_name})
         return str(uploaded.name)
 
