@@ -354,3 +354,21 @@ def test_make_demo_batch_runs_the_sample_job_as_cron_would_to_exit_0(tmp_path: P
     assert "exit code 5 (Google jobs still running" in said and "exit code 0;" in said
     assert "(at most 1 per request); 0 synchronous calls" in said
     assert len(read_csv(output)) == 542
+
+
+def test_a_job_failed_for_an_internal_reason_has_its_requests_go_again(ws: Workspace) -> None:
+    ws.fake.configure(batch_fail_internal=1)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    assert "failed (Batch failed: internal error.): its 40 records go again" in proc.stderr
+    batch = ws.fake.stats()["batch"]
+    assert batch["creates"] == 2 and batch["max_creates_per_name"] == 1 and batch["lines_billed"] == 40
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+
+
+def test_lines_of_jobs_that_keep_failing_go_the_synchronous_way(ws: Workspace) -> None:
+    ws.fake.configure(batch_fail_internal=2)
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    assert proc.returncode == 0, proc.stderr
+    assert ws.fake.stats()["batch"]["creates"] == 2 and ws.fake.stats()["generate"] == 40
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))

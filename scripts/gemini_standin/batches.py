@@ -17,8 +17,9 @@ generateContent would answer it, and written as a JSONL file of `{"key", "respon
 lines (shuffled unless told otherwise).
 
 Faults, each "the next N" (a counter) so a test says exactly which job meets it: `batch_expire`,
-`batch_fail` (a configuration reason), `batch_drop_create` (the job is made, the answer is a dropped
-connection), `batch_create_429` (a Help-only 429, no job made); per line: `batch_line_error_matching`
+`batch_fail` (a configuration reason), `batch_fail_internal` (an internal error), `batch_drop_create` (the job
+is made, the answer is a dropped connection), `batch_create_429` (a Help-only 429, no job made); per line:
+`batch_line_error_matching`
 (a prompt with that text gets a status line), `batch_line_error_rate`, `batch_missing_matching`
 (no line at all); `batch_list_lag` (seconds a new job stays out of the list).
 
@@ -183,14 +184,17 @@ class BatchService:
             now = self._clock()
             name = f"batches/{secrets.token_hex(8)}"
             end = "BATCH_STATE_SUCCEEDED"
+            transient = False
             if cfg.batch_fail > 0:
                 cfg.batch_fail, end = cfg.batch_fail - 1, "BATCH_STATE_FAILED"
+            elif cfg.batch_fail_internal > 0:
+                cfg.batch_fail_internal, end, transient = cfg.batch_fail_internal - 1, "BATCH_STATE_FAILED", True
             elif cfg.batch_expire > 0:
                 cfg.batch_expire, end = cfg.batch_expire - 1, "BATCH_STATE_EXPIRED"
             self._jobs[name] = {"name": name, "model": f"models/{model}", "display": display, "source": source,
                                 "lines": [line for line in lines if line.strip()], "created": now, "updated": now,
                                 "state": "BATCH_STATE_PENDING", "end_state": end, "output": None, "error": None,
-                                "ended": None, "stats": None,
+                                "ended": None, "stats": None, "transient": transient,
                                 "listed_from": now + cfg.batch_list_lag}
             self.creates[display] += 1
             self.stats["creates"] += 1
@@ -264,8 +268,9 @@ class BatchService:
         job["state"], job["updated"], job["ended"] = state, now, now
         total = len(job["lines"])
         if state == "BATCH_STATE_FAILED":
-            job["error"] = {"code": 3, "message": "Batch failed: the request's tools or generation config are not "
-                            "supported for this model (INVALID_ARGUMENT)."}
+            job["error"] = ({"code": 13, "message": "Batch failed: internal error."} if job.get("transient") else
+                            {"code": 3, "message": "Batch failed: the request's tools or generation config are not "
+                             "supported for this model (INVALID_ARGUMENT)."})
             job["stats"] = {"requestCount": str(total), "failedRequestCount": str(total)}
             return
         if state == "BATCH_STATE_EXPIRED":

@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     add("--batch-list-lag", type=float, default=0.0, help="seconds a new batch job stays out of batches.list")
     add("--batch-expire", type=int, default=0, help="the next N batch jobs end EXPIRED")
     add("--batch-fail", type=int, default=0, help="the next N batch jobs end FAILED (a configuration reason)")
+    add("--batch-fail-internal", type=int, default=0, help="the next N batch jobs end FAILED (an internal error)")
     add("--batch-drop-create", type=int, default=0,
         help="the next N batch creates make the job, then drop the connection unanswered")
     add("--batch-create-429", type=int, default=0, help="the next N batch creates get a Help-only 429")

@@ -66,6 +66,7 @@ class FakeConfig:
     batch_list_lag: float = 0.0  # seconds a new job stays out of batches.list
     batch_expire: int = 0  # the next N jobs end EXPIRED
     batch_fail: int = 0  # the next N jobs end FAILED (a configuration reason)
+    batch_fail_internal: int = 0  # the next N jobs end FAILED (an internal error: their requests may go again)
     batch_drop_create: int = 0  # the next N creates make the job, then drop the connection
     batch_create_429: int = 0  # the next N creates get a Help-only 429 (enqueued-token quota full)
     batch_line_error_rate: float = 0.0  # share of lines answered with a status (INTERNAL) instead of a response
@@ -78,7 +79,7 @@ FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "ma
           "batch_pending", "batch_seconds", "batch_list_lag", "batch_line_error_rate"}
 OPTIONAL_INTS = {"rpm", "daily_quota", "tpm"}
 BOOLS = {"thinking", "free_tier", "honor_server_timeout", "new_project", "batch_shuffle"}
-COUNTS = {"batch_expire", "batch_fail", "batch_drop_create", "batch_create_429"}
+COUNTS = {"batch_expire", "batch_fail", "batch_fail_internal", "batch_drop_create", "batch_create_429"}
 RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
 
 

@@ -26,7 +26,7 @@ from enrichkit.store import JobStore
 
 GRPC_TO_HTTP = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 400, 10: 409, 13: 500, 14: 503, 16: 401}
 RETRY_ELSEWHERE = ("missing", "expired", "cancelled", "failed_job")  # no answer, no attempt used up
-SYNC_AFTER = 2  # lines of a (stage, record) lost this often (missing, expired) go the synchronous way
+SYNC_AFTER = 2  # a (stage, record) whose line was lost this often (missing, expired, a failed job) goes synchronously
 PROGRESS_EVERY = 600.0  # a line per Google job at least this often while waiting
 STRAY_WINDOW = 3600.0  # how long a chunk created again is watched for its first create's job
 _RETRIED = frozenset({"rate_limit", "timeout", "server_error", "validation_error"})

@@ -167,7 +167,7 @@ class Sweeping(BatchState):
         # --retry-failed gives a failed record a new set of tries: the errors of earlier runs do not count.
         since = self._wall_started if self.store.mode == "retry_failed" else 0.0
         errors = [item for item in attempts if item.state == "error" and item.asked_at >= since]
-        lost = [item for item in attempts if item.state in ("missing", "expired")]
+        lost = [item for item in attempts if item.state in ("missing", "expired", "failed_job")]
         if last is not None and last.state == "error":
             failure = StageFailure(last.error_type or "server_error", last.message or "")
             out.logs.append(self._attempt_line(result, stage, last))
