@@ -236,6 +236,23 @@ def test_3x_grounding_is_billed_per_search_query(ws: Workspace) -> None:
     assert queries >= 5 and report["cost"]["grounding_usd"] == pytest.approx(queries * 14 / 1000)
 
 
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "gemini-3-flash-preview"])
+def test_a_grounded_answer_that_fails_still_bills_its_search(ws: Workspace, model: str) -> None:
+    # A search loop cut at max_output_tokens ran its queries all the same: Google bills them (3.x per query, 2.5
+    # per grounded prompt), so the report's grounding must count the failed tries as well as the answers.
+    _stages(ws, SEARCH.format(model=model))
+    ws.fake.configure(fault_matching={"max_tokens_loop": ["Fund 00003 "]})
+    assert ws.run("--limit", "5", env=_fast(ws)).returncode == 1
+    stats, report = ws.fake.stats(), read_json(ws.report)
+    assert stats["faults"]["max_tokens_loop"] == 2
+    if model.startswith("gemini-3"):
+        assert report["cost"]["search_queries"] == stats["search_queries"] > 0
+        assert report["cost"]["grounding_usd"] == pytest.approx(stats["search_queries"] * 14 / 1000)
+    else:
+        assert report["cost"]["grounded_prompts"] == stats["grounded"] == 6  # 4 answers + 2 cut tries
+        assert report["cost"]["grounding_usd"] == pytest.approx(6 * 35 / 1000)
+
+
 def test_flex_costs_half_the_tokens(ws: Workspace) -> None:
     ws.stages.write_text(ws.stages.read_text().replace("[defaults]", '[defaults]\nservice_tier = "flex"'),
                          encoding="utf-8")
