@@ -60,3 +60,26 @@ def test_a_call_waits_for_room_the_calls_in_flight_hold_rather_than_stopping(tmp
                       max_cost=0.0135, max_workers=8)
     assert run.result.outcome.exit_code == 0, run.result.outcome.message
     assert run.job.store.cp.totals.cost_usd <= 0.0135
+
+
+def test_a_request_given_up_at_its_deadline_counts_against_the_budget_in_later_runs_too(tmp_path: Path) -> None:
+    """Google may still answer and bill a request given up at --timeout: its reservation ($0.004) stays spent for the
+    job, not only for the run, so a resume cannot spend it again (before: the next run began at the shown $0 and
+    spent $0.003 more, $0.007 in all against a $0.0065 budget)."""
+    from enrichkit.deadline import DeadlineExceeded
+
+    input_path = write_csv(tmp_path / "in.csv", make_rows(10))
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[[stages]]\nname = "a"\nprompt = "{fund.title}"\n[stages.fields]\nx = "string"\n',
+                      encoding="utf-8")
+    hung = FakeProvider(worst_cost=0.004, outcomes={"Fund 00000": [DeadlineExceeded("no complete answer")]})
+    first = run_library(input_path, tmp_path / "out.csv", stages, {"llm": hung}, max_cost=0.0065, max_workers=1,
+                        max_retries=0, limit=1)
+    assert first.job.store.cp.failed_count == 1 and first.job.store.cp.totals.cost_usd == 0
+    again = FakeProvider(worst_cost=0.004)
+    second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
+                         resume=True)
+    assert second.result.outcome.exit_code == 4, second.result.outcome.message
+    assert second.job.store.cp.totals.cost_usd + 0.004 <= 0.0065  # what is shown + what Google may bill
+    assert again.calls == []
+    assert "given up at their deadline" in second.result.outcome.message

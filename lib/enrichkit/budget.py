@@ -37,6 +37,7 @@ class Budget:
         self.spent = spent  # the job's cost so far: the checkpoint's, then each answer's as it comes
         self.reserved = 0.0  # the worst cases of the calls in flight
         self.refused_at = 0.0  # the worst case of the first call refused (0: none refused)
+        self.given_up = 0.0  # the worst cases of this run's requests given up at their deadline (maybe billed)
         self._cond = threading.Condition()
 
     @property
@@ -64,13 +65,15 @@ class Budget:
                     raise Abandoned()
                 self._cond.wait(0.25)
 
-    def settle(self, held: float, cost: float) -> None:
-        """A call is over: its reservation `held` gives way to what it cost."""
-        if self.limit is None:
-            return
+    def settle(self, held: float, cost: float, *, given_up: float = 0.0) -> None:
+        """A call is over: its reservation `held` gives way to what it cost. `given_up`: the worst case of a request
+        given up at its deadline, which may still be answered and billed: spent for the job (`unsettled_usd`)."""
         with self._cond:
+            self.given_up += given_up
+            if self.limit is None:
+                return
             self.reserved = max(0.0, self.reserved - held)
-            self.spent += cost
+            self.spent += cost + given_up
             self._cond.notify_all()
 
 
