@@ -154,6 +154,14 @@ def test_a_loop_until_max_tokens_is_capped_billed_and_retried_once(ws: Workspace
     assert report["tokens"]["output"] >= 2 * 8000  # and every token of it is on the bill
 
 
+def test_max_retries_bounds_the_retries_a_finish_reason_allows(ws: Workspace) -> None:
+    # "retried once" is at most once: --max-retries 0 means no paid retry, whatever the failure.
+    ws.fake.configure(fault_matching={"max_tokens_loop": ["Fund 00007 "]})
+    assert ws.run("--max-retries", "0", env=_fast(ws)).returncode == 1
+    assert ws.fake.stats()["faults"]["max_tokens_loop"] == 1
+    assert len([e for e in _errors(ws) if e["row"] == 8]) == 1
+
+
 def test_thoughts_that_use_the_whole_budget_say_what_to_change(ws: Workspace) -> None:
     ws.fake.configure(fault_matching={"max_tokens_thinking": ["Fund 00001 "]})
     assert ws.run(env=_fast(ws)).returncode == 1

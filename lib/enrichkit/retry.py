@@ -155,8 +155,10 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         return result
 
     def give_up(_state: Any) -> bool:
-        if last is not None and last.retries_allowed is not None:
-            return of_type.get(last.error_type, 0) > last.retries_allowed
+        # A failure that allows N retries (a finish reason) is retried at most N times, and never past --max-retries.
+        if last is not None and last.retries_allowed is not None and of_type.get(last.error_type, 0) > \
+                last.retries_allowed:
+            return True
         return failures > policy.max_retries
 
     def retryable(exc: BaseException) -> bool:
