@@ -83,3 +83,35 @@ def test_a_request_given_up_at_its_deadline_counts_against_the_budget_in_later_r
     assert second.job.store.cp.totals.cost_usd + 0.004 <= 0.0065  # what is shown + what Google may bill
     assert again.calls == []
     assert "given up at their deadline" in second.result.outcome.message
+
+
+def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_runs(tmp_path: Path) -> None:
+    """Ctrl+C twice: the run leaves while a call is on the wire. Google may answer and bill it after the process is
+    gone, so its reservation stays spent for the job (before: forgotten, and the next run spent it again)."""
+    import threading
+
+    from enrichkit.stopping import StopSignal
+
+    input_path = write_csv(tmp_path / "in.csv", make_rows(10))
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[[stages]]\nname = "a"\nprompt = "{fund.title}"\n[stages.fields]\nx = "string"\n',
+                      encoding="utf-8")
+    stop, release = StopSignal(), threading.Event()
+
+    def on_the_wire(_request: object) -> None:
+        stop.interrupt("SIGINT")
+        stop.interrupt("SIGINT")  # again: leave at once
+        release.wait(30)
+
+    slow = FakeProvider(worst_cost=0.004, on_call=on_the_wire)
+    try:
+        first = run_library(input_path, tmp_path / "out.csv", stages, {"llm": slow}, stop=stop, max_cost=0.0065,
+                            max_workers=1)
+    finally:
+        release.set()
+    assert first.result.abandoned >= 1
+    assert read_json(tmp_path / "out.progress.json")["unsettled_usd"] == 0.004
+    again = FakeProvider(worst_cost=0.004)
+    second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
+                         resume=True)
+    assert second.result.outcome.exit_code == 4 and again.calls == []

@@ -127,7 +127,7 @@ class Pipeline:
         outcome = self._outcome()
         self.progress.close(self._figures())
         self.cp.stop_reason = outcome.reason
-        self._note_models()
+        self._note_models(on_the_wire=inflight > 0)
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
             outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
@@ -338,11 +338,14 @@ class Pipeline:
             self._last_draw = now
             self.progress.update(self._figures())
 
-    def _note_models(self) -> None:
+    def _note_models(self, *, on_the_wire: bool = False) -> None:
         """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint; and
-        what the requests given up at their deadline may have cost (for --max-cost in later runs)."""
-        if self.enricher.budget is not None:
-            self.cp.unsettled_usd = self._unsettled_before + self.enricher.budget.given_up
+        what the requests given up at their deadline, or left `on_the_wire` as the run leaves, may have cost (Google
+        may answer and bill them all the same): --max-cost counts it in later runs."""
+        budget = self.enricher.budget
+        if budget is not None:
+            left = budget.reserved if on_the_wire else 0.0
+            self.cp.unsettled_usd = self._unsettled_before + budget.given_up + left
         notes = getattr(self.enricher.providers.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
             self.cp.models = merge_notes(self._models_before, notes.snapshot())
