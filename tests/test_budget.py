@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
@@ -115,3 +116,23 @@ def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_r
     second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
                          resume=True)
     assert second.result.outcome.exit_code == 4 and again.calls == []
+
+
+def test_a_call_on_the_eve_of_a_price_rise_reserves_the_new_price(tmp_path: Path) -> None:
+    """3.8 Flash doubles on 2027-01-01: a call sent on 2026-12-31 may be answered, and priced, after midnight, so
+    its reservation is at the new price (before: at the old one, and an answer could cost twice what it held)."""
+    from enrichkit.budget import worst_case
+    from enrichkit.pricing import load_pricing
+    from enrichkit.providers.gemini import build_request
+    from enrichkit.stages import load_stages
+
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[defaults]\nmodel = "gemini-3.8-flash"\nmax_output_tokens = 1000\n[[stages]]\nname = "a"\n'
+                      'prompt = "{x}"\n[stages.fields]\ny = "string"\n', encoding="utf-8")
+    stage = load_stages(stages).stages[0]
+    pricing = load_pricing()
+    request = build_request(stage, "hello", "gemini-3.8-flash")
+    december, eve = (worst_case(pricing, request, dt.date(2026, 12, day)) for day in (1, 31))
+    january = worst_case(pricing, request, dt.date(2027, 1, 1))
+    assert eve == january > december
+    assert january >= 1000 * 7.50 / 1e6  # every output token at January's price

@@ -9,6 +9,7 @@ except by what an answer costs beyond its reservation (see `worst_case`).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from enrichkit.errors import Abandoned
 
 if TYPE_CHECKING:
-    from enrichkit.pricing import Pricing
+    from enrichkit.pricing import ModelPrice, Pricing
     from enrichkit.providers.base import Request
 
 FRAMING_TOKENS = 64  # the turn's own tokens around a prompt (role, schema markers): a margin, never undercounted
@@ -77,17 +78,22 @@ class Budget:
             self._cond.notify_all()
 
 
-def worst_case(pricing: Pricing, request: Request) -> float:
+def worst_case(pricing: Pricing, request: Request, today: dt.date | None = None) -> float:
     """The most one Gemini call can cost (USD), priced as the model asked for.
 
     Input: every UTF-8 byte of the prompt, system instruction and response schema as one token (a token is at
     least one byte of text), plus `FRAMING_TOKENS`; output: all of `max_output_tokens` (thinking included, which
     it bounds); the flex discount when flex; a search stage's grounding fee (one grounded prompt, or
-    `SEARCH_QUERIES` queries). What it does not bound: a served model priced above the one asked for, the
-    tool-use prompt tokens a search adds (billed as input), and more search queries than `SEARCH_QUERIES`."""
+    `SEARCH_QUERIES` queries). At the dearer of the prices in force today and tomorrow (UTC): a call may be
+    answered, and priced, after a price change at midnight (a request lasts at most a day). What it does not
+    bound: a served model priced above the one asked for, the tool-use prompt tokens a search adds (billed as
+    input), and more search queries than `SEARCH_QUERIES`."""
     payload = request.payload
-    price = pricing.lookup(str(payload["model"]))
-    if price is None:
+    day = today or dt.datetime.now(dt.UTC).date()
+    model = str(payload["model"])
+    prices = [p for p in (pricing.lookup(model, day), pricing.lookup(model, day + dt.timedelta(days=1)))
+              if p is not None]
+    if not prices:
         return 0.0  # a model with no price is refused at start
     settings = payload["settings"]
     text = str(payload["prompt"]) + str(settings.get("system_instruction") or "")
@@ -97,11 +103,15 @@ def worst_case(pricing: Pricing, request: Request) -> float:
         text += json.dumps(payload.get("schema"))
     input_tokens = len(text.encode("utf-8")) + FRAMING_TOKENS
     output_tokens = int(settings.get("max_output_tokens") or 0)
-    tokens = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
-    if payload.get("flex"):
-        tokens *= 1 - pricing.flex_discount
-    grounding = 0.0
-    if request.stage.search:
-        units = 1 if price.grounding == "prompt" else SEARCH_QUERIES
-        grounding = units * price.grounding_per_1000 / 1000
-    return tokens + grounding
+
+    def at(price: ModelPrice) -> float:
+        tokens = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+        if payload.get("flex"):
+            tokens *= 1 - pricing.flex_discount
+        grounding = 0.0
+        if request.stage.search:
+            units = 1 if price.grounding == "prompt" else SEARCH_QUERIES
+            grounding = units * price.grounding_per_1000 / 1000
+        return tokens + grounding
+
+    return max(at(price) for price in prices)
