@@ -112,6 +112,7 @@ def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_r
         release.set()
     assert first.result.abandoned >= 1
     assert read_json(tmp_path / "out.progress.json")["unsettled_usd"] == 0.004
+    assert read_json(tmp_path / "out.report.json")["cost"]["unsettled_usd"] == 0.004  # shown beside the cost
     again = FakeProvider(worst_cost=0.004)
     second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
                          resume=True)
