@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -300,6 +301,12 @@ def _check(path: Path, data: Any) -> None:
                           f"(expected {VERSION})")
 
 
+def _usd(value: Any) -> float:
+    """A recorded amount; 0 when absent, negative or not a number (a hand-edited NaN would stall the budget)."""
+    amount = float(value or 0.0)
+    return amount if math.isfinite(amount) and amount > 0 else 0.0
+
+
 def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpoint, **extra: Any) -> Checkpoint:
     def text(key: str, default: str = "") -> str:
         value = data.get(key)
@@ -327,7 +334,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         completed_ids=ids,
         failed_ids={str(x) for x in data.get("failed_ids") or []},
         totals=Counters.from_json(data),
-        unsettled_usd=float(data.get("unsettled_usd") or 0.0),
+        unsettled_usd=_usd(data.get("unsettled_usd")),
         duplicates=number("duplicates"),
         input_errors=number("input_errors"),
         empty_rows=number("empty_rows"),
