@@ -137,3 +137,32 @@ def test_a_call_on_the_eve_of_a_price_rise_reserves_the_new_price(tmp_path: Path
     january = worst_case(pricing, request, dt.date(2027, 1, 1))
     assert eve == january > december
     assert january >= 1000 * 7.50 / 1e6  # every output token at January's price
+
+
+def test_a_cost_that_is_not_a_number_stops_on_the_budget_rather_than_waiting_forever(tmp_path: Path) -> None:
+    """A checkpoint edited to cost NaN: every comparison with it is false, so a call neither fit nor was refused and
+    waited for room forever. It is refused (exit 4), nothing is sent."""
+    import json
+    import threading
+
+    from enrichkit.stopping import StopSignal
+
+    input_path = write_csv(tmp_path / "in.csv", make_rows(10))
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[[stages]]\nname = "a"\nprompt = "{fund.title}"\n[stages.fields]\nx = "string"\n',
+                      encoding="utf-8")
+    run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, limit=2)
+    checkpoint = tmp_path / "out.progress.json"
+    data = json.loads(checkpoint.read_text(encoding="utf-8"))
+    data["token_cost_usd"] = float("nan")
+    checkpoint.write_text(json.dumps(data), encoding="utf-8")
+    provider, stop, box = FakeProvider(worst_cost=0.004), StopSignal(), {}
+    worker = threading.Thread(target=lambda: box.update(run=run_library(
+        input_path, tmp_path / "out.csv", stages, {"llm": provider}, stop=stop, max_cost=1.0, resume=True)))
+    worker.start()
+    worker.join(20)
+    hung = worker.is_alive()
+    stop.abandon()  # let a hung run go
+    worker.join(20)
+    assert not hung
+    assert box["run"].result.outcome.exit_code == 4 and provider.calls == []

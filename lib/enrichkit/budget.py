@@ -58,7 +58,7 @@ class Budget:
                 if self.spent + self.reserved + worst <= self.limit + _EPSILON:
                     self.reserved += worst
                     return worst
-                if self.spent + worst > self.limit + _EPSILON:
+                if not self.spent + worst <= self.limit + _EPSILON:  # a NaN cost (an edited file) too: never waits
                     self.refused_at = worst
                     self._cond.notify_all()
                     raise BudgetRefused()
