@@ -122,7 +122,7 @@ def test_a_key_added_to_a_stage_is_named(ws: Workspace) -> None:
 
 def test_a_stage_renamed_under_allow_config_change_is_the_jobs_stage_from_then_on(ws: Workspace,
                                                                                   tmp_path: Path) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1  # --limit with records left
     ws.stages.write_text(STAGES.replace('name = "poc"', 'name = "contact"'), encoding="utf-8")
     ok = ws.run("--resume", "--allow-config-change")
     assert ok.returncode == 0, ok.stderr
