@@ -166,3 +166,21 @@ def test_a_cost_that_is_not_a_number_stops_on_the_budget_rather_than_waiting_for
     worker.join(20)
     assert not hung
     assert box["run"].result.outcome.exit_code == 4 and provider.calls == []
+
+
+def test_a_deprecated_model_reserves_what_its_replacement_may_bill(tmp_path: Path) -> None:
+    """2.5 Flash is served by 3.5 Flash-Lite since 2026-12-01, which bills Search per query ($14 per 1,000, up to 10
+    reserved) rather than per prompt ($35 per 1,000): a search call's reservation covers the served model's fee."""
+    from enrichkit.budget import worst_case
+    from enrichkit.pricing import load_pricing
+    from enrichkit.providers.gemini import build_request
+    from enrichkit.stages import load_stages
+
+    stages = tmp_path / "stages.toml"
+    stages.write_text('[defaults]\nmax_output_tokens = 1000\n[[stages]]\nname = "a"\nprompt = "{x}"\nsearch = true\n'
+                      '[stages.fields]\ny = "string"\n', encoding="utf-8")
+    stage = load_stages(stages).stages[0]
+    pricing = load_pricing()
+    day = dt.date(2026, 12, 7)
+    asked = worst_case(pricing, build_request(stage, "hello", "gemini-2.5-flash"), day)
+    assert asked > 10 * 14 / 1000 + 1000 * 2.50 / 1e6  # 10 queries and every output token at 3.5 Flash-Lite's

@@ -85,13 +85,18 @@ def worst_case(pricing: Pricing, request: Request, today: dt.date | None = None)
     least one byte of text), plus `FRAMING_TOKENS`; output: all of `max_output_tokens` (thinking included, which
     it bounds); the flex discount when flex; a search stage's grounding fee (one grounded prompt, or
     `SEARCH_QUERIES` queries). At the dearer of the prices in force today and tomorrow (UTC): a call may be
-    answered, and priced, after a price change at midnight (a request lasts at most a day). What it does not
-    bound: a served model priced above the one asked for, the tool-use prompt tokens a search adds (billed as
-    input), and more search queries than `SEARCH_QUERIES`."""
+    answered, and priced, after a price change at midnight (a request lasts at most a day); for a deprecated
+    model, the dearer of its own and its replacement's (which serves it: 2.5 Flash's grounding is then billed per
+    query). What it does not bound: another served model priced above the one asked for, the tool-use prompt
+    tokens a search adds (billed as input), and more search queries than `SEARCH_QUERIES`."""
     payload = request.payload
     day = today or dt.datetime.now(dt.UTC).date()
     model = str(payload["model"])
-    prices = [p for p in (pricing.lookup(model, day), pricing.lookup(model, day + dt.timedelta(days=1)))
+    models = [model]
+    facts = pricing.facts_of(model)
+    if facts.stage == "deprecated" and facts.replacement:
+        models.append(facts.replacement)  # Google serves a deprecated model's requests by its replacement
+    prices = [p for m in models for p in (pricing.lookup(m, day), pricing.lookup(m, day + dt.timedelta(days=1)))
               if p is not None]
     if not prices:
         return 0.0  # a model with no price is refused at start
