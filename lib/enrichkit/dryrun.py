@@ -11,6 +11,7 @@ from enrichkit.plan import RunOptions, plan_job
 from enrichkit.progress import format_duration
 from enrichkit.providers.gemini import build_request
 from enrichkit.scan import PendingScan
+from enrichkit.stages import StagesConfig
 
 # Guesses, printed as such: what an answer costs beyond its JSON, and how long a call takes.
 OUTPUT_TOKENS_PER_FIELD = 20
@@ -20,10 +21,11 @@ SEARCH_QUERIES = 2  # queries a grounded 3.x answer typically runs
 ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the rate formula shows its weight
 
 
-def dry_run(options: RunOptions, out: TextIO | None = None) -> int:
-    """Say what the run would do (to `out`, else the stdout of the moment: never one bound at import)."""
+def dry_run(options: RunOptions, out: TextIO | None = None, *, stages: StagesConfig | None = None) -> int:
+    """Say what the run would do (to `out`, else the stdout of the moment: never one bound at import).
+    `stages`: given in Python instead of `options.stages_file`."""
     out = out or sys.stdout
-    plan = plan_job(options)
+    plan = plan_job(options, stages=stages)
     stages, pricing = plan.stages, plan.pricing
     walk = PendingScan(plan.table, plan.id_columns)
     first = None

@@ -15,6 +15,7 @@ from typing import Any
 from enrichkit.breaker import CircuitBreaker
 from enrichkit.cache import ResponseCache, open_cache
 from enrichkit.enricher import Enricher
+from enrichkit.errors import AuthError
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
 from enrichkit.plan import Plan
@@ -61,10 +62,11 @@ class Job:
 
 def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callable[[], float] = time.monotonic,
              sleep: Callable[[float], object] = time.sleep, confirm_fresh: Callable[[str], bool] = lambda q: False,
-             providers: dict[str, Provider] | None = None) -> Job:
+             providers: dict[str, Provider] | None = None, checked: Callable[[], None] = lambda: None) -> Job:
     """Take the lock, build (or take) the providers, open the store, and wire the enricher.
 
-    `providers` replaces the real ones (tests pass fakes). Raises `LockedError` (exit 3) or any error the
+    `providers` replaces the real ones (tests pass fakes); `checked` is told when the models are checked and the
+    store opens next. Raises `LockedError` (exit 3) or any error the
     store's open raises (exit 2); on failure everything taken is given back.
     """
     paths, options = plan.paths, plan.options
@@ -83,6 +85,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         if callable(check):
             check(plan.stages.models(options.model))  # unknown, retired, a bad key: stop before record 1
         plan.check_prices()
+        checked()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]
@@ -104,9 +107,10 @@ def _breaker_log(key: str) -> Callable[[str], None]:
     return event
 
 
-def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:
-    """The real providers for the kinds of stage the plan has (the SDK is imported only for llm stages)."""
-    kinds = {s.kind for s in plan.stages.stages}
+def build_providers(plan: Plan, settings: Settings, kinds: set[str] | None = None) -> dict[str, Provider]:
+    """The real providers for the kinds of stage the plan has (or `kinds` of them); the SDK is imported only
+    for llm stages."""
+    kinds = {s.kind for s in plan.stages.stages} if kinds is None else kinds
     providers: dict[str, Provider] = {}
     if "python" in kinds:
         from enrichkit.providers.function import FunctionProvider
@@ -119,7 +123,8 @@ def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:
     if "llm" in kinds:
         from enrichkit.providers.gemini import GeminiProvider
 
-        assert settings.api_key is not None
+        if settings.api_key is None:
+            raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file")
         providers["llm"] = GeminiProvider(api_key=settings.api_key, base_url=settings.base_url,
                                           timeout=plan.options.timeout, stages=plan.stages, pricing=plan.pricing,
                                           model=plan.options.model)

@@ -35,7 +35,9 @@ Message = list[RecordResult] | AttemptError  # what workers hand the main thread
 
 
 @dataclass(frozen=True)
-class RunResult:
+class PipelineResult:
+    """How the pipeline ended (the public `enrichkit.RunResult` is made from it)."""
+
     outcome: Outcome
     report: dict[str, Any]
     abandoned: int  # records still in flight when the run left: their threads are still on the wire
@@ -99,7 +101,7 @@ class Pipeline:
 
     # --- the run ------------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run(self) -> PipelineResult:
         started = self.clock()
         store = self.store
         store.begin()
@@ -136,7 +138,7 @@ class Pipeline:
                                       self.plan.paths.errors]))
         pool.shutdown(wait=not inflight, cancel_futures=True)
         store.close()  # safe with records abandoned on the wire: workers never touch a file
-        return RunResult(outcome, report, inflight)
+        return PipelineResult(outcome, report, inflight)
 
     def _start_line(self) -> str:
         plan, store = self.plan, self.store

@@ -208,13 +208,14 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
         raise UsageError(f"--output {paths.output}: is a folder; give a file name")
 
 
-def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
+def plan_job(options: RunOptions, *, check_prices: bool = True, stages: StagesConfig | None = None) -> Plan:
     """Every check that needs no lock, no key and no network. A run checks prices later (`Plan.check_prices`),
-    after the API has said the models exist: a misspelt or retired model then gets the right message."""
+    after the API has said the models exist: a misspelt or retired model then gets the right message.
+    `stages`: stages given in Python (`enrichkit.Job(stages=[...])`) instead of `options.stages_file`."""
     check_options(options)
     paths = job_paths(options)
     check_paths(paths, options)
-    stages = load_stages(options.stages_file).select(options.stages)
+    stages = (stages or load_stages(options.stages_file)).select(options.stages)
     table = InputTable(options.input, encoding=options.encoding, delimiter=options.delimiter)
     own = [c for c in (COST_COLUMN, ID_COLUMN, JOB_COLUMN) if c in table.columns]
     if own:
@@ -223,7 +224,7 @@ def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
     id_columns = options.id_columns or list(table.columns)
     table.require_columns(id_columns, "--id-columns")
     stages.check_placeholders(table.columns)
-    search = (Path(options.stages_file).resolve().parent, Path.cwd())
+    search = (Path(options.stages_file or ".").resolve().parent, Path.cwd())
     functions = {s.name: s.load_function(search) for s in stages.stages if s.kind == "python"}
     pricing = load_pricing(extra=stages.prices)
     columns = output_columns(table.columns, stages.output_fields)

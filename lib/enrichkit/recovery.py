@@ -56,7 +56,7 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
         cp = Checkpoint(job_id=new_job_id(), output=str(paths.output.resolve()), input=input_info,
                         stages=[s.name for s in plan.stages.stages], config_fingerprint=plan.fingerprint,
                         id_columns=options.id_columns, fields=plan.stages.output_fields,
-                        stages_file=str(Path(options.stages_file).resolve()))
+                        stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "")
         found = Found(cp, "new")
     else:
         cp = read_checkpoint(paths.checkpoint)
