@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 E2E_FILES = {"test_fake_gemini.py", "test_gemini_wire.py", "test_dashboard.py", "test_browser.py", "test_cron.py",
              "test_readme.py"}
-E2E_FIXTURES = {"ws", "fake", "server", "receiver", "fake_run", "browser", "dashboard"}
+E2E_FIXTURES = {"ws", "fake", "server", "receiver", "fake_run", "browser", "dashboard", "api_site"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
