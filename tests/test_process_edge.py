@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ENRICH, JOBS, make_rows, wait_for, write_csv
-from fakes import assert_exactly_once, read_rows, rows_written
 
+from conftest import ENRICH, JOBS, make_rows, wait_for, write_csv
 from enrichkit.records import InputTable, Record, make_record_id
+from fakes import assert_exactly_once, read_rows, rows_written
 
 SLOW_MODULE = """
 import threading, time
