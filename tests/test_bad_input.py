@@ -9,6 +9,14 @@ import pytest
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
 
 
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
+
 def _assert_one_line_exit_2(ws: Workspace, proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -71,20 +79,20 @@ def test_unknown_flag_and_missing_required_flag(ws: Workspace) -> None:
     _assert_one_line_exit_2(ws, ws.run("--output", "x.csv", base=False), "--input")
 
 
-def test_missing_api_key(ws: Workspace) -> None:
-    env = {k: v for k, v in ws.env().items() if k != "GEMINI_API_KEY"}
-    _assert_one_line_exit_2(ws, ws.run(env=env), "GEMINI_API_KEY")
+def test_missing_api_key(sws: Workspace) -> None:
+    env = {k: v for k, v in sws.env().items() if k != "GEMINI_API_KEY"}
+    _assert_one_line_exit_2(sws, sws.run(env=env), "GEMINI_API_KEY")
 
 
-def test_dead_api_key_stops_before_record_1_with_exit_2(ws: Workspace) -> None:
-    ws.fake.configure(require_key="the-right-key-000")
-    proc = ws.run()
+def test_dead_api_key_stops_before_record_1_with_exit_2(sws: Workspace) -> None:
+    sws.fake.configure(require_key="the-right-key-000")
+    proc = sws.run()
     assert proc.returncode == 2, proc.stderr
     assert "GEMINI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
     # The key is checked with an unbilled models.get before record 1: no record was tried, no file written.
-    assert ws.fake.stats()["generate"] == 0 and not ws.checkpoint.exists()
+    assert sws.fake.stats()["generate"] == 0 and not sws.checkpoint.exists()
     # With the key fixed the same command line (a cron line) does the job.
-    ok = ws.run("--resume", env=ws.env(GEMINI_API_KEY="the-right-key-000"))
+    ok = sws.run("--resume", env=sws.env(GEMINI_API_KEY="the-right-key-000"))
     assert ok.returncode == 0, ok.stderr
 
 
@@ -168,33 +176,33 @@ def test_stages_file_mistakes_name_the_file_the_key_and_the_nearest_valid_one(ws
     _assert_one_line_exit_2(ws, ws.run(), str(ws.stages), *needles)
 
 
-def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(ws: Workspace) -> None:
-    ws.fake.configure(extra_models=["gemini-9-ultra"])  # a model the API serves and pricing.toml does not know
-    ws.stages.write_text(ws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
+def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(sws: Workspace) -> None:
+    sws.fake.configure(extra_models=["gemini-9-ultra"])  # a model the API serves and pricing.toml does not know
+    sws.stages.write_text(sws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
                          encoding="utf-8")
-    _assert_one_line_exit_2(ws, ws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
-    ws.stages.write_text(ws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
+    _assert_one_line_exit_2(sws, sws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
+    sws.stages.write_text(sws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
                          encoding="utf-8")
-    assert ws.run("--limit", "2").returncode == 0
+    assert sws.run("--limit", "2").returncode == 0
 
 
-def test_a_misspelt_model_is_told_so(ws: Workspace) -> None:
-    proc = ws.run("--model", "gemini-2.5-flsh")
+def test_a_misspelt_model_is_told_so(sws: Workspace) -> None:
+    proc = sws.run("--model", "gemini-2.5-flsh")
     assert proc.returncode == 2 and "gemini-2.5-flsh" in proc.stderr and "unknown or retired" in proc.stderr
 
 
-def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
+def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
     import subprocess
 
-    proc = subprocess.Popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ws.env(), cwd=ws.tmp,
+    proc = subprocess.Popen(sws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sws.env(), cwd=sws.tmp,
                             stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stderr.readline()  # like `2>&1 | head -1`: read one line, then hang up
     proc.stderr.close()
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
-    assert len(ws.output_ids()) == 40
-    assert read_json(ws.checkpoint)["status"] == "completed"
+    assert len(sws.output_ids()) == 40
+    assert read_json(sws.checkpoint)["status"] == "completed"
 
 
 def test_a_dry_run_read_by_head_still_exits_0(ws: Workspace) -> None:

@@ -11,6 +11,14 @@ import pytest
 from conftest import Workspace
 
 
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
+
 def _refused(ws: Workspace, *args: str, needles: tuple[str, ...]) -> None:
     before = {p: p.read_bytes() for p in ws.tmp.rglob("*") if p.is_file()}
     proc = ws.run(*args)

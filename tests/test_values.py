@@ -10,6 +10,14 @@ import pytest
 
 from conftest import Workspace, read_json
 
+
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
 STAGE = """
 [[stages]]
 name = "v"
