@@ -121,7 +121,8 @@ def run_library(input_path: Path, output: Path, stages_file: Path, providers: di
     job = open_job(plan, Settings(backoff_base=0.0), stop=stop, clock=clock or time.monotonic,
                    sleep=sleep or time.sleep, providers=providers)
     try:
-        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, clock=clock or time.monotonic, pace=job.pace)
+        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, inbox=job.inbox, clock=clock or time.monotonic,
+                            pace=job.pace)
         before_run(pipeline)
         result = pipeline.run()
     finally:

@@ -203,8 +203,8 @@ class Job:
         abandoned = 0
         try:
             self._running = True
-            pipeline = Pipeline(plan, job.store, job.enricher, stop=self._stop, progress=self._progress(),
-                                clock=self._clock, say=self._say, pace=job.pace)
+            pipeline = Pipeline(plan, job.store, job.enricher, stop=self._stop, inbox=job.inbox,
+                                progress=self._progress(), clock=self._clock, say=self._say, pace=job.pace)
             ended = pipeline.run()
             abandoned = ended.abandoned
         finally:

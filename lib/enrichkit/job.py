@@ -14,7 +14,7 @@ from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
 from enrichkit.cache import ResponseCache, open_cache
-from enrichkit.enricher import Enricher
+from enrichkit.enricher import Enricher, Inbox
 from enrichkit.errors import AuthError
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
@@ -43,6 +43,7 @@ class Job:
     store: JobStore
     enricher: Enricher
     providers: dict[str, Provider]
+    inbox: Inbox = field(default_factory=Inbox)  # the workers' messages to the main thread (the enricher's too)
     limiters: dict[str, Limiter] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache | None = None
@@ -81,9 +82,8 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         breakers = {key: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
                                         on_event=_breaker_log(key)) for key in [*limiters, "http"]}
         built = providers if providers is not None else build_providers(plan, settings)
-        check = getattr(built.get("llm"), "check_models", None)
-        if callable(check):
-            check(plan.stages.models(options.model))  # unknown, retired, a bad key: stop before record 1
+        if "llm" in built:
+            built["llm"].check_models(plan.stages.models(options.model))  # unknown, retired, a bad key: stop now
         plan.check_prices()
         checked()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
@@ -91,14 +91,16 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         remote = [p for p in built.values() if p.remote]
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
+        inbox = Inbox()
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
-                            breakers=breakers, cache=cache, delay=options.delay, clock=clock)
+                            breakers=breakers, cache=cache, delay=options.delay, clock=clock,
+                            on_attempt_error=inbox.put)
     except BaseException:
         for provider in built.values():
             provider.close()
         lock.release()
         raise
-    return Job(plan, lock, store, enricher, built, limiters, breakers, cache)
+    return Job(plan, lock, store, enricher, built, inbox, limiters, breakers, cache)
 
 
 def _breaker_log(key: str) -> Callable[[str], None]:

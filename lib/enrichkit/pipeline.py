@@ -11,15 +11,13 @@ failed attempts) on a queue. A record not yet started when the run stops is not 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from enrichkit.enricher import AttemptError, Enricher, RecordResult
+from enrichkit.enricher import AttemptError, Enricher, Inbox, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
@@ -30,8 +28,6 @@ from enrichkit.report import RunStats, build_report
 from enrichkit.scan import Pending, PendingScan, Position
 from enrichkit.stopping import StopSignal
 from enrichkit.store import JobStore
-
-Message = list[RecordResult] | AttemptError  # what workers hand the main thread
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ class PipelineResult:
 
 
 class Pipeline:
-    def __init__(self, plan: Plan, store: JobStore, enricher: Enricher, *, stop: StopSignal,
+    def __init__(self, plan: Plan, store: JobStore, enricher: Enricher, *, stop: StopSignal, inbox: Inbox,
                  progress: Progress | None = None, clock: Callable[[], float] = time.monotonic,
                  say: Callable[[str], None] = lambda line: None,
                  pace: Callable[[], dict[str, Any]] = lambda: {}) -> None:
@@ -61,11 +57,10 @@ class Pipeline:
         self.stats = RunStats()
         self.fatal: EnrichError | None = None
         self.budget_hit = False
-        # Workers append every finished record (and failed attempt) here at once, and wake the main thread;
-        # the main thread drains it. Nothing a worker finished can be lost by a wake-up that comes late.
-        self._inbox: deque[Message] = deque()
-        self._wake = threading.Event()
-        enricher.on_attempt_error = self._inbox.append  # failed attempts reach the error log through the main thread
+        # Workers append every finished record (and, through the enricher, failed attempt) to the job's inbox at
+        # once, and wake the main thread; the main thread drains it.
+        self._inbox = inbox.messages
+        self._wake = inbox.woken
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
         self._from_top = False  # records are missing before the resume mark: the next run reads from the top

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.api import installed
-from enrichkit.providers.base import Answer, Provider, Request, Usage
+from enrichkit.providers.base import Answer, BaseProvider, Provider, Request, Usage
 from enrichkit.stages import Stage
 
 __all__ = ["Answer", "FakeClock", "FakeProvider", "Request", "Usage", "use"]
@@ -54,7 +54,7 @@ Outcome = dict[str, Any] | BaseException | Callable[[], dict[str, Any]]
 
 
 @dataclass
-class FakeProvider:
+class FakeProvider(BaseProvider):
     """A provider that answers from a script. `outcomes[text]` is a list of what successive calls whose
     request mentions `text` get (a dict of fields, or an exception to raise: `TimeoutError` is a timeout,
     `StageFailure` any classified error); anything else gets `default(stage, values)`, by default every

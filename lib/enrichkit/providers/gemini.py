@@ -15,7 +15,7 @@ from enrichkit.classify import classify_error, unreachable
 from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
-from enrichkit.providers.base import Answer, Request, Usage
+from enrichkit.providers.base import Answer, BaseProvider, Request, Usage
 from enrichkit.providers.gemini_reply import Reply, Tokens, parse_json_object, read_reply, read_tokens
 from enrichkit.providers.sources import SourceResolver
 from enrichkit.records import stringify
@@ -74,11 +74,12 @@ def build_request(stage: Stage, rendered: str, model: str, aliases: dict[str, st
     return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
 
 
-class GeminiProvider:
+class GeminiProvider(BaseProvider):
     """One shared `genai.Client` for all workers; the SDK's own retry is off (enrichkit's does the work)."""
 
     kind = "gemini"
     remote = True
+    has_models = True
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout: float, stages: StagesConfig,
                  pricing: Pricing, model: str | None = None, resolver: SourceResolver | None = None) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from enrichkit.errors import StageFailure
-from enrichkit.providers.base import Answer, Request
+from enrichkit.providers.base import Answer, BaseProvider, Request
 from enrichkit.providers.sessions import ThreadSessions
 from enrichkit.records import stringify
 from enrichkit.stages import Stage, render_tree
 
 
-class HttpProvider:
+class HttpProvider(BaseProvider):
     """`requests`, one Session per worker thread, every Session closed with the provider."""
 
     kind = "http"
