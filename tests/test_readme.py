@@ -1,5 +1,6 @@
-"""Executable docs: the README's commands work as written, in a fresh shell (no virtualenv activated: the
-scripts find `.venv` themselves), and every flag the README names exists."""
+"""Executable docs: the commands of README.md and of every page under docs/ work as written, in a fresh shell
+(no virtualenv activated: the scripts find `.venv` themselves), the README's first-job walk-through runs step by
+step against the stand-in, and every flag the pages name exists."""
 
 from __future__ import annotations
 
@@ -8,34 +9,49 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from conftest import ROOT
 from fake_gemini import FakeGemini
 
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+# The README's walk-through works on the user's own files; its commands run in their own test, in order.
+WALKTHROUGH = "companies"
 
-def _code_lines() -> list[str]:
-    """The lines of the README's plain code blocks (``` with no language: shell sessions and commands)."""
-    lines: list[str] = []
+
+def _blocks(page: Path, language: str = "") -> list[str]:
+    """The text of a page's code blocks in `language` ("": plain ```, shell sessions and commands)."""
+    blocks: list[tuple[str, str]] = []
     fence: str | None = None
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in page.read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
-            fence = None if fence is not None else line[3:].strip()
-        elif fence == "":
-            lines.append(line)
-    return lines
+            fence = line[3:].strip() if fence is None else None
+            if fence is not None:
+                blocks.append((fence, ""))
+        elif fence is not None:
+            blocks[-1] = (fence, blocks[-1][1] + line + "\n")
+    return [text for lang, text in blocks if lang == language]
+
+
+def _commands(text: str, prefix: str) -> list[str]:
+    """The commands in `text` starting with `prefix` (continuation lines joined; synopses with [...] left out)."""
+    commands = [line.removeprefix("$ ").split(" #")[0].strip() for line in text.replace("\\\n", " ").splitlines()]
+    return [c for c in commands if c.startswith(prefix) and "[" not in c and "…" not in c]
 
 
 def _readme_lines(prefix: str) -> list[str]:
-    """The README's commands starting with `prefix` (continuation lines joined; synopses with [...] left out)."""
-    text = "\n".join(_code_lines()).replace("\\\n", " ")
-    commands = [line.removeprefix("$ ").split(" #")[0].strip() for line in text.splitlines()]
-    return [c for c in commands if c.startswith(prefix) and "[" not in c and "…" not in c]
+    """The commands starting with `prefix` in the README and every docs page, but for the walk-through's."""
+    text = "".join(block for page in PAGES for block in _blocks(page))
+    return [c for c in _commands(text, prefix) if WALKTHROUGH not in c]
 
 
 def fresh_shell_env(**extra: str) -> dict[str, str]:
@@ -92,15 +108,31 @@ def test_every_readme_jobs_command_works_on_a_job_in_a_fresh_shell(checkout: Pat
     assert status.returncode == 0 and "completed" in status.stdout, status.stderr
 
 
-def test_every_flag_in_the_readme_exists() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+# Pages that also name the flags of another command (jobs.py, the stand-in) or of a library.
+NOT_ENRICH_FLAGS = {"jobs.md", "dashboard.md", "standin.md", "python-api.md", "development.md"}
+
+
+def test_every_flag_in_the_readme_and_the_docs_exists() -> None:
     helptext = subprocess.run([sys.executable, str(ROOT / "scripts" / "enrich.py"), "--help"],
                               capture_output=True, text=True, check=True).stdout
-    enrich_part = re.split(r"^## (?:Job tools|Running from cron|Development)", text, flags=re.MULTILINE)[0]
-    flags = set(re.findall(r"`(--[a-z][a-z-]+)", enrich_part))
-    assert {"--resume", "--retry-failed", "--fresh", "--dry-run", "--encoding", "--delimiter"} <= flags
-    missing = sorted(f for f in flags if f not in helptext)
+    flags: dict[str, str] = {}
+    for page in PAGES:
+        if page.name not in NOT_ENRICH_FLAGS:
+            flags.update((f, page.name) for f in re.findall(r"`(--[a-z][a-z-]+)", page.read_text(encoding="utf-8")))
+    assert {"--resume", "--retry-failed", "--fresh", "--dry-run", "--encoding", "--delimiter"} <= set(flags)
+    missing = sorted(f"{f} ({page})" for f, page in flags.items() if f not in helptext)
     assert not missing, missing
+
+
+def test_the_readme_links_every_docs_page_and_stays_short() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 250
+    linked = set(re.findall(r"\]\(docs/([a-z-]+\.md)\)", text))
+    assert {p.name for p in PAGES[1:]} <= linked, "a docs page the README's table of contents does not link"
+    for page in PAGES:
+        for target in re.findall(r"\]\(([a-z-/]+\.md)\)", page.read_text(encoding="utf-8")):
+            if target != "docs/python-api.md":  # written by the Python API's own change
+                assert (page.parent / target).exists(), (page.name, target)
 
 
 def test_a_python_without_the_dependencies_is_told_how_to_get_them() -> None:
@@ -118,7 +150,7 @@ def test_the_readme_cron_and_retry_lines_run_a_job_to_the_end_in_a_fresh_shell(t
                                                                               ) -> None:
     """The crontab lines (through make, and the python command beside it) and the make line that retries the
     failures, as written but for their `cd /srv/enrichkit`, on a fresh checkout with no out/ folder yet."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "cron.md").read_text(encoding="utf-8")
     cron_make, cron_python, retry = (re.findall(r"cd /srv/enrichkit && (.*" + what + r".*)$", text, flags=re.M)[0]
                                      for what in (r"make enrich .*>>", r"\.venv/bin/python scripts/enrich\.py",
                                                   r"ARGS=--retry-failed"))
@@ -151,3 +183,64 @@ def test_the_readme_cron_and_retry_lines_run_a_job_to_the_end_in_a_fresh_shell(t
         rows = list(csv.DictReader(f))
     assert len(rows) == len({r["_record_id"] for r in rows}) == 12
     assert blocked_fund in {r["fund.title"] for r in rows}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand_in(tmp_path: Path) -> None:
+    """The README's "your own file": its input and stages file as shown, the stand-in started and the environment
+    exported as shown, then every command of the walk-through in order (dry run, --limit 20, the rows, status,
+    --resume, the XLSX export), in a checkout with no out/ folder yet."""
+    text = README.read_text(encoding="utf-8")
+    for name in ("scripts", "lib", "data", "Makefile", "requirements.txt", "requirements-dev.txt", ".venv"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    assert "`companies.csv`" in text and "`my-stages.toml`" in text
+    (tmp_path / "companies.csv").write_text(_blocks(README, "csv")[0], encoding="utf-8")
+    (tmp_path / "my-stages.toml").write_text(_blocks(README, "toml")[0], encoding="utf-8")
+    plain = "".join(_blocks(README))
+    standin = _commands(plain, "python scripts/fake_gemini.py")[0]
+    export = next(line for line in plain.splitlines() if line.startswith("export GEMINI_BASE_URL="))
+    readme_port = re.search(r"--port (\d+)", standin)
+    assert readme_port and f"127.0.0.1:{readme_port.group(1)}" in export
+    port = str(_free_port())  # the README's port may be taken on a shared test machine
+    env = fresh_shell_env()
+    for assignment in export.removeprefix("export ").split():
+        name, value = assignment.split("=", 1)
+        env[name] = value.replace(readme_port.group(1), port)
+    python = shutil.which("python3", path=env["PATH"]) or "python3"
+    standin = re.sub(r"^python ", f"{python} ", standin.replace(readme_port.group(1), port))
+    server = subprocess.Popen(["bash", "-c", "exec " + standin], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("the stand-in command of the README did not start")
+                time.sleep(0.05)
+        steps = [c for c in plain.splitlines() if WALKTHROUGH in c]
+        kinds = ["--dry-run", "--limit 20", "head -5", "jobs.py status", "--resume", "--output companies.xlsx"]
+        assert [next((k for k in kinds if k in c), c) for c in steps] == kinds
+        for command in steps:
+            proc = _shell(command, tmp_path, env)
+            assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
+            if "--limit 20" in command:
+                with (tmp_path / "out" / "companies.csv").open(encoding="utf-8", newline="") as f:
+                    rows = list(csv.DictReader(f))
+                assert all(r["summary"] and r["website"] for r in rows)
+                assert sorted(r["company"] for r in rows) == ["Acme Corporation", "Globex", "Initech"]
+            if "status" in command:
+                assert "completed" in proc.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    book = openpyxl.load_workbook(tmp_path / "companies.xlsx", read_only=True)
+    values = [list(row) for row in book.active.iter_rows(values_only=True)]  # type: ignore[union-attr]
+    assert values[0][:4] == ["company", "city", "summary", "website"] and len(values) == 4
