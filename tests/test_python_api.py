@@ -18,6 +18,7 @@ from conftest import ROOT
 from fake_gemini import FakeGemini
 
 DOCS = ROOT / "docs" / "python-api.md"
+README = ROOT / "README.md"
 KEY = "api-key-NotInAnyFile-0123456789"
 
 
@@ -270,3 +271,19 @@ def test_a_budget_stop_and_an_unreachable_api_come_back_in_the_result(api_site: 
     status, code, completed, *down = json.loads(done.stdout)
     assert (status, code) == ("budget_exhausted", 4) and 1 <= completed <= 3
     assert down == ["failed", 1, "OutageError"]
+
+
+def test_the_readmes_python_example_runs(api_site: Path, tmp_path: Path) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    funds(tmp_path).rename(tmp_path / "companies.csv")
+    (tmp_path / "stages.toml").write_text('''
+[[stages]]
+name = "domain"
+type = "python"
+function = "enrichkit.builtin:email_domain"
+[stages.fields]
+email_domain = "string"
+''', encoding="utf-8")
+    done = run_api(api_site, block, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "completed 0 20\n"
