@@ -21,7 +21,7 @@ from enrichkit.enricher import AttemptError, Enricher, Inbox, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
-from enrichkit.plan import Plan
+from enrichkit.plan import JobMode, Plan
 from enrichkit.progress import Figures, Progress
 from enrichkit.records import BadRow
 from enrichkit.report import RunStats, build_report
@@ -73,10 +73,10 @@ class Pipeline:
 
     def _make_scan(self) -> PendingScan:
         store, cp = self.store, self.cp
-        retrying = store.mode == "retry_failed"
+        retrying = store.mode == JobMode.RETRY_FAILED
         counting = store.counts_exactly
         start = None
-        if store.mode == "resume" and not counting and cp.resume_at:
+        if store.mode == JobMode.RESUME and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
         failed = cp.failed_ids
 
@@ -139,8 +139,8 @@ class Pipeline:
         plan, store = self.plan, self.store
         kinds = ", ".join(f"{s.name} ({plan.stages.model_for(s, self.opts.model)})" if s.kind == "llm"
                           else f"{s.name} ({s.kind})" for s in plan.stages.stages)
-        todo = self.cp.failed_count if store.mode == "retry_failed" else self.cp.records_left
-        mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
+        todo = self.cp.failed_count if store.mode == JobMode.RETRY_FAILED else self.cp.records_left
+        mode = store.mode.label
         return (f"{self.cp.job_id}: {mode}, {'' if self.cp.counts_exact else '~'}{todo} records to do, "
                 f"{self.opts.max_workers} workers, {self._limits()}; stages: {kinds}")
 
@@ -299,7 +299,7 @@ class Pipeline:
 
     def _resume_at(self) -> dict[str, int] | None:
         """Where a resume may start reading: before the first record still open, else after the last row read."""
-        if self.store.mode == "retry_failed":
+        if self.store.mode == JobMode.RETRY_FAILED:
             return None  # this run did not walk for pending records: the old mark stands
         if self._from_top:
             return {"offset": 0, "row": 0}
@@ -307,7 +307,7 @@ class Pipeline:
         return {"offset": offset, "row": row}
 
     def _progress_span(self) -> tuple[int, int]:
-        if self.store.mode == "retry_failed":
+        if self.store.mode == JobMode.RETRY_FAILED:
             return self.cp.failed_count, 0
         return self.cp.total_records, self.cp.completed_count + self.cp.failed_count
 
@@ -315,7 +315,7 @@ class Pipeline:
         total, _ = self._progress_span()
         store = self.store
         run_minutes = max(1e-9, (self.clock() - self._run_started) / 60)
-        if store.mode == "retry_failed":
+        if store.mode == JobMode.RETRY_FAILED:
             done = store.run_completed + store.run_failed
             failed = store.run_failed
         else:
@@ -360,7 +360,7 @@ class Pipeline:
             cp.total_records, cp.duplicates = counts.records, counts.duplicates
             cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
             cp.counts_exact = True
-        elif scan.exhausted and self.store.mode != "retry_failed" and not self.stop() and not scan.limit_hit:
+        elif scan.exhausted and self.store.mode != JobMode.RETRY_FAILED and not self.stop() and not scan.limit_hit:
             # Every readable record after the walk's start was met, so nothing is left after it.
             cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
             if scan.started_at != (0, 0) and cp.total_records > self.store.done_count() + cp.failed_count:

@@ -11,6 +11,7 @@ import difflib
 import math
 import urllib.parse
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,25 @@ class RunOptions:
         result.stages = list(result.stages) if result.stages else None
         result.id_columns = list(result.id_columns) if result.id_columns else None
         return result
+
+
+class JobMode(StrEnum):
+    """What a run does with its job, decided once (`JobMode.of`) when the job is opened; everyone else asks."""
+
+    NEW = "new"  # no job yet: every record is pending
+    RESUME = "resume"  # a job exists: the records not yet done or failed
+    RETRY_FAILED = "retry_failed"  # only the records the job lists as failed
+
+    @classmethod
+    def of(cls, options: RunOptions, job_exists: bool) -> JobMode:
+        if not job_exists:
+            return cls.NEW
+        return cls.RETRY_FAILED if options.retry_failed else cls.RESUME
+
+    @property
+    def label(self) -> str:
+        """As the start line says it."""
+        return {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[self.value]
 
 
 def _flag(key: str) -> str:

@@ -14,7 +14,7 @@ from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import remove_stale_temps, same_file
 from enrichkit.logs import log
-from enrichkit.plan import Plan
+from enrichkit.plan import JobMode, Plan
 from enrichkit.readback import recover_output
 
 
@@ -23,7 +23,7 @@ class Found:
     """What a run starts from."""
 
     cp: Checkpoint
-    mode: str  # new | resume | retry_failed
+    mode: JobMode
     input_changed: bool = False
     adopted: set[str] = field(default_factory=set)  # job ids of rows already in the output when this job began
     output_crc32: int = 0  # of the output as it is now (after any cut)
@@ -57,11 +57,11 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
                         stages=[s.name for s in plan.stages.stages], config_fingerprint=plan.fingerprint,
                         id_columns=options.id_columns, fields=plan.stages.output_fields,
                         stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "")
-        found = Found(cp, "new")
+        found = Found(cp, JobMode.of(options, job_exists=False))
     else:
         cp = read_checkpoint(paths.checkpoint)
         changed = _check_identity(plan, cp, input_info)
-        found = Found(cp, "retry_failed" if options.retry_failed else "resume", changed,
+        found = Found(cp, JobMode.of(options, job_exists=True), changed,
                       set(cp.options.get("adopted_jobs") or []))
     _merge_output(plan, found)
     return found
@@ -75,7 +75,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
     # or one from an older version, means the output is read whole).
     crc = cp.output_crc32
     intact = crc is not None and cp.output_rows == cp.completed_count
-    trusted = (cp.output_bytes, crc) if found.mode != "new" and intact and crc is not None else None
+    trusted = (cp.output_bytes, crc) if found.mode != JobMode.NEW and intact and crc is not None else None
     rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted)
     if rec.torn_bytes:
         log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; that record will "
@@ -84,7 +84,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
         log.warning("%s has %d malformed row(s) in the middle (edited by hand?); they are ignored",
                     paths.output, rec.bad_rows)
     foreign = set(rec.job_ids) - {cp.job_id} - found.adopted
-    if found.mode == "new":
+    if found.mode == JobMode.NEW:
         found.adopted = set(rec.job_ids)  # rows of an earlier job on this output, kept as done
         cp.options["adopted_jobs"] = sorted(found.adopted)
     elif foreign and (rec.from_offset or cp.job_id not in rec.job_ids):
@@ -98,7 +98,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
             cp.mark_completed(record_id)
         cp.filled = dict(Counter(cp.filled) + rec.filled)
     else:
-        claimed = cp.completed_count if found.mode != "new" else 0
+        claimed = cp.completed_count if found.mode != JobMode.NEW else 0
         if claimed and not rec.rows:
             raise ConfigError(f"{paths.output} is missing or empty but the checkpoint lists {claimed} "
                               "finished records; restore the file, or start over with --fresh (which also "
@@ -126,7 +126,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
                           "them), then --resume")
     cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
     found.output_crc32 = rec.crc32
-    if found.mode == "new" or found.input_changed:
+    if found.mode == JobMode.NEW or found.input_changed:
         cp.total_records = max(cp.total_records, plan.table.estimate_rows())
 
 

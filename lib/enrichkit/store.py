@@ -32,7 +32,7 @@ from enrichkit.errors import ConfigError, WriteFailed
 from enrichkit.jobfiles import atomic_write
 from enrichkit.logs import log
 from enrichkit.output import OutputWriter
-from enrichkit.plan import Plan
+from enrichkit.plan import JobMode, Plan
 from enrichkit.recovery import recover_job
 from enrichkit.redact import redact_tree
 
@@ -40,12 +40,12 @@ from enrichkit.redact import redact_tree
 class JobStore:
     """Used from the pipeline's main thread only: the single writer of every job file."""
 
-    def __init__(self, plan: Plan, cp: Checkpoint, mode: str, *, input_changed: bool = False,
+    def __init__(self, plan: Plan, cp: Checkpoint, mode: JobMode, *, input_changed: bool = False,
                  adopted: set[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self.paths = plan.paths
         self.cp = cp
-        self.mode = mode  # new | resume | retry_failed
+        self.mode = mode  # decided once, when the job was opened
         self.input_changed = input_changed
         self.adopted = adopted or set()  # job ids of rows already in the output when this job began
         self.run = Counters()  # this run's figures (the checkpoint's `totals` are the job's)
@@ -81,7 +81,7 @@ class JobStore:
     def counts_exactly(self) -> bool:
         """This run's walk over the input must count records, duplicates and bad rows (they are not known:
         a new job, a changed input, or an earlier counting walk that was stopped before the end)."""
-        return self.mode == "new" or self.input_changed or not self.cp.counts_exact
+        return self.mode == JobMode.NEW or self.input_changed or not self.cp.counts_exact
 
     # --- the run --------------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class JobStore:
         cp.run_seconds = started - self._run_started
         # While the output cannot take rows, records handed to it may be lost: the resume mark stays where the
         # output last was whole, so the next run reads those records again.
-        if (resume_at is not None or self.mode != "retry_failed") and not self._output_broken():
+        if (resume_at is not None or self.mode != JobMode.RETRY_FAILED) and not self._output_broken():
             cp.resume_at = resume_at if resume_at is None or resume_at.get("offset") else None
         if pace is not None:
             cp.pace = pace
