@@ -21,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import fakes  # noqa: E402
 from fake_gemini import FakeConfig, FakeGemini  # noqa: E402
 from fakes import Completed, FakeClock, FakeProvider, assert_exactly_once, run_cli, run_process  # noqa: E402
 
@@ -255,7 +256,7 @@ class ExThread(threading.Thread):
 
 def rows_written(ws: Workspace) -> int:
     """Data rows in the output so far (newlines minus the header); 0 before it exists."""
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() and ws.output.stat().st_size else 0
+    return fakes.rows_written(ws.output)
 
 
 def exactly_once(ws: Workspace, filled: str | None = "poc_name") -> None:

@@ -16,7 +16,6 @@ def ws(fws: Workspace) -> Workspace:
     return fws
 
 
-
 def _assert_one_line_exit_2(ws: Workspace, proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
+from conftest import Workspace, exactly_once, make_rows, read_csv, read_json, write_csv
 from fakes import FakeClock, FakeProvider, run_library
 
 
@@ -21,12 +21,6 @@ def ws(fws: Workspace) -> Workspace:
     """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
     own counts are the point)."""
     return fws
-
-
-
-def _exactly_once(ws: Workspace) -> None:
-    ids = ws.output_ids()
-    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
 
 
 def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -> None:
@@ -39,7 +33,7 @@ def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -
     assert cp["cost_usd"] <= 0.001
     more = ws.run("--resume", "--max-cost", "1")
     assert more.returncode == 0, more.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
 
 
 def test_no_cache_writes_no_cache_and_pays_again(sws: Workspace) -> None:
@@ -56,7 +50,7 @@ fund_size = "number"
     sws.fake.configure(fail_matching=[])
     assert sws.run("--retry-failed", "--no-cache").returncode == 0
     assert sws.fake.stats()["generate"] == 80 + 2  # stage 1 was asked again: no cache to answer it
-    _exactly_once(sws)
+    exactly_once(sws, filled=None)
 
 
 def test_model_flag_overrides_the_stages_file(sws: Workspace) -> None:

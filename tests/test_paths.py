@@ -18,7 +18,6 @@ def ws(fws: Workspace) -> Workspace:
     return fws
 
 
-
 def _refused(ws: Workspace, *args: str, needles: tuple[str, ...]) -> None:
     before = {p: p.read_bytes() for p in ws.tmp.rglob("*") if p.is_file()}
     proc = ws.run(*args)

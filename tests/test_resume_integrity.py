@@ -18,7 +18,6 @@ def ws(fws: Workspace) -> Workspace:
     return fws
 
 
-
 def _fast(ws: Workspace) -> dict[str, str]:
     return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
 
