@@ -21,15 +21,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from enrichkit.errors import EXIT_USAGE, AuthError, EnrichError, UsageError
+from enrichkit.errors import EXIT_USAGE, EnrichError, UsageError
+from enrichkit.keys import api_key, register_keys
 from enrichkit.logs import log
 from enrichkit.plan import RunOptions
 from enrichkit.progress import Figures, Progress
-from enrichkit.redact import register_secret
 from enrichkit.stopping import DRAIN_SECONDS, StopSignal
 
 if TYPE_CHECKING:
@@ -392,44 +391,6 @@ def _check_type(name: str, value: Any) -> None:
         ok = True
     if not ok:
         raise UsageError(f"option {name} must be {kind.split(' ')[0]}, not {value!r}")
-
-
-# --- keys -------------------------------------------------------------------------------------------
-
-
-def api_key() -> str:
-    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or .env in the current folder).
-    A key pasted with typographic quotes, spaces or other non-ASCII characters is refused here (exit 2)."""
-    from dotenv import load_dotenv
-
-    load_dotenv(Path.cwd() / ".env", override=False)
-    name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
-    key = os.environ.get(name) or ""
-    if not key:
-        raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file "
-                        "(or pass api_key=)")
-    bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
-    if bad:
-        kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
-                        for c in bad})
-        raise UsageError(f"{name} contains {' and '.join(kinds)} (pasted from a document?); an API key is plain "
-                         "letters, digits, - and _: fix it in the environment or .env")
-    return key
-
-
-def register_keys(given: str | None = None) -> None:
-    """Whatever the stages, a key given or in the environment or .env is a secret: a python stage's error text,
-    an http stage's answer may carry it, and it must reach no file and no line."""
-    from dotenv import dotenv_values
-
-    dotenv = dotenv_values(Path.cwd() / ".env") if (Path.cwd() / ".env").is_file() else {}
-    values = [given]
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        values += [os.environ.get(name), dotenv.get(name)]
-    for value in values:
-        if value:
-            register_secret(value)
-            register_secret(value.strip().strip("\"'“”‘’"))
 
 
 # --- the test seam ------------------------------------------------------------------------------------
