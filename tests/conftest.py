@@ -180,7 +180,8 @@ class Workspace:
 
 @pytest.fixture
 def fake() -> Iterator[FakeGemini]:
-    with FakeGemini(seed=1) as server:
+    # The tests written against May 2026's catalogue pin it; those of today's routing and modelStatus ask for it.
+    with FakeGemini(seed=1, catalogue="2026-05") as server:
         yield server
 
 
@@ -190,7 +191,7 @@ def serve() -> Iterator[Callable[..., FakeGemini]]:
     started: list[FakeGemini] = []
 
     def start(**config: Any) -> FakeGemini:
-        server = FakeGemini(FakeConfig(**config))
+        server = FakeGemini(FakeConfig(**{"catalogue": "2026-05", **config}))
         server.start()
         started.append(server)
         return server

@@ -223,7 +223,9 @@ def test_unreadable_rows_are_logged_once_even_when_the_first_run_stops_early(ws:
     write_csv(ws.input, make_rows(30))
     with open(ws.input, "ab") as f:
         f.write(b"only,three,fields\nBad \x00 nul,M,A,B,c@d.com\n")  # data rows 31 and 32, at the very end
-    first = ws.run("--max-cost", "0.0001", "--max-workers", "1")  # stops after one record: the walk stops early
+    ws.stages.write_text(ws.stages.read_text().replace("[defaults]", "[defaults]\nmax_output_tokens = 400"),
+                         encoding="utf-8")  # a call's worst case ~$0.0011: the budget covers two records
+    first = ws.run("--max-cost", "0.0015", "--max-workers", "1")  # stops after two records: the walk stops early
     assert first.returncode == 4, first.stderr
     assert ws.run("--resume", "--max-cost", "100").returncode == 0  # the recorded budget, raised
     assert ws.run("--resume").returncode == 0

@@ -24,13 +24,15 @@ def ws(fws: Workspace) -> Workspace:
 
 
 def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -> None:
-    proc = ws.run("--max-cost", "0.001", "--max-workers", "2")
+    ws.stages.write_text(ws.stages.read_text().replace("[defaults]", "[defaults]\nmax_output_tokens = 400"),
+                         encoding="utf-8")  # a call's worst case ~$0.0011 (400 output tokens at $2.50/M, the input)
+    proc = ws.run("--max-cost", "0.002", "--max-workers", "2")
     assert proc.returncode == 4, proc.stderr
     assert "Budget reached" in proc.stderr and "--resume" in proc.stderr
     cp = read_json(ws.checkpoint)
     assert cp["status"] == "budget_exhausted"
     assert 0 < cp["completed_count"] < 40
-    assert cp["cost_usd"] <= 0.001
+    assert cp["cost_usd"] <= 0.002
     more = ws.run("--resume", "--max-cost", "1")
     assert more.returncode == 0, more.stderr
     exactly_once(ws, filled=None)

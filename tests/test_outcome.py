@@ -27,6 +27,7 @@ def _end(done: int, failed: int, total: int, **kwargs: object) -> RunEnd:
     (_end(4, 0, 10, fatal=WriteFailed("out.csv", "No space left on device"), stopped=True), "interrupted", 1,
      "cannot write out.csv: No space left on device; free space or fix the folder, then run again with --resume"),
     (_end(4, 1, 10), "interrupted", 1, "5 not yet tried"),
+    (_end(4, 0, 6), "interrupted", 1, "2 not yet tried"),  # records left are never exit 0
 ])
 def test_decide_outcome(end: RunEnd, status: str, code: int, words: str) -> None:
     outcome = decide_outcome(end)

@@ -4,11 +4,14 @@ a checkpoint belongs to one job, and an output re-saved by Excel is still the sa
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+from collections.abc import Callable
 
 import pytest
 
-from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
+from conftest import Workspace, exactly_once, expected_ids, make_rows, read_json, write_csv
 
 
 @pytest.fixture
@@ -191,16 +194,82 @@ def test_the_webhook_url_is_not_recorded_in_the_checkpoint() -> None:
     assert "notify_url" not in recorded and "secret-path" not in str(recorded)
 
 
-def test_a_resume_mark_past_records_never_done_heals_on_the_next_run(ws: Workspace) -> None:
+def test_a_resume_mark_past_records_never_done_heals_in_the_same_run(ws: Workspace) -> None:
     """A checkpoint whose resume mark stands after records that were never done (restored from a backup,
-    edited): the run that finds nothing left after the mark does not call the job done, and the next run
-    reads the input from the top."""
+    edited): the run that finds nothing left after the mark reads the input again from the top and does them."""
     assert ws.run("--limit", "10").returncode == 0
     cp = read_json(ws.checkpoint)
     cp["resume_at"] = {"offset": ws.input.stat().st_size, "row": 40}
     ws.checkpoint.write_text(json.dumps(cp), encoding="utf-8")
     first = ws.run("--resume")
-    assert "Done" not in first.stderr and "30 not yet tried" in first.stderr and len(ws.output_ids()) == 10
-    second = ws.run("--resume")
-    assert second.returncode == 0, second.stderr
+    assert first.returncode == 0 and "Done: all 40 records" in first.stderr, first.stderr
     exactly_once(ws)
+
+
+def _fixed_width_rows(n: int) -> list[dict[str, str]]:
+    """Rows all of one length: a byte offset that ends a row in one order ends a row in any other."""
+    return [{"fund.title": f"Fund {i:05d}", "fund.manager": f"Manager {i:02d}", "poc.first_name": f"First{i:02d}",
+             "poc.last_name": f"Last{i:02d}", "poc.email": f"p{i:02d}@m{i:02d}.example.com"} for i in range(n)]
+
+
+def test_an_input_resorted_with_its_size_and_mtime_kept_is_finished_not_called_done(ws: Workspace) -> None:
+    """`sort` then `touch -r` (or `cp -p` of a re-sorted copy, `rsync -t`): the checkpoint cannot see the change, and
+    the records now before its resume mark were skipped; the run ended "20 done, 20 not yet tried" with exit 0."""
+    rows = _fixed_width_rows(40)
+    write_csv(ws.input, rows)
+    assert ws.run("--limit", "20", "--max-workers", "1").returncode == 0
+    before = ws.input.stat()
+    write_csv(ws.input, rows[::-1])  # the same bytes per row, in the other order
+    os.utime(ws.input, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert ws.input.stat().st_size == before.st_size
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "Done: all 40 records" in proc.stderr and "40/40 done" in proc.stderr
+    exactly_once(ws)
+    assert ws.run("--resume").returncode == 0 and len(ws.output_ids()) == 40
+
+
+def test_a_shrunk_input_never_shows_more_done_than_its_total(ws: Workspace) -> None:
+    assert ws.run().returncode == 0
+    write_csv(ws.input, make_rows(10, start=35))  # 5 records the output has, 5 new; 35 gone from the input
+    proc = ws.run("--resume")
+    assert proc.returncode == 0, proc.stderr
+    shown = [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) done", proc.stderr)]
+    assert all(done <= total for done, total in shown), proc.stderr  # not "45/10 done"
+    assert "45 done (the input holds 10 records now)" in proc.stderr
+
+
+def _edit_completed_ids(ws: Workspace, edit: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite the checkpoint's completed_ids by hand, as bit rot or a stray keystroke would: same count."""
+    raw = ws.checkpoint.read_text(encoding="utf-8")
+    head, _, rest = raw.partition('"completed_ids": [')
+    ids_text, _, tail = rest.partition("]")
+    ids = [x.strip().strip('"') for x in ids_text.split(",") if x.strip()]
+    edited = edit(ids)
+    assert len(edited) == len(ids) and edited != ids
+    ws.checkpoint.write_text(head + '"completed_ids": [' + ", ".join(f'"{x}"' for x in edited) + "]" + tail,
+                             encoding="utf-8")
+
+
+def test_a_flipped_digit_in_completed_ids_is_caught_by_the_digest(ws: Workspace) -> None:
+    assert ws.run("--limit", "20").returncode == 0
+
+    def flip(ids: list[str]) -> list[str]:
+        first = ids[0]
+        return [first[:-1] + ("0" if first[-1] != "0" else "1"), *ids[1:]]
+
+    _edit_completed_ids(ws, flip)
+    write_csv(ws.input, make_rows(45))  # five rows added: this run reads the input from the top
+    proc = ws.run("--resume")
+    assert proc.returncode == 0 and "Done: all 45 records" in proc.stderr, proc.stderr
+    exactly_once(ws)  # the record whose ID was mangled is not written a second time
+    assert ws.fake.stats()["generate"] == 45
+
+
+def test_a_done_id_swapped_for_a_pending_one_is_caught_by_the_digest(ws: Workspace) -> None:
+    assert ws.run("--limit", "20").returncode == 0
+    pending = sorted(expected_ids(ws) - set(ws.output_ids()))[0]
+    _edit_completed_ids(ws, lambda ids: [pending, *ids[1:]])
+    proc = ws.run("--resume")
+    assert proc.returncode == 0 and "Done: all 40 records" in proc.stderr, proc.stderr
+    exactly_once(ws)  # the swapped-in record done once, the swapped-out one not written twice

@@ -12,10 +12,13 @@ import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from enrichkit.logs import log
+
+LOCK_WAIT = 0.1  # seconds a call may wait for SQLite's lock (another process's transaction)
 
 
 class ResponseCache:
@@ -24,6 +27,7 @@ class ResponseCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._failed: sqlite3.Error | None = None
         try:
             self._db = self._connect()
         except sqlite3.OperationalError:
@@ -36,7 +40,9 @@ class ResponseCache:
             self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Never wait on a lock another process holds (SQLite's default waits 5 s a call, one call after the
+        # other): a locked cache fails at once, and the run goes on without it.
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=LOCK_WAIT)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -48,13 +54,25 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._call(lambda db: db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone())
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         blob = json.dumps(value)  # ASCII: a lone surrogate in an answer is escaped, never an encoding error
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, blob))
+            self._call(lambda db: db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                                             (key, blob)))
+
+    def _call(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Under the lock. Once a call failed, every later one fails at once: the calls queued behind it do not
+        each wait on SQLite again."""
+        if self._failed is not None:
+            raise sqlite3.OperationalError(f"the cache was given up: {self._failed}")
+        try:
+            return query(self._db)
+        except sqlite3.Error as exc:
+            self._failed = exc
+            raise
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):

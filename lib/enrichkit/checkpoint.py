@@ -8,6 +8,7 @@ and when, is the job store's business; this module only knows the file.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -72,6 +73,7 @@ class Checkpoint:
     output_bytes: int = 0  # the output's size when this checkpoint was written (after fsync) ...
     output_crc32: int | None = None  # ... and the CRC-32 of all its bytes up to there: any edit shows
     output_rows: int = 0  # rows in those bytes (= completed IDs then)
+    ids_digest: str | None = None  # `ids_digest()` of the ID lists as last written: an edit of them shows
     resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
     counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass
     report_path: str = ""
@@ -82,6 +84,7 @@ class Checkpoint:
     filled: dict[str, int] = field(default_factory=dict)  # output field -> rows in the output where it is non-empty
     stage_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> successes, failures by type
     pace: dict[str, Any] = field(default_factory=dict)  # model -> the limiter's figures at the last write
+    models: dict[str, Any] = field(default_factory=dict)  # what the answers said of the models (lifecycle.ModelNotes)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
 
     @property
@@ -103,6 +106,15 @@ class Checkpoint:
     def mark_failed(self, record_id: str) -> None:
         if record_id not in self.completed_ids:
             self.failed_ids.add(record_id)
+
+    def lists_digest(self) -> str:
+        """A digest of `completed_ids` and `failed_ids` as they are now."""
+        failed = ",".join(sorted(self.failed_ids)).encode("ascii", "replace")
+        return f"{self.completed_ids.digest()}.{hashlib.blake2b(failed, digest_size=8).hexdigest()}"
+
+    def lists_intact(self) -> bool:
+        """Are the ID lists as this checkpoint's writer wrote them (no digit flipped, no ID swapped)?"""
+        return self.ids_digest is not None and self.ids_digest == self.lists_digest()
 
     def summary(self) -> dict[str, Any]:
         """Every field but the ID lists, SPEC's keys first."""
@@ -139,6 +151,7 @@ class Checkpoint:
             "output_bytes": self.output_bytes,
             "output_crc32": self.output_crc32,
             "output_rows": self.output_rows,
+            "ids_digest": self.ids_digest,
             "resume_at": self.resume_at,
             "counts_exact": self.counts_exact,
             "report_path": self.report_path,
@@ -146,6 +159,7 @@ class Checkpoint:
             "filled": self.filled,
             "stage_totals": self.stage_totals,
             "pace": self.pace,
+            "models": self.models,
             "errors": list(self.errors),
         }
 
@@ -153,6 +167,7 @@ class Checkpoint:
 def render_checkpoint(cp: Checkpoint, f: IO[bytes]) -> None:
     """Write `cp` as JSON. The ID list is streamed in chunks so a million IDs never exist as a million
     str objects."""
+    cp.ids_digest = cp.lists_digest()  # of what is written below: a resume trusts the lists only while it matches
     head = json.dumps(cp.summary(), indent=1, ensure_ascii=False)
     assert head.endswith("\n}")
     f.write(head[:-2].encode("utf-8"))
@@ -314,6 +329,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         output_bytes=number("output_bytes"),
         output_crc32=int(crc) if crc is not None else None,
         output_rows=number("output_rows"),
+        ids_digest=str(data["ids_digest"]) if data.get("ids_digest") else None,
         resume_at={"offset": int(resume_at["offset"]), "row": int(resume_at["row"])}
         if isinstance(resume_at, dict) else None,
         counts_exact=bool(data.get("counts_exact")),
@@ -325,6 +341,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         filled={str(k): int(v) for k, v in (data.get("filled") or {}).items()},
         stage_totals={str(k): dict(v) for k, v in (data.get("stage_totals") or {}).items()},
         pace=dict(data.get("pace") or {}),
+        models=dict(data.get("models") or {}),
         errors=deque(data.get("errors") or [], maxlen=KEEP_ERRORS),
         **extra,
     )

@@ -10,6 +10,10 @@
 | client_error     | any other 4xx; whatever a python stage raises or returns wrong | fail the record       |
 | auth_error       | Gemini: 401, 403, 400 API_KEY_INVALID                          | stop the run (exit 2) |
 
+An answer that finished other than STOP is decided by `FINISH_REASONS` below: every finish reason of the
+pinned SDK is retried once, never retried, or stops the run (an account-level reason, exit 1); a reason
+the table does not know is retried at most once.
+
 Provider-aware: an `http` stage's 401/403 is that stage's failure (`client_error`), never "check
 GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute (pace), per day (stop,
 resumable) or the account (credits, spend cap, "limit: 0": stop with a billing message). Gemini
@@ -21,15 +25,81 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from enrichkit.errors import AuthError, BillingError, ConfigError, EnrichError, OutageError, StageFailure
+from enrichkit.errors import (
+    AccountError,
+    AuthError,
+    BillingError,
+    ConfigError,
+    EnrichError,
+    OutageError,
+    StageFailure,
+)
 from enrichkit.redact import redact
 
 _RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
 # Account-level 429s: waiting does not help, paying does (Google's texts, see README "Against the real Gemini API").
 _BILLING = re.compile(r"prepayment credits are depleted|credits? (?:are|is) (?:exhausted|depleted)|spend(?:ing)? cap"
                       r"|billing account|limit:\s*0\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What an answer's finishReason decides: the failure's error type and how often it is retried
+    (0: never, 1: once, None: the run stops, every record would meet it)."""
+
+    error_type: str
+    retries: int | None
+    why: str
+
+
+# Every FinishReason of google-genai 3.4.0 (google/genai/types.py), but STOP (an answer) and MAX_TOKENS and
+# CONTINUATION (a cut answer, usable when its JSON is whole: gemini_reply). A reason not listed here (a future
+# one) is retried at most once (UNKNOWN_FINISH).
+FINISH_REASONS: dict[str, Finish] = {
+    "FINISH_REASON_UNSPECIFIED": Finish("validation_error", 1, "no reason given"),
+    "SAFETY": Finish("blocked", 1, "the answer may violate safety policies"),
+    "RECITATION": Finish("blocked", 1, "the answer may recite a source"),
+    "LANGUAGE": Finish("blocked", 0, "the prompt's language is not supported"),
+    "OTHER": Finish("validation_error", 1, "stopped for a reason Google does not give"),
+    "BLOCKLIST": Finish("blocked", 0, "a term of a blocklist"),
+    "PROHIBITED_CONTENT": Finish("blocked", 0, "the content may be prohibited"),
+    "SPII": Finish("blocked", 0, "sensitive personal information"),
+    "MALFORMED_FUNCTION_CALL": Finish("validation_error", 1, "the model wrote a malformed tool call"),
+    "IMAGE_SAFETY": Finish("blocked", 1, "an image may violate safety policies"),
+    "IMAGE_PROHIBITED_CONTENT": Finish("blocked", 0, "an image may be prohibited"),
+    "IMAGE_OTHER": Finish("validation_error", 1, "image generation stopped"),
+    "NO_IMAGE": Finish("validation_error", 1, "no image was generated"),
+    "IMAGE_RECITATION": Finish("blocked", 1, "an image may recite a source"),
+    "UNEXPECTED_TOOL_CALL": Finish("validation_error", 1, "the model called a tool it was not given"),
+    "TOO_MANY_TOOL_CALLS": Finish("validation_error", 1, "the model looped on tool calls (searches)"),
+    "MISSING_THOUGHT_SIGNATURE": Finish("client_error", 0, "the request lacks a thought signature"),
+    "MALFORMED_RESPONSE": Finish("validation_error", 1, "the model's response was malformed"),
+    "ESCALATION": Finish("blocked", 0, "filtered by an escalation rule"),
+    "PUP_LIMITED_DISABLED": Finish("blocked", None, "the account is limited or disabled for Prohibited Use Policy "
+                                   "violations"),
+    "MODEL_ARMOR": Finish("blocked", 0, "blocked by Model Armor"),
+}
+UNKNOWN_FINISH = Finish("validation_error", 1, "a finish reason enrichkit does not know")
+ANSWER_FINISHES = frozenset({"STOP", "MAX_TOKENS", "CONTINUATION"})  # text may be read (a cut one if whole)
+
+
+def finish_failure(finish: str) -> StageFailure:
+    """The failure of an answer that finished with `finish` (not STOP): retried as FINISH_REASONS says; an
+    account-level one carries the fatal error that stops the run (exit 1)."""
+    decision = FINISH_REASONS.get(finish, UNKNOWN_FINISH)
+    if decision.retries is None:
+        failure = StageFailure(decision.error_type, f"the answer was stopped ({finish}: {decision.why})",
+                               retries_allowed=0)
+        failure.fatal = AccountError(f"the API refuses this account ({finish}: {decision.why}); check the "
+                                     "project's standing at https://aistudio.google.com, then run again with "
+                                     "--resume")
+        return failure
+    retry = "retried once" if decision.retries else "not retried"
+    return StageFailure(decision.error_type, f"the answer was stopped ({finish}: {decision.why}); {retry}",
+                        retries_allowed=decision.retries)
 
 
 def classify_error(exc: BaseException, *, provider: str = "gemini") -> StageFailure:
@@ -102,6 +172,9 @@ def _configuration_error(code: int, message: str) -> EnrichError | None:
     if "location is not supported" in lower or "failed_precondition" in lower:
         return ConfigError(f"the API refuses requests from here ({_short(message)}); this is a property of the "
                            "project or network, not of a record")
+    if "temperature" in lower and ("not supported" in lower or "deprecated" in lower):
+        return ConfigError(f"the model refuses temperature ({_short(message)}); remove temperature from the "
+                           "stages file")
     if ("thinking" in lower and ("budget" in lower or "level" in lower)) or "only works in thinking mode" in lower:
         return ConfigError(f"the model refuses this stage's thinking settings ({_short(message)}); fix "
                            "thinking_budget / thinking_level in the stages file")

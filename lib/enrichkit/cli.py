@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="input tokens per minute, per model (overrides the stages file)")
     api.add_argument("--max-retries", type=int, metavar="N",
                      help="attempts after the first, per call, for transient errors (default: 3)")
-    api.add_argument("--timeout", type=_number(positive=True), metavar="SECONDS", help="per request (default: 60)")
+    api.add_argument("--timeout", type=_number(positive=True), metavar="SECONDS",
+                     help="per request (default: 60; a flex stage waits at least 900)")
     api.add_argument("--max-outage", type=_number(positive=True), metavar="SECONDS",
                      help="stop (resumable) when the API has been down this long (default: 600)")
     api.add_argument("--delay", type=_number(positive=False), metavar="SECONDS",
@@ -231,7 +232,10 @@ class _Edge:
 
     def confirm(self, question: str) -> bool:
         """--fresh on a terminal: ask (Ctrl+C stops). Not on a terminal: no (the store then says to add --yes)."""
-        if not sys.stdin.isatty():
+        try:
+            if sys.stdin is None or not sys.stdin.isatty():  # None: stdin closed (`0<&-`), as under some daemons
+                return False
+        except (ValueError, OSError):  # a closed stream
             return False
         self._asking = True
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from typing import TextIO
 
 from enrichkit.checkpoint import read_checkpoint
 from enrichkit.errors import EXIT_OK
+from enrichkit.lifecycle import WARNED_STAGES, lifecycle_line
 from enrichkit.plan import RunOptions, plan_job
+from enrichkit.pricing import Pricing
 from enrichkit.progress import format_duration
 from enrichkit.providers.gemini import build_request
 from enrichkit.scan import PendingScan
@@ -19,11 +22,14 @@ THINKING_TOKENS = 600  # a thinking model's typical thoughts per answer when no 
 THINKING_BY_LEVEL = {"minimal": 0, "low": 200, "medium": 600, "high": 1500}
 SEARCH_QUERIES = 2  # queries a grounded 3.x answer typically runs
 ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the rate formula shows its weight
+STALE_PRICES = 60  # days after which the price file's check is called old
 
 
-def dry_run(options: RunOptions, out: TextIO | None = None, *, stages: StagesConfig | None = None) -> int:
+def dry_run(options: RunOptions, out: TextIO | None = None, today: dt.date | None = None, *,
+            stages: StagesConfig | None = None) -> int:
     """Say what the run would do (to `out`, else the stdout of the moment: never one bound at import).
-    `stages`: given in Python instead of `options.stages_file`."""
+    `today` (UTC) decides whether the price file's check is old; `stages`: given in Python instead of
+    `options.stages_file`."""
     out = out or sys.stdout
     plan = plan_job(options, stages=stages)
     stages, pricing = plan.stages, plan.pricing
@@ -102,11 +108,44 @@ def dry_run(options: RunOptions, out: TextIO | None = None, *, stages: StagesCon
       f"~{pending * tokens_in:,} input + ~{pending * tokens_out:,} output tokens, ~${pending * cost:.2f} "
       f"({'; '.join(assumptions)})\n")
     if llm:
+        for line in _price_lines(pricing, list(per_model), pending * cost, today or dt.datetime.now(dt.UTC).date()):
+            w(line + "\n")
+    if llm:
         name, rate = min(bounds.items(), key=lambda kv: kv[1])
         w(f"duration: ~{format_duration(requests / rate)} at {rate:.2f} requests/s, bound by {name} "
           f"({', '.join(f'{k} = {v:.2f}' for k, v in bounds.items())}; latency assumed {ASSUMED_LATENCY:.0f} s)\n")
     w("dry run: nothing was called and nothing was written\n")
     return EXIT_OK
+
+
+def _price_lines(pricing: Pricing, models: list[str], estimate: float, today: dt.date) -> list[str]:
+    """When the prices were checked (old after STALE_PRICES days), announced changes, and Tier 1's spend cap."""
+    lines = []
+    if pricing.checked is None:
+        lines.append("prices: the price file does not say when it was checked against "
+                     "https://ai.google.dev/gemini-api/docs/pricing; check it before trusting this estimate")
+    else:
+        age = (today - pricing.checked).days
+        lines.append(f"prices: checked against Google's pricing page on {pricing.checked.isoformat()} ({age} days ago)")
+        if age > STALE_PRICES:
+            lines.append(f"warning: the prices were checked {age} days ago (over {STALE_PRICES}): check "
+                         "https://ai.google.dev/gemini-api/docs/pricing and edit pricing.toml before trusting a "
+                         "budget")
+    for model in models:
+        facts = pricing.facts_of(model)
+        if facts.stage in WARNED_STAGES:
+            lines.append("warning: " + lifecycle_line(model, {"stage": facts.stage, "replacement": facts.replacement,
+                                                               "retires": facts.retires}))
+        for change in pricing.changes(model):
+            if change.since is not None and change.since > today:
+                lines.append(f"prices: {model} costs ${change.input:.2f} / ${change.output:.2f} per 1M tokens from "
+                             f"{change.since.isoformat()} (answers are priced on the day they are answered)")
+    cap = pricing.tier1_cap
+    if cap is not None and estimate > cap:
+        lines.append(f"note: the estimate (~${estimate:.2f}) passes Tier 1's monthly spend cap (${cap:,.0f}): "
+                     "on Tier 1 the API stops answering (429, spend cap) when the month's spending reaches it; see "
+                     "https://ai.google.dev/gemini-api/docs/billing, or spread the job over months with --max-cost")
+    return lines
 
 
 def _thinking_guess(settings: dict[str, object]) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
+from enrichkit.budget import Budget
 from enrichkit.cache import ResponseCache
 from enrichkit.classify import classify_error
 from enrichkit.counters import Counters
@@ -94,6 +95,7 @@ class Enricher:
     limiters: Callable[[str], Limiter | None] = lambda pace: None
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache | None = None
+    budget: Budget | None = None  # --max-cost: each paid call reserves its worst case before it goes
     delay: float = 0.0
     clock: Callable[[], float] = time.monotonic
     _cache_broken: threading.Event = field(default_factory=threading.Event)
@@ -102,7 +104,8 @@ class Enricher:
 
     def enrich(self, record: Record, record_id: str, stages: list[Stage], start: Position = (0, 0)) -> RecordResult:
         result = RecordResult(record_id, record.row, start)
-        values = dict(record.values)
+        given = record.values
+        values = dict(given)
         stage: Stage | None = None
         try:
             ran = 0
@@ -118,6 +121,8 @@ class Enricher:
                 answer = self._run_stage(stage, values, result)
                 result.stage_latency.append((stage.name, self.clock() - started))
                 values.update(answer.fields)
+                # A field that is an input column fills it in place, only where the input left it empty.
+                values.update({f: given[f] for f in answer.fields if given.get(f, "").strip()})
             result.values = values
         except Abandoned:
             result.abandoned = True
@@ -176,14 +181,15 @@ class Enricher:
                 chosen[0] = use
                 return Guards(limiter=self.limiters(use.pace) if use.pace else None,
                               breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
-                              actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens)
+                              actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
+                              worst_cost=use.worst_cost, cost=_cost)
 
             guards = route
         stats = CallStats()
         try:
             answer = call_with_retry(lambda: provider.call(chosen[0]), policy=self.policy, stats=stats,
                                      provider=provider.kind, should_stop=self.should_stop, on_failure=on_failure,
-                                     guards=guards)
+                                     guards=guards, budget=self.budget if provider.remote else None)
         finally:
             c = result.counters
             c.requests += stats.requests
@@ -244,3 +250,9 @@ class Enricher:
         if not self._cache_broken.is_set():
             self._cache_broken.set()
             log.warning("the response cache failed (%s); carrying on without it: answers are not reused", exc)
+
+
+def _cost(answered: Any) -> float:
+    """What an attempt cost: an answer's usage, or a billed failure's (a malformed or blocked answer)."""
+    usage = getattr(answered, "usage", None)
+    return usage.counters().cost_usd if isinstance(usage, Usage) else 0.0

@@ -77,6 +77,11 @@ class BillingError(ProviderStop):
     """An account-level 429: prepaid credits depleted, a spend cap reached, or a model with no quota ("limit: 0")."""
 
 
+class AccountError(ProviderStop):
+    """The account itself is refused (limited or disabled for a policy violation): nothing will answer until it is
+    cleared with Google."""
+
+
 class OutageError(ProviderStop):
     """The API has been down longer than --max-outage, or refuses connections from the start."""
 
@@ -108,6 +113,7 @@ class StageFailure(Exception):
         self.usage: object | None = None  # what an answer that was billed but unusable cost (a `Usage`)
         self.fatal: EnrichError | None = None  # set when every record would fail alike: the run stops with it
         self.refused: bool = False  # a connection refused (nobody listens): no request got through
+        self.shed: bool = False  # a flex call queued past its deadline or shed (503): retried, never the breaker's
         self.unconnected: bool = False  # no connection was made at all (refused, unknown host, bad address)
         self.quota_limit: float | None = None  # a 429's stated quota (QuotaFailure quotaValue), per window
         self.has_details: bool = False  # a 429 that names a quota (a QuotaFailure detail)

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.breaker import CircuitBreaker
+from enrichkit.budget import Budget
 from enrichkit.cache import ResponseCache, open_cache
 from enrichkit.enricher import Enricher, Inbox
 from enrichkit.errors import AuthError
+from enrichkit.lifecycle import ModelNotes, check_models
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
 from enrichkit.plan import Plan
@@ -87,13 +89,17 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         plan.check_prices()
         checked()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
+        notes = getattr(built.get("llm"), "notes", None)
+        if isinstance(notes, ModelNotes):
+            check_models(plan.stages, options.model, plan.pricing, notes)  # a deprecated model: one warning
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
+        budget = Budget(options.max_cost, store.cp.totals.cost_usd)
         inbox = Inbox()
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
-                            breakers=breakers, cache=cache, delay=options.delay, clock=clock,
+                            breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock,
                             on_attempt_error=inbox.put)
     except BaseException:
         for provider in built.values():

@@ -66,6 +66,7 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
         "resume_command": command,
     }
     done, total = counts.get("completed", 0), counts.get("total", 0)
+    total = max(total, done + failed)  # never "200 of 103 done" (an output holding rows the input no longer has)
     this_run = counts.get("completed_this_run")
     text = (f"enrichkit job {summary['job_id']} on {summary['host']}: {status} (exit {exit_code}). "
             f"{done:,} of {total:,} records done, {failed:,} failed, {pending:,} pending; cost ${cost:.4f}. "

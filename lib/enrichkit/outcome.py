@@ -30,6 +30,7 @@ class RunEnd:
     limit_hit: bool = False
     limit: int | None = None
     max_cost: float | None = None
+    next_call: float = 0.0  # the worst case of the call the budget refused
     errors_path: Path | str = ""
     input_changed: str = ""  # the input's path when its size or mtime changed during the run
 
@@ -42,8 +43,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
         resume = " Run with --resume to continue." if not isinstance(end.fatal, WriteFailed | AuthError) else ""
         return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
+        refused = f"; the next call could cost up to ${end.next_call:.4f}" if end.next_call else ""
         return Outcome("budget_exhausted", EXIT_BUDGET,
-                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}); "
+                       f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}{refused}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
     if end.input_changed:
         return Outcome("interrupted", EXIT_FAILURES,
@@ -61,8 +63,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
         return Outcome(status, EXIT_FAILURES,
                        f"Finished with failures: {done} done, {failed} failed{not_tried}. Details in "
                        f"{end.errors_path}; run with --retry-failed to try them again.")
-    if left:
-        return Outcome("interrupted", EXIT_OK, f"{done} done, {left} not yet tried. Run with --resume.")
+    if left:  # never 0: exit 0 says every record is done (cron lines are removed on it)
+        return Outcome("interrupted", EXIT_FAILURES,
+                       f"Not finished: {done} done, {left} not yet tried. Run with --resume to continue.")
     return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
 
 
@@ -76,8 +79,11 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
     unconfirmed = run.get("unconfirmed") or 0
     kept = (f" ({unconfirmed} of them written but not confirmed on disk: --resume keeps those it finds whole)"
             if unconfirmed else "")
+    done = f"{c['completed']}/{c['total']} done"
+    if c["completed"] > c["total"]:  # the output holds rows of records the input no longer has (or not yet counted)
+        done = f"{c['completed']} done (the input holds {c['total']} records now)"
     return "\n".join([
-        (f"  records: {c['completed']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending, "
+        (f"  records: {done}, {c['failed']} failed, {c['pending']} pending, "
          f"{c['skipped_duplicates']} duplicate rows skipped, {c['input_errors']} unreadable rows, "
          f"{c['empty_rows']} empty rows"),
         (f"  this run: {c['completed_this_run']} done{kept} in {report['wall_seconds']:.1f} s "

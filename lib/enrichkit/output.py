@@ -28,8 +28,10 @@ RECORD_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def output_columns(input_columns: Sequence[str], fields: Sequence[str]) -> list[str]:
-    """Input columns in input order, the stages' fields, then `_cost_usd`, `_record_id`, `_job_id`."""
-    return [*input_columns, *fields, COST_COLUMN, ID_COLUMN, JOB_COLUMN]
+    """Input columns in input order, the stages' fields, then `_cost_usd`, `_record_id`, `_job_id`. A field that
+    is also an input column (a stage that fills the input's gaps: `skip_if_filled`) is that column, in place."""
+    given = set(input_columns)
+    return [*input_columns, *(f for f in fields if f not in given), COST_COLUMN, ID_COLUMN, JOB_COLUMN]
 
 
 def neutralise(value: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 from enrichkit.enricher import AttemptError, Enricher, Inbox, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
+from enrichkit.lifecycle import ModelNotes
+from enrichkit.lifecycle import merge as merge_notes
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
 from enrichkit.plan import JobMode, Plan
@@ -64,17 +66,18 @@ class Pipeline:
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
         self._from_top = False  # records are missing before the resume mark: the next run reads from the top
+        self._handed = 0  # records handed to workers in this run
         self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
         self._local_seconds = 0.0
-        self._max_record_cost = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
+        self._models_before = dict(self.cp.models)  # the job's model notes from earlier runs
         self.scan = self._make_scan()
 
-    def _make_scan(self) -> PendingScan:
+    def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
         store, cp = self.store, self.cp
         retrying = store.mode == JobMode.RETRY_FAILED
-        counting = store.counts_exactly
+        counting = store.counts_exactly or from_top
         start = None
         if store.mode == JobMode.RESUME and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
@@ -91,7 +94,8 @@ class Pipeline:
                 cp.unreadable_logged = row.row
 
         return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
-                           wanted=wanted, limit=self.opts.limit, count_all=counting, start=start,
+                           wanted=wanted, limit=self.opts.limit if limit is None else limit, count_all=counting,
+                           start=start,
                            on_unreadable=on_unreadable)
 
     # --- the run ------------------------------------------------------------------------------------
@@ -117,6 +121,7 @@ class Pipeline:
         inflight = self._inflight
         outcome = self._outcome()
         self.progress.close(self._figures())
+        self._note_models()
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
             outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
@@ -175,14 +180,39 @@ class Pipeline:
                     break
                 pool.submit(self._work, items)
                 self._inflight += len(items)
+                self._handed += len(items)
             self._announce()
             if self._inflight == 0:
+                if exhausted and not waiting and self._walk_again():
+                    source, exhausted = iter(self.scan), False
+                    continue
                 return
             if self.stop.leaving():
                 self._collect(block=False)  # what finished before the deadline is written
                 return
             self._collect(block=True)
+            if self.enricher.budget is not None and self.enricher.budget.exhausted:
+                self._budget_stop()  # a refused call's record came back pending: take no more
             self._tick()
+
+    def _walk_again(self) -> bool:
+        """A walk that began at the resume mark reached the end, all it handed out is back, yet the job's count
+        says records are missing: they are before the mark (an input re-sorted with its size and mtime kept, rows
+        lost to a failed write). Walk the input again from the top in this run, counting, rather than end with
+        records left (which the next run would have to find)."""
+        scan, store, cp = self.scan, self.store, self.cp
+        if (scan.started_at == (0, 0) or store.mode == JobMode.RETRY_FAILED or self.stop() or scan.limit_hit
+                or self.fatal is not None or cp.total_records <= store.done_count() + cp.failed_count):
+            return False
+        limit = self.opts.limit
+        if limit is not None and self._handed >= limit:
+            return False
+        log.info("records are missing before the resume mark of %s (re-sorted?); reading it again from the top",
+                 self.plan.table.path)
+        self._from_top = True  # a crash meanwhile: the next run reads from the top too
+        store.save(self._resume_at(), pace=self.pace())  # every row written so far is claimed: none is redone
+        self.scan = self._make_scan(from_top=True, limit=None if limit is None else limit - self._handed)
+        return True
 
     def _batch(self) -> int:
         """Records handed to a worker at once. One, unless every stage is a fast local function (a python-only
@@ -252,7 +282,6 @@ class Pipeline:
             self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
         self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
                        r.failure.error_type if r.failure else None)
-        self._max_record_cost = max(self._max_record_cost, r.counters.cost_usd)
         if r.values is not None or r.failure is not None:
             self._open.pop(r.record_id, None)
         elif r.fatal is not None and self.fatal is None:
@@ -268,18 +297,18 @@ class Pipeline:
         log.error("%s", exc)
 
     def _may_submit(self, inflight: int) -> bool:
-        """--max-cost: submit only while the job's cost plus the most a record has cost so far, for each record in
-        flight and the next, stays within the budget. Until one record has a cost, one record at a time."""
-        limit = self.opts.max_cost
-        if limit is None:
+        """--max-cost: each paid call reserves its worst case before it goes (`enrichkit.budget`), so records may
+        be handed out freely; once a call's worst case did not fit what is left, none is."""
+        budget = self.enricher.budget
+        if budget is None or not budget.exhausted:
             return True
-        if not self.store.run_completed + self.store.run_failed:
-            return inflight == 0
-        if self.cp.totals.cost_usd + self._max_record_cost * (inflight + 1) > limit:
+        self._budget_stop()
+        return False
+
+    def _budget_stop(self) -> None:
+        if not self.budget_hit:
             self.budget_hit = True
             self.stop.request("budget")
-            return False
-        return True
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
@@ -291,11 +320,18 @@ class Pipeline:
 
     def _tick(self) -> None:
         if self.store.save_due():
+            self._note_models()
             self.store.save(self._resume_at(), pace=self.pace())
         now = self.clock()
         if now - self._last_draw >= 0.2:
             self._last_draw = now
             self.progress.update(self._figures())
+
+    def _note_models(self) -> None:
+        """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint."""
+        notes = getattr(self.enricher.providers.get("llm"), "notes", None)
+        if isinstance(notes, ModelNotes):
+            self.cp.models = merge_notes(self._models_before, notes.snapshot())
 
     def _resume_at(self) -> dict[str, int] | None:
         """Where a resume may start reading: before the first record still open, else after the last row read."""
@@ -332,12 +368,15 @@ class Pipeline:
         return sum(int(figures.get("rate_limited") or 0) for figures in self.pace().values())  # limiters are per run
 
     def _end(self, *, fatal: EnrichError | None = None) -> RunEnd:
-        cp, store = self.cp, self.store
+        cp, store, budget = self.cp, self.store, self.enricher.budget
         done = store.done_count()
+        if budget is not None and budget.exhausted:
+            self.budget_hit = True
         return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
                       cost=cp.totals.cost_usd, fatal=fatal or self.fatal, budget_hit=self.budget_hit,
                       stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
-                      max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors,
+                      max_cost=self.opts.max_cost, next_call=budget.refused_at if budget is not None else 0.0,
+                      errors_path=self.plan.paths.errors,
                       input_changed=str(self.plan.table.path) if self._input_changed() else "")
 
     def _input_changed(self) -> bool:
@@ -360,6 +399,7 @@ class Pipeline:
             cp.total_records, cp.duplicates = counts.records, counts.duplicates
             cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
             cp.counts_exact = True
+            self._from_top = False  # the whole input was read: nothing is missing before any mark
         elif scan.exhausted and self.store.mode != JobMode.RETRY_FAILED and not self.stop() and not scan.limit_hit:
             # Every readable record after the walk's start was met, so nothing is left after it.
             cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)

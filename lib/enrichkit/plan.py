@@ -17,6 +17,7 @@ from typing import Any
 
 from enrichkit.errors import ConfigError, InputError, UsageError
 from enrichkit.jobfiles import JobPaths, same_file
+from enrichkit.lifecycle import check_models
 from enrichkit.logs import log
 from enrichkit.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN, output_columns
 from enrichkit.pricing import Pricing, load_pricing
@@ -247,6 +248,7 @@ def plan_job(options: RunOptions, *, check_prices: bool = True, stages: StagesCo
     search = (Path(options.stages_file or ".").resolve().parent, Path.cwd())
     functions = {s.name: s.load_function(search) for s in stages.stages if s.kind == "python"}
     pricing = load_pricing(extra=stages.prices)
+    check_models(stages, options.model, pricing)  # retired, or a setting the model refuses: exit 2 before anything
     columns = output_columns(table.columns, stages.output_fields)
     fingerprint = stages.fingerprint(options.id_columns, options.model)
     plan = Plan(options, paths, stages, table, id_columns, columns, fingerprint, functions, pricing)

@@ -71,10 +71,10 @@ def _merge_output(plan: Plan, found: Found) -> None:
     """Read the output back (only past the checkpoint's mark when the bytes before it are unchanged) and make
     the checkpoint say what the output holds."""
     cp, paths = found.cp, plan.paths
-    # The prefix is trusted only while the checkpoint's own ID list is as it wrote it (an edited list,
-    # or one from an older version, means the output is read whole).
+    # The prefix is trusted only while the checkpoint's own ID lists are as it wrote them, by their digest (a
+    # flipped digit or a swapped ID, or a list from an older version, means the output is read whole).
     crc = cp.output_crc32
-    intact = crc is not None and cp.output_rows == cp.completed_count
+    intact = crc is not None and cp.output_rows == cp.completed_count and cp.lists_intact()
     trusted = (cp.output_bytes, crc) if found.mode != JobMode.NEW and intact and crc is not None else None
     rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted)
     if rec.torn_bytes:
@@ -151,6 +151,16 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
         raise ConfigError(f"--id-columns cannot change within a job ({paths.checkpoint} uses "
                           f"{','.join(cp.id_columns) if cp.id_columns else 'every column'}): every record ID would "
                           "change and every record be done again; use a new --output for other IDs")
+    if cp.config_fingerprint != plan.fingerprint and cp.fields and cp.fields != plan.stages.output_fields:
+        # The output's columns would change: no flag can continue the job, so none is advised (the read-back would
+        # refuse the output after "continuing").
+        added = [f for f in plan.stages.output_fields if f not in cp.fields]
+        gone = [f for f in cp.fields if f not in plan.stages.output_fields]
+        what = "; ".join(part for part in (f"adds {', '.join(added)}" if added else "",
+                                           f"drops {', '.join(gone)}" if gone else "") if part) or "reorders them"
+        raise ConfigError(f"the stages changed the columns of this job's output {paths.output} ({what}); a job's "
+                          "columns cannot change: use a new --output for these stages, or --fresh to start this "
+                          "one over")
     if cp.config_fingerprint != plan.fingerprint:
         if not options.allow_config_change:
             raise ConfigError(f"the stages, prompts, models or --id-columns changed since this job started "

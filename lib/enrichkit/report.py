@@ -103,6 +103,7 @@ def build_report(cp: Checkpoint, run: RunStats, counters: Counters, *, completed
         "stages": {name: _job_stage(name, cp, run) for name in _stage_names(cp, run)},
         "fill_rates": {f: round(cp.filled.get(f, 0) / done, 4) if done else None for f in cp.fields},
         "pace": pace or cp.pace,
+        "models": cp.models,  # served models other than the one asked, unpriced answers, lifecycles (lifecycle.py)
         "this_run": {
             "completed": completed, "failed": failed, "requests": counters.requests, "retries": counters.retries,
             "rate_limited": counters.rate_limited, "cache_hits": counters.cache_hits, "tokens": _tokens(counters),

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import tenacity
 
 from enrichkit.breaker import CircuitBreaker
+from enrichkit.budget import Budget
 from enrichkit.classify import classify_error, unreachable
 from enrichkit.errors import (
     Abandoned,
@@ -120,11 +121,13 @@ class Guards:
     breaker: CircuitBreaker | None = None
     tokens: int = 0  # input tokens the limiter reserves before the answer says the real count
     actual_tokens: Callable[[Any], int] | None = None  # the answer's real input tokens
+    worst_cost: float = 0.0  # what the budget reserves before the attempt (USD)
+    cost: Callable[[Any], float] = lambda answer_or_failure: 0.0  # what an attempt cost (an answer, a failure)
 
 
 def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats, provider: str,
                     should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
-                    guards: Guards | Callable[[], Guards] | None = None) -> T:
+                    guards: Guards | Callable[[], Guards] | None = None, budget: Budget | None = None) -> T:
     """Run `call` until it succeeds, a permanent error, or the retry budget is spent.
 
     Raises the last `StageFailure`; `Abandoned` when the run stops meanwhile; or the fatal error that
@@ -139,7 +142,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         state.number += 1
         try:
             return _attempt(call, state, route(), remote=guards is not None, policy=policy, stats=stats,
-                            provider=provider, should_stop=should_stop, on_failure=on_failure)
+                            provider=provider, should_stop=should_stop, on_failure=on_failure, budget=budget)
         except StageFailure:
             if not policy.retryable(state):
                 raise
@@ -148,9 +151,9 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
 
 def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: bool, policy: RetryPolicy,
              stats: CallStats, provider: str, should_stop: Callable[[], bool],
-             on_failure: Callable[[int, StageFailure], None]) -> T:
-    """One attempt through its guards (breaker, then pace); a failure is classified, told to the guards and
-    `on_failure`, recorded in `state`, and raised."""
+             on_failure: Callable[[int, StageFailure], None], budget: Budget | None = None) -> T:
+    """One attempt through its guards (breaker, budget, then pace); a failure is classified, told to the guards
+    and `on_failure`, recorded in `state`, and raised. The budget's reservation is settled with what it cost."""
     state.paced = g.limiter is not None
     # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
     # so a record whose answers are all in is written rather than redone.
@@ -162,23 +165,32 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: b
     except OutageTooLong as exc:
         raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
                           "run again with --resume when it is back") from None
-    if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
-        raise Abandoned()
-    if remote:
-        stats.requests += 1
-        if state.number > 1:
-            stats.retries += 1
+    held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
+    cost = 0.0
     try:
-        result = call()
-    except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
-        failure = classify_error(exc, provider=provider)
-        on_failure(state.number, failure)
-        _account(failure, g)
-        _raise_if_fatal(failure, g, policy, state.streak + 1)
-        state.record(failure)
-        if failure.error_type == "rate_limit":
-            stats.rate_limited += 1
-        raise failure from None
+        if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
+            raise Abandoned()
+        if remote:
+            stats.requests += 1
+            if state.number > 1:
+                stats.retries += 1
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
+            failure = classify_error(exc, provider=provider)
+            # A request given up at its deadline may still be answered and billed: it keeps its reservation.
+            cost = held if failure.error_type == "timeout" else g.cost(failure)
+            on_failure(state.number, failure)
+            _account(failure, g)
+            _raise_if_fatal(failure, g, policy, state.streak + 1)
+            state.record(failure)
+            if failure.error_type == "rate_limit":
+                stats.rate_limited += 1
+            raise failure from None
+        cost = g.cost(result)
+    finally:
+        if budget is not None:
+            budget.settle(held, cost)
     if g.breaker is not None:
         g.breaker.record_success()
     if g.limiter is not None:
@@ -200,7 +212,9 @@ def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, strea
 
 def _account(failure: StageFailure, g: Guards) -> None:
     if g.breaker is not None:
-        if failure.error_type in ("server_error", "timeout"):
+        if failure.shed:
+            pass  # a flex queue's wait or shedding says nothing of an outage: the breaker neither opens nor closes
+        elif failure.error_type in ("server_error", "timeout"):
             g.breaker.record_failure(refused=failure.refused)
         else:
             g.breaker.record_success()  # it answered: the service is up

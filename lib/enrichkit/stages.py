@@ -26,7 +26,7 @@ from enrichkit.templates import Template, render_tree, template_tree, templates_
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
 STAGE_KINDS = ("llm", "python", "http")
-DEFAULT_MODEL = "gemini-3.5-flash"
+DEFAULT_MODEL = "gemini-3.8-flash"
 DEFAULT_MAX_OUTPUT_TOKENS = 8192
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
 SERVICE_TIERS = ("standard", "flex")
@@ -74,7 +74,7 @@ MODEL_KEYS: dict[str, Callable[[Any], str | None]] = {
     "model": _text, "temperature": _number(0, 2), "max_output_tokens": _number(1, integer=True),
     "thinking_budget": _number(-1, integer=True), "thinking_level": _one_of(*THINKING_LEVELS),
     "system_instruction": _text, "service_tier": _one_of(*SERVICE_TIERS),
-    "rpm": _number(above=0), "tpm": _number(above=0),
+    "rpm": _number(above=0), "tpm": _number(above=0), "timeout": _number(above=0),
 }
 DEFAULT_KEYS = {**MODEL_KEYS, "notify_url": _url}
 COMMON_STAGE_KEYS: dict[str, Callable[[Any], str | None]] = {
@@ -254,18 +254,21 @@ class StagesConfig:
                 raise ConfigError(f"stage {stage.name!r}: skip_if_filled names {', '.join(unknown)}, which is "
                                   "neither an input column nor a field of this or an earlier stage")
             clash = [f for f in stage.output_fields if f in available]
-            own = set(stage.skip_if_filled)  # filling an input column's gaps is what skip_if_filled is for
+            # Filling an input column's gaps is what skip_if_filled is for: such a field is that column, filled in
+            # place where the input left it empty. Any other clash would overwrite values.
+            own = set(stage.skip_if_filled) & set(columns)
             clash = [f for f in clash if f not in own]
             if clash:
                 raise ConfigError(f"stage {stage.name!r}: field(s) {', '.join(clash)} would overwrite an input "
-                                  "column or an earlier field; rename them")
+                                  "column or an earlier field; rename them (to fill only an input column's empty "
+                                  "cells, list it in the stage's skip_if_filled)")
             available.update(stage.output_fields)
 
     def fingerprint(self, id_columns: Sequence[str] | None, model: str | None = None) -> str:
         """Hash of what decides the answers: the selected stages, the models, the ID columns."""
         material = {
             "stages": [s.raw for s in self.stages],
-            "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "notify_url")},
+            "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "timeout", "notify_url")},
             "models": self.models(model),
             "id_columns": list(id_columns) if id_columns else None,
         }

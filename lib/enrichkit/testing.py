@@ -69,6 +69,7 @@ class FakeProvider(BaseProvider):
     default: Callable[[Stage, dict[str, str]], dict[str, Any]] | None = None
     usage: Usage = field(default_factory=lambda: Usage(model="fake-model", prompt_tokens=10, output_tokens=5,
                                                        token_cost_usd=0.001))
+    worst_cost: float | None = None  # what a call reserves against max_cost (None: what `usage` costs)
     on_call: Callable[[Request], None] = lambda request: None
     calls: list[tuple[str, str]] = field(default_factory=list)  # (stage, the request's text)
     closed: bool = False
@@ -77,8 +78,9 @@ class FakeProvider(BaseProvider):
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
         text = stage.prompt.render(values) if stage.prompt is not None else " ".join(values.values())
         material = {"stage": stage.name, "text": text} if self.remote else None
+        worst = self.usage.counters().cost_usd if self.worst_cost is None else self.worst_cost
         return Request(stage, {"text": text, "values": dict(values)}, material, pace="fake-model" if self.remote
-                       else None, input_tokens=len(text) // 4 + 1)
+                       else None, input_tokens=len(text) // 4 + 1, worst_cost=worst if self.remote else 0.0)
 
     def call(self, request: Request) -> Answer:
         text = request.payload["text"]

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .catalogue import ModelInfo
+from .catalogue import LATEST, ROUTES, ModelInfo, model_status
 from .grounding import grounding_metadata, wrap
 from .values import digest, make_value, requested_schema
 from .wire import pick
@@ -69,7 +69,10 @@ def answer(cfg: FakeConfig, info: ModelInfo, model: str, request: dict[str, Any]
            fault: str | None, grounded: bool, answer_no: int, redirect_url: Callable[[str], str]) -> Answer:
     """The 200 reply to a generateContent; `fault` is None, "malformed" or one of the answer faults."""
     seed = cfg.seed
-    served = cfg.reroute.get(model) or cfg.reroute.get(info.alias_of or "") or info.alias_of or model
+    today = cfg.catalogue == "2026-12"
+    alias = (LATEST.get(model) if today else None) or info.alias_of
+    served = (cfg.reroute.get(model) or cfg.reroute.get(alias or "") or (ROUTES.get(model) if today else None)
+              or alias or model)
     config = pick(request, "generationConfig", "generation_config") or {}
     json_mode = str(pick(config, "responseMimeType", "response_mime_type") or "") == "application/json"
     schema = requested_schema(request, prompt) or {"type": "object", "properties": {"answer": "string"}}
@@ -101,8 +104,9 @@ def answer(cfg: FakeConfig, info: ModelInfo, model: str, request: dict[str, Any]
             feedback["safetyRatings"] = SAFETY_RATINGS
         thoughts = c_tokens = tool_use = 0
         reply.update(promptFeedback=feedback)
-    elif fault in FINISH_FAULTS:
-        candidate: dict[str, Any] = {"finishReason": fault.upper(), "index": 0}
+    elif fault in FINISH_FAULTS or fault == "finish":
+        reason = cfg.finish_reason.upper() if fault == "finish" else str(fault).upper()
+        candidate: dict[str, Any] = {"finishReason": reason, "index": 0}
         if fault == "safety":
             candidate["safetyRatings"] = SAFETY_RATINGS
         c_tokens = 0
@@ -118,6 +122,9 @@ def answer(cfg: FakeConfig, info: ModelInfo, model: str, request: dict[str, Any]
             queries = len(grounding["webSearchQueries"])
         reply.update(candidates=[candidate])
     reply["usageMetadata"] = usage(p_tokens, c_tokens, thoughts, tool_use, cached)
+    status = model_status(model, cfg.catalogue, cfg.model_status)
+    if status is not None:
+        reply["modelStatus"] = status
     tokens = {"prompt": p_tokens, "candidates": c_tokens, "thoughts": thoughts, "tool_use": tool_use,
               "cached": cached}
     return Answer(reply, served, tokens, queries)

@@ -16,16 +16,25 @@ class ModelInfo(NamedTuple):
     kind: str  # "flash", "flash-lite", "pro" or "embedding"
     version: str = "001"
     alias_of: str | None = None
+    levels: tuple[str, ...] | None = None  # thinking levels accepted (None: all four); refused with a 400 otherwise
+    temperature: bool = True  # False: temperature refused with a 400 (deprecated from Gemini 3.6 Flash on)
 
 
+NO_MINIMAL = ("LOW", "MEDIUM", "HIGH")
+CATALOGUES = ("2026-12", "2026-05")  # today's (routing, modelStatus, today's aliases) and May's, which tests pin
 CATALOGUE = {m.name: m for m in (
     ModelInfo("gemini-2.5-flash", "Gemini 2.5 Flash", "2.5", "flash"),
     ModelInfo("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", "2.5", "flash-lite"),
     ModelInfo("gemini-2.5-pro", "Gemini 2.5 Pro", "2.5", "pro"),
     ModelInfo("gemini-3-flash-preview", "Gemini 3 Flash Preview", "3", "flash", "3-flash-preview-12-2025"),
-    ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", "3", "pro", "3.1-pro-preview-02-2026"),
+    ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", "3", "pro", "3.1-pro-preview-02-2026",
+              levels=NO_MINIMAL),
     ModelInfo("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite", "3", "flash-lite"),
     ModelInfo("gemini-3.5-flash", "Gemini 3.5 Flash", "3", "flash"),
+    ModelInfo("gemini-3.5-flash-lite", "Gemini 3.5 Flash-Lite", "3", "flash-lite", temperature=False),
+    ModelInfo("gemini-3.6-flash", "Gemini 3.6 Flash", "3", "flash", temperature=False),
+    ModelInfo("gemini-3.7-flash", "Gemini 3.7 Flash", "3", "flash", levels=NO_MINIMAL, temperature=False),
+    ModelInfo("gemini-3.8-flash", "Gemini 3.8 Flash", "3", "flash", levels=NO_MINIMAL, temperature=False),
     ModelInfo("gemini-flash-latest", "Gemini Flash Latest", "3", "flash", "latest", "gemini-3.5-flash"),
     ModelInfo("gemini-flash-lite-latest", "Gemini Flash-Lite Latest", "3", "flash-lite", "latest",
               "gemini-3.1-flash-lite"),
@@ -34,6 +43,14 @@ CATALOGUE = {m.name: m for m in (
 )}
 RETIRED = ("gemini-2.0-flash", "gemini-2.0-flash-001", "gemini-2.0-flash-lite", "gemini-2.0-flash-lite-001",
            "gemini-3-pro-preview")  # answered "no longer available"; 1.x names get the generic not-found 404
+# December 2026: Google answers deprecated names with their successor (modelVersion) and says so (modelStatus).
+ROUTES = {"gemini-3.5-flash": "gemini-3.6-flash", "gemini-3.7-flash": "gemini-3.8-flash",
+          "gemini-2.5-flash": "gemini-3.5-flash-lite", "gemini-2.5-pro": "gemini-3.8-flash"}
+STATUS = {"gemini-3.5-flash": ("DEPRECATED", None), "gemini-3.7-flash": ("DEPRECATED", None),
+          "gemini-2.5-flash": ("DEPRECATED", "2026-12-01T00:00:00Z"),
+          "gemini-2.5-pro": ("DEPRECATED", "2026-12-01T00:00:00Z")}
+LATEST = {"gemini-flash-latest": "gemini-3.8-flash", "gemini-flash-lite-latest": "gemini-3.5-flash-lite",
+          "gemini-pro-latest": "gemini-3.1-pro-preview"}
 GENERATE_METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 EMBED_METHODS = ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"]
 
@@ -81,9 +98,36 @@ def not_found(model: str, version: str, method: str) -> Reply:
                       "supported methods.")
 
 
+def model_status(model: str, catalogue: str, overrides: dict[str, str]) -> dict[str, Any] | None:
+    """The modelStatus an answer to `model` carries: `overrides` ("STAGE" or "STAGE@retirementTime") first, then
+    today's catalogue; None for a current model."""
+    if model in overrides:
+        stage, _, when = overrides[model].partition("@")
+        retires: str | None = when or None
+    elif catalogue == "2026-12" and model in STATUS:
+        stage, retires = STATUS[model]
+    else:
+        return None
+    body: dict[str, Any] = {"modelStage": stage.upper()}
+    if retires:
+        body["retirementTime"] = retires
+    successor = ROUTES.get(model)
+    body["message"] = (f"{model} is {stage.lower()}" + (f"; requests are served by its replacement {successor}"
+                                                        if successor else ""))
+    return body
+
+
 def request_error(info: ModelInfo, request: dict[str, Any], grounded: bool) -> tuple[str, Reply] | None:
     """Configuration errors the API reports before generating: (counter name, reply), or None."""
     config = pick(request, "generationConfig", "generation_config") or {}
+    if not info.temperature and pick(config, "temperature") is not None:
+        return "temperature_400", error_body(400, "INVALID_ARGUMENT", f"temperature is not supported for "
+                                             f"{info.name}: sampling parameters are deprecated for this model.")
+    level = str(pick(pick(config, "thinkingConfig", "thinking_config") or {}, "thinkingLevel", "thinking_level")
+                or "").upper()
+    if level and info.levels is not None and level not in info.levels:
+        return "thinking_level_400", error_body(400, "INVALID_ARGUMENT", f"Thinking level {level} is not supported "
+                                                f"for this model. Supported levels: {', '.join(info.levels)}.")
     mime = str(pick(config, "responseMimeType", "response_mime_type") or "")
     if grounded and info.generation != "3" and mime == "application/json":
         message = "Tool use with a response mime type: 'application/json' is unsupported"

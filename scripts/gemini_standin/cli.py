@@ -65,6 +65,15 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     add("--block-reason", choices=CHOICES["block_reason"], default="PROHIBITED_CONTENT",
         help="promptFeedback.blockReason of the 'blocked' fault")
     add("--flex-latency", type=float, default=0.0, help="seconds added to serviceTier flex requests")
+    add("--flex-scale", type=float, default=1.0, help="real seconds per flex-clock second (0.002: 75 s take 0.15 s)")
+    add("--catalogue", choices=CHOICES["catalogue"], default="2026-12",
+        help="today's models (deprecated names routed, with modelStatus) or May 2026's")
+    add("--model-status", action="append", type=_pair, default=[], metavar="MODEL=STAGE[@TIME]",
+        help="answers to MODEL carry this modelStatus (e.g. gemini-3.8-flash=RETIRED) (repeatable)")
+    add("--finish-reason", default="OTHER", help="finishReason of the 'finish' fault (any of the SDK's)")
+    add("--new-project", action="store_true",
+        help="a project new to 2.5 Flash/Pro: they list fine but answer 404 'no longer available to new users'")
+    add("--date", help="the HTTP Date of every answer (ISO date or time, UTC): prices change on dates")
     add("--ignore-server-timeout", dest="honor_server_timeout", action="store_false",
         help="never answer 504 because of the X-Server-Timeout header")
     args = vars(parser.parse_args(argv))
@@ -77,6 +86,7 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
     except ValueError as exc:
         parser.error(str(exc))
     args["reroute"] = dict(args.pop("reroute"))
+    args["model_status"] = dict(args.pop("model_status"))
     return FakeConfig(**args)
 
 

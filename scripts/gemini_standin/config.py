@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .catalogue import CATALOGUES
 from .faults import FAULTS
 
 CHOICES = {"window_mode": ("sliding", "fixed"), "rpm_delay": ("exact", "precise", "google"),
            "grounded_wrap": ("json", "prose", "fence", "mixed"),
-           "block_reason": ("SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")}
+           "block_reason": ("SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY"),
+           "catalogue": CATALOGUES}
 
 
 @dataclasses.dataclass
@@ -48,14 +50,20 @@ class FakeConfig:
     null_rate: float = 0.0  # share of nullable fields answered null
     grounded_wrap: str = "mixed"  # grounded answers without JSON mode: json, prose, fence or mixed
     block_reason: str = "PROHIBITED_CONTENT"  # promptFeedback.blockReason of the "blocked" fault
-    flex_latency: float = 0.0  # seconds added to serviceTier "flex" requests
+    flex_latency: float = 0.0  # seconds (on the flex clock) added to serviceTier "flex" requests
+    flex_scale: float = 1.0  # real seconds per flex-clock second: 0.002 makes a 75 s flex queue take 0.15 s
+    catalogue: str = "2026-12"  # today's models: deprecated names routed to their successor, with modelStatus
+    model_status: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> "STAGE[@retirementTime]"
+    finish_reason: str = "OTHER"  # the finishReason of the "finish" fault (any of the SDK's, or a new one)
+    new_project: bool = False  # a project that never used 2.5 Flash/Pro: they list, but answer 404 to it
+    date: str | None = None  # the HTTP Date of every answer (ISO date or time, UTC); None: the real clock
     honor_server_timeout: bool = True  # 504 when X-Server-Timeout is shorter than the latency
 
 
 FLOATS = {"latency", "jitter", "error_rate", "timeout_rate", "hang_seconds", "malformed_rate",
-          "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency"}
+          "rate_limit_rate", "outage", "window", "cached_fraction", "null_rate", "flex_latency", "flex_scale"}
 OPTIONAL_INTS = {"rpm", "daily_quota", "tpm"}
-BOOLS = {"thinking", "free_tier", "honor_server_timeout"}
+BOOLS = {"thinking", "free_tier", "honor_server_timeout", "new_project"}
 RUNTIME_KEYS = {f.name for f in dataclasses.fields(FakeConfig)} - {"host", "port", "port_file"}
 
 
@@ -73,7 +81,7 @@ def coerce(key: str, value: Any) -> Any:
         return value.lower() not in ("0", "false", "no", "off", "") if isinstance(value, str) else bool(value)
     if key in ("fail_matching", "extra_models"):
         return [value] if isinstance(value, str) else [str(v) for v in value or []]
-    if key == "reroute":
+    if key in ("reroute", "model_status"):
         return {str(k): str(v) for k, v in dict(value or {}).items()}
     if key in ("faults", "fault_matching"):
         table = dict(value or {})

@@ -15,9 +15,10 @@ DOCS = "https://ai.google.dev/gemini-api/docs/rate-limits"
 # Faults that still answer 200 (billed) and faults that answer an error instead. New names go last: the
 # order decides which fault a prompt matching two texts gets, and what a seeded random draw picks.
 ANSWER_FAULTS = ("blocked", "safety", "recitation", "prohibited_content", "blocklist", "spii",
-                 "max_tokens_loop", "max_tokens_thinking")
+                 "max_tokens_loop", "max_tokens_thinking", "finish")
 ERROR_FAULTS = ("minute_429", "day_429", "bare_429", "prepay_429", "spend_cap_429", "limit_zero_429",
-                "internal_500", "overloaded_503", "deadline_504", "html_502", "location_400", "echo_key_401")
+                "internal_500", "overloaded_503", "deadline_504", "html_502", "location_400", "echo_key_401",
+                "flex_503")
 FAULTS = ANSWER_FAULTS + ERROR_FAULTS
 HTML_502 = """<!DOCTYPE html>
 <html lang=en>
@@ -40,6 +41,8 @@ MESSAGES = {
     "internal_500": (500, "INTERNAL", "An internal error has occurred. Please retry or report in "
                      "https://developers.generativeai.google/guide/troubleshooting"),
     "overloaded_503": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    "flex_503": (503, "UNAVAILABLE", "The service is currently unavailable: flex capacity is exhausted, please "
+                 "retry later or use the standard tier."),
     "deadline_504": (504, "DEADLINE_EXCEEDED", "The service is unable to finish processing within the deadline."),
     "location_400": (400, "FAILED_PRECONDITION", "User location is not supported for the API use."),
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
+import email.utils
 import hashlib
 import json
 import math
@@ -26,6 +28,7 @@ from .grounding import redirect_reply, token_of
 from .quota import QuotaWindow, retry_delay
 from .wire import RPC, Raw, Reply, error_body, pick, prompt_text, texts_of
 
+NEW_USERS_CLOSED = ("gemini-2.5-flash", "gemini-2.5-pro")  # listed by models.get, refused to new projects
 MODEL_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):(generateContent|countTokens)$")
 MODELS_PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^/:]+))?$")
 REDIRECT_PATH = re.compile(r"^/grounding-api-redirect/([A-Za-z0-9_-]+)$")
@@ -215,6 +218,10 @@ class FakeGemini:
         if not _serves(info, "generateContent"):
             kind = "retired_model" if model in RETIRED else "unknown_model"
             return kind, not_found(model, version, "generateContent")
+        if cfg.new_project and model in NEW_USERS_CLOSED:
+            return "new_user_404", error_body(404, "NOT_FOUND", f"This model models/{model} is no longer available "
+                                              "to new users. Please update your code to use a newer model for the "
+                                              "latest features and improvements.")
         config_error = request_error(info, request, grounded)
         if config_error:
             return config_error
@@ -260,6 +267,8 @@ class FakeGemini:
             if (not refused and cfg.honor_server_timeout and server_timeout is not None and wait > server_timeout
                     and fault not in (*ERROR_FAULTS, "error", "rate_limit", "timeout")):  # a hang stays a hang
                 fault, wait = "deadline_504", server_timeout  # the server gives up at the caller's deadline
+            if flex and fault != "timeout":  # a flex queue runs on its own (scaled) clock
+                wait *= cfg.flex_scale
             self._stats["faults"].update([fault] if fault else [])
             if fault is None or fault in ("timeout", "malformed", *ANSWER_FAULTS):
                 self._stats["answered"] += 1  # counted now, so the daily quota holds under concurrency
@@ -329,6 +338,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: callers read stdout
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header: the stand-in's configured day (prices change on dates), else the real clock."""
+        day = self.server.fake.config.date
+        if day and timestamp is None:
+            when = datetime.datetime.fromisoformat(day)
+            when = when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+            return email.utils.format_datetime(when.astimezone(datetime.UTC), usegmt=True)
+        return super().date_time_string(timestamp)
 
     def do_GET(self) -> None:
         self._answer("GET")

@@ -235,6 +235,7 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
                                                  f"{job.cp.completed_count} records as done"))
         return ids
     expected = output_columns(table.columns, job.cp.fields)
+    filled_in_place = [c for c in table.columns if c in set(job.cp.fields)]  # input columns a stage fills
     width = len(expected)
     inputs = len(table.columns)
     rows = scan_output(path)
@@ -271,7 +272,8 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
                 encoding.append(f"{path}: line {row.line} is not UTF-8 (re-saved in another encoding, e.g. by "
                                 "Excel as 'CSV (Comma delimited)')")
             continue
-        if same_header and make_record_id(dict(zip(table.columns, f[:inputs], strict=True)), columns) != record_id:
+        if same_header and not _id_matches(dict(zip(table.columns, f[:inputs], strict=True)), columns, record_id,
+                                           filled_in_place):
             # Not proof that its record is done: the values were changed after the run wrote them.
             n_mismatched += 1
             if len(mismatched) < SHOW:
@@ -297,6 +299,22 @@ def _check_output(job: JobStatus, table: InputTable, columns: list[str], result:
         result.notes.append(f"{other_jobs} row(s) carry another _job_id than {job.cp.job_id} (written by an "
                             "earlier job on this output)")
     return ids
+
+
+def _id_matches(values: dict[str, str], columns: list[str], record_id: str, filled_in_place: list[str]) -> bool:
+    """Do the row's input values hash to its ID? An input column a stage fills in place held either the value the
+    row shows or nothing (the stage filled the gap): each such column is tried both ways (at most 2^4 hashes)."""
+    if make_record_id(values, columns) == record_id:
+        return True
+    maybe = [c for c in filled_in_place if c in columns and values.get(c, "").strip()][:4]
+    for mask in range(1, 1 << len(maybe)):
+        trial = dict(values)
+        for i, column in enumerate(maybe):
+            if mask >> i & 1:
+                trial[column] = ""
+        if make_record_id(trial, columns) == record_id:
+            return True
+    return False
 
 
 def _utf8(fields: list[str]) -> bool:

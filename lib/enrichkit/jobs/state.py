@@ -19,6 +19,7 @@ from typing import Any
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
+from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -181,6 +182,8 @@ class JobStatus:
             "input_errors": cp.input_errors,
             "empty_rows": cp.empty_rows,
             "pace": cp.pace,
+            "models": cp.models,
+            "model_notes": notes_lines(cp.models),  # deprecated models, answers from another model, unpriced
             "stage_totals": cp.stage_totals,
             "fill_rates": self.fill_rates,
         }

@@ -8,6 +8,7 @@ from typing import Any
 
 from enrichkit.jobs.audit import Validation
 from enrichkit.jobs.state import ACTIVE, JobStatus, duration_text
+from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
 LIST_HEADER = (f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  "
@@ -52,6 +53,7 @@ def status_text(job: JobStatus) -> str:
         ("ETA" if job.state == "running" else "time left", format_duration(job.eta_seconds) if job.pending else "-"),
     ]
     lines += [("pace", text) for text in pace_lines(cp.pace)]
+    lines += [("models", text) for text in notes_lines(cp.models)]
     lines += [
         ("started", cp.started_at),
         ("updated", cp.last_updated + (f" ({duration_text(ago)} ago)" if ago is not None else "")),

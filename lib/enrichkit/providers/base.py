@@ -53,13 +53,15 @@ class Answer:
 class Request:
     """One prepared call. `material` is everything that decides the answer (the cache key is its hash;
     None: never cached); `pace` names the limiter it counts against (a model; None: not paced);
-    `input_tokens` is the estimate the limiter reserves before the answer says the real count."""
+    `input_tokens` is the estimate the limiter reserves before the answer says the real count; `worst_cost` what
+    the budget reserves (`enrichkit.budget`)."""
 
     stage: Stage
     payload: Any
     material: dict[str, Any] | None = None
     pace: str | None = None
     input_tokens: int = 0
+    worst_cost: float = 0.0  # the most one call can cost (USD): reserved against --max-cost before it is sent
 
     @functools.cached_property
     def cache_key(self) -> str | None:

@@ -7,12 +7,22 @@ that served it; `check_models` asks `models.get` for each model before record 1 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import email.utils
+import functools
 import json
+import math
 import re
+import warnings
+from collections.abc import Callable
 from typing import Any
 
+from enrichkit.budget import worst_case
 from enrichkit.classify import classify_error, unreachable
+from enrichkit.deadline import call_with_deadline
 from enrichkit.errors import ConfigError, StageFailure
+from enrichkit.lifecycle import ModelNotes, retired_message
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
 from enrichkit.providers.base import Answer, BaseProvider, Request, Usage
@@ -22,6 +32,7 @@ from enrichkit.records import stringify
 from enrichkit.stages import FieldSpec, Stage, StagesConfig
 
 API_VERSION = "v1beta"
+FLEX_TIMEOUT = 900.0  # seconds: Google queues flex calls for 1-15 minutes and advises a client timeout of 600 s or more
 NULL_HINT = "Use null for any value you cannot find; never guess."
 _GENERATION = re.compile(r"gemini-(\d+)")
 
@@ -64,7 +75,7 @@ def build_request(stage: Stage, rendered: str, model: str, aliases: dict[str, st
     """One llm call as it is sent (and as `--dry-run` shows and prices it): the prompt, the settings, whether the
     answer is asked as JSON, the response schema, and the input tokens the limiter reserves for it."""
     prompt = full_prompt(stage, rendered, model, aliases)
-    settings = {k: v for k, v in stage.settings.items() if k not in ("rpm", "tpm")}
+    settings = {k: v for k, v in stage.settings.items() if k not in ("rpm", "tpm", "timeout")}
     json_mode = not stage.search or generation(model, aliases) >= 3
     schema = json_schema(stage)
     payload = {"model": model, "prompt": prompt, "rendered": rendered, "settings": settings, "json_mode": json_mode,
@@ -82,14 +93,23 @@ class GeminiProvider(BaseProvider):
     has_models = True
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout: float, stages: StagesConfig,
-                 pricing: Pricing, model: str | None = None, resolver: SourceResolver | None = None) -> None:
+                 pricing: Pricing, model: str | None = None, resolver: SourceResolver | None = None,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         from google import genai
         from google.genai import types
+
+        # A value newer than the pinned SDK (a finish reason, a model stage) is read as it comes (classify decides
+        # what it means); the SDK's warning for each such answer would only flood stderr.
+        warnings.filterwarnings("ignore", r".* is not a valid (FinishReason|ModelStage|BlockedReason)",
+                                UserWarning)
 
         self._types = types
         self._stages = stages
         self._configs: dict[tuple[str, bool], Any] = {}  # (stage, JSON answer) -> its GenerateContentConfig
         self._pricing = pricing
+        self._timeout = timeout  # --timeout: a stage's own `timeout` (or a flex stage's floor) may differ
+        self._now = now  # when an answer carries no Date header: the day it is priced on
+        self.notes = ModelNotes(pricing)  # served models, unpriced answers, lifecycles: said once, kept for the report
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
         options = types.HttpOptions(base_url=base_url or None, api_version=API_VERSION, timeout=int(timeout * 1000),
@@ -109,7 +129,7 @@ class GeminiProvider(BaseProvider):
         address is an outage (exit 1). Any other trouble is logged and the run goes on."""
         for model in models:
             try:
-                info = self._client.models.get(model=model)
+                info = call_with_deadline(functools.partial(self._client.models.get, model=model), self._timeout)
             except Exception as exc:  # noqa: BLE001 - classified right here
                 failure = classify_error(exc)
                 if getattr(exc, "code", None) == 404:
@@ -128,7 +148,9 @@ class GeminiProvider(BaseProvider):
 
     def _generating_models(self) -> str:
         try:
-            names = [str(m.name).removeprefix("models/") for m in self._client.models.list(config={"page_size": 1000})
+            listed = call_with_deadline(lambda: list(self._client.models.list(config={"page_size": 1000})),
+                                        self._timeout)
+            names = [str(m.name).removeprefix("models/") for m in listed
                      if "generateContent" in (getattr(m, "supported_actions", None) or [])]
         except Exception as exc:  # noqa: BLE001 - the list only decorates a message
             return f"(the list could not be read: {str(exc)[:80]})"
@@ -145,7 +167,8 @@ class GeminiProvider(BaseProvider):
         return self._request(request.stage, request.payload["rendered"], model)
 
     def _request(self, stage: Stage, rendered: str, model: str) -> Request:
-        return build_request(stage, rendered, model, self._pricing.aliases)
+        request = build_request(stage, rendered, model, self._pricing.aliases)
+        return dataclasses.replace(request, worst_cost=worst_case(self._pricing, request))
 
     def _config(self, stage: Stage, payload: dict[str, Any]) -> Any:
         """The SDK's config for a stage: the same for each of its calls (JSON or not), so made once."""
@@ -173,6 +196,9 @@ class GeminiProvider(BaseProvider):
             config["service_tier"] = types.ServiceTier(str(settings["service_tier"]))
         if stage.search:
             config["tools"] = [types.Tool(google_search=types.GoogleSearch())]
+        timeout = stage_timeout(stage, self._timeout)
+        if timeout != self._timeout:  # sent as X-Server-Timeout too: a flex call may queue for minutes
+            config["http_options"] = types.HttpOptions(timeout=int(timeout * 1000))
         if payload["json_mode"]:
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = payload["schema"]
@@ -180,17 +206,37 @@ class GeminiProvider(BaseProvider):
 
     def call(self, request: Request) -> Answer:
         stage, payload = request.stage, request.payload
-        response = self._client.models.generate_content(model=payload["model"], contents=payload["prompt"],
-                                                        config=self._config(stage, payload))
         flex = payload["flex"]
         try:
-            reply = read_reply(response, payload["model"])
+            config = self._config(stage, payload)
+            # The SDK's timeout bounds each read; the deadline bounds the whole request (an answer dripped slowly).
+            response = call_with_deadline(lambda: self._client.models.generate_content(
+                model=payload["model"], contents=payload["prompt"], config=config), self.deadline(stage))
+        except Exception as exc:
+            failure = classify_error(exc)
+            if isinstance(failure.fatal, ConfigError) and getattr(exc, "code", None) == 404:
+                facts = self._pricing.facts_of(payload["model"])  # "no longer available (to new users)"
+                failure.fatal = ConfigError(f"{retired_message(payload['model'], facts.replacement, facts.retires)}; "
+                                            f"the API says: {failure.message[:160]}")
+                raise failure from exc
+            if flex and failure.fatal is None and failure.error_type in ("server_error", "timeout") \
+                    and not failure.unconnected:
+                failure.shed = True  # queued past the deadline or shed (503): retried, never the breaker's
+                raise failure from exc
+            raise
+        asked = payload["model"]
+        at = _answered_at(response) or self._now()
+        status = _model_status(response)
+        try:
+            reply = read_reply(response, asked)
         except StageFailure as failure:
-            failure.usage = self._usage(read_tokens(response), _served(response, payload["model"]), stage, flex,
-                                        grounded=False, queries=0)
+            failure.usage = self._usage(read_tokens(response), _served(response, asked), stage, flex,
+                                        grounded=False, queries=0, asked=asked, at=at)
+            self._read_status(asked, status, failure)
             raise
         usage = self._usage(reply.tokens, reply.model_version, stage, flex, grounded=stage.search
-                            and reply.grounding.grounded, queries=len(reply.grounding.queries))
+                            and reply.grounding.grounded, queries=len(reply.grounding.queries), asked=asked, at=at)
+        self._read_status(asked, status, None, usage)
         try:
             fields = check_fields(parse_json_object(reply.text), stage)
         except StageFailure as failure:
@@ -199,10 +245,34 @@ class GeminiProvider(BaseProvider):
         fields.update(self._source_fields(stage, reply))
         return Answer(fields, usage)
 
-    def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int) -> Usage:
+    def deadline(self, stage: Stage) -> float:
+        """Seconds a whole request may take: the stage's `timeout`, else --timeout (flex: at least `FLEX_TIMEOUT`)."""
+        return stage_timeout(stage, self._timeout)
+
+    def _read_status(self, asked: str, status: dict[str, Any] | None, failure: StageFailure | None,
+                     usage: Usage | None = None) -> None:
+        """An answer's modelStatus: a retired model stops the run (exit 2); deprecated or legacy: said once."""
+        if not status:
+            return
+        stage = status["stage"]
+        facts = self._pricing.facts_of(asked)
+        replacement = status.get("replacement") or facts.replacement
+        if stage == "retired":
+            stop = failure or StageFailure("client_error", f"model {asked} is retired")
+            if usage is not None:
+                stop.usage = usage
+            stop.fatal = ConfigError(retired_message(asked, replacement, status.get("retires")))
+            raise stop
+        self.notes.lifecycle(asked, stage, status.get("retires") or (facts.retires.isoformat() if facts.retires
+                                                                     else None),
+                             replacement, message=status.get("message", ""))
+
+    def _usage(self, tokens: Tokens, model: str, stage: Stage, flex: bool, *, grounded: bool, queries: int,
+               asked: str, at: dt.datetime) -> Usage:
         charge = self._pricing.charge(model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
                                       cached_tokens=tokens.cached, grounded=grounded, search_queries=queries,
-                                      flex=flex)
+                                      flex=flex, asked=asked, at=at)
+        self.notes.answered(asked, model, unpriced=charge.unpriced, priced_as=charge.priced_as)
         return Usage(model=model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
                      thinking_tokens=tokens.thoughts, cached_tokens=tokens.cached, grounded=grounded,
                      search_queries=queries if grounded else 0, token_cost_usd=charge.tokens,
@@ -228,6 +298,42 @@ class GeminiProvider(BaseProvider):
 
 def _served(response: Any, asked: str) -> str:
     return str(getattr(response, "model_version", None) or asked).removeprefix("models/")
+
+
+def stage_timeout(stage: Stage, default: float) -> float:
+    """Seconds a call of `stage` may take: its own `timeout`, else --timeout (at least FLEX_TIMEOUT for flex)."""
+    own = stage.settings.get("timeout")
+    if own is not None:
+        return float(own)
+    return max(default, FLEX_TIMEOUT) if stage.settings.get("service_tier") == "flex" else default
+
+
+def _answered_at(response: Any) -> dt.datetime | None:
+    """When the API answered: the HTTP Date header (the server's clock), if the answer kept it."""
+    headers = getattr(getattr(response, "sdk_http_response", None), "headers", None) or {}
+    value = next((v for k, v in dict(headers).items() if str(k).lower() == "date"), None)
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(str(value)).astimezone(dt.UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _model_status(response: Any) -> dict[str, Any] | None:
+    """An answer's modelStatus as {stage, retires, message, replacement}, stage lower case; None without one."""
+    status = getattr(response, "model_status", None)
+    if status is None:
+        return None
+    stage = getattr(status, "model_stage", None)
+    name = str(getattr(stage, "value", stage) or "").rsplit(".", 1)[-1].lower()
+    if not name or name == "model_stage_unspecified":
+        return None
+    retires = getattr(status, "retirement_time", None)
+    message = str(getattr(status, "message", None) or "")
+    replacement = re.search(r"(gemini-[\w.-]+\w)", message.split("replace", 1)[1]) if "replace" in message else None
+    return {"stage": name, "retires": retires.date().isoformat() if isinstance(retires, dt.datetime) else None,
+            "message": message, "replacement": replacement.group(1) if replacement else None}
 
 
 def check_fields(data: dict[str, Any], stage: Stage) -> dict[str, str]:
@@ -257,7 +363,8 @@ def _coerce(name: str, value: Any, spec: FieldSpec) -> str:
             return value.strip().lower()
     else:
         number = _as_number(value)
-        if number is not None and (kind == "number" or float(number).is_integer()):
+        # NaN and Infinity are no JSON numbers (Python's parser takes them): a number field never holds "nan".
+        if number is not None and math.isfinite(number) and (kind == "number" or float(number).is_integer()):
             return str(int(number)) if kind == "integer" else str(number)
     raise StageFailure("validation_error", f"field {name!r} should be {kind}, got {value!r:.60}")
 

@@ -12,11 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from enrichkit.classify import ANSWER_FINISHES, finish_failure
 from enrichkit.errors import StageFailure
 
-# Finishes that mean "no answer, and the same prompt will most likely meet the same refusal".
-NEVER_RETRIED = frozenset({"PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_PROHIBITED_CONTENT"})
-RETRIED_ONCE = frozenset({"SAFETY", "RECITATION"})
 MAX_SOURCES = 10  # grounding chunks kept per answer (and redirects resolved)
 
 
@@ -87,11 +85,9 @@ def read_reply(response: Any, asked_model: str) -> Reply:
     parts = getattr(getattr(candidate, "content", None), "parts", None) or []
     text = "".join(p.text for p in parts if getattr(p, "text", None) and not getattr(p, "thought", False))
     grounding = read_grounding(candidate)
-    if finish in NEVER_RETRIED or finish in RETRIED_ONCE:
-        once = finish in RETRIED_ONCE
-        raise StageFailure("blocked", f"the answer was stopped ({finish}); "
-                           f"{'retried once' if once else 'not retried'}", retries_allowed=1 if once else 0)
-    if finish == "MAX_TOKENS":
+    if finish not in ANSWER_FINISHES:
+        raise finish_failure(finish)  # every other reason is decided by classify.FINISH_REASONS
+    if finish in ("MAX_TOKENS", "CONTINUATION"):
         if not text.strip():
             raise StageFailure("validation_error", "the answer hit max_output_tokens before any text (thinking "
                                f"used {tokens.thoughts} tokens of it); raise max_output_tokens or lower the "

@@ -1,14 +1,24 @@
-"""HTTP stages: one request per record, fields taken from the JSON answer by dotted path."""
+"""HTTP stages: one request per record, fields taken from the JSON answer by dotted path.
+
+A request ends within `--timeout` whatever the server does (`enrichkit.deadline`), and its answer may
+inflate to at most `MAX_BODY_BYTES` once decompressed (a gzip bomb fails the record, memory stays bounded).
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
+from enrichkit.deadline import DeadlineExceeded, call_with_deadline
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Answer, BaseProvider, Request
 from enrichkit.providers.sessions import ThreadSessions
 from enrichkit.records import stringify
 from enrichkit.stages import Stage, render_tree
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # an answer's body after decompression
+_CHUNK = 64 * 1024
 
 
 class HttpProvider(BaseProvider):
@@ -17,8 +27,9 @@ class HttpProvider(BaseProvider):
     kind = "http"
     remote = True
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(self, *, timeout: float, max_body: int = MAX_BODY_BYTES) -> None:
         self._timeout = timeout
+        self._max_body = max_body
         self._sessions = ThreadSessions()
 
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
@@ -30,18 +41,43 @@ class HttpProvider(BaseProvider):
         return Request(stage, payload, material={"kind": "http", **payload, "fields": stage.fields})
 
     def call(self, request: Request) -> Answer:
-        p = request.payload
-        response = self._sessions.get().request(p["method"], p["url"], headers=p["headers"], json=p["json"],
-                                           timeout=self._timeout)
+        session = self._sessions.get()  # this worker's; a request given up on takes it along (not thread-safe)
+        deadline = time.monotonic() + self._timeout
+        response, body = call_with_deadline(lambda: self._fetch(session, request.payload, deadline),
+                                            self._timeout, on_abandon=self._sessions.discard)
+        response.raise_for_status()  # HTTPError is classified by its status code
         try:
-            response.raise_for_status()  # HTTPError is classified by its status code
+            data = json.loads(body)
+        except ValueError:
+            raise StageFailure("validation_error", f"answer is not JSON: {body[:120]!r}") from None
+        return Answer({name: stringify(lookup(data, path)) for name, path in request.stage.fields.items()})
+
+    def _fetch(self, session: Any, p: dict[str, Any], deadline: float) -> tuple[Any, bytes]:
+        """The (closed) response and its decompressed body, read in chunks: no further than the deadline, no
+        more than the cap."""
+        import requests
+        import urllib3
+
+        response = session.request(p["method"], p["url"], headers=p["headers"], json=p["json"],
+                                   timeout=self._timeout, stream=True)
+        try:
+            body = bytearray()
+            try:
+                for chunk in response.iter_content(_CHUNK):
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise StageFailure("client_error", f"the answer inflates to more than "
+                                           f"{self._max_body // (1024 * 1024)} MB (a compressed bomb?); not read")
+                    if time.monotonic() > deadline:
+                        raise DeadlineExceeded(f"no complete answer within --timeout {self._timeout:g} s")
+            except requests.ConnectionError as exc:
+                # requests reports a read that timed out in the body as a connection error: it is a timeout.
+                if isinstance(exc.args[0] if exc.args else None, urllib3.exceptions.ReadTimeoutError):
+                    raise DeadlineExceeded(f"the answer stalled for --timeout {self._timeout:g} s") from None
+                raise
+            return response, bytes(body)
         finally:
             response.close()
-        try:
-            data = response.json()
-        except ValueError:
-            raise StageFailure("validation_error", f"answer is not JSON: {response.text[:120]!r}") from None
-        return Answer({name: stringify(lookup(data, path)) for name, path in request.stage.fields.items()})
 
     def close(self) -> None:
         self._sessions.close()

@@ -23,6 +23,10 @@ class ThreadSessions:
                 self._sessions.append(session)
         return session
 
+    def discard(self) -> None:
+        """Forget this thread's session (a request given up on still uses it); it is closed with the others."""
+        self._local.session = None
+
     def close(self) -> None:
         with self._lock:
             sessions, self._sessions = self._sessions, []
