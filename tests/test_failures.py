@@ -128,3 +128,18 @@ fund_size = "number"
     # Each stage-1 prompt was asked exactly once over both runs; only the failed stage-2 prompt twice.
     asked = _by_prompt(ws)
     assert sum(asked.values()) == 81 and sorted(asked.values())[-1] == 2
+
+
+def test_one_failed_attempt_is_booked_once_everywhere(ws: Workspace) -> None:
+    """A 503 then a success: one line in the error log, one attempt error in the job's stage totals (checkpoint
+    and report) and in this run's, one retry; the record is done."""
+    _fail(ws, "Fund 00004 ", error_type="server_error", times=1)
+    proc = ws.run()
+    assert proc.returncode == 0, proc.stderr
+    assert [(e["stage"], e["error_type"], e["attempt"]) for e in _errors(ws)] == [("poc", "server_error", 1)]
+    cp = read_json(ws.checkpoint)
+    assert cp["stage_totals"]["poc"]["attempt_errors"] == {"server_error": 1}
+    assert cp["retries"] == 1
+    report = read_json(ws.report)
+    assert report["stages"]["poc"]["attempt_errors"] == {"server_error": 1}
+    assert report["this_run"]["stages"]["poc"]["attempt_errors"] == {"server_error": 1}

@@ -55,7 +55,6 @@ class RecordResult:
     fatal: EnrichError | None = None
     counters: Counters = field(default_factory=Counters)
     stage_latency: list[tuple[str, float]] = field(default_factory=list)
-    attempt_errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, error_type)
     skipped_stages: list[str] = field(default_factory=list)  # skip_if_filled: nothing to do
     stage_cost: dict[str, float] = field(default_factory=dict)  # what each stage's calls cost, failures included
 
@@ -159,7 +158,6 @@ class Enricher:
         def on_failure(attempt: int, failure: StageFailure) -> None:
             if isinstance(failure.usage, Usage):  # a malformed or blocked answer is still billed
                 self._charge(result, stage.name, failure.usage)
-            result.attempt_errors.append((stage.name, failure.error_type))
             self._report(result, stage, attempt, failure)
 
         chosen = [request]

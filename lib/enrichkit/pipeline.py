@@ -233,8 +233,9 @@ class Pipeline:
         while inbox:
             message = inbox.popleft()
             if isinstance(message, AttemptError):
-                if commit:
+                if commit:  # a failed attempt is booked here, once: the job's (store) and this run's figures
                     self.store.log_error(message)
+                    self.stats.add_attempt_error(message.stage, message.error_type)
             else:
                 self._inflight -= len(message)
                 for result in message:
@@ -280,7 +281,7 @@ class Pipeline:
         if r.stage_latency:
             self._timed += 1
             self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
-        self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
+        self.stats.add(r.stage_latency, r.skipped_stages, r.failed_stage,
                        r.failure.error_type if r.failure else None)
         if r.values is not None or r.failure is not None:
             self._open.pop(r.record_id, None)

@@ -134,8 +134,6 @@ class JobStore:
         for name, cost in r.stage_cost.items():
             entry = _stage(stages, name)
             entry["cost_usd"] = round(entry.get("cost_usd", 0.0) + cost, 9)
-        for name, error_type in r.attempt_errors:
-            _bump(_stage(stages, name)["attempt_errors"], error_type)
         if r.values is not None:
             writer, values = self.writer, r.values
             assert writer is not None
@@ -159,7 +157,8 @@ class JobStore:
         self.cp.totals.add(r.counters)
 
     def log_error(self, error: AttemptError | dict[str, Any]) -> None:
-        """One line of the error log (a failed attempt, or an unreadable input row)."""
+        """One line of the error log (a failed attempt, or an unreadable input row). A failed attempt is booked
+        here once, for the whole job: its line, the checkpoint's last errors and its stage's attempt errors."""
         assert self.errorlog is not None
         fields = error if isinstance(error, dict) else {
             "record_id": error.record_id, "row": error.row, "stage": error.stage, "attempt": error.attempt,
@@ -171,6 +170,8 @@ class JobStore:
         except OSError as exc:
             raise self._broke(self.paths.errors, exc) from None
         self.cp.errors.append(entry)
+        if isinstance(error, AttemptError):
+            _bump(_stage(self.cp.stage_totals, error.stage)["attempt_errors"], error.error_type)
 
     def flush(self) -> None:
         if self.writer is not None:
