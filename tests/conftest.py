@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -176,6 +177,19 @@ class Workspace:
 
     def output_ids(self) -> list[str]:
         return [row["_record_id"] for row in read_csv(self.output)]
+
+
+@pytest.fixture(scope="session")
+def api_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """enrichkit installed by pip into a folder of its own (once per session), from a copy of the checkout."""
+    source = tmp_path_factory.mktemp("source")
+    shutil.copytree(ROOT / "lib", source / "lib", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", source)
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    return site
 
 
 @pytest.fixture

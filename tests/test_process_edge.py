@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,3 +167,24 @@ def test_a_thread_left_by_a_python_stage_does_not_hold_the_exit(tmp_path: Path) 
     assert "Done: all 10 records enriched." in done.stderr
     header, rows = read_rows(tmp_path / "out" / "o.csv")
     assert len(rows) == 10 and header[0] == "fund.title"
+
+
+def test_the_console_scripts_run_the_same_with_standard_streams_closed(tmp_path: Path, api_site: Path) -> None:
+    """`enrichkit` and `enrichkit-jobs` as pip installs them, and `python -m enrichkit`, with every standard
+    stream closed: the job is done, exit 0."""
+    args = python_job(tmp_path)[2:]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(api_site)}
+    for name, command in (("console", [sys.executable, str(api_site / "bin" / "enrichkit")]),
+                          ("module", [sys.executable, "-m", "enrichkit"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in ("in.csv", "stages.toml"):
+            shutil.copy(tmp_path / file, folder)
+        done = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&- <&-', "sh", *command, *args], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, (name, done.stderr)
+        assert_exactly_once(folder / "out" / "o.csv", expected(tmp_path), filled="email_domain")
+        jobs = subprocess.run(["sh", "-c", 'exec "$@" >&- 2>&- <&-', "sh", sys.executable,
+                               str(api_site / "bin" / "enrichkit-jobs"), "validate", "out/o.progress.json"],
+                              cwd=folder, env=env, capture_output=True, text=True, timeout=90)
+        assert jobs.returncode == 0, (name, jobs.stderr)

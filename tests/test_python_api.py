@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from conftest import ROOT
 from fake_gemini import FakeGemini
@@ -20,19 +17,6 @@ from fake_gemini import FakeGemini
 DOCS = ROOT / "docs" / "python-api.md"
 README = ROOT / "README.md"
 KEY = "api-key-NotInAnyFile-0123456789"
-
-
-@pytest.fixture(scope="session")
-def api_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """enrichkit installed by pip into a folder of its own (once per session), from a copy of the checkout."""
-    source = tmp_path_factory.mktemp("source")
-    shutil.copytree(ROOT / "lib", source / "lib", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", source)
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
-                   check=True, capture_output=True, timeout=300)
-    return site
 
 
 def run_api(site: Path, code: str, cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 90
