@@ -111,7 +111,7 @@ class Job:
         self._stop = StopSignal(clock=self._clock, drain_seconds=drain_seconds)
         self._waiting: StopSignal | None = None  # the webhook's wait, while it runs
         self._running = False  # records may be in flight: a stop drains them
-        self._opening = False  # the lock, the providers, the models' check: nothing written yet
+        self._opening = False  # the plan, the lock, the providers, the models' check: nothing written yet
         self._started = False
         self.result: RunResult | None = None
 
@@ -133,8 +133,9 @@ class Job:
 
     @property
     def opening(self) -> bool:
-        """`run()` is still taking the lock, building the providers or checking the models: nothing is written
-        yet (the CLI's signal handler stops the run at once then, instead of asking it to drain)."""
+        """`run()` is still reading the options and the input's header, taking the lock, building the providers or
+        checking the models: nothing is written yet (the CLI's signal handler stops the run at once then, instead
+        of asking it to drain)."""
         return self._opening
 
     def __enter__(self) -> Job:
@@ -160,6 +161,15 @@ class Job:
         return result
 
     def _run(self) -> RunResult:
+        self._opening = True
+        try:
+            opened = self._open()
+        finally:
+            self._opening = False
+        return opened if isinstance(opened, RunResult) else self._run_opened(opened)
+
+    def _open(self) -> OpenJob | RunResult:
+        """Everything before the first record: options, plan, lock, providers, the models' check, the store."""
         from enrichkit.checkpoint import read_checkpoint
         from enrichkit.plan import check_options, job_paths
 
@@ -179,17 +189,13 @@ class Job:
         settings = self._settings(needs_key=plan.llm and "llm" not in self._providers)
         providers = self._providers_for(plan, settings) if self._providers else None
         try:
-            self._opening = True
-            job = open_job(plan, settings, stop=self._stop, clock=self._clock, sleep=self._sleep,
-                           confirm_fresh=self._confirm, providers=providers, checked=self._checked)
+            return open_job(plan, settings, stop=self._stop, clock=self._clock, sleep=self._sleep,
+                            confirm_fresh=self._confirm, providers=providers, checked=self._checked)
         except EnrichError as exc:
             if exc.exit_code in (EXIT_USAGE, 3):
                 raise
             # Stopped before it began, resumably (nobody listens at the API's address: exit 1).
             return RunResult("failed", exc.exit_code, message=f"Stopped: {exc}", error=exc)
-        finally:
-            self._opening = False
-        return self._run_opened(job)
 
     def _checked(self) -> None:
         """The models exist: the store opens next, and from here on a stop drains (writes stay whole)."""
