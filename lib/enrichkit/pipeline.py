@@ -25,7 +25,6 @@ from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
 from enrichkit.plan import JobMode, Plan
 from enrichkit.progress import Figures, Progress
-from enrichkit.records import BadRow
 from enrichkit.report import RunStats, build_report
 from enrichkit.scan import Pending, PendingScan, Position
 from enrichkit.stopping import StopSignal
@@ -86,17 +85,10 @@ class Pipeline:
         def wanted(record_id: str) -> bool:
             return (record_id in failed) == retrying
 
-        def on_unreadable(row: BadRow) -> None:
-            # Each unreadable row is logged once per job, by the first walk that reaches it.
-            if row.row > cp.unreadable_logged:
-                store.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
-                                 "error_type": "input_error", "message": row.message})
-                cp.unreadable_logged = row.row
-
         return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
                            wanted=wanted, limit=self.opts.limit if limit is None else limit, count_all=counting,
                            start=start,
-                           on_unreadable=on_unreadable)
+                           on_unreadable=store.log_unreadable)
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -332,7 +324,7 @@ class Pipeline:
         """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint."""
         notes = getattr(self.enricher.providers.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
-            self.cp.models = merge_notes(self._models_before, notes.snapshot())
+            self.store.note_models(merge_notes(self._models_before, notes.snapshot()))
 
     def _resume_at(self) -> dict[str, int] | None:
         """Where a resume may start reading: before the first record still open, else after the last row read."""
@@ -393,17 +385,14 @@ class Pipeline:
     def _outcome(self) -> Outcome:
         cp, scan = self.cp, self.scan
         if self._input_changed():
-            cp.counts_exact = False  # the next run compares the input with the checkpoint's, and recounts
+            self.store.counts_unknown()  # the next run compares the input with the checkpoint's, and recounts
             return decide_outcome(self._end())
         if scan.complete:
-            counts = scan.counts
-            cp.total_records, cp.duplicates = counts.records, counts.duplicates
-            cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-            cp.counts_exact = True
+            self.store.counted(scan.counts)
             self._from_top = False  # the whole input was read: nothing is missing before any mark
         elif scan.exhausted and self.store.mode != JobMode.RETRY_FAILED and not self.stop() and not scan.limit_hit:
             # Every readable record after the walk's start was met, so nothing is left after it.
-            cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
+            self.store.at_least(self.store.done_count() + cp.failed_count)
             if scan.started_at != (0, 0) and cp.total_records > self.store.done_count() + cp.failed_count:
                 # Yet records are missing: they must be before the mark (their rows lost to a failed write, say).
                 # The next run reads the input from the top.

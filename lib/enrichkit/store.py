@@ -33,8 +33,10 @@ from enrichkit.jobfiles import atomic_write
 from enrichkit.logs import log
 from enrichkit.output import OutputWriter
 from enrichkit.plan import JobMode, Plan
+from enrichkit.records import BadRow
 from enrichkit.recovery import recover_job
 from enrichkit.redact import redact_tree
+from enrichkit.scan import ScanCounts
 
 
 class JobStore:
@@ -155,6 +157,32 @@ class JobStore:
         """A result that arrived after the run could no longer write: what it cost is still the job's."""
         self.run.add(r.counters)
         self.cp.totals.add(r.counters)
+
+    def log_unreadable(self, row: BadRow) -> None:
+        """An unreadable input row: logged once per job, by the first walk that reaches it."""
+        if row.row > self.cp.unreadable_logged:
+            self.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
+                            "error_type": "input_error", "message": row.message})
+            self.cp.unreadable_logged = row.row
+
+    def counted(self, counts: ScanCounts) -> None:
+        """A walk read the whole input: its counts are the job's, exactly."""
+        cp = self.cp
+        cp.total_records, cp.duplicates = counts.records, counts.duplicates
+        cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
+        cp.counts_exact = True
+
+    def at_least(self, records: int) -> None:
+        """The input holds at least `records` records (the walk met every one after its start)."""
+        self.cp.total_records = max(self.cp.total_records, records)
+
+    def counts_unknown(self) -> None:
+        """The input changed under the run: its counts are of a file that no longer exists."""
+        self.cp.counts_exact = False
+
+    def note_models(self, models: dict[str, Any]) -> None:
+        """What the answers said of the models, for the checkpoint."""
+        self.cp.models = models
 
     def log_error(self, error: AttemptError | dict[str, Any]) -> None:
         """One line of the error log (a failed attempt, or an unreadable input row). A failed attempt is booked
