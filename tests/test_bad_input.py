@@ -204,6 +204,7 @@ def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(s
     assert read_json(sws.checkpoint)["status"] == "completed"
 
 
+@pytest.mark.e2e  # a real process: `| head` closes its stdout
 def test_a_dry_run_read_by_head_still_exits_0(ws: Workspace) -> None:
     import subprocess
 
