@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Enrich every record of a CSV/JSONL/XLSX file. See --help, and README.md."""
+"""Enrich every record of a CSV/JSONL/XLSX file. See --help, README.md and docs/."""
 
 from __future__ import annotations
 

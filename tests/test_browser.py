@@ -33,13 +33,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 
 @pytest.fixture
 def dashboard(ws: Workspace) -> Iterator[str]:
-    """`jobs.py serve` over the workspace on a free port; yields its URL. Runs it starts inherit its
-    environment, so they talk to the stand-in."""
+    """`jobs.py serve` over the workspace on a free port; yields the URL it prints (carrying its token once:
+    the page then holds a session cookie). Runs it starts inherit its environment, so they talk to the
+    stand-in."""
     proc = subprocess.Popen([sys.executable, str(JOBS), "serve", str(ws.tmp), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ws.env(), cwd=ws.tmp, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     first = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+/", first)
+    match = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", first)
     assert match, first + (proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
     try:
         yield match.group(0)
@@ -102,6 +103,7 @@ def test_watch_cancel_and_resume_a_job_from_the_page(ws: Workspace, dashboard: s
         job_id = read_json(ws.checkpoint)["job_id"]
 
         browser.get(dashboard)
+        assert "token=" not in browser.current_url  # the link opened a session; the token left the address bar
         until("the job listed as running", lambda d: job_id in d.page_source and "running" in d.page_source)
         browser.save_screenshot(str(tmp_path / "1-jobs.png"))
         until("a click on the job", lambda d: d.find_element(By.LINK_TEXT, job_id).click() or True)
@@ -109,7 +111,7 @@ def test_watch_cancel_and_resume_a_job_from_the_page(ws: Workspace, dashboard: s
         first = _done(browser)
         until("progress to rise", lambda d: _done(d) > first)
         browser.save_screenshot(str(tmp_path / "2-running.png"))
-        if os.environ.get("ENRICHKIT_SCREENSHOT"):  # the README's picture: the whole page
+        if os.environ.get("ENRICHKIT_SCREENSHOT"):  # docs/dashboard.md's picture: the whole page
             browser.set_window_size(1280, browser.execute_script("return document.body.scrollHeight") + 120)
             browser.save_screenshot(str(ROOT / "docs" / "dashboard.png"))
 

@@ -30,12 +30,17 @@ from enrichkit.runlock import RunLock
 from test_jobs import JOB_ID, set_updated, write_job
 
 TOKEN = "test-token-0123456789"
+# A process standing in for a run: it holds the lock file named by argv[1], as a run does, until killed.
+HOLD_LOCK = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+             "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('ready', flush=True)\ntime.sleep(120)")
 ORIGIN = "http://127.0.0.1:8765"
 POST = {"X-Enrichkit-Token": TOKEN, "Origin": ORIGIN}
 
 
-def client(root: Path, **kwargs: Any) -> TestClient:
-    return TestClient(create_app(root, token=TOKEN, settle=30.0, **kwargs), base_url=ORIGIN)
+def client(root: Path, *, auth: bool = True, **kwargs: Any) -> TestClient:
+    """The app, as a script reaches it (the token in a header) or, with `auth=False`, with no credentials."""
+    headers = {"Authorization": f"Bearer {TOKEN}"} if auth else {}
+    return TestClient(create_app(root, token=TOKEN, settle=30.0, **kwargs), base_url=ORIGIN, headers=headers)
 
 
 @pytest.fixture
@@ -48,6 +53,8 @@ def folder(tmp_path: Path) -> Path:
     cp = read_checkpoint(interrupted)
     cp.job_id = "enrich_20261122_100000_123456"
     write_checkpoint(interrupted, cp)
+    out = interrupted.with_name("enriched.csv")  # its rows carry its job ID (the dashboard serves no other)
+    out.write_text(out.read_text(encoding="utf-8").replace(JOB_ID, cp.job_id), encoding="utf-8")
     set_updated(interrupted, "2026-11-22T10:00:00Z")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.progress.json").write_text('{"job_id": "enrich_y", "status": ', encoding="utf-8")
@@ -61,11 +68,11 @@ def keys(api: TestClient) -> dict[str, dict[str, Any]]:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def test_jobs_page_loads_with_its_token_and_a_corrupt_checkpoint_listed(folder: Path) -> None:
+def test_jobs_page_loads_without_its_token_in_it_and_a_corrupt_checkpoint_listed(folder: Path) -> None:
     api = client(folder)
     page = api.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert f'<meta name="enrichkit-token" content="{TOKEN}">' in page.text
+    assert TOKEN not in page.text  # finding 1: the page handed the token to whoever could load it
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
     jobs = api.get("/api/jobs").json()["jobs"]
@@ -150,16 +157,35 @@ def test_a_checkpoint_linked_from_outside_the_folder_is_not_served(folder: Path,
     assert len(client(folder).get("/api/jobs").json()["jobs"]) == 4
 
 
-def test_posts_need_the_token(folder: Path) -> None:
-    api = client(folder)
-    key = next(iter(keys(api)))
-    for headers in ({"Origin": ORIGIN}, {"Origin": ORIGIN, "X-Enrichkit-Token": "wrong"}):
-        for action in ("cancel", "resume", "retry-failed"):
-            answer = api.post(f"/api/jobs/{key}/{action}", headers=headers)
-            assert answer.status_code == 403 and "token" in answer.json()["error"]
-    # With it, the request is heard (and refused on its merits: nothing runs).
-    answer = api.post(f"/api/jobs/{key}/cancel", headers=POST)
+def test_every_request_needs_the_token_or_a_session_and_the_cookie_is_not_the_token(folder: Path) -> None:
+    """Finding 1: on loopback no request needed the token. Now the page, the API and the downloads all do;
+    the `?token=` link opens a session whose cookie holds a random ID, never the token (finding 11)."""
+    api = client(folder, auth=False)
+    key = next(iter(keys(client(folder))))
+    for path in ("/", f"/jobs/{key}", "/api/jobs", f"/api/jobs/{key}", f"/api/jobs/{key}/download/csv"):
+        answer = api.get(path)
+        assert answer.status_code == 401 and "token" in answer.json()["error"] and TOKEN not in answer.text, path
+        assert api.get(path, headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 403
+        assert api.get(path, headers={"X-Enrichkit-Token": TOKEN}).status_code == 200
+    for action in ("cancel", "resume", "retry-failed"):
+        answer = api.post(f"/api/jobs/{key}/{action}", headers={"Origin": ORIGIN})
+        assert answer.status_code == 401
+        assert api.post(f"/api/jobs/{key}/{action}", headers={"Origin": ORIGIN, "X-Enrichkit-Token": "wrong"}
+                        ).status_code == 403
+    assert api.get("/?token=wrong").status_code == 403
+    link = api.get(f"/jobs/{key}?token={TOKEN}", follow_redirects=False)
+    assert link.status_code == 303 and link.headers["location"] == f"/jobs/{key}"
+    cookie = link.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower() and TOKEN not in cookie
+    assert api.get("/api/jobs").status_code == 200  # the session cookie now stands for the token
+    # The page's POSTs carry the cookie, and must be same-origin: the browser sends Origin.
+    assert api.post(f"/api/jobs/{key}/cancel").status_code == 403
+    answer = api.post(f"/api/jobs/{key}/cancel", headers={"Origin": ORIGIN})
     assert answer.status_code == 409 and "no run is active" in answer.json()["error"]
+    # A session is this server's: another server (a restart) does not know it.
+    other = client(folder, auth=False)
+    other.cookies.set(server_module.COOKIE, api.cookies[server_module.COOKIE])
+    assert other.get("/api/jobs").status_code == 401
 
 
 def test_cross_origin_and_cross_site_posts_are_refused(folder: Path) -> None:
@@ -184,19 +210,19 @@ def test_another_host_name_is_refused_so_dns_rebinding_gets_nothing(folder: Path
 def test_a_non_loopback_server_needs_the_token_for_every_request(folder: Path) -> None:
     api = TestClient(create_app(folder, token=TOKEN, host="0.0.0.0"), base_url="http://10.1.2.3:8765")
     for path in ("/", "/api/jobs", "/jobs/x"):
-        assert api.get(path).status_code == 403
+        assert api.get(path).status_code == 401
     assert api.get("/api/jobs", headers={"X-Enrichkit-Token": TOKEN}).status_code == 200
     link = api.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert link.status_code == 303 and link.headers["location"] == "http://10.1.2.3:8765/"
+    assert link.status_code == 303 and link.headers["location"] == "/"
     assert "samesite=strict" in link.headers["set-cookie"].lower() and "httponly" in link.headers["set-cookie"].lower()
-    assert api.get("/api/jobs").status_code == 200  # the cookie now carries it
+    assert api.get("/api/jobs").status_code == 200  # the cookie now carries the session
 
 
 def test_a_job_page_poll_reads_its_own_checkpoint_without_walking_the_folder(
         folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     walks: list[Path] = []
-    real = catalog_module.find_checkpoints
-    monkeypatch.setattr(catalog_module, "find_checkpoints", lambda root: walks.append(root) or real(root))
+    real = catalog_module.FolderWalk.walk
+    monkeypatch.setattr(catalog_module.FolderWalk, "walk", lambda self: walks.append(self.root) or real(self))
     api = client(folder)
     found = keys(api)  # the jobs page: one walk
     assert len(walks) == 1
@@ -254,7 +280,8 @@ def test_an_internal_error_is_json_without_a_traceback(folder: Path, monkeypatch
         raise RuntimeError("boom at /secret/place")
 
     monkeypatch.setattr(server_module, "job_detail", broken)
-    api = TestClient(create_app(folder, token=TOKEN), base_url=ORIGIN, raise_server_exceptions=False)
+    api = TestClient(create_app(folder, token=TOKEN), base_url=ORIGIN, raise_server_exceptions=False,
+                     headers={"Authorization": f"Bearer {TOKEN}"})
     key = next(k for k, j in keys(api).items() if j["state"] == "completed")
     answer = api.get(f"/api/jobs/{key}")
     assert answer.status_code == 500 and answer.json()["error"].startswith("internal error (RuntimeError)")
@@ -306,9 +333,9 @@ def test_resume_of_a_job_that_spent_its_budget_needs_a_higher_one(tmp_path: Path
 
 @pytest.fixture
 def stand_in_run(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A process standing in for a live run: its checkpoint names it, SIGINT ends it."""
-    code = "import time\nprint('ready', flush=True)\ntime.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    """A process standing in for a live run: it holds the job's lock, its checkpoint names it, SIGINT ends it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "job.lock")], stdout=subprocess.PIPE,
+                            text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     write_checkpoint(tmp_path / "job.progress.json",
                      Checkpoint(job_id="enrich_live", output=str(tmp_path / "job.csv"),

@@ -1,5 +1,5 @@
 """Every answer shape of the live Gemini API, through the real SDK and the CLI, against the stand-in:
-what enrichkit does with each (README "Against the real Gemini API" has the table)."""
+what enrichkit does with each (docs/models-and-prices.md has the table)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
+from enrichkit.commands import enrich_command
 from enrichkit.counters import Counters
 from enrichkit.errors import ConfigError
 from enrichkit.jobfiles import Owner, process_alive, remove_stale_temps
@@ -190,7 +191,7 @@ def test_resume_and_retry_commands_name_only_the_files(jobs: Any, tmp_path: Path
     checkpoint = write_job(tmp_path, failed=(3,), pending=(5, 6), status="interrupted")
     state = as_json(jobs("status", str(checkpoint), "--json"))
     out = tmp_path / "out" / "enriched.csv"
-    expected = f"python scripts/enrich.py --input {tmp_path / 'input.csv'} --output {out} --resume"
+    expected = f"{enrich_command()} --input {tmp_path / 'input.csv'} --output {out} --resume"
     assert state["resume_command"] == expected
     assert state["retry_failed_command"].endswith(f"--output {out} --retry-failed")
     moved = checkpoint.rename(tmp_path / "elsewhere.progress.json")  # not beside the output: named
@@ -433,7 +434,8 @@ def test_bad_arguments_are_one_line_and_exit_2(jobs: Any, tmp_path: Path) -> Non
     one_line_error(jobs("validate"))
     one_line_error(jobs("export", str(corrupt)))  # --output is required
     one_line_error(jobs("cancel", str(corrupt), "--timeout", "soon"))
-    assert "set --token too" in one_line_error(jobs("serve", str(tmp_path), "--host", "0.0.0.0"))
+    serve = one_line_error(jobs("serve", str(tmp_path), "--host", "0.0.0.0"))
+    assert "set ENRICHKIT_DASHBOARD_TOKEN in the environment" in serve
 
 
 def test_every_subcommand_has_help_with_an_example(jobs: Any) -> None:
@@ -552,13 +554,16 @@ def test_durations_read_as_people_say_them() -> None:
 
 @pytest.fixture
 def fake_run(tmp_path: Path) -> Iterator[Any]:
-    """A process standing in for a run (its SIGINT handler given), and a checkpoint naming it as running."""
+    """A process standing in for a run (its SIGINT handler given) that holds the job's lock, as a run does,
+    and a checkpoint naming it as running."""
     procs: list[subprocess.Popen[str]] = []
 
     def start(handler: str) -> tuple[subprocess.Popen[str], Path]:
-        code = (f"import signal, time\nsignal.signal(signal.SIGINT, {handler})\nprint('ready', flush=True)\n"
-                "time.sleep(120)")
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        code = (f"import fcntl, os, signal, sys, time\nsignal.signal(signal.SIGINT, {handler})\n"
+                "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('ready', flush=True)\ntime.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "job.lock")], stdout=subprocess.PIPE,
+                                text=True)
         procs.append(proc)
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         checkpoint = tmp_path / "job.progress.json"
@@ -714,5 +719,6 @@ def test_serve_from_a_python_lacking_only_the_dashboards_packages_runs_with_the_
         pytest.skip(f"could not make a python that lacks only fastapi: {probe.stderr[-300:]}")
     proc = subprocess.run([python, str(JOBS), "serve", str(tmp_path), "--host", "10.1.2.3"], env=env,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "set --token too" in proc.stderr, proc.stderr  # the dashboard's own check
+    # the dashboard's own check
+    assert proc.returncode == 2 and "set ENRICHKIT_DASHBOARD_TOKEN" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

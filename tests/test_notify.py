@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import API_KEY
+from enrichkit.commands import enrich_command
 from enrichkit.jobfiles import JobPaths
 from enrichkit.notify import build_summary, notify_run_end, send_summary
 from enrichkit.redact import forget_secrets, register_secret
@@ -136,7 +137,7 @@ def test_one_post_with_the_run_summary_and_a_paragraph_for_slack(paths: JobPaths
     assert body["files"] == {"input": str(paths.input), "output": str(paths.output),
                              "checkpoint": str(paths.checkpoint), "report": str(paths.report),
                              "errors": str(paths.errors)}
-    assert body["resume_command"] == f"python scripts/enrich.py --input {paths.input} --output {paths.output} --resume"
+    assert body["resume_command"] == f"{enrich_command()} --input {paths.input} --output {paths.output} --resume"
     text = body["text"]
     assert "\n" not in text and body["content"] == text  # one paragraph; Discord reads `content`
     assert text.startswith("enrichkit job enrich_20261124_100000_abcdef on ") and "interrupted (exit 130)" in text
@@ -246,3 +247,117 @@ def test_the_api_key_never_leaves_in_a_notification(paths: JobPaths, secrets: No
         assert notify_run_end(hook.url, leaky, paths) is None
     body = hook.posts[0]["body"]
     assert API_KEY not in body and "401 for key ***" in json.loads(body)["text"]
+
+
+# --- a webhook that never holds the job (issue 18: findings 9 and 10) ------------------------------------
+
+
+class Dribbler:
+    """A receiver that answers one byte at a time, never finishing: no per-read timeout ever trips."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.stop = threading.Event()
+        self.posts = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.posts += 1
+            threading.Thread(target=self._dribble, args=(conn,), daemon=True).start()
+
+    def _dribble(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+                if self.stop.wait(0.02):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}{WEBHOOK_PATH}"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_dribbling_receiver_gets_no_more_than_the_notifications_deadline(paths: JobPaths) -> None:
+    """Finding 9: a receiver sending a byte every few seconds kept the run (and its lock) alive past 150 s:
+    the per-read timeout is no deadline. The clock here runs 1 s per look; every try and wait ends by 30 s."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    naps: list[float] = []
+    hook = Dribbler()
+    try:
+        warning = notify_run_end(hook.url, report(), paths, clock=clock, sleep=naps.append)
+    finally:
+        hook.close()
+    assert warning is not None and "in time" in warning and "unchanged" in warning
+    assert now[0] <= 31.0 and hook.posts == 1  # the deadline is for all tries together
+
+
+def test_each_try_and_wait_fits_in_what_is_left_of_the_thirty_seconds(paths: JobPaths) -> None:
+    now = [0.0]
+    timeouts: list[float] = []
+
+    class Answer:
+        status_code = 503
+
+        def close(self) -> None:
+            pass
+
+    def post(url: str, **kwargs: Any) -> Answer:
+        timeouts.append(kwargs["timeout"])
+        now[0] += kwargs["timeout"]  # the receiver took its whole timeout, then answered 503
+        return Answer()
+
+    def nap(seconds: float) -> None:
+        now[0] += seconds
+
+    warning = notify_run_end("https://hooks.example/x", report(), paths, post=post, sleep=nap, clock=lambda: now[0])
+    assert warning is not None and "HTTP 503" in warning
+    assert timeouts == [10.0, 10.0, 10.0 - 3.0]  # 10 + 1 s wait + 10 + 2 s wait: 7 s left for the third
+    assert now[0] <= 30.0
+
+
+def test_a_redirect_is_reported_and_not_followed(paths: JobPaths) -> None:
+    """Finding 10: a 3xx sent the summary (paths, host name, the resume command) to a second host."""
+    with Receiver(200) as elsewhere:
+        class Redirect(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(307)
+                self.send_header("location", elsewhere.url)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        try:
+            waits = Waits(lambda: 0)
+            warning = notify_run_end(f"http://127.0.0.1:{server.server_address[1]}/hook", report(), paths,
+                                     sleep=waits.nap)
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert elsewhere.posts == [] and waits.between_tries == []  # not followed, not tried again
+    assert warning is not None and "HTTP 307" in warning and "not followed" in warning
+    assert "to http://127.0.0.1" in warning and WEBHOOK_PATH not in warning  # where it pointed, not its path

@@ -104,3 +104,32 @@ def test_a_dead_receiver_changes_nothing_but_a_warning(ws: Workspace) -> None:
     assert len(dead.bodies) == 3  # the tries, no more
     assert "notification to" in proc.stderr and "the run's result is unchanged" in proc.stderr
     assert len(ws.output_ids()) == 40
+
+
+def test_the_webhook_is_sent_after_the_lock_is_released_so_a_cron_tick_runs(ws: Workspace) -> None:
+    """Issue 18, finding 9: a slow receiver held the run with its lock, so the next `--resume` (a cron tick)
+    exited 3. The receiver here starts that next run while it holds the POST: it must not be locked out."""
+    ticks: list[int] = []
+
+    class Hook(Receiver):
+        def __init__(self) -> None:
+            super().__init__()
+            handler = self.server.RequestHandlerClass
+            receiver = self
+
+            class Slow(handler):  # type: ignore[valid-type,misc]
+                def do_POST(self) -> None:
+                    if not ticks:  # the first run's notification: a cron tick comes while it is being sent
+                        ticks.append(ws.run_process("--resume", "--quiet").returncode)
+                    super().do_POST()
+
+            receiver.server.RequestHandlerClass = Slow
+
+    hook = Hook()
+    try:
+        first = ws.run("--notify-url", hook.url)
+    finally:
+        hook.close()
+    assert first.returncode == 0, first.stderr
+    assert ticks == [0]  # not 3: the lock was free while the webhook was sent
+    assert hook.bodies[0]["status"] == "completed"

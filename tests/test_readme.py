@@ -21,6 +21,7 @@ import pytest
 
 from conftest import ROOT
 from fake_gemini import FakeGemini
+from installed import pip_install
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -192,16 +193,24 @@ def _free_port() -> int:
         return port
 
 
-def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand_in(tmp_path: Path) -> None:
-    """The README's "your own file": its input and stages file as shown, the stand-in started and the environment
-    exported as shown, then every command of the walk-through in order (dry run, --limit 20, the rows, status,
-    --resume, the XLSX export), in a checkout with no out/ folder yet."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pip_install(tmp_path_factory.mktemp("installed"))
+
+
+def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand_in(installed: Path, tmp_path: Path
+                                                                                   ) -> None:
+    """The README's "your own file", in a folder of the user's outside the checkout, with the tool installed as the
+    README says (`pip install .`: `enrichkit` and `enrichkit-jobs` on PATH): its input and stages file as shown,
+    the stand-in started in the checkout and the environment exported as shown, then every command of the
+    walk-through in order (dry run, --limit 20, the rows, status, --resume, the XLSX export)."""
     text = README.read_text(encoding="utf-8")
-    for name in ("scripts", "lib", "data", "Makefile", "requirements.txt", "requirements-dev.txt", ".venv"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    assert "pip install ." in _blocks(README)[1]
+    folder = tmp_path / "first-job"
+    folder.mkdir()
     assert "`companies.csv`" in text and "`my-stages.toml`" in text
-    (tmp_path / "companies.csv").write_text(_blocks(README, "csv")[0], encoding="utf-8")
-    (tmp_path / "my-stages.toml").write_text(_blocks(README, "toml")[0], encoding="utf-8")
+    (folder / "companies.csv").write_text(_blocks(README, "csv")[0], encoding="utf-8")
+    (folder / "my-stages.toml").write_text(_blocks(README, "toml")[0], encoding="utf-8")
     plain = "".join(_blocks(README))
     standin = _commands(plain, "python scripts/fake_gemini.py")[0]
     export = next(line for line in plain.splitlines() if line.startswith("export GEMINI_BASE_URL="))
@@ -209,12 +218,13 @@ def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand
     assert readme_port and f"127.0.0.1:{readme_port.group(1)}" in export
     port = str(_free_port())  # the README's port may be taken on a shared test machine
     env = fresh_shell_env()
+    env["PATH"] = f"{installed}{os.pathsep}{env['PATH']}"
     for assignment in export.removeprefix("export ").split():
         name, value = assignment.split("=", 1)
         env[name] = value.replace(readme_port.group(1), port)
     python = shutil.which("python3", path=env["PATH"]) or "python3"
     standin = re.sub(r"^python ", f"{python} ", standin.replace(readme_port.group(1), port))
-    server = subprocess.Popen(["bash", "-c", "exec " + standin], cwd=tmp_path, env=env,
+    server = subprocess.Popen(["bash", "-c", "exec " + standin], cwd=ROOT, env=env,  # "in the checkout"
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
@@ -226,14 +236,13 @@ def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand
                     pytest.fail("the stand-in command of the README did not start")
                 time.sleep(0.05)
         steps = [c for c in plain.splitlines() if WALKTHROUGH in c]
-        kinds = ["--dry-run", "--limit 20", "head -5", "jobs.py status", "--resume", "--output companies.xlsx"]
+        kinds = ["--dry-run", "--limit 20", "head -5", "enrichkit-jobs status", "--resume", "--output companies.xlsx"]
         assert [next((k for k in kinds if k in c), c) for c in steps] == kinds
         for command in steps:
-            proc = _shell(command, tmp_path, env)
+            proc = _shell(command, folder, env)
             assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
             if "--limit 20" in command:
-                with (tmp_path / "out" / "companies.csv").open(encoding="utf-8", newline="") as f:
-                    rows = list(csv.DictReader(f))
+                rows = _csv_rows(folder / "out" / "companies.csv")
                 assert all(r["summary"] and r["website"] for r in rows)
                 assert sorted(r["company"] for r in rows) == ["Acme Corporation", "Globex", "Initech"]
             if "status" in command:
@@ -241,6 +250,11 @@ def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand
     finally:
         server.terminate()
         server.wait(timeout=10)
-    book = openpyxl.load_workbook(tmp_path / "companies.xlsx", read_only=True)
+    book = openpyxl.load_workbook(folder / "companies.xlsx", read_only=True)
     values = [list(row) for row in book.active.iter_rows(values_only=True)]  # type: ignore[union-attr]
     assert values[0][:4] == ["company", "city", "summary", "website"] and len(values) == 4
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -113,6 +114,7 @@ class Job:
         self._running = False  # records may be in flight: a stop drains them
         self._opening = False  # the plan, the lock, the providers, the models' check: nothing written yet
         self._started = False
+        self._searched: list[Path] | None = None  # the .env files looked at for the key
         self.result: RunResult | None = None
 
     # --- control -----------------------------------------------------------------------------------
@@ -171,20 +173,28 @@ class Job:
     def _open(self) -> OpenJob | RunResult:
         """Everything before the first record: options, plan, lock, providers, the models' check, the store."""
         from enrichkit.checkpoint import read_checkpoint
+        from enrichkit.envfiles import load_env_files, with_environment
         from enrichkit.plan import check_options, job_paths
 
         options = self.options
         check_options(options)
         paths = job_paths(options)
-        if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file():
-            options = self.options = options.with_recorded(read_checkpoint(paths.checkpoint).options)
+        recorded = (read_checkpoint(paths.checkpoint).options
+                    if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file()
+                    else None)
+        stages_file = recorded.get("stages_file") if recorded and "stages_file" not in options.given else None
+        self._searched = load_env_files(stages_file or options.stages_file or None)  # see enrichkit.envfiles
+        options = with_environment(options)  # GEMINI_BASE_URL is recorded like base_url=
+        if recorded is not None:
+            options = options.with_recorded(recorded)
+        self.options = options
         stages = self._stages_config()
         if options.dry_run:
             return self._dry_run(stages)
         from enrichkit.job import open_job
         from enrichkit.plan import plan_job
 
-        register_keys(self._api_key)
+        register_keys(self._api_key, options.stages_file or None)
         plan = plan_job(options, check_prices=False, stages=stages)  # prices: once the models are known to exist
         settings = self._settings(needs_key=plan.llm and "llm" not in self._providers)
         providers = self._providers_for(plan, settings) if self._providers else None
@@ -250,7 +260,7 @@ class Job:
         from enrichkit.job import Settings
 
         given = self._settings_given or Settings()
-        key = self._api_key or (api_key() if needs_key else None)
+        key = self._api_key or (api_key(self._searched) if needs_key else None)
         return dataclasses.replace(given, api_key=key,
                                    base_url=self.options.base_url or os.environ.get("GEMINI_BASE_URL") or None)
 

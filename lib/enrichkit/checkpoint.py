@@ -76,6 +76,9 @@ class Checkpoint:
     ids_digest: str | None = None  # `ids_digest()` of the ID lists as last written: an edit of them shows
     resume_at: dict[str, int] | None = None  # {"offset", "row"}: every input row before it was done then
     counts_exact: bool = False  # total_records, duplicates, input_errors come from a whole pass
+    config: dict[str, Any] = field(default_factory=dict)  # what config_fingerprint hashes, to name a change
+    stop_reason: str = ""  # "limit": the last run stopped at its --limit (status interrupted; the job tools
+    #                        show it as `limit_reached`)
     report_path: str = ""
     errors_path: str = ""
     runs: int = 0
@@ -154,6 +157,8 @@ class Checkpoint:
             "ids_digest": self.ids_digest,
             "resume_at": self.resume_at,
             "counts_exact": self.counts_exact,
+            "stop_reason": self.stop_reason,
+            "config": self.config,
             "report_path": self.report_path,
             "errors_path": self.errors_path,
             "filled": self.filled,
@@ -333,6 +338,8 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         resume_at={"offset": int(resume_at["offset"]), "row": int(resume_at["row"])}
         if isinstance(resume_at, dict) else None,
         counts_exact=bool(data.get("counts_exact")),
+        stop_reason=text("stop_reason"),
+        config=dict(data.get("config") or {}),
         report_path=text("report_path"),
         errors_path=text("errors_path"),
         runs=number("runs"),

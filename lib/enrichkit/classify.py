@@ -40,7 +40,7 @@ from enrichkit.errors import (
 from enrichkit.redact import redact
 
 _RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
-# Account-level 429s: waiting does not help, paying does (Google's texts, see README "Against the real Gemini API").
+# Account-level 429s: waiting does not help, paying does (Google's texts, see docs/models-and-prices.md).
 _BILLING = re.compile(r"prepayment credits are depleted|credits? (?:are|is) (?:exhausted|depleted)|spend(?:ing)? cap"
                       r"|billing account|limit:\s*0\b", re.IGNORECASE)
 

@@ -20,7 +20,7 @@ from dataclasses import fields
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from enrichkit import __version__
+from enrichkit import __version__, commands
 from enrichkit.edge import error_edge, run_console, settle_streams
 from enrichkit.errors import EXIT_USAGE
 from enrichkit.logs import say, setup_logging
@@ -44,7 +44,7 @@ examples:
 
   # two stages, 20 workers, IDs from two columns, against the bundled stand-in
   python scripts/enrich.py --input data/sample.csv --output out/poc.csv --stages poc,domain \\
-      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8765
+      --max-workers 20 --id-columns fund.title,poc.last_name --base-url http://127.0.0.1:8766
 
   # a semicolon-separated export from European Excel, in Windows-1252
   python scripts/enrich.py --input leads.csv --output out/leads.csv --delimiter ';' --encoding cp1252
@@ -94,11 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option defaults to None here, so a run knows which flags were given (they override the job's
     recorded options on --resume); `RunOptions` holds the real defaults."""
     p = _Parser(
-        prog="enrich.py",
+        prog=commands.prog(commands.ENRICH),
         description="Enrich every record of a CSV/JSONL/XLSX file through Gemini prompts, HTTP calls or "
                     "Python functions. Resumable after Ctrl+C, kill -9 or a reboot; every input record "
                     "ends up in the output exactly once.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+        epilog=commands.with_shown_names(EXAMPLES), formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=None)
     io = p.add_argument_group("input and output")
     io.add_argument("--input", required=True, metavar="PATH", help="CSV, JSONL or XLSX (by extension), streamed")
     io.add_argument("--output", required=True, metavar="PATH", help="output CSV, appended as records finish")
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input encoding, e.g. cp1252 (default: sniffed from a BOM, else utf-8)")
     io.add_argument("--delimiter", type=_delimiter, metavar="C",
                     help="CSV delimiter: , ; tab | (default: sniffed from the header)")
+    io.add_argument("--excel", action="store_true", default=None,
+                    help="start a new output CSV with a UTF-8 BOM, so Excel shows accents right (recorded with the "
+                         "job); for a workbook: jobs.py export CHECKPOINT --format xlsx")
     io.add_argument("--checkpoint", metavar="PATH", help="progress file (default: <output stem>.progress.json)")
     io.add_argument("--report", metavar="PATH", help="final report (default: <output stem>.report.json)")
     io.add_argument("--errors", metavar="PATH", help="error log (default: <output stem>.errors.jsonl)")

@@ -7,6 +7,8 @@ mapped to an exit code by its class (`exit_code`), in one place (`enrichkit.cli.
 
 from __future__ import annotations
 
+from enrichkit.commands import cancel_command
+
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -50,7 +52,7 @@ class LockedError(EnrichError):
         holder = f"PID {pid} on {host}" if pid else "another process"
         super().__init__(
             f"another run ({holder}) is working on this output (lock {lock_path}); "
-            f"wait for it, or stop it with: python scripts/jobs.py cancel {checkpoint}"
+            f"wait for it, or stop it with: {cancel_command(checkpoint)}"
         )
         self.lock_path = lock_path
         self.pid = pid

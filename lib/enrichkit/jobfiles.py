@@ -8,10 +8,14 @@ at a job from outside (`enrichkit.jobs`).
 from __future__ import annotations
 
 import contextlib
+import errno
+import grp
 import json
 import os
+import pwd
 import socket
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -19,8 +23,10 @@ from typing import IO, Literal
 Status = Literal["running", "interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed"]
 STATUSES: tuple[Status, ...] = ("running", "interrupted", "completed", "completed_with_failures",
                                 "budget_exhausted", "failed")
-# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones).
-STOPPED: tuple[str, ...] = ("interrupted", "completed", "completed_with_failures", "budget_exhausted", "failed")
+# States in which no run is under way (the job tools add "starting" and "unknown" to the recorded ones, and show
+# "limit_reached" for an `interrupted` checkpoint whose run stopped at its --limit: see jobs.state.decide_state).
+STOPPED: tuple[str, ...] = ("interrupted", "limit_reached", "completed", "completed_with_failures",
+                            "budget_exhausted", "failed")
 
 CHECKPOINT_SUFFIX = ".progress.json"
 # A process that started more than this after a file named its PID cannot be the one that wrote it:
@@ -91,15 +97,183 @@ def write_owner(lock: Path) -> None:
                  durable=False)
 
 
-def read_owner(lock: Path) -> Owner | None:
+def read_owner(lock: Path, *, trusted: bool = False) -> Owner | None:
     """The holder named in the sidecar; None when there is none or it cannot be read. A run removes it
-    when it ends; `kill -9` leaves it behind, so a PID read here must still be checked."""
+    when it ends; `kill -9` leaves it behind, so a PID read here must still be checked (`is_run`).
+    `trusted`: only a sidecar that is evidence (`distrust` finds nothing wrong with it)."""
     path = owner_path(lock)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Owner(int(data["pid"]), str(data["host"]), path.stat().st_mtime)
+        data, st = read_regular(path, _OWNER_MAX)
+        if trusted and distrust(st) is not None:
+            return None
+        parsed = json.loads(data.decode("utf-8"))
+        pid = parsed["pid"]
+        if type(pid) is not int or not 0 < pid <= _PID_MAX:
+            return None
+        return Owner(pid, str(parsed["host"]), st.st_mtime)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+# --- files as evidence ----------------------------------------------------------------------------------
+# A job file may have been planted by another user of the machine (in a shared folder) or be a FIFO, a
+# device or a link to one: the job tools read only regular files, with a size cap, and act only on files
+# that this user owns and no one else may write.
+
+_OWNER_MAX = 4096
+_PID_MAX = 4_194_304  # Linux's highest pid_max; a bigger "PID" is no process's
+
+
+class NotRegular(OSError):
+    """A job file that is not a regular file (a FIFO, a device, a link) or is over its size cap."""
+
+
+def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of `path` and its stat, when it is a regular file of at most `limit` bytes. Opened
+    without following a link and without blocking, and checked on the open file before a byte is
+    read: a FIFO or a device is never read from, whatever is swapped in under the name."""
+    fd = open_regular(path)
+    try:
+        st = os.fstat(fd)
+        if st.st_size > limit:
+            raise NotRegular(f"{path}: {st.st_size:,} bytes, more than the {limit:,} a job file may hold")
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise NotRegular(f"{path}: grew past the {limit:,} bytes a job file may hold")
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path) -> int:
+    """An O_RDONLY descriptor of `path`, only when it is a regular file (not a link, FIFO or device).
+    The caller closes it. Raises `NotRegular` (an OSError) otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegular(f"{path}: a symbolic link, not a job's own file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegular(f"{path}: {file_kind(st.st_mode)}, not a regular file")
+    return fd
+
+
+@contextlib.contextmanager
+def held_regular(path: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """A name for the regular file `path` is now, and its stat: /proc/self/fd/N of the file opened and
+    checked by `open_regular`, so whatever is swapped in under `path` afterwards (a FIFO, a link) is not
+    what gets read; `path` itself where there is no /proc."""
+    fd = open_regular(path)
+    try:
+        st = os.fstat(fd)
+        held = Path(f"/proc/self/fd/{fd}")
+        yield (held if held.exists() else path), st
+    finally:
+        os.close(fd)
+
+
+def file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def distrust(st: os.stat_result, *, folder: bool = False) -> str | None:
+    """Why a file (or with `folder`, a folder) is not evidence this user may act on, or None when it is:
+    a regular file (a real folder) owned by this user that no other user may write (no world-write bit;
+    group-write only when the group is this user's own private group)."""
+    if not (stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)):
+        return f"{file_kind(st.st_mode)}, not a {'folder' if folder else 'regular file'}"
+    me = os.geteuid()
+    if st.st_uid != me:
+        return f"owned by {_user(st.st_uid)}, not by {_user(me)} (who runs this)"
+    if st.st_mode & stat.S_IWOTH:
+        return "writable by every user"
+    if st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid, me):
+        return f"writable by group {_group(st.st_gid)}"
+    return None
+
+
+def distrust_path(path: Path, *, folder: bool = False) -> str | None:
+    """`distrust` of the file at `path` itself (a link is not followed: it is not the job's own file)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return distrust(st, folder=folder)
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return user.pw_gid == gid and group.gr_name == user.pw_name and not set(group.gr_mem) - {user.pw_name}
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def lock_holders(*paths: Path) -> set[int] | None:
+    """The PIDs holding a flock on any of `paths` (a run locks `<stem>.lock` and its output), from
+    /proc/locks; None where the kernel does not say (no /proc)."""
+    wanted: set[str] = set()
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        wanted.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+    try:
+        with open("/proc/locks", "rb") as f:
+            table = f.read(16 << 20).decode("ascii", "replace")
+    except OSError:
+        return None
+    holders: set[int] = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        # FLOCK: flock(2), what filelock takes; POSIX: how NFS and some filesystems carry a flock.
+        if len(fields) >= 6 and fields[1] in ("FLOCK", "POSIX") and fields[5] in wanted and fields[4].isdigit():
+            holders.add(int(fields[4]))
+    return holders
+
+
+def is_run(pid: int, started_by: float | None, *locks: Path) -> bool:
+    """Is `pid` the live run of the job whose lock files are `locks`: alive on this host, started by
+    `started_by` (epoch seconds), and, where the kernel says who holds a lock, holding one of them? A
+    file naming a PID is not enough: the PID may be reused by any process since (a reboot, a clock
+    moved back), or the file planted; only the job's run holds its lock."""
+    if not process_alive(pid, started_by):
+        return False
+    if not locks:
+        return True
+    holders = lock_holders(*locks)
+    return holders is None or pid in holders
 
 
 def temp_path(path: Path) -> Path:
@@ -165,8 +339,8 @@ def fsync_dir(directory: Path) -> None:
 def process_alive(pid: int, started_by: float | None = None) -> bool:
     """Is `pid` a live process on this host (not a zombie), and, when `started_by` (epoch seconds) is
     given, one that had started by then? The second test rejects a PID reused since it was recorded."""
-    if pid <= 0:
-        return False
+    if type(pid) is not int or not 0 < pid <= _PID_MAX:
+        return False  # a 20-digit "PID" from a hand-edited file is no process (and os.kill would overflow)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

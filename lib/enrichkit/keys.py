@@ -1,7 +1,8 @@
 """The Gemini API key: read from `api_key=`, the environment or a .env file, and registered as a secret.
 
 The library reads the key itself (a notebook has no CLI to do it), and registers every form of it it can see,
-so no caller can forget to: a key reaches no file enrichkit writes and no line it prints.
+so no caller can forget to: a key reaches no file enrichkit writes and no line it prints. Which .env files are
+read, and in what order: `enrichkit.envfiles`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from enrichkit.errors import AuthError, UsageError
 from enrichkit.redact import register_secret
 
 
-def api_key() -> str:
-    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or .env in the current folder).
-    A key pasted with typographic quotes, spaces or other non-ASCII characters is refused here (exit 2)."""
-    found = {**_dotenv(), **{k: v for k, v in os.environ.items() if v}}  # the environment wins, as load_dotenv's
-    name = "GEMINI_API_KEY" if found.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
-    key = found.get(name) or ""
+def api_key(searched: list[Path] | None = None) -> str:
+    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or the .env files `searched`: see
+    enrichkit.envfiles). A key pasted with typographic quotes, spaces or other non-ASCII characters is refused
+    here (exit 2)."""
+    from enrichkit.envfiles import load_env_files, missing_key_message
+
+    searched = load_env_files(None) if searched is None else searched
+    name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
+    key = os.environ.get(name) or ""
     if not key:
-        raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file "
-                        "(or pass api_key=)")
+        raise AuthError(missing_key_message(searched) + " (or pass api_key=)")
     bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
     if bad:
         kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
@@ -31,22 +34,16 @@ def api_key() -> str:
     return key
 
 
-def register_keys(given: str | None = None) -> None:
-    """Whatever the stages, a key given or in the environment or .env is a secret: a python stage's error text,
-    an http stage's answer may carry it, and it must reach no file and no line."""
-    dotenv = _dotenv()
+def register_keys(given: str | None = None, stages_file: str | None = None) -> None:
+    """Whatever the stages, a key given or in the environment or a .env file is a secret: a python stage's error
+    text, an http stage's answer may carry it, and it must reach no file and no line."""
+    from enrichkit.envfiles import env_values
+
+    files = env_values(stages_file)
     values = [given]
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        values += [os.environ.get(name), dotenv.get(name)]
+        values += [os.environ.get(name), *(found.get(name) for found in files)]
     for value in values:
         if value:
             register_secret(value)
             register_secret(value.strip().strip("\"'“”‘’"))
-
-
-def _dotenv() -> dict[str, str]:
-    """The .env file of the current folder, read without changing this process's environment."""
-    from dotenv import dotenv_values
-
-    path = Path.cwd() / ".env"
-    return {k: v for k, v in dotenv_values(path).items() if v} if path.is_file() else {}

@@ -5,9 +5,14 @@ files and the command that continues it, and `text`: the same in one paragraph, 
 Slack incoming webhook reads (Discord reads `content`, which holds the same paragraph).
 
 A notification never changes the run's outcome: it never raises, gives up after 3 tries (10 s each,
-1 s then 2 s apart), and returns at once when `should_stop` says so (a Ctrl+C while it waits): the
-POST runs in a daemon thread, so an unanswered request never holds the exit. The payload passes
-through the one redaction step, so no API key can leave in it.
+1 s then 2 s apart) and, whatever the receiver does, within 30 s in all (`DEADLINE`: an overall
+deadline, not a per-read timeout, which a receiver dribbling a byte every few seconds never trips),
+and returns at once when `should_stop` says so (a Ctrl+C while it waits): the POST runs in a daemon
+thread, so an unanswered request never holds the exit. A redirect is not followed (the summary names
+paths, the host and the resume command; a 3xx could send it to any host): it is reported as the
+answer. The CLI sends it after the job's files are closed and its lock released, so a slow receiver
+never blocks the next run. The payload passes through the one redaction step, so no API key can leave
+in it.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from enrichkit.retry import interruptible_sleep
 
 TRIES = 3
 TIMEOUT = 10.0
+DEADLINE = 30.0  # every try, and the waits between them
 _POLL = 0.1  # how often a wait for the answer looks at `should_stop`
 _DISCORD_LIMIT = 2000
 
-Post = Callable[..., Any]  # requests.post's shape: post(url, json=..., timeout=...) -> response
+Post = Callable[..., Any]  # requests.post's shape: post(url, json=..., timeout=..., allow_redirects=...) -> response
 
 
 def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | None = None) -> dict[str, Any]:
@@ -81,6 +87,16 @@ def build_summary(report: Mapping[str, Any], paths: JobPaths, *, host: str | Non
     return result
 
 
+class _OutOfTime(tenacity.stop.stop_base):
+    """Stop trying when too little of the notification's time is left for another try to be worth it."""
+
+    def __init__(self, end: float, clock: Callable[[], float]) -> None:
+        self.end, self.clock = end, clock
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.clock() >= self.end - 0.5
+
+
 class _Failed(Exception):
     """One try failed; `retry` is False when trying again cannot help (a 4xx: a wrong URL)."""
 
@@ -91,24 +107,34 @@ class _Failed(Exception):
 
 def send_summary(url: str, payload: Mapping[str, Any], *, should_stop: Callable[[], bool] = lambda: False,
                  post: Post = requests.post, sleep: Callable[[float], object] = time.sleep,
-                 tries: int = TRIES, timeout: float = TIMEOUT) -> str | None:
+                 tries: int = TRIES, timeout: float = TIMEOUT, deadline: float = DEADLINE,
+                 clock: Callable[[], float] = time.monotonic) -> str | None:
     """POST `payload` to `url`; None when a 2xx answered, else the one warning line to print.
     Never raises, KeyboardInterrupt included (the run is over; its exit code must stand). The waits
-    between tries are slept in short naps of `sleep` and end as soon as `should_stop` turns true."""
+    between tries are slept in short naps of `sleep` and end as soon as `should_stop` turns true;
+    everything ends by `deadline` seconds after the call (by `clock`)."""
     where = _where(url)
+    end = clock() + deadline
 
-    def wait(seconds: float) -> None:  # tenacity's sleep between tries
-        interruptible_sleep(seconds, sleep, should_stop)
+    def wait(seconds: float) -> None:  # tenacity's sleep between tries, never past the deadline
+        interruptible_sleep(max(0.0, min(seconds, end - clock())), sleep, should_stop)
 
     def attempt() -> None:
         if should_stop():
             raise Abandoned()
-        status = _post_abortably(post, url, dict(payload), timeout, should_stop)
+        left = end - clock()
+        if left <= 0:
+            raise _Failed(f"no answer within {deadline:g} s in all", retry=False)
+        status, location = _post_abortably(post, url, dict(payload), min(timeout, left), should_stop, end, clock)
+        if 300 <= status < 400:
+            raise _Failed(f"HTTP {status}, a redirect{_to(location)}; not followed (give the URL it names, "
+                          "if you trust it)", retry=False)
         if not 200 <= status < 300:
             raise _Failed(f"HTTP {status}", retry=status >= 500 or status in (408, 429))
 
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(tries), wait=tenacity.wait_exponential(multiplier=1, min=1, max=8),
+        stop=tenacity.stop_after_attempt(tries) | _OutOfTime(end, clock),
+        wait=tenacity.wait_exponential(multiplier=1, min=1, max=8),
         sleep=wait, reraise=True, retry=tenacity.retry_if_exception(lambda e: isinstance(e, _Failed) and e.retry))
     try:
         retrying(attempt)
@@ -125,15 +151,17 @@ def send_summary(url: str, payload: Mapping[str, Any], *, should_stop: Callable[
 
 
 def _post_abortably(post: Post, url: str, payload: dict[str, Any], timeout: float,
-                    should_stop: Callable[[], bool]) -> int:
-    """The HTTP status of one POST, made in a daemon thread so that `should_stop` (or a Ctrl+C in the
-    calling thread) never has to wait for an unanswered request."""
+                    should_stop: Callable[[], bool], end: float, clock: Callable[[], float]) -> tuple[int, str]:
+    """(HTTP status, its Location header) of one POST, made in a daemon thread so that `should_stop` (or
+    a Ctrl+C in the calling thread) never has to wait for an unanswered request, and the caller stops
+    waiting at `end` whatever the receiver does (the thread is left behind; it holds nothing)."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            response = post(url, json=payload, timeout=timeout)
+            response = post(url, json=payload, timeout=timeout, allow_redirects=False)
             outcome["status"] = int(response.status_code)
+            outcome["location"] = str((getattr(response, "headers", None) or {}).get("location") or "")
             response.close()
         except requests.RequestException as exc:
             outcome["error"] = _reason(exc)
@@ -145,10 +173,21 @@ def _post_abortably(post: Post, url: str, payload: dict[str, Any], timeout: floa
     while worker.is_alive():
         if should_stop():
             raise Abandoned()
-        worker.join(_POLL)
+        left = end - clock()
+        if left <= 0:
+            raise _Failed("no whole answer in time (the notification's time is up)", retry=False)
+        worker.join(min(_POLL, left))
     if "status" in outcome:
-        return int(outcome["status"])
+        return int(outcome["status"]), str(outcome.get("location", ""))
     raise _Failed(str(outcome.get("error", "no answer")))
+
+
+def _to(location: str) -> str:
+    """ " to <scheme://host>" of a redirect's target, without its path (which may be a secret)."""
+    if not location:
+        return ""
+    parts = urllib.parse.urlsplit(location)
+    return f" to {parts.scheme}://{parts.hostname}" if parts.hostname else " to another path"
 
 
 def _reason(exc: requests.RequestException) -> str:
@@ -170,10 +209,11 @@ def _where(url: str) -> str:
 
 def notify_run_end(url: str, report: Mapping[str, Any], paths: JobPaths, *,
                    should_stop: Callable[[], bool] = lambda: False, post: Post = requests.post,
-                   sleep: Callable[[float], object] = time.sleep) -> str | None:
+                   sleep: Callable[[float], object] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> str | None:
     """Build the summary of a run that ended and POST it; returns a warning line, or None when delivered."""
     try:
         payload = build_summary(report, paths)
     except Exception as exc:  # noqa: BLE001 - a notification must never change how a run ends
         return f"notification not sent: cannot build the summary ({redact(repr(exc))[:200]})"
-    return send_summary(url, payload, should_stop=should_stop, post=post, sleep=sleep)
+    return send_summary(url, payload, should_stop=should_stop, post=post, sleep=sleep, clock=clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ class Outcome:
     status: str  # the checkpoint's status
     exit_code: int
     message: str  # the closing line on stderr
+    reason: str = ""  # "limit": stopped at --limit (the checkpoint's stop_reason)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def decide_outcome(end: RunEnd) -> Outcome:
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
     if end.limit_hit and left:
         return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
-                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.")
+                       f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
+                       reason="limit")
     if failed:
         status = "interrupted" if left else "completed_with_failures"
         not_tried = f", {left} not yet tried" if left else ""
@@ -69,8 +72,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
     return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
 
 
-def summary(report: dict[str, Any], files: list[Path]) -> str:
-    """The lines printed under the closing line: the job's counts and this run's figures."""
+def summary(report: dict[str, Any], files: list[Path], next_steps: Sequence[str] = ()) -> str:
+    """The lines printed under the closing line: the job's counts, this run's figures, and the commands that
+    go on from here (`next_steps`: "what: command", runnable from any folder)."""
     c = report["counts"]
     run = report["this_run"]
     t = report["tokens"]
@@ -93,4 +97,5 @@ def summary(report: dict[str, Any], files: list[Path]) -> str:
         (f"  job: {t['total']:,} tokens ({t['prompt']:,} in, {t['output']:,} out), "
          f"cost ${report['cost_usd']:.4f}{grounding}"),
         "  files: " + "  ".join(str(f) for f in files),
+        *(f"  {step}" for step in next_steps),
     ])

@@ -57,7 +57,7 @@ class OutputWriter:
     to the kernel, `sync` makes them durable. `crc32` and `size` cover every byte written so far."""
 
     def __init__(self, path: str | Path, columns: Sequence[str], enriched: Sequence[str], job_id: str, *,
-                 on_replaced: Callable[[str, str], None] = lambda column, record_id: None) -> None:
+                 on_replaced: Callable[[str, str], None] = lambda column, record_id: None, bom: bool = False) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self._value_columns = self.columns[:-3]
@@ -74,7 +74,7 @@ class OutputWriter:
         # a bare CR, which a "\n" writer would leave unquoted (and a reader would split the row there).
         self._csv_cr = csv.writer(self._buf, lineterminator="\r\n")
         if not existed:
-            self._emit(self.columns)
+            self._emit(self.columns, BOM if bom else b"")  # --excel: Excel reads a CSV as UTF-8 only after a BOM
 
     def resume_crc(self, crc32: int) -> None:
         """The CRC of the bytes already in the file (verified by the store), so the running CRC covers them."""
@@ -91,7 +91,7 @@ class OutputWriter:
         row += [cost, record_id, self._job_id]
         self._emit(row)
 
-    def _emit(self, row: list[str]) -> None:
+    def _emit(self, row: list[str], prefix: bytes = b"") -> None:
         buf = self._buf
         buf.seek(0)
         buf.truncate()
@@ -101,7 +101,7 @@ class OutputWriter:
         else:
             self._csv.writerow(row)
             text = buf.getvalue()
-        data = text.encode("utf-8")
+        data = prefix + text.encode("utf-8")
         self._file.write(data)
         self.size += len(data)
         self.crc32 = zlib.crc32(data, self.crc32)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from enrichkit.commands import next_steps
 from enrichkit.enricher import AttemptError, Enricher, Inbox, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.lifecycle import ModelNotes
@@ -113,6 +114,7 @@ class Pipeline:
         inflight = self._inflight
         outcome = self._outcome()
         self.progress.close(self._figures())
+        self.cp.stop_reason = outcome.reason
         self._note_models()
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
@@ -127,7 +129,7 @@ class Pipeline:
         self.say(outcome.message)
         if not self.opts.quiet:
             self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
-                                      self.plan.paths.errors]))
+                                      self.plan.paths.errors], next_steps(self.plan.paths, outcome, report)))
         pool.shutdown(wait=not inflight, cancel_futures=True)
         store.close()  # safe with records abandoned on the wire: workers never touch a file
         return PipelineResult(outcome, report, inflight)
@@ -138,7 +140,11 @@ class Pipeline:
                           else f"{s.name} ({s.kind})" for s in plan.stages.stages)
         todo = self.cp.failed_count if store.mode == JobMode.RETRY_FAILED else self.cp.records_left
         mode = store.mode.label
-        return (f"{self.cp.job_id}: {mode}, {'' if self.cp.counts_exact else '~'}{todo} records to do, "
+        exact = self.cp.counts_exact or store.mode == JobMode.RETRY_FAILED
+        count = f"{todo}" if exact else f"about {todo} (estimated from the file's lines)"
+        if self.opts.limit is not None and self.opts.limit < todo:
+            count = f"{self.opts.limit} (--limit) of {count}"
+        return (f"{self.cp.job_id}: {mode}, {count} records to do, "
                 f"{self.opts.max_workers} workers, {self._limits()}; stages: {kinds}")
 
     def _limits(self) -> str:

@@ -27,7 +27,7 @@ from enrichkit.stages import StagesConfig, load_stages
 # Options a job records in its checkpoint: a bare --resume continues with them.
 RECORDED = ("stages_file", "stages", "id_columns", "max_workers", "checkpoint_interval", "rpm", "tpm",
             "max_retries", "timeout", "max_outage", "max_cost", "base_url", "model", "no_cache", "delay",
-            "encoding", "delimiter", "report", "errors")  # not notify_url: a webhook URL is a secret
+            "encoding", "delimiter", "report", "errors", "excel")  # not notify_url: a webhook URL is a secret
 
 
 @dataclass
@@ -61,6 +61,7 @@ class RunOptions:
     errors: str | None = None
     encoding: str | None = None
     delimiter: str | None = None
+    excel: bool = False  # the output CSV starts with a UTF-8 BOM (Excel then reads its accents right)
     notify_url: str | None = None
     allow_config_change: bool = False
     dry_run: bool = False
@@ -113,6 +114,18 @@ class JobMode(StrEnum):
     def label(self) -> str:
         """As the start line says it."""
         return {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[self.value]
+
+
+def _workbook_hint(paths: JobPaths) -> str:
+    """For `--output x.xlsx`: how to get a workbook (the job writes CSV; the job tools export it)."""
+    if paths.output.suffix.lower() not in (".xlsx", ".xlsm", ".xls", ".ods"):
+        return ""
+    from enrichkit.commands import export_command
+
+    csv_output = paths.output.with_suffix(".csv")
+    checkpoint = Path(f"{csv_output.with_suffix('')}.progress.json")
+    return (f"; for Excel, write the job to {csv_output.name} (add --excel for a CSV that Excel opens with its "
+            f"accents intact), then export it as a workbook: {export_command(checkpoint, paths.output)}")
 
 
 def _flag(key: str) -> str:
@@ -209,7 +222,7 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
             raise UsageError(f"{flag}: the path {str(path).encode('utf-8', 'replace').decode()!r} is not valid "
                              "UTF-8; rename the file") from None
     if paths.output.suffix.lower() != ".csv":
-        raise UsageError(f"--output must be a .csv file, not {paths.output.name}")
+        raise UsageError(f"--output must be a .csv file, not {paths.output.name}{_workbook_hint(paths)}")
     items = list(named.items())
     for i, (flag_a, a) in enumerate(items):
         for flag_b, b in items[i + 1:]:

@@ -66,7 +66,8 @@ def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[st
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(len(header_bytes) + len(BOM))
-    if size < len(header_bytes) and header_bytes.startswith(head):
+    body = head.removeprefix(BOM)  # --excel writes one before the header
+    if size - (len(head) - len(body)) < len(header_bytes) and header_bytes.startswith(body):
         _truncate(path, 0)  # a crash while writing the header itself
         return Recovered(IdSet(), torn_bytes=size)
     try:

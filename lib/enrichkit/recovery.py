@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.checkpoint import Checkpoint, new_job_id, read_checkpoint
+from enrichkit.configdiff import describe_change
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import remove_stale_temps, same_file
 from enrichkit.logs import log
 from enrichkit.plan import JobMode, Plan
+from enrichkit.precount import count_exactly
 from enrichkit.readback import recover_output
 
 
@@ -56,7 +58,8 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
         cp = Checkpoint(job_id=new_job_id(), output=str(paths.output.resolve()), input=input_info,
                         stages=[s.name for s in plan.stages.stages], config_fingerprint=plan.fingerprint,
                         id_columns=options.id_columns, fields=plan.stages.output_fields,
-                        stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "")
+                        stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "",
+                        config=_config(plan))
         found = Found(cp, JobMode.of(options, job_exists=False))
     else:
         cp = read_checkpoint(paths.checkpoint)
@@ -126,8 +129,12 @@ def _merge_output(plan: Plan, found: Found) -> None:
                           "them), then --resume")
     cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
     found.output_crc32 = rec.crc32
-    if found.mode == JobMode.NEW or found.input_changed:
+    if (found.mode == JobMode.NEW or found.input_changed) and not count_exactly(cp, plan.table, plan.id_columns):
         cp.total_records = max(cp.total_records, plan.table.estimate_rows())
+
+
+def _config(plan: Plan) -> dict[str, Any]:
+    return plan.stages.config_material(plan.options.id_columns, plan.options.model)
 
 
 def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> bool:
@@ -162,12 +169,16 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
                           "columns cannot change: use a new --output for these stages, or --fresh to start this "
                           "one over")
     if cp.config_fingerprint != plan.fingerprint:
+        what = describe_change(cp.config, _config(plan)) or "the stages, prompts, models or --id-columns changed"
         if not options.allow_config_change:
-            raise ConfigError(f"the stages, prompts, models or --id-columns changed since this job started "
-                              f"({paths.checkpoint}); rerun with --allow-config-change to continue anyway, "
-                              "or use a new --output")
-        log.warning("the configuration changed since this job started; continuing (--allow-config-change)")
+            raise ConfigError(f"the configuration changed since this job started ({paths.checkpoint}): {what}; "
+                              "rerun with --allow-config-change to continue anyway, or use a new --output")
+        log.warning("the configuration changed since this job started (%s); continuing (--allow-config-change)",
+                    what)
         cp.config_fingerprint = plan.fingerprint
+        cp.config = _config(plan)
+    elif not cp.config:
+        cp.config = _config(plan)  # a job started before checkpoints kept it: from now on a change is named
         cp.stages = [s.name for s in plan.stages.stages]
         cp.fields = plan.stages.output_fields
     changed = (cp.input.get("size"), cp.input.get("mtime")) != (input_info["size"], input_info["mtime"])

@@ -266,14 +266,17 @@ class StagesConfig:
 
     def fingerprint(self, id_columns: Sequence[str] | None, model: str | None = None) -> str:
         """Hash of what decides the answers: the selected stages, the models, the ID columns."""
-        material = {
+        blob = json.dumps(self.config_material(id_columns, model), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def config_material(self, id_columns: Sequence[str] | None, model: str | None = None) -> dict[str, Any]:
+        """What the fingerprint hashes (kept in the checkpoint, so a change can be named: enrichkit.configdiff)."""
+        return {
             "stages": [s.raw for s in self.stages],
             "defaults": {k: v for k, v in self.defaults.items() if k not in ("rpm", "tpm", "timeout", "notify_url")},
             "models": self.models(model),
             "id_columns": list(id_columns) if id_columns else None,
         }
-        blob = json.dumps(material, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def load_stages(path: str | Path) -> StagesConfig:

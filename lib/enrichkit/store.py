@@ -105,7 +105,7 @@ class JobStore:
         self.paths.output.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.writer = OutputWriter(self.paths.output, plan.columns, plan.stages.output_fields, cp.job_id,
-                                       on_replaced=self._value_replaced)
+                                       on_replaced=self._value_replaced, bom=bool(plan.options.excel))
         except OSError as exc:
             raise WriteFailed(str(self.paths.output), exc.strerror or str(exc)) from None
         if self.writer.size == cp.output_bytes:

@@ -8,13 +8,14 @@ stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from enrichkit import commands
+from enrichkit.commands import cancel_command
 from enrichkit.edge import error_edge
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
@@ -37,7 +38,7 @@ examples:
   python scripts/jobs.py list out/                             # every job under out/, newest first
   python scripts/jobs.py validate out/enriched.progress.json   # exit 0 clean, 1 with the defects
   python scripts/jobs.py cancel out/enriched.progress.json     # graceful stop of the live run
-  python scripts/jobs.py serve out/                            # the dashboard on http://127.0.0.1:8765
+  python scripts/jobs.py serve out/                            # the dashboard: open the link it prints
 
 A CHECKPOINT is a job's progress file (<output stem>.progress.json); its output CSV, or a folder
 holding one job, names it too.
@@ -66,7 +67,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "python scripts/jobs.py cancel out/enriched.progress.json --timeout 60"),
     "serve": ("a local web page (and JSON API) over the jobs under DIR: progress, errors, downloads, "
               "Cancel / Resume / Retry failed",
-              "python scripts/jobs.py serve out/            # then open http://127.0.0.1:8765"),
+              "python scripts/jobs.py serve out/            # then open the link it prints (it carries the token)"),
 }
 
 _EXTRA = {
@@ -86,9 +87,10 @@ _EXTRA = {
     "cancel": "\nexit codes: 0 the run stopped (its final state is printed), 1 no run is active for the job,\n"
               "the run is on another host, or it is still running after --timeout (cancel again to stop it\n"
               "at once: like a second Ctrl+C, in-flight records are abandoned and redone on --resume).\n",
-    "serve": "\nBinds 127.0.0.1 unless --host says otherwise; a host other than loopback needs --token, and\n"
-             "then every request must carry it (open the printed URL once). Cancel, Resume and Retry\n"
-             "failed need the server's token and a same-origin request. Resume and Retry start\n"
+    "serve": "\nEvery request needs the server's token: open the URL printed at start once (the page then keeps\n"
+             "a session cookie); scripts send `Authorization: Bearer <token>`. The token is new at each\n"
+             "start, or ENRICHKIT_DASHBOARD_TOKEN (at least 16 characters; needed with a --host other than\n"
+             "loopback). Only job files you own are acted on or served. Resume and Retry start\n"
              "`python -m enrichkit --input I --output O --resume` detached, in the folder the job was\n"
              "started from, its output appended to <output stem>.run.log.\n",
 }
@@ -102,14 +104,16 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    p = _Parser(prog="jobs.py", description="Watch and steer enrichkit jobs from outside: each command reads only "
-                "the files\na job writes (checkpoint, output, input); none of them disturbs a live run.",
-                epilog=EXAMPLES, formatter_class=raw)
+    p = _Parser(prog=commands.prog(commands.JOBS),
+                description="Watch and steer enrichkit jobs from outside: each command reads only the files\na job "
+                            "writes (checkpoint, output, input); none of them disturbs a live run.",
+                epilog=commands.with_shown_names(EXAMPLES), formatter_class=raw)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     cmd = {}
     for name, (summary, example) in COMMANDS.items():
         cmd[name] = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
-                                   epilog=f"example:\n  {example}\n{_EXTRA.get(name, '')}", formatter_class=raw)
+                                   epilog=commands.with_shown_names(f"example:\n  {example}\n{_EXTRA.get(name, '')}"),
+                                   formatter_class=raw)
     checkpoint_help = "the job's *.progress.json (or its output CSV, or a folder holding one job)"
     cmd["status"].add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
                                help=checkpoint_help + "; default: the one job under the current folder")
@@ -135,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd["serve"]
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     s.add_argument("--port", type=int, default=8765, help="port (default: %(default)s; 0 picks a free one)")
-    s.add_argument("--token", help="the token POSTs need (default: a new random one, printed at start); "
-                                   "required with a --host other than loopback")
+    s.add_argument("--token", help=argparse.SUPPRESS)  # refused: a command line is visible to every user
     return p
 
 
@@ -204,7 +207,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_missing(args: argparse.Namespace) -> int:
     from enrichkit.jobs.audit import MissingCount, checked_target, missing_records, open_input
-    from enrichkit.jobs.export import write_text_file
+    from enrichkit.jobs.export import CsvRows, write_text_file
 
     job = load_status(resolve_checkpoint(args.checkpoint))
     table = open_input(job)
@@ -212,12 +215,12 @@ def cmd_missing(args: argparse.Namespace) -> int:
     count = MissingCount()
 
     def write(f: IO[str]) -> None:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(columns)
+        out = CsvRows(f)
+        out.write(columns)
         for record, record_id, state in missing_records(job, table, include_failed=not args.pending_only,
                                                         count=count):
             extra = [str(record.row), record_id, state] if args.annotate else []
-            out.writerow([*record.values.values(), *extra])
+            out.write([*record.values.values(), *extra])
 
     if args.output:
         where = str(write_text_file(checked_target(args.output, job.paths), write, newline=""))
@@ -285,11 +288,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"the run of {job.cp.job_id} is on host {job.cp.host}; cancel it there")
     elif result.outcome == "none":
         print(f"no run is active for {job.cp.job_id} (state: {job.state})")
+    elif result.outcome == "untrusted":
+        print(f"not signalling anything for {job.cp.job_id}: {result.why}")
     elif result.outcome == "denied":
         print(f"not allowed to signal PID {pid} (another user's process); stop it as that user")
     elif result.outcome == "timeout":
         print(f"PID {pid} is still running after {args.timeout:g} s (finishing in-flight records?); "
-              "run cancel again to stop it at once")
+              f"run it again to stop it at once: {cancel_command(job.paths.checkpoint)}")
     else:
         print(f"stopped: {job.cp.job_id} is {job.state}: {job.done} done, {job.failed} failed, {job.pending} pending")
         if job.can_resume:
@@ -299,9 +304,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from enrichkit.jobs.server import serve
+    from enrichkit.jobs.server import TOKEN_ENV, serve
 
-    return serve(_existing_dir(args.dir), host=args.host, port=args.port, token=args.token)
+    if args.token is not None:
+        raise UsageError(f"--token on the command line is visible to every user in `ps`: set {TOKEN_ENV} in the "
+                         "environment instead (at least 16 characters)")
+    return serve(_existing_dir(args.dir), host=args.host, port=args.port)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enrichkit.jobfiles import process_alive
+from enrichkit.jobfiles import distrust_path, owner_path, process_alive
 from enrichkit.jobs.state import JobStatus, load_status
 
 
@@ -32,17 +32,34 @@ def stop_signal_for(pid: int) -> int:
 @dataclass
 class StopResult:
     """What `send_stop`/`stop_run` did: `outcome` is signalled (asked, not waited for) | stopped |
-    none (no live run) | elsewhere (another host) | denied (another user's process) | timeout (still
-    running); `job` is the state at the end."""
+    none (no live run) | elsewhere (another host) | denied (another user's process) | untrusted (the
+    job's files are not this user's own: `why`) | timeout (still running); `job` is the state at the end."""
 
     outcome: str
     pid: int | None
     job: JobStatus
+    why: str = ""
+
+
+def distrusted(job: JobStatus) -> str | None:
+    """Why the job's checkpoint or lock owner file is not evidence to act on (`jobfiles.distrust`)."""
+    why = distrust_path(job.paths.checkpoint)
+    if why is not None:
+        return f"its checkpoint {job.paths.checkpoint} is {why}"
+    owner = owner_path(job.paths.lock)
+    if os.path.lexists(owner) and (why := distrust_path(owner)) is not None:
+        return f"its lock owner file {owner} is {why}"
+    return None
 
 
 def send_stop(checkpoint: Path) -> StopResult:
-    """Ask the job's live run to stop as Ctrl+C would, without waiting (the dashboard's Cancel)."""
+    """Ask the job's live run to stop as Ctrl+C would, without waiting (the dashboard's Cancel). Only a
+    PID verified to be the job's run (alive, holding the job's lock: `state.load_status`) named by files
+    this user owns is signalled."""
     job = load_status(checkpoint)
+    why = distrusted(job)
+    if why is not None:
+        return StopResult("untrusted", None, job, why)
     if job.state == "unknown":
         return StopResult("elsewhere", None, job)
     pid = job.active_pid

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import stat
 import tomllib
 from array import array
 from bisect import bisect_left
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from enrichkit.errors import UsageError
-from enrichkit.jobfiles import atomic_write
+from enrichkit.jobfiles import atomic_write, file_kind, read_regular
 from enrichkit.jobs.audit import WholeRows, input_scan, open_input
 from enrichkit.jobs.state import JobStatus
+from enrichkit.output import neutralise
 
 FORMATS = ("csv", "jsonl", "xlsx")
 ORDERS = ("output", "input")
@@ -39,6 +41,7 @@ XLSX_MAX_CHARS = 32_767
 _TYPES = ("string", "number", "integer", "boolean")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+_STAGES_MAX = 1 << 20  # a stages file is a few KB; a bigger one (or a FIFO) is not read for types
 
 
 @dataclass
@@ -56,8 +59,9 @@ class Exported:
 
 
 def declared_types(job: JobStatus) -> tuple[dict[str, str], str]:
-    """(enriched column -> string | number | integer | boolean, the stages file read). Columns the file
-    does not declare: `_cost_usd` is a number, a search stage's `<stage>_grounded` a boolean."""
+    """(enriched column -> string | number | integer | boolean | json, the stages file read). Columns the file
+    does not declare: `_cost_usd` is a number, a search stage's `<stage>_grounded` a boolean and its
+    `<stage>_sources` and `<stage>_queries` JSON (arrays)."""
     cp = job.cp
     types: dict[str, str] = {name: "string" for name in cp.fields}
     types["_cost_usd"] = "number"
@@ -65,7 +69,7 @@ def declared_types(job: JobStatus) -> tuple[dict[str, str], str]:
     if cp.stages_file:
         path = Path(str(cp.options.get("cwd") or ".")) / cp.stages_file
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_regular(path, _STAGES_MAX)[0].decode("utf-8"))
             source = str(path)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             data = {}
@@ -74,6 +78,8 @@ def declared_types(job: JobStatus) -> tuple[dict[str, str], str]:
                 continue
             if table.get("search"):
                 types[f"{table.get('name')}_grounded"] = "boolean"
+                if table.get("sources", True) is not False:  # JSON arrays in the CSV: arrays in JSONL
+                    types[f"{table.get('name')}_sources"] = types[f"{table.get('name')}_queries"] = "json"
             for name, spec in (table.get("fields") or {}).items():
                 declared = spec.get("type") if isinstance(spec, dict) else spec
                 if declared in _TYPES:  # an http stage's plain value is its JSON path, not a type
@@ -97,6 +103,10 @@ def typed(value: str, kind: str) -> tuple[Any, bool]:
             number = float(text)
             if math.isfinite(number):
                 return number, True
+        elif kind == "json":
+            parsed = json.loads(text)
+            if isinstance(parsed, list | dict):
+                return parsed, True
         elif kind == "boolean":
             if text.lower() in _TRUE:
                 return True, True
@@ -193,19 +203,25 @@ def rows_in_input_order(job: JobStatus, source: WholeRows, result: Exported) -> 
 
 
 def export_job(job: JobStatus, fmt: str, target: Path | IO[str], *, order: str = "output",
-               clean: Callable[[str], str] | None = None) -> Exported:
+               clean: Callable[[str], str] | None = None, only_job: str | None = None) -> Exported:
     """Write the job's output so far to `target` (a path, replaced atomically; or a text stream for
-    CSV/JSONL). `clean` runs on every text value (the dashboard redacts keys with it)."""
+    CSV/JSONL). `clean` runs on every text value (the dashboard redacts keys with it); `only_job` keeps
+    only the rows whose `_job_id` is that job's (the dashboard serves nothing else)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if order not in ORDERS:
         raise UsageError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
     if not job.paths.output.exists():
         raise UsageError(f"{job.paths.output}: the job has written no output yet")
+    mode = job.paths.output.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO would block the export, a device never end it
+        raise UsageError(f"{job.paths.output}: {file_kind(mode)}, not a regular file; not exported")
     source = WholeRows(job.paths.output)
     result = Exported()
     types, result.typed_from = declared_types(job)
     rows = source.rows() if order == "output" else rows_in_input_order(job, source, result)
+    if only_job is not None:
+        rows = (fields for fields in rows if fields and fields[-1] == only_job)
     first = next(rows, None)  # reads the header too
     header = source.header  # [] when the run has not written its header yet
     body = _chain(first, rows)
@@ -213,13 +229,14 @@ def export_job(job: JobStatus, fmt: str, target: Path | IO[str], *, order: str =
         if not isinstance(target, Path):
             raise UsageError("an XLSX export needs a file (--output PATH)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda f: _write_xlsx(f, header, body, Typer(header, types, clean), result))
+        as_text = {name: "string" if kind == "json" else kind for name, kind in types.items()}  # a cell holds text
+        atomic_write(target, lambda f: _write_xlsx(f, header, body, Typer(header, as_text, clean), result))
     else:
         def write(f: IO[str]) -> None:
             if fmt == "jsonl":
                 _write_jsonl(f, header, body, Typer(header, types, clean), result)
             else:
-                _write_csv(f, header, body, clean, result)
+                _write_csv(f, header, body, clean, result, enriched=set(types))
 
         if isinstance(target, Path):
             write_text_file(target, write, newline="" if fmt == "csv" else None)
@@ -256,13 +273,38 @@ def _write_jsonl(f: IO[str], header: list[str], rows: Iterator[list[str]], typer
     result.untyped = typer.untyped
 
 
+class CsvRows:
+    """Rows written as valid CSV, one "\n" per row: a field holding a bare CR is quoted like one holding
+    a newline (Python's writer quotes only its own line terminator's characters, so a "\n" writer would
+    leave a CR bare, and a reader splits the row there)."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self._f = f
+        self._plain = csv.writer(f, lineterminator="\n")
+        self._buf = io.StringIO()
+        self._cr = csv.writer(self._buf, lineterminator="\r\n")
+
+    def write(self, row: list[str]) -> None:
+        if not any("\r" in value for value in row):
+            self._plain.writerow(row)
+            return
+        self._buf.seek(0)
+        self._buf.truncate()
+        self._cr.writerow(row)
+        self._f.write(self._buf.getvalue()[:-2] + "\n")
+
+
 def _write_csv(f: IO[str], header: list[str], rows: Iterator[list[str]], clean: Callable[[str], str] | None,
-               result: Exported) -> None:
-    out = csv.writer(f, lineterminator="\n")
+               result: Exported, *, enriched: set[str]) -> None:
+    """The output's rows as CSV, CR quoted, and formula-safe as the output is: an enriched value a
+    spreadsheet would run is prefixed with `'` (the run did so already; an edited file gets it here)."""
+    out = CsvRows(f)
+    guarded = [name in enriched and name != "_cost_usd" for name in header]
     if header:
-        out.writerow(header)
+        out.write(header)
     for fields in rows:
-        out.writerow([clean(v) for v in fields] if clean else fields)
+        values = [clean(v) for v in fields] if clean else list(fields)
+        out.write([neutralise(v) if guard else v for v, guard in zip(values, guarded, strict=False)])
         result.rows += 1
 
 

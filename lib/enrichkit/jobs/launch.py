@@ -4,11 +4,17 @@ is there), its stdout and stderr appended to a log beside the job.
 
 The run takes every other option from its checkpoint, so it continues exactly as the job was started.
 The job's lock still decides: a second start exits 3, and `Launch` reports that exit to the page.
+
+A checkpoint is evidence, not a command: the page shows the exact command a Resume starts (`planned`),
+and `launch_problem` refuses a job whose checkpoint, working folder, input, output or stages file is not
+this user's own (a planted checkpoint naming another user's stages module would run its code as this
+user; one naming another user's folder would read the `.env` there).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -21,7 +27,8 @@ from typing import Any
 import enrichkit
 from enrichkit.checkpoint import utc_now
 from enrichkit.errors import EXIT_LOCKED
-from enrichkit.jobfiles import read_owner
+from enrichkit.jobfiles import distrust_path, held_regular, read_owner
+from enrichkit.jobs.control import distrusted
 from enrichkit.jobs.state import JobStatus
 
 ACTIONS = {"resume": "--resume", "retry-failed": "--retry-failed"}
@@ -39,6 +46,41 @@ def run_folder(job: JobStatus, fallback: Path) -> Path:
     if recorded and Path(str(recorded)).is_dir():
         return Path(str(recorded))
     return fallback
+
+
+def planned(job: JobStatus, action: str, fallback_cwd: Path) -> dict[str, Any]:
+    """What Resume (or Retry failed) starts for this job, as the page shows it: the command, the folder
+    it runs in, and the options it takes from the checkpoint."""
+    command = run_command(job, action)
+    cwd = run_folder(job, fallback_cwd)
+    options = job.cp.options
+    return {"argv": command, "cwd": str(cwd), "command": f"cd {shlex.quote(str(cwd))} && {shlex.join(command)}",
+            "stages_file": job.cp.stages_file or None, "base_url": options.get("base_url") or None}
+
+
+def launch_problem(job: JobStatus, fallback_cwd: Path) -> str | None:
+    """Why the dashboard must not start a run of this job, or None: every file the run would act on
+    or read its code and key from must be this user's own (`jobfiles.distrust`)."""
+    why = distrusted(job)
+    if why is not None:
+        return why
+    cwd = run_folder(job, fallback_cwd)
+    checks: list[tuple[str, Path, bool]] = [("working folder", cwd, True)]
+    if job.paths.input is not None:
+        checks.append(("input", job.paths.input, False))
+    output = job.paths.output
+    checks.append(("output folder", output.parent, True))  # where the run log is appended, by name
+    if os.path.lexists(output):
+        checks.append(("output", output, False))
+    if job.cp.stages_file:
+        checks.append(("stages file", cwd / job.cp.stages_file, False))
+    for role, path, folder in checks:
+        if not folder and not os.path.lexists(path):
+            continue  # a missing input or stages file: the run says so itself
+        why = distrust_path(path, folder=folder)
+        if why is not None:
+            return f"the job's recorded {role} {path} is {why}; run it yourself if you trust it"
+    return None
 
 
 def run_command(job: JobStatus, action: str, max_cost: float | None = None) -> list[str]:
@@ -67,9 +109,9 @@ class Launch:
     def last_line(self) -> str:
         """The last line the run printed (its closing line, or its one-line error)."""
         try:
-            with open(self.log, "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - _LOG_TAIL))
-                lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines()]
+            with held_regular(self.log) as (held, st), open(held, "rb") as f:
+                f.seek(max(0, st.st_size - _LOG_TAIL))
+                lines = [line.strip() for line in f.read(_LOG_TAIL).decode("utf-8", "replace").splitlines()]
         except OSError:
             return ""
         return next((line for line in reversed(lines) if line and not line.startswith("===")), "")
@@ -91,7 +133,8 @@ def start_run(job: JobStatus, action: str, *, fallback_cwd: Path, max_cost: floa
     env = dict(os.environ)
     lib = str(Path(enrichkit.__file__).resolve().parents[1])  # so `-m enrichkit` finds this enrichkit
     env["PYTHONPATH"] = os.pathsep.join([lib, *filter(None, [env.get("PYTHONPATH")])])
-    with open(log, "ab") as out:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with open(os.open(log, flags, 0o644), "ab") as out:  # never through a link planted under its name
         out.write(f"=== {utc_now()} jobs.py serve: {action}: {' '.join(command[1:])}\n".encode())
         out.flush()
         process = subprocess.Popen(command, cwd=run_folder(job, fallback_cwd), env=env, stdin=subprocess.DEVNULL,

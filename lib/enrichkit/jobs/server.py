@@ -6,25 +6,31 @@
     GET  /api/jobs/{key}/download/{fmt}      the output so far: csv | jsonl | xlsx (?order=input)
     POST /api/jobs/{key}/cancel|resume|retry-failed   (resume, retry-failed: ?max_cost=USD sets a new budget)
 
-Safety: bound to loopback, the server answers only requests addressed to a loopback name (a web page
-whose DNS name was rebound to 127.0.0.1 gets 403). Every POST needs the server's token in the
-`X-Enrichkit-Token` header (the page has it; another site's page cannot read it) and, from a
-browser, a same-origin `Origin`. Bound to another address, `--token` is required and every request
-needs it (header, or the `?token=` link once, kept in a same-site cookie). API key values are
-masked in every response, and errors are JSON with an HTTP status, never a traceback.
+Trust (SPEC "Dashboard"), the way Jupyter's server treats a shared machine: every request needs the
+server's token — the URL printed at start carries it once (`?token=`), which becomes a session cookie
+(HttpOnly, SameSite=Strict) holding a random session ID, not the token; scripts send `Authorization:
+Bearer <token>` or `X-Enrichkit-Token`. The page never holds the token. Every POST is same-origin too;
+bound to loopback, only requests addressed to a loopback name are answered (DNS rebinding gets 403).
+Job files are evidence, not commands (see `catalog`, `launch`, `control`). API key values are masked
+in every response, and errors are JSON with an HTTP status, never a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
+import json
 import logging
 import math
+import os
 import secrets
 import socket
+import stat
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,15 +42,20 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from enrichkit.errors import EXIT_OK, EnrichError, UsageError
-from enrichkit.jobs.catalog import Catalog, Entry, Secrets, job_detail
+from enrichkit.jobfiles import file_kind, held_regular
+from enrichkit.jobs.catalog import Catalog, Entry, Secrets
 from enrichkit.jobs.control import send_stop
+from enrichkit.jobs.details import job_detail, output_problem
 from enrichkit.jobs.export import FORMATS, ORDERS, export_job
-from enrichkit.jobs.launch import ACTIONS, Launches, start_run
+from enrichkit.jobs.launch import ACTIONS, Launches, launch_problem, planned, start_run
 from enrichkit.jobs.state import ACTIVE
 
 log = logging.getLogger("enrichkit.dashboard")
 TOKEN_HEADER = "x-enrichkit-token"
-COOKIE = "enrichkit_token"
+TOKEN_ENV = "ENRICHKIT_DASHBOARD_TOKEN"
+TOKEN_MIN = 16
+COOKIE = "enrichkit_session"
+_SESSIONS_MAX = 1000
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson",
           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
@@ -63,22 +74,44 @@ class Refused(HTTPException):
     """A request the server will not serve; `detail` is the one line the JSON error carries."""
 
 
+class Sessions:
+    """The browser sessions the `?token=` link opened: random IDs (what the cookie holds: never the
+    token), the newest `_SESSIONS_MAX` kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, None] = {}
+
+    def open(self) -> str:
+        session = secrets.token_urlsafe(32)
+        with self._lock:
+            self._ids[session] = None
+            while len(self._ids) > _SESSIONS_MAX:
+                del self._ids[next(iter(self._ids))]
+        return session
+
+    def __contains__(self, session: object) -> bool:
+        with self._lock:
+            return isinstance(session, str) and session in self._ids
+
+
 def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float = 3.0,
                env: dict[str, str] | None = None) -> FastAPI:
     """The dashboard over the jobs under `root`. `settle`: how long a Resume waits to tell "started"
     from "exited at once" (a second run exits 3 in well under a second)."""
+    if len(token) < TOKEN_MIN:
+        raise UsageError(f"the dashboard's token must have at least {TOKEN_MIN} characters")
     secrets_ = Secrets(env)
     secrets_.add_env_file(Path.cwd())
     secrets_.add_env_file(root)
     catalog = Catalog(root, secrets_)
     launches = Launches()
+    sessions = Sessions()
     local = is_loopback(host)
     app = FastAPI(title="enrichkit jobs", docs_url=None, redoc_url=None, openapi_url=None)
     page = resources.files("enrichkit.jobs").joinpath("dashboard.html").read_text(encoding="utf-8")
 
     def reply(data: Any, status: int = 200) -> Response:
-        import json
-
         body = json.dumps(secrets_.redactor.redact_tree(data), ensure_ascii=False)
         return Response(body, status_code=status, media_type="application/json")
 
@@ -91,13 +124,13 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
     def readable(key: str) -> Entry:
         found = entry(key)
         if found.job is None:
-            raise Refused(409, f"the checkpoint of {key} cannot be read: {found.error}")
+            raise Refused(409, f"the checkpoint of {key} cannot be used: {found.error}")
         return found
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         try:
-            redirect = _check(request, token, host, local)
+            redirect = _check(request, token, host, local, sessions)
         except Refused as exc:
             return reply({"error": exc.detail, "status": exc.status_code}, exc.status_code)
         response = redirect or await call_next(request)
@@ -126,7 +159,7 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
 
     def html() -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
-        text = (page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce)
+        text = (page.replace("{{NONCE}}", nonce)
                 .replace("{{DIR}}", _escape(secrets_.redactor.redact(str(catalog.root)))))
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
                "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -141,17 +174,28 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         return html()
 
     @app.get("/api/jobs")
-    def list_jobs() -> Response:
+    def list_jobs(request: Request) -> Response:
+        """Every job; with `If-None-Match` of the last answer's ETag, a 304 when no job changed (a poll of
+        10,000 jobs then sends nothing)."""
         launches.reap()
-        return reply({"dir": str(catalog.root), "jobs": [e.to_json() for e in catalog.entries()]})
+        body = catalog.listing_json()
+        etag = catalog.etag
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"etag": etag})
+        return Response(body, media_type="application/json", headers={"etag": etag})
 
     @app.get("/api/jobs/{key}")
     def get_job(key: str) -> Response:
         found = entry(key)
-        if found.job is None:
-            return reply({**found.to_json(), "launch": None})
-        launch = launches.get(key)
-        return reply({**job_detail(found), "launch": launch.to_json() if launch else None})
+        if found.job is not None:
+            try:
+                launch = launches.get(key)
+                return reply({**job_detail(found, catalog.root),
+                              "run_commands": {a: planned(found.job, a, Path.cwd()) for a in ACTIONS},
+                              "launch": launch.to_json() if launch else None})
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # a hand-edited file
+                found = Entry(key, found.checkpoint, None, f"corrupt checkpoint ({type(exc).__name__}: {exc})")
+        return reply({**found.to_json(), "launch": None})
 
     @app.get("/api/jobs/{key}/download/{fmt}")
     def download(key: str, fmt: str, order: str = "output") -> Response:
@@ -159,10 +203,18 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
             raise Refused(404, f"downloads are {', '.join(FORMATS)}, in order {' or '.join(ORDERS)}")
         job = readable(key).job
         assert job is not None
+        problem = output_problem(job, catalog.root)
+        if problem:
+            raise Refused(409, problem)
+        if order == "input" and (why := _not_regular(job.paths.input)):
+            raise Refused(409, f"the job's input {job.paths.input} is {why}; not read")
         folder = Path(tempfile.mkdtemp(prefix="enrichkit-export-"))
         target = folder / f"{job.paths.output.stem}.{fmt}"
         try:
-            export_job(job, fmt, target, order=order, clean=secrets_.redactor.redact)
+            # The output is read as the regular file it was when checked, whatever is renamed over it since.
+            with held_regular(job.paths.output) as (held, _):
+                view = dataclasses.replace(job, paths=dataclasses.replace(job.paths, output=held))
+                export_job(view, fmt, target, order=order, clean=secrets_.redactor.redact, only_job=job.cp.job_id)
         except BaseException:
             _remove(folder)
             raise
@@ -177,6 +229,8 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
             return reply({"outcome": "signalled", "pid": result.pid,
                           "message": f"asked PID {result.pid} to stop: in-flight records finish, then the job is "
                                      "interrupted"}, 202)
+        if result.outcome == "untrusted":
+            raise Refused(403, f"not acting on this job: {result.why}")
         why = {"none": f"no run is active for this job (state: {result.job.state})",
                "elsewhere": f"the run is on host {result.job.cp.host}; cancel it there",
                "denied": f"not allowed to signal PID {result.pid} (another user's process)"}
@@ -186,6 +240,9 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
         found = readable(key)
         job = found.job
         assert job is not None
+        problem = launch_problem(job, Path.cwd())
+        if problem:
+            raise Refused(403, f"not starting a run of this job: {problem}")
         if job.state in ACTIVE:
             raise Refused(409, f"a run is active (PID {job.active_pid}); cancel it first")
         if action == "resume" and not job.can_resume:
@@ -222,34 +279,74 @@ def create_app(root: Path, *, token: str, host: str = "127.0.0.1", settle: float
     return app
 
 
-def _check(request: Request, token: str, host: str, local: bool) -> Response | None:
-    """Refuse what this server must not serve; a `?token=` link becomes a cookie and a clean URL."""
+def _check(request: Request, token: str, host: str, local: bool, sessions: Sessions) -> Response | None:
+    """Refuse what this server must not serve: a request without the token (header) or a session
+    (cookie), a POST from another origin, a Host that is not this server's. A `?token=` link opens a
+    session: a cookie and a redirect to the same URL without the token."""
     host_header = request.headers.get("host", "")
     name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
     if local and name not in LOOPBACK_NAMES and name != host:
         raise Refused(403, f"this server answers on {host} only, not {name or 'an empty Host'}")
-    if not local:
-        given = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE) or request.query_params.get("token")
-        if not _same(given, token):
-            raise Refused(403, "this dashboard needs its token: open the link `jobs.py serve` printed")
-        if request.method == "GET" and "token" in request.query_params:
-            response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-            return response
+    bearer = request.headers.get("authorization", "")
+    given = request.headers.get(TOKEN_HEADER) or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else None)
+    if given is not None and not _same(given, token):
+        raise Refused(403, "wrong token")
+    if "token" in request.query_params:
+        if not _same(request.query_params.get("token"), token):
+            raise Refused(403, "wrong token: open the link `jobs.py serve` printed")
+        if request.method != "GET":
+            raise Refused(403, "the token goes in a header (Authorization: Bearer, or X-Enrichkit-Token), "
+                               "not in the URL of a POST")
+        if request.url.path.startswith("/api/"):
+            return None  # a script's GET with the token in its URL: answered as it is, no session
+        clean = request.url.remove_query_params("token")
+        # A relative redirect: the Host header (any name, off loopback) never chooses where it leads.
+        response = RedirectResponse(clean.path + (f"?{clean.query}" if clean.query else ""), status_code=303)
+        response.set_cookie(COOKIE, sessions.open(), httponly=True, samesite="strict", path="/")
+        return response
+    by_cookie = given is None
+    if by_cookie and request.cookies.get(COOKIE) not in sessions:
+        raise Refused(401, "this dashboard needs its token: open the link `jobs.py serve` printed (scripts: "
+                           "send Authorization: Bearer <token>)")
     if request.method not in ("GET", "HEAD"):
-        if not _same(request.headers.get(TOKEN_HEADER), token):
-            raise Refused(403, f"missing or wrong token (send the server's token in {TOKEN_HEADER})")
         origin = request.headers.get("origin")
         site = request.headers.get("sec-fetch-site")
         if origin is not None and origin != f"{request.url.scheme}://{host_header}":
             raise Refused(403, f"cross-origin request refused (Origin {origin})")
-        if origin is None and site not in (None, "same-origin"):
+        if site not in (None, "same-origin") or (by_cookie and origin is None and site is None):
             raise Refused(403, "cross-site request refused")
     return None
 
 
+def _not_regular(path: Path | None) -> str | None:
+    """Why `path` may not be read by a request (a FIFO would block it, a device never end), or None."""
+    if path is None:
+        return "not recorded"
+    try:
+        st = os.stat(path)  # noqa: PTH116 - the mode of what the name leads to
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None if stat.S_ISREG(st.st_mode) else f"{file_kind(st.st_mode)}, not a regular file"
+
+
 def _same(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def dashboard_token(environ: Mapping[str, str], host: str) -> str:
+    """The token from ENRICHKIT_DASHBOARD_TOKEN (at least 16 characters), else a new random one; a host
+    beyond loopback needs it from the environment (the URL printed at start is not the way in there)."""
+    token = environ.get(TOKEN_ENV)
+    if token is not None:
+        if len(token.strip()) < TOKEN_MIN or token != token.strip():
+            raise UsageError(f"{TOKEN_ENV} must hold at least {TOKEN_MIN} characters, without spaces around them "
+                             "(a long random string: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return token
+    if not is_loopback(host):
+        raise UsageError(f"--host {host} makes the dashboard reachable from other machines: set {TOKEN_ENV} in the "
+                         f"environment (a long random string, at least {TOKEN_MIN} characters; every request will "
+                         "need it)")
+    return secrets.token_urlsafe(32)
 
 
 def _escape(text: str) -> str:
@@ -262,14 +359,13 @@ def _remove(folder: Path) -> None:
     folder.rmdir()
 
 
-def serve(root: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> int:
-    """Run the dashboard until Ctrl+C. A host other than loopback needs an explicit `token`."""
+def serve(root: Path, *, host: str = "127.0.0.1", port: int = 8765,
+          environ: Mapping[str, str] | None = None) -> int:
+    """Run the dashboard until Ctrl+C or SIGTERM. The token comes from ENRICHKIT_DASHBOARD_TOKEN, else is
+    made here; a host other than loopback needs it from the environment."""
     import uvicorn
 
-    if not is_loopback(host) and not token:
-        raise UsageError(f"--host {host} makes the dashboard reachable from other machines: set --token too "
-                         "(a long random string; every request will need it)")
-    token = token or secrets.token_urlsafe(18)
+    token = dashboard_token(os.environ if environ is None else environ, host)
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -283,13 +379,14 @@ def serve(root: Path, *, host: str = "127.0.0.1", port: int = 8765, token: str |
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{bound}/"
     app = create_app(root, token=token, host=host.strip("[]"))
-    print(f"enrichkit dashboard: {url}  (jobs under {root.resolve()})", flush=True)
-    if is_loopback(host):
-        print(f"token: {token}  (the page has it; scripts send it as X-Enrichkit-Token on POST)", flush=True)
-    else:
-        print(f"open {url}?token={token} once; scripts send the token as X-Enrichkit-Token", flush=True)
+    print(f"enrichkit dashboard: {url}?token={token}  (jobs under {root.resolve()})", flush=True)
+    print("open that link once (the page then keeps a session); scripts send the token as "
+          "`Authorization: Bearer <token>`", flush=True)
     print("press Ctrl+C to stop (runs it started go on)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # A request stuck past the grace time is cancelled: SIGTERM always stops the server within seconds.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
     sys.stdout.flush()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        os._exit(EXIT_OK)  # a worker thread still in a request must not hold the exit
     return EXIT_OK

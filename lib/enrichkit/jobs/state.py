@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
+from enrichkit.commands import enrich_command
 from enrichkit.errors import ConfigError, UsageError
-from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, process_alive, read_owner, same_file
+from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, held_regular, is_run, read_owner, same_file
 from enrichkit.lifecycle import notes_lines
 from enrichkit.progress import format_duration
 
-_SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
+SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
+CHECKPOINT_MAX = 256 << 20  # ~7 million records' IDs; a bigger "checkpoint" is shown as unreadable
 ACTIVE = ("running", "starting")  # a run of the job is under way on this host
 
 
@@ -92,7 +94,10 @@ class JobStatus:
 
     @property
     def last_error(self) -> dict[str, Any] | None:
-        return dict(self.cp.errors[-1]) if self.cp.errors else None
+        if not self.cp.errors:
+            return None
+        last = self.cp.errors[-1]
+        return dict(last) if isinstance(last, dict) else {"message": str(last)}  # a hand-edited file
 
     @property
     def can_resume(self) -> bool:
@@ -192,9 +197,11 @@ class JobStatus:
 def continue_args(paths: JobPaths, flag: str = "--resume") -> list[str]:
     """The `enrich.py` arguments that continue a job: its files only, since the run takes every other
     option from the checkpoint, where it recorded them."""
-    args = ["--input", str(paths.input), "--output", str(paths.output)]
-    if not same_file(paths.checkpoint, paths.default_checkpoint()):
-        args += ["--checkpoint", str(paths.checkpoint)]
+    given = paths.input.absolute() if paths.input is not None else None
+    args = ["--input", str(given), "--output", str(paths.output.absolute())]
+    default = paths.default_checkpoint()
+    if paths.checkpoint != default and not same_file(paths.checkpoint, default):
+        args += ["--checkpoint", str(paths.checkpoint.absolute())]
     return [*args, flag]
 
 
@@ -202,7 +209,7 @@ def continue_command(paths: JobPaths, flag: str = "--resume", state: str = "") -
     """The command line that continues a job in `state` (`flag`: --resume or --retry-failed). A job that
     spent its budget stops again at once without a higher one, which only its owner can choose:
     `--max-cost USD` stands for it."""
-    command = "python scripts/enrich.py " + shlex.join(continue_args(paths, flag))
+    command = enrich_command() + " " + shlex.join(continue_args(paths, flag))
     return command + " --max-cost USD" if state == "budget_exhausted" else command
 
 
@@ -220,19 +227,53 @@ def next_command(paths: JobPaths, state: str, *, pending: int, failed: int) -> s
 # --- reading a job --------------------------------------------------------------------------------
 
 
+def read_job_summary(checkpoint: Path) -> Checkpoint:
+    """`read_summary` of a checkpoint that is a regular file of at most CHECKPOINT_MAX bytes; a FIFO, a
+    device, a link or a huge file is a one-line `ConfigError`, never a read that blocks or fills memory.
+    The file is opened once, checked, and read through that open file (/proc/self/fd), so nothing
+    swapped in under its name since is read."""
+    try:
+        with held_regular(checkpoint) as (held, st):
+            if st.st_size > CHECKPOINT_MAX:
+                raise ConfigError(f"{checkpoint}: {st.st_size:,} bytes: too big for a checkpoint "
+                                  f"(at most {CHECKPOINT_MAX:,})")
+            try:
+                return read_summary(held)
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace(str(held), str(checkpoint))) from None
+    except OSError as exc:
+        raise ConfigError(f"{checkpoint}: cannot read the checkpoint: {exc.strerror or exc}") from None
+
+
 def load_status(checkpoint: Path, *, cp: Checkpoint | None = None, now: float | None = None,
-                host: str | None = None, alive: Callable[[int, float | None], bool] = process_alive) -> JobStatus:
+                host: str | None = None, alive: Callable[[int, float | None], bool] | None = None) -> JobStatus:
     """Read a job's checkpoint (its summary, unless given as `cp`) and decide its state. `running` only if
-    its PID is alive on this host."""
-    cp = read_summary(checkpoint) if cp is None else cp
+    its PID is alive on this host and holds the job's lock (`jobfiles.is_run`; `alive` replaces that
+    check in tests)."""
+    cp = read_job_summary(checkpoint) if cp is None else cp
     paths = job_paths(checkpoint, cp)
     now = time.time() if now is None else now
     host = socket.gethostname() if host is None else host
-    state, pid = decide_state(cp, read_owner(paths.lock), host, alive)
+    state, pid = decide_state(cp, read_owner(paths.lock, trusted=True), host, alive or run_check(paths))
     return JobStatus(paths, cp, state, pid, now)
 
 
-def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
+def run_check(paths: JobPaths) -> Callable[[int, float | None], bool]:
+    """Is a PID the live run of this job: alive, started by the time given, holding its lock or output."""
+    return lambda pid, started_by: is_run(pid, started_by, paths.lock, paths.output)
+
+
+class Recorded(Protocol):
+    """What deciding a job's state reads from its checkpoint."""
+
+    status: str
+    pid: int
+    host: str
+    last_updated: str
+    stop_reason: str
+
+
+def decide_state(cp: Recorded, holder: Owner | None, host: str,
                  alive: Callable[[int, float | None], bool]) -> tuple[str, int | None]:
     """(state, PID of the live run or None).
 
@@ -250,6 +291,8 @@ def decide_state(cp: Checkpoint, holder: Owner | None, host: str,
             return "starting", holder.pid
     if cp.status == "running":
         return ("unknown" if cp.host and cp.host != host else "interrupted"), None
+    if cp.status == "interrupted" and cp.stop_reason == "limit":
+        return "limit_reached", None  # stopped as asked by --limit; the checkpoint keeps SPEC's `interrupted`
     return cp.status, None
 
 
@@ -257,7 +300,7 @@ def find_checkpoints(root: Path) -> list[Path]:
     """Every `*.progress.json` under `root`, skipping hidden folders (.git, .venv) and package trees."""
     found: list[Path] = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
         found += [Path(folder) / name for name in sorted(files)
                   if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
     return found
@@ -299,6 +342,8 @@ def load_all(checkpoints: Iterable[Path], **kwargs: Any) -> Iterator[JobStatus |
             yield load_status(path, **kwargs)
         except ConfigError as exc:
             yield path, str(exc)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # a hand-edited file
+            yield path, f"{path}: corrupt checkpoint ({exc!r})"
 
 
 def recency(job: JobStatus) -> tuple[float, str]:

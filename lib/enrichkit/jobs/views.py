@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from enrichkit.commands import cancel_command
 from enrichkit.jobs.audit import Validation
 from enrichkit.jobs.state import ACTIVE, JobStatus, duration_text
 from enrichkit.lifecycle import notes_lines
@@ -97,9 +98,8 @@ def error_text(error: dict[str, Any] | None) -> str:
 
 
 def next_step(job: JobStatus) -> str:
-    checkpoint = show_path(job.paths.checkpoint)
     if job.state in ACTIVE:
-        return f"no: a run is active; stop it with: python scripts/jobs.py cancel {checkpoint}"
+        return f"no: a run is active; stop it with: {cancel_command(job.paths.checkpoint)}"
     if job.state == "unknown":
         return "unknown: look on the host that runs it"
     command = job.next_command

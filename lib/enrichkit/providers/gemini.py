@@ -112,6 +112,7 @@ class GeminiProvider(BaseProvider):
         self.notes = ModelNotes(pricing)  # served models, unpriced answers, lifecycles: said once, kept for the report
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
+        self._base_url = base_url or None
         options = types.HttpOptions(base_url=base_url or None, api_version=API_VERSION, timeout=int(timeout * 1000),
                                     retry_options=types.HttpRetryOptions(attempts=1))
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI=true in the environment would otherwise turn this
@@ -133,8 +134,9 @@ class GeminiProvider(BaseProvider):
             except Exception as exc:  # noqa: BLE001 - classified right here
                 failure = classify_error(exc)
                 if getattr(exc, "code", None) == 404:
+                    listed = self._generating_models()
                     raise ConfigError(f"model {model!r} is unknown or retired ({failure.message[:160]}); models "
-                                      f"that can generate: {self._generating_models()}") from None
+                                      f"that can generate: {listed}{self._base_url_hint(listed)}") from None
                 if failure.fatal is not None:  # a rejected key, a refused project: every call would meet it
                     raise failure.fatal from None
                 if failure.unconnected:
@@ -145,6 +147,14 @@ class GeminiProvider(BaseProvider):
             if actions and "generateContent" not in actions:
                 raise ConfigError(f"model {model!r} cannot generate text (it supports {', '.join(actions)}); "
                                   f"models that can: {self._generating_models()}")
+
+    def _base_url_hint(self, listed: str) -> str:
+        """When no model can be listed either, every model answers 404: the address is not a Gemini API (a
+        dashboard, another server on the port) far more often than every model is retired."""
+        if not listed.startswith("(") or self._base_url is None:
+            return ""
+        return (f"; every model answers 404 at {self._base_url}: check the base URL (--base-url, or "
+                "GEMINI_BASE_URL in the environment or a .env file): is a Gemini API answering there?")
 
     def _generating_models(self) -> str:
         try:

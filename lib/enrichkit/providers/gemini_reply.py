@@ -1,6 +1,6 @@
 """Reading a Gemini answer: its text, why there is none, what it was billed for, and its grounding.
 
-Every shape the live API gives (see README "Against the real Gemini API"): a blocked prompt
+Every shape the live API gives (see docs/models-and-prices.md): a blocked prompt
 (`promptFeedback.blockReason`, no candidates), a safety-type finish with no parts, MAX_TOKENS with
 a truncated answer or with thoughts only, an answer wrapped in prose or a code fence. A usable
 answer is text; anything else is a classified `StageFailure` carrying what it was billed for.
