@@ -80,7 +80,7 @@ def test_the_docs_examples_run(api_site: Path, tmp_path: Path, fake: FakeGemini)
     assert printed[0] == "completed 0 20\n"
     assert "did you mean 'search'?" in printed[1]
     assert printed[2] == "interrupted 130\ncompleted 0 20\n"
-    assert "new job, ~20 records to do" in printed[3]
+    assert "new job, 20 records to do" in printed[3]
     assert printed[4].startswith("0 $") and printed[4].endswith("True\n")
 
 
