@@ -184,7 +184,8 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"{name:<12} {measured:<{width}}  {target:<28} {'yes' if ok else 'NO'}")
     if q := results.get("q"):
         print(f"\nQ rows: {q['workers']} workers, {q['latency_s']} s latency, a quota of {q['quota_per_window']} "
-              f"requests per {q['window_s']:g} s window (1,200 RPM, ten times faster); rate/cap over whole windows")
+              f"requests per {q['window_s']:g} s window (1,200 RPM, ten times faster) unless the row says; "
+              "rate/cap over whole windows")
         lines = quota_bench.table(q)
         width = max(len(line[0]) for line in lines)
         for label, measured, target, met in lines:

@@ -75,14 +75,15 @@ class SimResult:
 def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: float = 0.0, workers: int = 20,
              latency: float = 0.2, jitter: float = 0.0, hiccups: tuple[float, float] = (0.0, 0.0),
              noise: float = 0.0, tell_quota: bool = False,
-             tell_limit: bool = False, seed: int = 1, **limiter_options: Any) -> SimResult:
+             tell_limit: bool = False, bare: bool = False, seed: int = 1, **limiter_options: Any) -> SimResult:
     """Run `workers` workers for `seconds` through one Limiter told `rpm` (per window) against `quota`.
 
     A request reaches the quota up to `jitter` s after it was let go. With the chance `hiccups[0]` a
     request starts a stall of `hiccups[1]` s (a client process paused): the requests let go meanwhile
     all arrive when it ends, bunched, and the ones after on time.
     `tell_quota` passes `quota=` to `on_rate_limited` (True for the quota's 429s, False for noise), as a
-    caller that reads QuotaFailure does; `tell_limit` also passes the quota's `limit`.
+    caller that reads QuotaFailure does; `tell_limit` also passes the quota's `limit`. Otherwise a 429
+    says only its delay (RetryInfo alone), or with `bare` not even that ("Resource has been exhausted").
     """
     rng = random.Random(seed)
     now = [0.0]
@@ -131,7 +132,7 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
             if delay is None:
                 limiter.on_success()
             else:
-                limiter.on_rate_limited(delay, quota=named if tell_quota else None,
+                limiter.on_rate_limited(None if bare else delay, quota=named if tell_quota else None,
                                         limit=quota.cap if tell_limit and named else None)
             push(at, "poll", worker)
     return _result(quota, answers, seconds, warmup, limiter, events)

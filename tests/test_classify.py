@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import requests
 from google.genai import errors as genai_errors
 
-from enrichkit.classify import classify_error
-from enrichkit.errors import BillingError, ConfigError, StageFailure
+from enrichkit.classify import classify_error, daily_reset_text
+from enrichkit.errors import BillingError, ConfigError, QuotaExhausted, StageFailure
 
 RPC = "type.googleapis.com/google.rpc."
 RETRY_INFO = {"@type": RPC + "RetryInfo", "retryDelay": "7s"}
@@ -71,15 +73,44 @@ def test_retry_delay_from_retry_info_header_or_message() -> None:
     assert classify_error(api_error(429, "RESOURCE_EXHAUSTED", "Please retry in 2.5s.")).retry_after == 2.5
 
 
+HELP = {"@type": RPC + "Help", "links": [{"description": "Learn more about Gemini API quotas",
+                                          "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]}
+
+
 @pytest.mark.parametrize(("message", "quota_id", "quota"), [
     ("Quota exceeded", "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "day"),
+    ("Quota exceeded", "SearchGroundingRequestsPerDayPerProject", "day"),
     ("Quota exceeded", "GenerateRequestsPerMinutePerProjectPerModel", "minute"),
     ("Resource has been exhausted (e.g. check quota).", None, ""),
 ])
 def test_429s_are_told_apart_by_their_quota(message: str, quota_id: str | None, quota: str) -> None:
     details = [{"@type": RPC + "QuotaFailure", "violations": [{"quotaId": quota_id}]}] if quota_id else []
     failure = classify_error(api_error(429, "RESOURCE_EXHAUSTED", message, details))
-    assert (failure.error_type, failure.quota, failure.fatal) == ("rate_limit", quota, None)
+    assert (failure.error_type, failure.quota) == ("rate_limit", quota)
+    assert isinstance(failure.fatal, QuotaExhausted) if quota == "day" else failure.fatal is None
+
+
+@pytest.mark.parametrize(("details", "quota"), [
+    ([HELP], "day"),  # a Help link alone: a used-up daily quota (Search grounding's, python-genai#1427)
+    ([HELP, RETRY_INFO], ""),  # a time to retry: paced
+    ([RETRY_INFO], ""),
+    ([], ""),
+])
+def test_a_429_with_only_a_help_link_is_a_daily_quota(details: list[dict[str, object]], quota: str) -> None:
+    failure = classify_error(api_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check "
+                                       "your plan and billing details.", details))
+    assert failure.quota == quota and (failure.fatal is not None) == (quota == "day")
+
+
+def test_a_daily_quota_s_stop_says_it_resets_at_pacific_midnight() -> None:
+    grounding = {"@type": RPC + "QuotaFailure", "violations": [{
+        "quotaId": "SearchGroundingRequestsPerDayPerProject", "quotaValue": "1500",
+        "quotaMetric": "generativelanguage.googleapis.com/search_grounding_requests"}]}
+    line = str(classify_error(api_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", [grounding])).fatal)
+    assert line.startswith("the daily Search-grounding quota is used up (SearchGroundingRequestsPerDayPerProject, "
+                           "1500 a day); it resets at midnight Pacific time (")
+    assert daily_reset_text(datetime(2026, 12, 7, 22, 0, tzinfo=UTC)) == "2026-12-08 08:00 UTC, in 10 h 00 min"
+    assert daily_reset_text(datetime(2026, 7, 7, 6, 30, tzinfo=UTC)) == "2026-07-07 07:00 UTC, in 0 h 30 min"
 
 
 @pytest.mark.parametrize("message", [

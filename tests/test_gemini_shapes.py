@@ -84,6 +84,37 @@ def test_a_per_day_429_stops_resumably(ws: Workspace) -> None:
     assert proc.returncode == 1 and "daily quota" in proc.stderr
 
 
+def _stop_line(stderr: str, words: str) -> str:
+    """The one line that says why the run stopped."""
+    lines = [line for line in stderr.splitlines() if line.startswith("Stopped:")]
+    assert len(lines) == 1 and words in lines[0], stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("fault", "what"), [("help_day_429", "a daily quota is used up"),
+                                             ("grounding_day_429", "the daily Search-grounding quota is used up")])
+def test_a_used_up_daily_quota_stops_at_once_saying_when_it_resets(ws: Workspace, fault: str, what: str) -> None:
+    # A Help link alone (no QuotaFailure, no RetryInfo), or the per-day Search-grounding quota: no wait helps.
+    _stages(ws, SEARCH.format(model="gemini-3.5-flash"))
+    ws.fake.configure(faults={fault: 1.0})
+    proc = ws.run("--max-workers", "2", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    line = _stop_line(proc.stderr, what)
+    assert "resets at midnight Pacific time" in line and " UTC, in " in line and "--resume" in line
+    assert ws.fake.stats()["generate"] <= 3  # not paced and retried 25 times each
+    assert read_json(ws.checkpoint)["failed_count"] == 0
+    ws.fake.configure(faults={})
+    assert ws.run("--resume").returncode == 0 and len(ws.output_ids()) == 40
+
+
+def test_a_spend_cap_429_stops_with_a_billing_line_naming_the_tier_cap(ws: Workspace) -> None:
+    ws.fake.configure(faults={"spend_cap_429": 1.0})
+    proc = ws.run("--max-workers", "2", env=_fast(ws))
+    assert proc.returncode == 1, proc.stderr
+    line = _stop_line(proc.stderr, "the monthly spend cap is reached")
+    assert "Tier 1: $250" in line and "billing" in line and "--resume" in line
+
+
 def test_detail_less_429s_and_server_errors_are_retried_to_success(ws: Workspace) -> None:
     ws.fake.configure(faults={"bare_429": 0.1, "overloaded_503": 0.1, "html_502": 0.05, "internal_500": 0.05},
                       seed=3)
@@ -184,7 +215,7 @@ def test_cost_is_priced_by_the_model_that_served_the_answer(ws: Workspace) -> No
 
 def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
     _stages(ws, SEARCH.format(model="gemini-2.5-flash"))
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     report = read_json(ws.report)
     assert report["cost"]["grounded_prompts"] == 10
     assert report["cost"]["grounding_usd"] == pytest.approx(10 * 35 / 1000)  # $35 per 1,000 grounded prompts
@@ -199,7 +230,7 @@ def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
 
 def test_3x_grounding_is_billed_per_search_query(ws: Workspace) -> None:
     _stages(ws, SEARCH.format(model="gemini-3-flash-preview"))
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     report = read_json(ws.report)
     queries = report["cost"]["search_queries"]
     assert queries >= 5 and report["cost"]["grounding_usd"] == pytest.approx(queries * 14 / 1000)
@@ -248,7 +279,7 @@ def test_a_sustained_overload_switches_to_the_fallback_model_and_back(ws: Worksp
 
 def test_the_vertex_environment_variable_does_not_turn_the_client_into_vertex(ws: Workspace) -> None:
     proc = ws.run("--limit", "3", env=ws.env(GOOGLE_GENAI_USE_VERTEXAI="true"))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
 
 
 def test_a_504_from_the_servers_own_deadline_is_retried(ws: Workspace) -> None:

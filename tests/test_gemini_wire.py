@@ -329,6 +329,41 @@ def test_account_and_bare_429s_have_no_details(serve: Any, client_for: Any, faul
     assert details(exc) == {}
 
 
+def test_a_used_up_daily_quota_may_say_only_where_to_read_about_quotas(serve: Any, client_for: Any) -> None:
+    exc = fails(client_for(serve(faults={"help_day_429": 1.0})))
+    assert (exc.code, exc.status) == (429, "RESOURCE_EXHAUSTED")
+    assert str(exc.message).startswith("You exceeded your current quota, please check your plan and billing details.")
+    found = details(exc)
+    assert list(found) == ["Help"] and found["Help"]["links"][0]["url"] == "https://ai.google.dev/gemini-api/docs/rate-limits"
+
+
+def test_the_per_day_search_grounding_quota_names_itself(serve: Any, client_for: Any) -> None:
+    found = details(fails(client_for(serve(faults={"grounding_day_429": 1.0})), tools=SEARCH))
+    violation = found["QuotaFailure"]["violations"][0]
+    assert violation["quotaId"] == "SearchGroundingRequestsPerDayPerProject" and violation["quotaValue"] == "1500"
+    assert violation["quotaMetric"] == "generativelanguage.googleapis.com/search_grounding_requests"
+    assert set(found) == {"QuotaFailure", "Help", "RetryInfo"}
+
+
+@pytest.mark.parametrize(("shape", "kinds"), [("retry_info", {"RetryInfo"}), ("bare", set())])
+def test_a_quota_s_429s_may_carry_only_retry_info_or_nothing(serve: Any, client_for: Any, shape: str,
+                                                               kinds: set[str]) -> None:
+    fake = serve(rpm=1, quota_429=shape)
+    client = client_for(fake)
+    generate(client)
+    exc = fails(client)
+    assert (exc.code, exc.status) == (429, "RESOURCE_EXHAUSTED")
+    assert str(exc.message) == "Resource has been exhausted (e.g. check quota)." and set(details(exc)) == kinds
+    assert fake.stats()["faults"] == {"rpm": 1}
+    if kinds:
+        assert 1 <= seconds(details(exc)["RetryInfo"]["retryDelay"]) <= 60
+
+
+def test_a_per_minute_fault_may_carry_only_retry_info(serve: Any, client_for: Any) -> None:
+    found = details(fails(client_for(serve(faults={"retry_info_429": 1.0}))))
+    assert set(found) == {"RetryInfo"} and 20 <= seconds(found["RetryInfo"]["retryDelay"]) <= 60
+
+
 # --- other errors --------------------------------------------------------------------------------------
 
 

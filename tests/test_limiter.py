@@ -454,3 +454,65 @@ def test_a_quota_stated_in_the_429_is_learnt_at_once() -> None:
     run = simulate(fixed(), None, seconds=20 * W, warmup=W, tell_quota=True, tell_limit=True)
     assert run.snapshot["quota_rpm"] == CAP
     assert run.ratio >= 0.97
+
+
+class ChangingQuota(SlidingQuota):
+    """A sliding-window quota of `caps[i][1]` from time `caps[i][0]` on (a quota cut for a while, then back)."""
+
+    def __init__(self, caps: list[tuple[float, int]]) -> None:
+        super().__init__(caps[0][1], W)
+        self.caps = caps
+
+    def admit(self, t: float) -> float | None:
+        self.cap = next(cap for start, cap in reversed(self.caps) if t >= start)
+        return super().admit(t)
+
+
+def test_a_pace_cut_to_a_stated_quota_rises_again_when_the_quota_comes_back() -> None:
+    # The quota drops to half for 10 windows, and its 429s say so (QuotaFailure quotaValue); then it is back.
+    run = simulate(ChangingQuota([(0, CAP // 2), (10 * W, CAP)]), CAP, seconds=60 * W, warmup=40 * W,
+                   tell_quota=True, tell_limit=True)
+    assert run.snapshot["decreases"] >= 1
+    assert run.snapshot["quota_rpm"] >= 0.95 * CAP
+    assert run.ratio >= 0.9  # over the last 20 windows
+
+
+def test_a_stated_quota_that_holds_is_probed_ever_less_often() -> None:
+    run = simulate(SlidingQuota(CAP, W), 3 * CAP, seconds=200 * W, warmup=W, tell_quota=True, tell_limit=True)
+    assert run.ratio >= 0.97
+    assert run.share_429 <= 0.005
+
+
+# --- 429s that name no quota (issue 14: only RetryInfo, or nothing at all) -----------------------------------
+
+Q300 = 30  # 300 RPM, per 6 s window
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["retry-info-only", "no-details"])
+@pytest.mark.parametrize("told", [None, 3 * Q300], ids=["told-nothing", "told-900"])
+@pytest.mark.parametrize("make", [lambda: SlidingQuota(Q300, W), lambda: FixedQuota(Q300, W, phase=2.3)],
+                         ids=["sliding", "fixed"])
+def test_a_flood_of_429s_naming_no_quota_brings_the_pace_to_what_got_through(make: Any, told: int | None,
+                                                                             bare: bool) -> None:
+    run = simulate(make(), told, seconds=20 * W, warmup=2 * W, jitter=0.02, bare=bare)
+    assert run.rejected >= 10  # the flood happened
+    assert run.ratio >= 0.95
+    assert run.share_429 <= 0.03
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["retry-info-only", "no-details"])
+def test_at_full_scale_300_rpm_told_900_the_same(bare: bool) -> None:
+    run = simulate(FixedQuota(300, 60.0, "google", phase=23.0), 900, seconds=900, warmup=120, jitter=0.02, bare=bare)
+    assert run.ratio >= 0.95
+    assert run.share_429 <= 0.03
+
+
+@pytest.mark.parametrize("cap", [Q300, CAP])
+def test_a_5_percent_sprinkle_of_random_429s_keeps_the_pace_of_a_fault_free_run(cap: int) -> None:
+    # Random 429s say no more than a quota's (RetryInfo only): the pace never ratchets down. Each of them
+    # spends a slot of the quota, so the measure is what the pace lets through, answered 200 or 429.
+    clean = simulate(SlidingQuota(cap, W), cap, seconds=20 * W)
+    loaded = simulate(SlidingQuota(cap, W), cap, seconds=20 * W, noise=0.05)
+    assert loaded.share_429_all >= 0.04
+    assert loaded.ok + loaded.rejected >= 0.95 * (clean.ok + clean.rejected)
+    assert loaded.snapshot["current_rpm"] == clean.snapshot["current_rpm"]

@@ -82,7 +82,8 @@ def test_a_folder_given_as_a_file_is_refused(ws: Workspace) -> None:
 
 def test_the_default_paths_sit_beside_the_output(ws: Workspace) -> None:
     done = ws.run("--limit", "2")
-    assert done.returncode == 0, done.stderr  # two records done, none failed: --limit's stop is not a failure
+    # Two records done, none failed, the rest left: exactly 1 (a --limit stop with records left), never 0.
+    assert done.returncode == 1 and "Stopped after --limit 2" in done.stderr, done.stderr
     names = {p.name for p in ws.output.parent.iterdir()} - {"enriched.cache.sqlite-wal", "enriched.cache.sqlite-shm"}
     assert names == {"enriched.cache.sqlite", "enriched.csv", "enriched.errors.jsonl", "enriched.lock",
                      "enriched.progress.json", "enriched.report.json"}

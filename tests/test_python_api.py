@@ -98,7 +98,7 @@ def test_a_callable_stage_resumes_in_another_process(api_site: Path, tmp_path: P
     """
     first = run_api(api_site, code.replace("LIMIT", "5"), tmp_path)
     second = run_api(api_site, code.replace("LIMIT", "None"), tmp_path)
-    assert first.stdout == "interrupted 0 5 5\n", first.stderr
+    assert first.stdout == "interrupted 1 5 5\n", first.stderr  # a --limit stop with records left: 1
     assert second.stdout == "completed 0 20 15\n", second.stderr
     ids = output_ids(tmp_path / "out" / "o.csv")
     assert len(ids) == len(set(ids)) == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
 
 
@@ -84,3 +86,17 @@ def test_outage_longer_than_max_outage_stops_resumably(ws: Workspace) -> None:
         assert "--retry-failed" in resumed.stderr
         assert ws.run("--retry-failed", env=_fast(ws)).returncode == 0
     exactly_once(ws, filled=None)
+
+
+@pytest.mark.parametrize("shape", ["retry_info", "bare"])
+def test_a_flood_of_429s_that_name_no_quota_brings_the_pace_down_to_what_got_through(ws: Workspace,
+                                                                                     shape: str) -> None:
+    # 5 requests per 0.5 s window; its 429s carry only RetryInfo, or nothing at all. Told 3x the quota.
+    write_csv(ws.input, make_rows(40))
+    ws.fake.configure(rpm=5, window=0.5, rpm_delay="precise", quota_429=shape)
+    proc = ws.run("--max-workers", "10", "--rpm", "15", env=_fast(ws, window=0.5))
+    assert proc.returncode == 0, proc.stderr
+    exactly_once(ws, filled=None)
+    assert read_json(ws.checkpoint)["rate_limited"] > 0
+    pace = next(iter(read_json(ws.output.with_suffix(".report.json"))["pace"].values()))
+    assert pace["decreases"] >= 1 and pace["current_rpm"] <= 5 * 1.1  # not the 15 it was told

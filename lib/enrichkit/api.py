@@ -60,8 +60,9 @@ class Event:
 
 @dataclass(frozen=True)
 class RunResult:
-    """How a run ended. `exit_code` is the one `enrich.py` would exit with (0 all done, 1 failures or stopped by
-    the provider or a write failure, 4 budget reached, 130 interrupted; all resumable)."""
+    """How a run ended. `exit_code` is the one `enrich.py` would exit with (0 every record done, 1 failures, or
+    stopped by the provider, a write failure or `limit` with records left, 4 budget reached, 130 interrupted;
+    all resumable)."""
 
     status: str  # the checkpoint's: completed, completed_with_failures, interrupted, budget_exhausted, failed, dry_run
     exit_code: int

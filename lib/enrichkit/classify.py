@@ -15,8 +15,10 @@ pinned SDK is retried once, never retried, or stops the run (an account-level re
 the table does not know is retried at most once.
 
 Provider-aware: an `http` stage's 401/403 is that stage's failure (`client_error`), never "check
-GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute (pace), per day (stop,
-resumable) or the account (credits, spend cap, "limit: 0": stop with a billing message). Gemini
+GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute, or not said (pace: see
+`enrichkit.quota`); per day (a PerDay quotaId, Search grounding's too, or a Help link and nothing else:
+stop, resumable, saying when it resets); or the account (credits, a monthly spend cap, "limit: 0": stop
+with a billing line). Gemini
 configuration errors (a retired model, an unsupported location or tool combination) carry a fatal
 `ConfigError`: every record would fail the same way, so the run stops instead.
 """
@@ -26,7 +28,9 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from enrichkit.errors import (
     AccountError,
@@ -35,6 +39,7 @@ from enrichkit.errors import (
     ConfigError,
     EnrichError,
     OutageError,
+    QuotaExhausted,
     StageFailure,
 )
 from enrichkit.redact import redact
@@ -43,6 +48,9 @@ _RETRY_IN = re.compile(r"retry in\s+([0-9.]+)\s*(ms|s)\b", re.IGNORECASE)
 # Account-level 429s: waiting does not help, paying does (Google's texts, see docs/models-and-prices.md).
 _BILLING = re.compile(r"prepayment credits are depleted|credits? (?:are|is) (?:exhausted|depleted)|spend(?:ing)? cap"
                       r"|billing account|limit:\s*0\b", re.IGNORECASE)
+_DAILY = re.compile(r"PerDay|per_day", re.IGNORECASE)  # a quotaId or quotaMetric counted per day
+_PACIFIC = ZoneInfo("America/Los_Angeles")  # Gemini API per-day quotas reset at midnight Pacific time
+TIER1_MONTHLY_CAP = "$250"  # Google's billing page, "Billing tier cap" (checked 2026-12-07)
 
 
 @dataclass(frozen=True)
@@ -128,16 +136,7 @@ def _classify_status(code: int, exc: BaseException, provider: str) -> StageFailu
     message = _describe(exc)
     details = error_details(exc)
     if code == 429:
-        quota = quota_kind(details, message) if provider == "gemini" else ""
-        failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
-        # Whether the 429 names a quota at all: a loaded API's 429 (no QuotaFailure) never changes the pace.
-        failure.has_details = any(str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
-        failure.quota_limit = _requests_quota(details) if quota == "minute" else None
-        if quota == "account":
-            failure.fatal = BillingError(
-                f"the API refused for billing reasons ({_short(message)}); check the project's credits, spend cap "
-                "and tier at https://aistudio.google.com, then run again with --resume")
-        return failure
+        return _rate_limited(exc, message, details, provider)
     if code == 408:
         return StageFailure("timeout", message)
     if code >= 500:
@@ -186,16 +185,77 @@ def _configuration_error(code: int, message: str) -> EnrichError | None:
 
 def quota_kind(details: list[dict[str, Any]], message: str) -> str:
     """"day" for a per-day quota, "account" for billing (credits, spend cap, no quota at all),
-    "minute" for a per-minute quota, "" when the answer does not say."""
+    "minute" for a per-minute quota, "" when the answer does not say.
+
+    A 429 whose only detail is a Help link (no QuotaFailure, no RetryInfo) is a per-day quota: Google
+    sends that shape when a daily quota, Search grounding's above all, is used up, and gives no time
+    to retry because none short would do.
+    """
     if _BILLING.search(message):
         return "account"
-    ids = [str(v.get("quotaId", "")) for d in details for v in d.get("violations", []) or []
-           if isinstance(v, dict)]
-    if any("PerDay" in q for q in ids):
+    quotas = _quota_names(details)
+    if any(_DAILY.search(q) for q in quotas):
         return "day"
-    if any("PerMinute" in q for q in ids):
+    if any("PerMinute" in q for q in quotas):
         return "minute"
+    types = {str(d.get("@type", "")).rsplit(".", 1)[-1] for d in details}
+    if "Help" in types and not types & {"QuotaFailure", "RetryInfo"}:
+        return "day"
     return ""
+
+
+def _quota_names(details: list[dict[str, Any]]) -> list[str]:
+    """Each QuotaFailure violation's quotaId and quotaMetric, joined."""
+    return [f"{v.get('quotaId', '')} {v.get('quotaMetric', '')}" for d in details
+            for v in d.get("violations", []) or [] if isinstance(v, dict)]
+
+
+def _rate_limited(exc: BaseException, message: str, details: list[dict[str, Any]], provider: str) -> StageFailure:
+    """A 429: paced (a per-minute quota, or one that does not say), or the run stops (a day's quota, billing)."""
+    quota = quota_kind(details, message) if provider == "gemini" else ""
+    failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
+    failure.has_details = any(str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
+    failure.quota_limit = _requests_quota(details) if quota == "minute" else None
+    if quota == "account":
+        failure.fatal = BillingError(_billing_line(message))
+    elif quota == "day":
+        failure.fatal = QuotaExhausted(_daily_line(details, message))
+    return failure
+
+
+def _daily_line(details: list[dict[str, Any]], message: str) -> str:
+    """The stop line of a used-up daily quota: which one (as the 429 names it), and when it resets."""
+    daily = [v for d in details for v in d.get("violations", []) or []
+             if isinstance(v, dict) and _DAILY.search(f"{v.get('quotaId', '')} {v.get('quotaMetric', '')}")]
+    grounding = any("grounding" in str(v).lower() for v in daily) or "grounding" in message.lower()
+    what = "the daily Search-grounding quota" if grounding else "a daily quota"
+    if daily:
+        v = daily[0]
+        said = str(v.get("quotaId") or v.get("quotaMetric"))
+        said += f", {v['quotaValue']} a day" if v.get("quotaValue") else ""
+    else:
+        said = "the 429 names no quota and gives no time to retry"
+    return (f"{what} is used up ({said}); it resets at midnight Pacific time ({daily_reset_text()}): run again "
+            "with --resume then")
+
+
+def daily_reset_text(now: datetime | None = None) -> str:
+    """When Gemini's per-day quotas next reset (midnight Pacific time), in UTC and how long from `now`."""
+    now = now or datetime.now(UTC)
+    pacific = now.astimezone(_PACIFIC)
+    midnight = datetime.combine(pacific.date() + timedelta(days=1), time(0), tzinfo=_PACIFIC)
+    left = int((midnight - now).total_seconds() // 60)
+    return f"{midnight.astimezone(UTC):%Y-%m-%d %H:%M} UTC, in {left // 60} h {left % 60:02d} min"
+
+
+def _billing_line(message: str) -> str:
+    lower = message.lower()
+    if "spend" in lower and "cap" in lower:
+        return (f"the monthly spend cap is reached ({_short(message)}); each usage tier caps a billing account's "
+                f"monthly spend (Tier 1: {TIER1_MONTHLY_CAP}) and a project may set its own: raise the cap or the "
+                "tier at https://aistudio.google.com, or wait for the next month, then run again with --resume")
+    return (f"the API refused for billing reasons ({_short(message)}); check the project's credits, spend cap "
+            "and tier at https://aistudio.google.com, then run again with --resume")
 
 
 def _requests_quota(details: list[dict[str, Any]]) -> float | None:

@@ -147,8 +147,9 @@ class Limiter:
         """The calling worker's request got a 429. Returns the seconds it must wait before its retry.
 
         `retry_after` is the server's delay (None: none given). `quota` says whether the 429 names a
-        per-minute quota (True: a QuotaFailure with a PerMinute quotaId; False: none, e.g. a loaded
-        API's "Resource has been exhausted"; None: unknown, treated as a quota). `limit` is the quota
+        per-minute quota (True: a QuotaFailure with a PerMinute quotaId; None: it does not say, as one
+        with only a RetryInfo or no details at all, judged by how often such 429s come; False: the
+        caller knows it is no quota's, and it never changes the pace). `limit` is the quota
         the 429 states (QuotaFailure `quotaValue`) when it counts requests per window. The next
         `acquire` from this worker waits the returned time by itself; the caller need not sleep it.
         """

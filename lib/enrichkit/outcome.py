@@ -56,8 +56,8 @@ def decide_outcome(end: RunEnd) -> Outcome:
     if end.stopped:
         return Outcome("interrupted", EXIT_INTERRUPTED,
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
-    if end.limit_hit and left:
-        return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
+    if end.limit_hit and left:  # exit 1, never 0: records are left (cron lines are removed on exit 0)
+        return Outcome("interrupted", EXIT_FAILURES,
                        f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
                        reason="limit")
     if failed:

@@ -11,15 +11,23 @@ are echoes: they wait, and teach nothing):
 - At the pace, 3 429s in a row (a fixed window used up before its end) or 5 % of a window's answers:
   the pace is set from what the server let through, and every worker holds window/60 s (1 s),
   doubling while the 429s go on, rather than each spending Google's 20-60 s delay.
+- At the pace, a 429 in every other window or more for 3 windows, 1.5 % of the answers or more: a pace
+  a hair over the quota (too few 429s to be many or in a row); that share comes off the pace.
 - Otherwise (an edge of a window, a loaded API): only the request that got it waits its delay; the
   others keep the pace, so no slot is lost.
+- A cut that does not make 429s rarer a window later is undone, and their share is taken as a loaded
+  API's: from then on only more 429s than that share cut the pace. So random 429s never ratchet it.
 - A whole window without a 429 while the pace binds raises the quota estimate 2 % (4, 8, 16 % after
   more such windows), never above the configured rpm or the quota a 429 stated; a 429 within the
-  window after a raise undoes it. This finds a quota nobody gave, or one cut too low.
+  window after a raise undoes it, and the next raise waits twice as many clean windows (up to 32).
+  This finds a quota nobody gave, or one cut too low.
 
-A 429 may say more (see `QuotaEstimate.on_rate_limited`): that it names no quota (a loaded API's:
-never changes the pace), or the quota itself (QuotaFailure quotaValue: taken at once). Rates are
-counted per window: "rpm" is requests per `window` seconds.
+None of this needs the 429 to name a quota: one with only a RetryInfo, or no details at all ("Resource
+has been exhausted"), is judged by what it does. A 429 may say more (see `QuotaEstimate.on_rate_limited`):
+that it names a per-minute quota, or the quota itself (QuotaFailure quotaValue: taken at once, and the
+pace stays under it until 5 windows pass without a 429 stating it; then it is probed like any quota,
+so a quota that comes back is found; each time it is stated again unchanged, the wait doubles, up to
+80 windows). Rates are counted per window: "rpm" is requests per `window` seconds.
 
 `QuotaEstimate` holds no lock and reads no clock: the `Limiter` calls it under its own lock with the
 time, and applies what it returns (the pace in `rate`, the end of a pause, events to report).
@@ -37,8 +45,11 @@ OVERRUN = 1.2  # ... and a storm when the pool sends this much more than the ser
 CREEP_SHARE, CREEP_MIN = 0.05, 10  # a window with this share of 429s (and at least this many): pace above quota
 CUT_MARGIN = 0.01  # ... if the server let through at least this much less than the pool sent in the window
 STREAK = 3  # ... as are this many 429s in a row (a fixed window's end); a loaded API's 429s come one by one
+STEADY_WINDOWS, STEADY_SHARE = 3, 0.015  # ... as are 429s in every other window for this many, this share
 HOLD_SHARE = 60  # a run of 429s at the quota holds every worker window/60 s (1 s), doubling while it lasts
 PROBE_STEP, MAX_PROBE_STEP = 0.02, 0.16  # quota estimate raised after a clean window, doubling per clean window
+MAX_PROBE_WAIT = 32  # a raise undone doubles the clean windows before the next one (1, 2, 4 ... this many)
+STATED_HOLD, MAX_STATED_HOLD = 5, 80  # windows a stated quota caps the pace after the last 429 stating it
 BINDING = 0.9  # the pace binds when the pool sent at least this share of it over the last window
 MIN_RPM = 1.0
 
@@ -74,11 +85,15 @@ class QuotaEstimate:
         self.quota: float | None = rpm  # requests per window, as configured or learnt; None: not known
         self.rate = self._pace(rpm)  # the pace in force (requests per window); None: unpaced
         self._stated: float | None = None  # the quota the server's last 429 stated
+        self._stated_at, self._forgotten = -math.inf, 0.0  # when it last said so; the last one let go
+        self._stated_hold = STATED_HOLD  # windows without a 429 before it is let go: a quota may come back
         self._sent: deque[_Sent] = deque()  # requests of the last two windows, oldest first
         self._mine: dict[Hashable, _Sent] = {}  # each worker's request awaiting its answer
         self._recent: deque[bool] = deque(maxlen=STORM_OF)  # answers since the last change: True = 429
         self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) of fresh answers, last window
         self._streak = 0  # fresh 429s since the last fresh success
+        self._tally = [0, 0]  # fresh answers, and of them 429s, since the pace last changed (or rose)
+        self._tally_from = now
         self._hold = window / HOLD_SHARE  # the next hold's length
         self._holding = False  # after a hold, until the first fresh answer says whether it was long enough
         self._changed_at = now  # answers to requests sent before this are echoes
@@ -88,6 +103,7 @@ class QuotaEstimate:
         self._cut: tuple[float, float, float] | None = None  # (when, quota before, 429 share): a cut under review
         self._background = 0.0  # share of 429s that cutting the pace did not lower (a loaded API's)
         self._raised_from, self._raised_at = 0.0, -math.inf  # the quota before the last raise, and when
+        self._probe_wait = 1  # clean windows since the last 429 before a raise: more after each raise undone
         self._next_probe_check = now
         self.rate_limited = self.pauses = self.holds = self.decreases = self.increases = 0
 
@@ -131,7 +147,9 @@ class QuotaEstimate:
             sent.state = REJECTED
         stated = quota is not False and limit is not None and limit > 0
         if stated:
-            self._stated = float(limit or 0)
+            if float(limit or 0) == self._forgotten:  # let go too early: the quota had not come back
+                self._stated_hold = min(MAX_STATED_HOLD, 2 * self._stated_hold)
+            self._stated, self._stated_at, self._forgotten = float(limit or 0), now, 0.0
         pause_until = None
         if sent_at > self._changed_at:  # sent at the pace in force, not an echo of an earlier one
             pause_until = self._judge(now, sent_at, delay, quota is not False, events)
@@ -144,6 +162,8 @@ class QuotaEstimate:
 
     def _note(self, now: float, rejected: bool, events: list[Event]) -> None:
         self._recent.append(rejected)
+        self._tally[0] += 1
+        self._tally[1] += rejected
         self._verdicts.append((now, rejected))
         while self._verdicts and self._verdicts[0][0] <= now - self._window:
             self._verdicts.popleft()
@@ -216,16 +236,28 @@ class QuotaEstimate:
         if now - self._raised_at < self._window:
             self._set_quota(self._raised_from, events)  # the last raise went past the quota: undo it
             self._raised_at = -math.inf
+            self._probe_wait = min(MAX_PROBE_WAIT, 2 * self._probe_wait)  # and try again later each time
             self._mark_change(now)
             return None
         # Several 429s in a row (a fixed window's end), or many in a window: if the server let through
         # less than the pace sends, the pace is over the quota, and what it let through is the quota.
         # (If not, requests bunched up on their way, late ones with early ones: the pace is right.)
         in_a_row = self._streak >= STREAK
+        # A pace a hair over the quota draws a 429 or two a window, too few to be many or in a row: seen
+        # over several windows, its share is what to take off (a loaded API's share, once known, excepted).
+        windows = (now - self._tally_from) / self._window
+        share = self._tally[1] / max(1, self._tally[0])
+        steady = (windows >= STEADY_WINDOWS and self._tally[1] >= max(STEADY_WINDOWS, windows / 2)
+                  and share >= STEADY_SHARE + self._background)
         # Once a cut has been undone (the API sheds load with 429s), only many more 429s than that cut.
         over = many or (in_a_row and not self._background)
-        if self._cut is None and over and 0 < admitted < sending * (1 - CUT_MARGIN):
-            self._cut = (now, self.quota or 0.0, self._share())
+        quota = self.quota or 0.0
+        if self._cut is None and steady and not (over and 0 < admitted < sending * (1 - CUT_MARGIN)):
+            self._cut = (now, quota, self._share())
+            self._set_quota(min(float(admitted or quota), quota * (1 - share)), events)
+            self._mark_change(now)
+        elif self._cut is None and over and 0 < admitted < sending * (1 - CUT_MARGIN):
+            self._cut = (now, quota, self._share())
             self._set_quota(float(admitted), events)
             self._mark_change(now)
         if not (in_a_row or self._holding):
@@ -255,16 +287,22 @@ class QuotaEstimate:
     def _maybe_raise(self, now: float, events: list[Event]) -> None:
         """After a whole window at this pace without a 429, probe a higher quota (up to the configured one)."""
         quota, window = self.quota, self._window
+        if self._stated and now - self._stated_at >= self._stated_hold * window:
+            self._forgotten, self._stated = self._stated, None  # long unsaid: probe above it, as for any quota
         ceiling = min(self._rpm or math.inf, self._stated or math.inf)
         if quota is None or quota >= ceiling or now < self._next_probe_check:
             return
-        if min(now - self._changed_at, now - self._last_429, now - self._raised_at) < window:
+        if min(now - self._changed_at, now - self._raised_at) < window or \
+                now - self._last_429 < window * self._probe_wait:
             return
         self._next_probe_check = now + window / 20  # the count below costs a pass over a window's requests
         if self.rate is None or sum(s.at > now - window for s in self._sent) < BINDING * self.rate:
             return  # the pool is not using the pace: a higher one would be untested
+        if self._raised_at > -math.inf:
+            self._probe_wait = 1  # the last raise held a whole window: the quota is higher than it was
         self._set_quota(min(ceiling, quota * (1 + self._probe_step)), events)
         self._raised_from, self._raised_at = quota, now
+        self._tally, self._tally_from = [0, 0], now  # a steady share of 429s is judged at this pace
         self._probe_step = min(MAX_PROBE_STEP, 2 * self._probe_step)
         # Not a change that makes echoes: a 429 for a request sent before the raise still says it went too far.
 
@@ -290,6 +328,7 @@ class QuotaEstimate:
 
     def _mark_change(self, now: float) -> None:
         self._changed_at = now
+        self._tally, self._tally_from = [0, 0], now
         self._recent.clear()  # the window's verdicts stay: a cut is judged by them a window later
         self._streak = 0
 

@@ -220,8 +220,8 @@ def _account(failure: StageFailure, g: Guards) -> None:
             g.breaker.record_success()  # it answered: the service is up
     if g.limiter is not None:
         if failure.error_type == "rate_limit":
-            # Whether the 429 names a per-minute quota: True; says nothing at all (a loaded API's "Resource has been
-            # exhausted"): False, it never changes the pace; something else: None, treated as a quota.
-            names = True if failure.quota == "minute" else (False if not failure.has_details else None)
+            # A 429 naming a per-minute quota: True. Any other (only RetryInfo, no details at all, "Resource has
+            # been exhausted"): None, judged by what it does: a flood of them is a quota, a sprinkle is load.
+            names = True if failure.quota == "minute" else None
             g.limiter.on_rate_limited(failure.retry_after, quota=names, limit=failure.quota_limit)
         g.limiter.settle(g.tokens, 0 if failure.error_type != "timeout" else g.tokens)

@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> FakeConfig:
         help="sliding: any WINDOW seconds; fixed: windows aligned to multiples of WINDOW since start")
     add("--rpm-delay", choices=CHOICES["rpm_delay"], default="exact",
         help="retryDelay of quota 429s: exact (whole s until a slot frees), precise (ms), google ([W/3, W])")
+    add("--quota-429", choices=CHOICES["quota_429"], default="full",
+        help="what quota 429s carry: full (QuotaFailure, Help, RetryInfo), retry_info (only it), bare (nothing)")
     add("--free-tier", action="store_true", help="quota ids and metrics of the free tier (...-FreeTier)")
     add("--daily-quota", type=int, help="after N answers, every request gets a per-day 429")
     add("--error-rate", type=float, default=0.0, help="fraction answered 500 INTERNAL / 503 UNAVAILABLE")

@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any
 
 from .catalogue import CATALOGUES
-from .faults import FAULTS
+from .faults import FAULTS, QUOTA_SHAPES
 
-CHOICES = {"window_mode": ("sliding", "fixed"), "rpm_delay": ("exact", "precise", "google"),
+CHOICES = {"window_mode": ("sliding", "fixed"), "rpm_delay": ("exact", "precise", "google"), "quota_429": QUOTA_SHAPES,
            "grounded_wrap": ("json", "prose", "fence", "mixed"),
            "block_reason": ("SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY"),
            "catalogue": CATALOGUES}
@@ -28,6 +28,7 @@ class FakeConfig:
     window: float = 60.0  # the quota window in seconds; tests shrink it to make a quota storm quick
     window_mode: str = "sliding"  # sliding: any `window` seconds; fixed: windows aligned to the server's start
     rpm_delay: str = "exact"  # exact: whole seconds until a slot frees; precise: to the ms; google: [w/3, w]
+    quota_429: str = "full"  # what the windows' 429s carry: full (QuotaFailure, Help, RetryInfo), retry_info, bare
     tpm: int | None = None  # input tokens per window
     free_tier: bool = False  # quota ids and metrics of the free tier (...-FreeTier)
     daily_quota: int | None = None

@@ -18,7 +18,7 @@ ANSWER_FAULTS = ("blocked", "safety", "recitation", "prohibited_content", "block
                  "max_tokens_loop", "max_tokens_thinking", "finish")
 ERROR_FAULTS = ("minute_429", "day_429", "bare_429", "prepay_429", "spend_cap_429", "limit_zero_429",
                 "internal_500", "overloaded_503", "deadline_504", "html_502", "location_400", "echo_key_401",
-                "flex_503")
+                "flex_503", "help_day_429", "grounding_day_429", "retry_info_429")
 FAULTS = ANSWER_FAULTS + ERROR_FAULTS
 HTML_502 = """<!DOCTYPE html>
 <html lang=en>
@@ -30,6 +30,12 @@ HTML_502 = """<!DOCTYPE html>
   <p>The server encountered a temporary error and could not complete your request.<p>Please try again in 30 \
 seconds.  <ins>That\u2019s all we know.</ins>
 """
+# The 429 of a used-up daily quota that names none (python-genai#1427, Search grounding at ~5,000 a day;
+# rikkahub#1431, 2026-07): only a Help link, no QuotaFailure, no RetryInfo.
+EXCEEDED = ("You exceeded your current quota, please check your plan and billing details. For more information on "
+            f"this error, head to: {DOCS}. To monitor your current usage, head to: https://ai.dev/rate-limit. ")
+HELP = {"@type": RPC + "Help", "links": [{"description": "Learn more about Gemini API quotas", "url": DOCS}]}
+QUOTA_SHAPES = ("full", "retry_info", "bare")  # what a window quota's 429 carries (FakeConfig.quota_429)
 MESSAGES = {
     "bare_429": (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
     "prepay_429": (429, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted. Please go to AI Studio "
@@ -49,8 +55,11 @@ MESSAGES = {
 
 
 def quota_ids(kind: str, free: bool) -> tuple[str, str]:
-    """(quotaId, quotaMetric) of a quota: kind is "minute", "day" or "tokens"."""
+    """(quotaId, quotaMetric) of a quota: kind is "minute", "day", "tokens" or "grounding_day"."""
     metric = "generativelanguage.googleapis.com/"
+    if kind == "grounding_day":  # Gemini 3's per-day Search-grounding quota (ids as clients quote them)
+        tier = "-FreeTier" if free else ""
+        return f"SearchGroundingRequestsPerDayPerProject{tier}", metric + "search_grounding_requests"
     if free:
         if kind == "tokens":
             return ("GenerateContentInputTokensPerModelPerMinute-FreeTier",
@@ -66,11 +75,18 @@ def quota_ids(kind: str, free: bool) -> tuple[str, str]:
 
 
 def quota_error(model: str, violations: list[tuple[str, int | None]], delay: float, retry_delay: str,
-                free: bool = False) -> Reply:
+                free: bool = False, shape: str = "full") -> Reply:
     """A 429 as the Gemini API sends it: QuotaFailure, Help and RetryInfo (find them by @type).
 
     violations are (kind, limit) pairs; a limit of None or 0 is left out of the body, as proto3 leaves out 0.
+    `shape` "retry_info" sends only the RetryInfo (and a message naming no quota), "bare" no details at all
+    ("Resource has been exhausted"), as a proxy or another region's front end may.
     """
+    if shape == "bare":
+        return error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
+    if shape == "retry_info":
+        return error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
+                          [{"@type": RPC + "RetryInfo", "retryDelay": retry_delay}])
     lines, entries = [], []
     for kind, limit in violations:
         quota_id, metric = quota_ids(kind, free)
@@ -85,7 +101,7 @@ def quota_error(model: str, violations: list[tuple[str, int | None]], delay: flo
                f"https://ai.dev/rate-limit. \n" + "\n".join(lines) + f"\nPlease retry in {delay:.9f}s.")
     return error_body(429, "RESOURCE_EXHAUSTED", message, [
         {"@type": RPC + "QuotaFailure", "violations": entries},
-        {"@type": RPC + "Help", "links": [{"description": "Learn more about Gemini API quotas", "url": DOCS}]},
+        HELP,
         {"@type": RPC + "RetryInfo", "retryDelay": retry_delay},
     ])
 
@@ -98,6 +114,14 @@ def error_fault(fault: str, model: str, window: float, draw: float, free: bool, 
     if fault == "day_429":  # the per-day quota: its RetryInfo is short, not a day
         delay = window * (0.05 + draw * 0.35)
         return quota_error(model, [("day", 10_000)], delay, duration(delay, window), free)
+    if fault == "help_day_429":  # a daily quota used up, saying only where to read about quotas
+        return error_body(429, "RESOURCE_EXHAUSTED", EXCEEDED, [HELP])
+    if fault == "grounding_day_429":  # Gemini 3's per-day Search-grounding quota (1,500 a day on Tier 2)
+        delay = window * (0.05 + draw * 0.35)
+        return quota_error(model, [("grounding_day", 1500)], delay, duration(delay, window), free)
+    if fault == "retry_info_429":  # a per-minute 429 carrying only its RetryInfo
+        delay = google_delay(window, draw)
+        return quota_error(model, [("minute", 1000)], delay, duration(delay, window), free, shape="retry_info")
     if fault == "limit_zero_429":  # a model that is not on this tier at all
         delay = window * (0.1 + draw * 0.9)
         return quota_error(model, [("tokens", 0), ("minute", 0), ("day", 0)], delay, duration(delay, window), True)

@@ -241,7 +241,7 @@ class FakeGemini:
             if wait is not None:
                 wait, delay = retry_delay(cfg.rpm_delay, wait, cfg.window, self._rng)
                 violation = ("minute" if kind == "rpm" else "tokens", limit)
-                return kind, quota_error(model, [violation], wait, delay, cfg.free_tier)
+                return kind, quota_error(model, [violation], wait, delay, cfg.free_tier, cfg.quota_429)
         for _, window, amount, _ in quotas:  # admitted by every quota: only now does it count
             window.record(now, amount, cfg.window_mode)
         return None
