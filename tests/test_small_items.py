@@ -118,3 +118,16 @@ def test_a_key_added_to_a_stage_is_named(ws: Workspace) -> None:
                          encoding="utf-8")
     proc = ws.run("--resume")
     assert proc.returncode == 2 and "stage 'poc': system_instruction changed" in proc.stderr
+
+
+def test_a_stage_renamed_under_allow_config_change_is_the_jobs_stage_from_then_on(ws: Workspace,
+                                                                                  tmp_path: Path) -> None:
+    assert ws.run("--limit", "5").returncode == 1  # --limit with records left
+    ws.stages.write_text(STAGES.replace('name = "poc"', 'name = "contact"'), encoding="utf-8")
+    ok = ws.run("--resume", "--allow-config-change")
+    assert ok.returncode == 0, ok.stderr
+    assert read_json(ws.checkpoint)["stages"] == ["contact", "domain"]
+    target = tmp_path / "all.jsonl"
+    _jobs(ws, "export", str(ws.checkpoint), "--format", "jsonl", "--output", str(target))
+    rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 40 and all(isinstance(row["confidence"], int | float) for row in rows)  # typed as declared

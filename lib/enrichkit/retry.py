@@ -87,8 +87,9 @@ class RetryPolicy:
         last = state.last
         if last is None or not last.transient:
             return False
-        if last.retries_allowed is not None:
-            return state.of_type.get(last.error_type, 0) <= last.retries_allowed
+        # A failure that allows N retries (a finish reason) is retried at most N times, and never past --max-retries.
+        if last.retries_allowed is not None and state.of_type.get(last.error_type, 0) > last.retries_allowed:
+            return False
         return state.failures <= self.max_retries
 
     def wait(self, state: AttemptState) -> float:
@@ -166,7 +167,7 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: b
         raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
                           "run again with --resume when it is back") from None
     held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
-    cost = 0.0
+    cost = given_up = 0.0
     try:
         if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
             raise Abandoned()
@@ -178,8 +179,11 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: b
             result = call()
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
             failure = classify_error(exc, provider=provider)
-            # A request given up at its deadline may still be answered and billed: it keeps its reservation.
-            cost = held if failure.error_type == "timeout" else g.cost(failure)
+            # A request given up at its deadline may still be answered and billed: its worst case stays spent.
+            if failure.error_type == "timeout":
+                given_up = g.worst_cost
+            else:
+                cost = g.cost(failure)
             on_failure(state.number, failure)
             _account(failure, g)
             _raise_if_fatal(failure, g, policy, state.streak + 1)
@@ -190,7 +194,7 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: b
         cost = g.cost(result)
     finally:
         if budget is not None:
-            budget.settle(held, cost)
+            budget.settle(held, cost, given_up=given_up)
     if g.breaker is not None:
         g.breaker.record_success()
     if g.limiter is not None:
