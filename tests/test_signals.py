@@ -42,6 +42,20 @@ def test_sigterm_is_handled_like_sigint(ws: Workspace) -> None:
     assert read_json(ws.checkpoint)["status"] == "interrupted"
 
 
+def test_sighup_from_a_closed_terminal_is_handled_like_sigterm(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(200))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "4")
+    wait_for(lambda: rows_written(ws) >= 5, what="first rows")
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert read_json(ws.checkpoint)["status"] == "interrupted"
+    assert ws.run("--resume").returncode == 0
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 200
+
+
 def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(50))
     ws.fake.configure(latency=0.02)

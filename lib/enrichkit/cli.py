@@ -21,7 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from enrichkit import __version__, commands
-from enrichkit.edge import error_edge, flush_quietly
+from enrichkit.edge import error_edge, flush_quietly, reopen_closed_streams
 from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
 from enrichkit.logs import log, say, setup_logging
 from enrichkit.plan import RunOptions, check_options, job_paths
@@ -175,6 +175,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (never raises for a user error)."""
+    reopen_closed_streams()
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose or 0)
     logging.raiseExceptions = False  # a stderr closed early (`2>&1 | head`) must not change the outcome
@@ -255,12 +256,17 @@ def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:
 
 @contextlib.contextmanager
 def _signals(stop: StopSignal) -> Iterator[None]:
-    """SIGINT and SIGTERM only set flags on `stop` (its `interrupt`); every write stays whole."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed) only set flags on `stop` (its `interrupt`); every write
+    stays whole. A SIGHUP that is ignored (`nohup`) stays ignored: the run is meant to outlive its terminal."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         stop.interrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    handled = [signal.SIGINT, signal.SIGTERM]
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        handled.append(hangup)
+    previous = {s: signal.signal(s, handler) for s in handled}
     try:
         yield
     finally:

@@ -15,6 +15,22 @@ from enrichkit.logs import say
 from enrichkit.redact import redact
 
 
+def reopen_closed_streams() -> None:
+    """A stdin, stdout or stderr closed before the start (`>&-`, `2>&-`, `<&-`) becomes /dev/null. Else Python
+    leaves `sys.stdout` None (a crash at the first print) and the next file opened takes the free descriptor, so
+    whatever writes to it would land in the output or the checkpoint. Call first, before any file is opened."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def error_edge(prog: str, action: Callable[[], int]) -> int:
     """Run `action`; a user's mistake is one line (`ENRICHKIT_DEBUG=1` adds the traceback) and its exit code.
     A bug is one line too, but re-raised under test (`sys._called_from_test`) so it cannot hide as an exit code."""
