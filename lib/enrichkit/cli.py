@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -179,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose or 0)
     logging.raiseExceptions = False  # a stderr closed early (`2>&1 | head`) must not change the outcome
-    return error_edge("enrich", lambda: _run(options_from(args)))
+    with _startup_signals():
+        return error_edge("enrich", lambda: _run(options_from(args)))
 
 
 def _run(options: RunOptions) -> int:
@@ -254,19 +256,43 @@ def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:
         log.warning("%s", warning)
 
 
-@contextlib.contextmanager
-def _signals(stop: StopSignal) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP (the terminal closed) only set flags on `stop` (its `interrupt`); every write
-    stays whole. A SIGHUP that is ignored (`nohup`) stays ignored: the run is meant to outlive its terminal."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.interrupt(signal.Signals(signum).name)
-
+def _stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed); a SIGHUP that is ignored (`nohup`) stays ignored: the
+    run is meant to outlive its terminal."""
     hangup = getattr(signal, "SIGHUP", None)  # not on Windows
     handled = [signal.SIGINT, signal.SIGTERM]
     if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
         handled.append(hangup)
-    previous = {s: signal.signal(s, handler) for s in handled}
+    return handled
+
+
+@contextlib.contextmanager
+def _startup_signals() -> Iterator[None]:
+    """Until the run's own handlers take over (`_signals`), SIGTERM and SIGHUP stop the start-up as Ctrl+C does
+    (one line, exit 130, nothing half-done) instead of killing it (143) while, say, the models are checked."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in _stop_signals() if s != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _signals(stop: StopSignal) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP only set flags on `stop` (its `interrupt`); every write stays whole."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.interrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in _stop_signals()}
     try:
         yield
     finally:
