@@ -121,6 +121,14 @@ def test_a_bare_resume_continues_with_the_recorded_options(ws: Workspace) -> Non
     assert read_json(ws.checkpoint)["options"]["max_workers"] == 4
 
 
+def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(ws: Workspace) -> None:
+    args = ("--input", "input.csv", "--output", "out/enriched.csv", "--stages-file", "stages.toml")
+    assert ws.run(*args, "--limit", "5", base=False).returncode == 0
+    resumed = ws.run(*args, "--resume", base=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "overrides" not in resumed.stderr
+
+
 def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace) -> None:
     assert ws.run("--limit", "5").returncode == 0
     proc = ws.run("--resume", "--model", "gemini-2.5-flash-lite")

@@ -72,10 +72,14 @@ class RunOptions:
         """What the checkpoint keeps (absolute paths, so cron and the dashboard can resume from anywhere)."""
         data = {k: v for k, v in asdict(self).items() if k in RECORDED}
         for key in ("stages_file", "report", "errors"):
-            if data[key]:
-                data[key] = str(Path(data[key]).resolve())
+            data[key] = self._recordable(key)
         data["cwd"] = cwd or str(Path.cwd())
         return data
+
+    def _recordable(self, key: str) -> Any:
+        """This option as `recorded` keeps it (a path made absolute)."""
+        value = getattr(self, key)
+        return str(Path(value).resolve()) if key in ("stages_file", "report", "errors") and value else value
 
     def with_recorded(self, recorded: dict[str, Any]) -> RunOptions:
         """These options with the job's recorded ones filled in where no flag was given; a flag given again
@@ -86,7 +90,7 @@ class RunOptions:
             if key not in RECORDED or key not in known:
                 continue
             if key in self.given:
-                if getattr(self, key) != value:
+                if self._recordable(key) != value:
                     log.info("%s %s given: overrides the job's recorded %s", _flag(key), getattr(self, key), value)
                 continue
             changes[key] = value
