@@ -235,8 +235,10 @@ def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Wor
 
 
 def _with_closed(fd: int, args: list[str]) -> list[str]:
-    """`args` run by a shell with descriptor `fd` closed (`>&-`, `2>&-`, `<&-`), as a user's shell line does."""
-    return ["sh", "-c", f'exec "$@" {fd}>&-' if fd else 'exec "$@" <&-', "sh", *args]
+    """`args` run by a shell with descriptor `fd` closed (`>&-`, `2>&-`, `<&-`), as a user's shell line does; fd 3:
+    stderr closed and then taken by a file open for reading, as pyenv's `python` shim leaves it."""
+    redirect = {0: "<&-", 1: ">&-", 2: "2>&-", 3: "2</dev/null"}[fd]
+    return ["sh", "-c", f'exec "$@" {redirect}', "sh", *args]
 
 
 def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
@@ -245,15 +247,17 @@ def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_
 
     from conftest import JOBS
 
-    for fd, extra in ((1, ["--limit", "10"]), (2, ["--resume", "--limit", "10"]), (0, ["--resume"])):
+    for fd, extra in ((1, ["--limit", "10"]), (2, ["--resume", "--limit", "10"]), (3, ["--resume", "--limit", "10"]),
+                      (0, ["--resume"])):
         proc = subprocess.run(_with_closed(fd, ws.args(*extra)), capture_output=True, text=True, env=ws.env(),
                               cwd=ws.tmp, timeout=90)
         assert proc.returncode == 0, (fd, proc.stderr)
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
     assert read_json(ws.checkpoint)["status"] == "completed"
-    for command in (["status", str(ws.checkpoint)], ["validate", str(ws.checkpoint)], ["list", str(ws.tmp)]):
-        for fd in (1, 2, 0):
+    for command in (["status", str(ws.checkpoint)], ["validate", str(ws.checkpoint)], ["list", str(ws.tmp)],
+                    ["missing", str(ws.checkpoint)]):
+        for fd in (1, 2, 3, 0):
             proc = subprocess.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
                                   text=True, cwd=ws.tmp, timeout=60)
             assert proc.returncode == 0, (command, fd, proc.stderr)

@@ -14,21 +14,37 @@ from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnrichError
 from enrichkit.logs import say
 from enrichkit.redact import redact
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 
 def reopen_closed_streams() -> None:
     """A stdin, stdout or stderr closed before the start (`>&-`, `2>&-`, `<&-`) becomes /dev/null. Else Python
     leaves `sys.stdout` None (a crash at the first print) and the next file opened takes the free descriptor, so
     whatever writes to it would land in the output or the checkpoint. Call first, before any file is opened."""
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
+        if not _usable(fd, os.O_WRONLY if fd else os.O_RDONLY):
             devnull = os.open(os.devnull, os.O_RDWR)
             if devnull != fd:
                 os.dup2(devnull, fd)
                 os.close(devnull)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
+def _usable(fd: int, mode: int) -> bool:
+    """Whether `fd` is open for `mode` (a closed stderr may have been taken by a file a launcher opened for reading,
+    as pyenv's `python` shim does with its own script: every write to it then fails)."""
+    try:
+        if fcntl is None:  # Windows: only whether it is open
+            os.fstat(fd)
+            return True
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return False
+    return access in (os.O_RDWR, mode)
 
 
 def error_edge(prog: str, action: Callable[[], int]) -> int:
