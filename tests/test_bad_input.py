@@ -267,7 +267,7 @@ def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_
 @pytest.mark.parametrize("name", ["_cost_usd", "_record_id", "_job_id"])
 def test_a_stage_field_named_like_a_column_enrichkit_adds_is_refused_at_start(ws: Workspace, name: str) -> None:
     """Else the output's header names it twice: the row's own `_record_id` and the model's answer share one name."""
-    ws.stages.write_text(ws.stages.read_text().replace('poc_name = "string"', f'poc_name = "string"\n{name} = "string"'),
-                         encoding="utf-8")
+    stages = ws.stages.read_text().replace('poc_name = "string"', f'poc_name = "string"\n{name} = "string"')
+    ws.stages.write_text(stages, encoding="utf-8")
     for extra in (["--dry-run"], []):
         _assert_one_line_exit_2(ws, ws.run(*extra), name, "enrichkit adds")
