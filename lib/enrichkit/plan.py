@@ -195,10 +195,10 @@ def job_paths(options: RunOptions) -> JobPaths:
 
 
 def check_paths(paths: JobPaths, options: RunOptions) -> None:
-    """Every path a job writes differs from the input and from each other (also through symlinks and
+    """Every path a job writes differs from the input, the stages file and each other (also through symlinks and
     hard links); each is valid UTF-8; explicitly given ones are in folders that exist. Touches nothing."""
     written = paths.written()
-    named: dict[str, Path] = {"--input": Path(options.input), **written}
+    named: dict[str, Path] = {"--input": Path(options.input), "--stages-file": Path(options.stages_file), **written}
     for flag, path in named.items():
         try:
             str(path).encode("utf-8")
@@ -213,7 +213,7 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
             journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if flag_b == "the cache" else []
             if same_file(a, b) or any(same_file(a, journal) for journal in journals):
                 raise UsageError(f"{flag_a} and {flag_b} are the same file ({a}); every file a job writes must "
-                                 "differ from the input and from each other")
+                                 "differ from the input, the stages file and each other")
     given = {"--checkpoint": options.checkpoint, "--report": options.report, "--errors": options.errors}
     for flag, value in given.items():
         if value:

@@ -194,6 +194,12 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
 
 def _fresh(plan: Plan, confirm: Callable[[str], bool]) -> None:
     paths = plan.paths
+    if plan.options.checkpoint and paths.checkpoint.exists():
+        try:
+            read_checkpoint(paths.checkpoint)
+        except ConfigError:  # a file of the user's named by mistake; the default name is enrichkit's own
+            raise UsageError(f"--checkpoint {paths.checkpoint} is not an enrichkit checkpoint, and --fresh deletes "
+                             "only a job's own files: nothing was deleted; give another --checkpoint") from None
     question = f"Delete {paths.output} ({_paid(plan)}) and {paths.checkpoint}, and start over?"
     if not plan.options.yes and not confirm(question):
         raise UsageError(f"--fresh deletes {paths.output} and its {_paid(plan)}; not confirmed, nothing was "
