@@ -183,6 +183,15 @@ def test_a_misspelt_model_is_told_so(ws: Workspace) -> None:
     assert proc.returncode == 2 and "gemini-2.5-flsh" in proc.stderr and "unknown or retired" in proc.stderr
 
 
+def test_a_start_stopped_by_the_model_check_leaves_no_folder_or_lock_behind(ws: Workspace) -> None:
+    proc = ws.run("--model", "gemini-2.5-flsh")
+    assert proc.returncode == 2, proc.stderr
+    assert not ws.output.parent.exists()  # out/ was made for this run: not even its lock file is left
+    ws.output.parent.mkdir()
+    assert ws.run("--model", "gemini-2.5-flsh").returncode == 2
+    assert list(ws.output.parent.iterdir()) == []
+
+
 def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
     import subprocess
 
