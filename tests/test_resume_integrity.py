@@ -129,6 +129,19 @@ def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(ws: 
     assert "overrides" not in resumed.stderr
 
 
+def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_without_paying_twice(ws: Workspace) -> None:
+    assert ws.run("--limit", "5").returncode == 0
+    ws.checkpoint.write_text('{"version": 1, "job_id": ', encoding="utf-8")  # a hand edit gone wrong
+    refused = ws.run("--resume")
+    assert refused.returncode == 2 and "corrupt checkpoint" in refused.stderr, refused.stderr
+    assert "move it aside" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    ws.checkpoint.rename(ws.tmp / "broken.json")  # as the message says
+    sent = ws.fake.stats()["generate"]
+    assert ws.run("--resume").returncode == 0
+    assert ws.fake.stats()["generate"] == sent + 35  # the 5 rows in the output were not paid again
+    exactly_once(ws)
+
+
 def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace) -> None:
     assert ws.run("--limit", "5").returncode == 0
     proc = ws.run("--resume", "--model", "gemini-2.5-flash-lite")
