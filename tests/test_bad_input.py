@@ -175,7 +175,7 @@ def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(w
     _assert_one_line_exit_2(ws, ws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
     ws.stages.write_text(ws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
                          encoding="utf-8")
-    assert ws.run("--limit", "2").returncode == 0
+    assert ws.run("--limit", "2").returncode == 1
 
 
 def test_a_misspelt_model_is_told_so(ws: Workspace) -> None:
@@ -239,7 +239,7 @@ def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Wor
     ws.output.parent.mkdir(parents=True)
     stale = ws.output.with_name(".enriched.progress.json.999999.tmp")  # PID 999999: long gone
     stale.write_text("{half a checkpoint", encoding="utf-8")
-    assert ws.run("--limit", "2").returncode == 0
+    assert ws.run("--limit", "2").returncode == 1
     assert not stale.exists()
 
 

@@ -57,7 +57,7 @@ def test_kill_9_at_random_points_then_resume_gives_each_record_once(ws: Workspac
 
 
 def test_torn_last_row_is_cut_on_resume(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     with open(ws.output, "ab") as f:
         f.write(b"Fund 99999,Manager,First,Last,x@y.com,Somebody,som")  # a crash mid-write
     proc = ws.run("--resume")
@@ -67,7 +67,7 @@ def test_torn_last_row_is_cut_on_resume(ws: Workspace) -> None:
 
 
 def test_row_written_but_not_checkpointed_is_not_duplicated(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     # The checkpoint is behind the output (as after a kill between a row and the checkpoint write).
     state = read_json(ws.checkpoint)
     assert state["completed_count"] == 10
@@ -105,9 +105,9 @@ def test_recover_output_cuts_each_kind_of_tear(tmp_path) -> None:  # type: ignor
 
 def test_stale_checkpoint_is_caught_up_from_the_output_tail(ws: Workspace) -> None:
     """A crash after rows were written but before the checkpoint: the old checkpoint plus the output's tail."""
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     old = ws.checkpoint.read_bytes()
-    assert ws.run("--resume", "--limit", "10").returncode == 0
+    assert ws.run("--resume", "--limit", "10").returncode == 1
     ws.checkpoint.write_bytes(old)  # as if the last checkpoint writes never happened
     proc = ws.run("--resume")
     assert proc.returncode == 0, proc.stderr
@@ -116,7 +116,7 @@ def test_stale_checkpoint_is_caught_up_from_the_output_tail(ws: Workspace) -> No
 
 
 def test_resume_starts_reading_after_the_rows_already_done(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     mark = read_json(ws.checkpoint)["resume_at"]
     lines = ws.input.read_bytes().splitlines(keepends=True)
     assert mark == {"offset": sum(len(line) for line in lines[:11]), "row": 10}  # header + 10 rows

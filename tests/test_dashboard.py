@@ -363,7 +363,7 @@ def test_resume_starts_the_job_and_a_second_start_is_reported_as_locked(ws: Work
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     write_csv(ws.input, make_rows(30))
     first = ws.run("--limit", "10")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)  # what the server's environment gives the runs it starts
     monkeypatch.setenv("GEMINI_BASE_URL", ws.fake.url)
     api = client(ws.tmp)

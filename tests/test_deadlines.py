@@ -77,3 +77,15 @@ def test_an_http_stage_gzip_bomb_fails_its_record_with_a_clear_message(ws: Works
     errors = _errors(ws)
     assert errors and all("inflates to more than 16 MB" in e["message"] for e in errors), errors
     assert read_json(ws.checkpoint)["failed_count"] == 2
+
+
+def test_a_timeout_too_large_for_the_platform_is_one_line_not_every_record_failed(ws: Workspace) -> None:
+    # "No timeout, please": 1e10 s passes time_t in threading's and the socket's waits (OverflowError).
+    write_csv(ws.input, make_rows(2))
+    proc = ws.run("--timeout", "10000000000")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--timeout" in proc.stderr.strip().splitlines()[-1]
+    ws.stages.write_text(ws.stages.read_text().replace("[defaults]", "[defaults]\ntimeout = 1e10"), encoding="utf-8")
+    proc = ws.run()
+    assert proc.returncode == 2 and "timeout" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert not ws.output.exists()

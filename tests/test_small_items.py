@@ -33,7 +33,7 @@ def _awkward_input(ws: Workspace) -> None:
 def test_the_start_line_says_the_exact_count_of_a_small_input(ws: Workspace) -> None:
     _awkward_input(ws)
     proc = ws.run("--limit", "3")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert ": new job, 3 (--limit) of 11 records to do, " in _start_line(proc.stderr)
     resumed = ws.run("--resume")
     assert ": resuming, 8 records to do, " in _start_line(resumed.stderr)
@@ -55,7 +55,7 @@ def _jobs(ws: Workspace, *args: str) -> Any:
 
 
 def test_a_limit_stop_shows_as_limit_reached(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     checkpoint = read_json(ws.checkpoint)
     assert (checkpoint["status"], checkpoint["stop_reason"]) == ("interrupted", "limit")  # SPEC's status list
     status = json.loads(_jobs(ws, "status", str(ws.checkpoint), "--json").stdout)
@@ -67,7 +67,7 @@ def test_a_limit_stop_shows_as_limit_reached(ws: Workspace) -> None:
 
 
 def test_an_interrupted_run_after_a_limit_stop_is_interrupted_again(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     cp = read_json(ws.checkpoint)
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -100,7 +100,7 @@ def test_a_jsonl_export_writes_sources_and_queries_as_arrays(ws: Workspace, tmp_
 
 
 def test_a_changed_prompt_names_the_stage_and_key_that_changed(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     ws.stages.write_text(STAGES.replace("Who is the point of contact", "Who is the main contact")
                          .replace("temperature = 0.2", "temperature = 0.7"), encoding="utf-8")
     proc = ws.run("--resume")
@@ -113,8 +113,21 @@ def test_a_changed_prompt_names_the_stage_and_key_that_changed(ws: Workspace) ->
 
 
 def test_a_key_added_to_a_stage_is_named(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1
     ws.stages.write_text(STAGES.replace('name = "poc"\n', 'name = "poc"\nsystem_instruction = "Be brief."\n'),
                          encoding="utf-8")
     proc = ws.run("--resume")
     assert proc.returncode == 2 and "stage 'poc': system_instruction changed" in proc.stderr
+
+
+def test_a_stage_renamed_under_allow_config_change_is_the_jobs_stage_from_then_on(ws: Workspace,
+                                                                                  tmp_path: Path) -> None:
+    assert ws.run("--limit", "5").returncode == 1  # --limit with records left
+    ws.stages.write_text(STAGES.replace('name = "poc"', 'name = "contact"'), encoding="utf-8")
+    ok = ws.run("--resume", "--allow-config-change")
+    assert ok.returncode == 0, ok.stderr
+    assert read_json(ws.checkpoint)["stages"] == ["contact", "domain"]
+    target = tmp_path / "all.jsonl"
+    _jobs(ws, "export", str(ws.checkpoint), "--format", "jsonl", "--output", str(target))
+    rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 40 and all(isinstance(row["confidence"], int | float) for row in rows)  # typed as declared

@@ -9,6 +9,7 @@ except by what an answer costs beyond its reservation (see `worst_case`).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from enrichkit.errors import Abandoned
 
 if TYPE_CHECKING:
-    from enrichkit.pricing import Pricing
+    from enrichkit.pricing import ModelPrice, Pricing
     from enrichkit.providers.base import Request
 
 FRAMING_TOKENS = 64  # the turn's own tokens around a prompt (role, schema markers): a margin, never undercounted
@@ -37,6 +38,7 @@ class Budget:
         self.spent = spent  # the job's cost so far: the checkpoint's, then each answer's as it comes
         self.reserved = 0.0  # the worst cases of the calls in flight
         self.refused_at = 0.0  # the worst case of the first call refused (0: none refused)
+        self.given_up = 0.0  # the worst cases of this run's requests given up at their deadline (maybe billed)
         self._cond = threading.Condition()
 
     @property
@@ -56,7 +58,7 @@ class Budget:
                 if self.spent + self.reserved + worst <= self.limit + _EPSILON:
                     self.reserved += worst
                     return worst
-                if self.spent + worst > self.limit + _EPSILON:
+                if not self.spent + worst <= self.limit + _EPSILON:  # a NaN cost (an edited file) too: never waits
                     self.refused_at = worst
                     self._cond.notify_all()
                     raise BudgetRefused()
@@ -64,27 +66,39 @@ class Budget:
                     raise Abandoned()
                 self._cond.wait(0.25)
 
-    def settle(self, held: float, cost: float) -> None:
-        """A call is over: its reservation `held` gives way to what it cost."""
-        if self.limit is None:
-            return
+    def settle(self, held: float, cost: float, *, given_up: float = 0.0) -> None:
+        """A call is over: its reservation `held` gives way to what it cost. `given_up`: the worst case of a request
+        given up at its deadline, which may still be answered and billed: spent for the job (`unsettled_usd`)."""
         with self._cond:
+            self.given_up += given_up
+            if self.limit is None:
+                return
             self.reserved = max(0.0, self.reserved - held)
-            self.spent += cost
+            self.spent += cost + given_up
             self._cond.notify_all()
 
 
-def worst_case(pricing: Pricing, request: Request) -> float:
+def worst_case(pricing: Pricing, request: Request, today: dt.date | None = None) -> float:
     """The most one Gemini call can cost (USD), priced as the model asked for.
 
     Input: every UTF-8 byte of the prompt, system instruction and response schema as one token (a token is at
     least one byte of text), plus `FRAMING_TOKENS`; output: all of `max_output_tokens` (thinking included, which
     it bounds); the flex discount when flex; a search stage's grounding fee (one grounded prompt, or
-    `SEARCH_QUERIES` queries). What it does not bound: a served model priced above the one asked for, the
-    tool-use prompt tokens a search adds (billed as input), and more search queries than `SEARCH_QUERIES`."""
+    `SEARCH_QUERIES` queries). At the dearer of the prices in force today and tomorrow (UTC): a call may be
+    answered, and priced, after a price change at midnight (a request lasts at most a day); for a deprecated
+    model, the dearer of its own and its replacement's (which serves it: 2.5 Flash's grounding is then billed per
+    query). What it does not bound: another served model priced above the one asked for, the tool-use prompt
+    tokens a search adds (billed as input), and more search queries than `SEARCH_QUERIES`."""
     payload = request.payload
-    price = pricing.lookup(str(payload["model"]))
-    if price is None:
+    day = today or dt.datetime.now(dt.UTC).date()
+    model = str(payload["model"])
+    models = [model]
+    facts = pricing.facts_of(model)
+    if facts.stage == "deprecated" and facts.replacement:
+        models.append(facts.replacement)  # Google serves a deprecated model's requests by its replacement
+    prices = [p for m in models for p in (pricing.lookup(m, day), pricing.lookup(m, day + dt.timedelta(days=1)))
+              if p is not None]
+    if not prices:
         return 0.0  # a model with no price is refused at start
     settings = payload["settings"]
     text = str(payload["prompt"]) + str(settings.get("system_instruction") or "")
@@ -94,11 +108,15 @@ def worst_case(pricing: Pricing, request: Request) -> float:
         text += json.dumps(payload.get("schema"))
     input_tokens = len(text.encode("utf-8")) + FRAMING_TOKENS
     output_tokens = int(settings.get("max_output_tokens") or 0)
-    tokens = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
-    if payload.get("flex"):
-        tokens *= 1 - pricing.flex_discount
-    grounding = 0.0
-    if request.stage.search:
-        units = 1 if price.grounding == "prompt" else SEARCH_QUERIES
-        grounding = units * price.grounding_per_1000 / 1000
-    return tokens + grounding
+
+    def at(price: ModelPrice) -> float:
+        tokens = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+        if payload.get("flex"):
+            tokens *= 1 - pricing.flex_discount
+        grounding = 0.0
+        if request.stage.search:
+            units = 1 if price.grounding == "prompt" else SEARCH_QUERIES
+            grounding = units * price.grounding_per_1000 / 1000
+        return tokens + grounding
+
+    return max(at(price) for price in prices)

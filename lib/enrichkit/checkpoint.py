@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -62,6 +63,9 @@ class Checkpoint:
     completed_ids: IdSet = field(default_factory=IdSet)
     failed_ids: set[str] = field(default_factory=set)
     totals: Counters = field(default_factory=Counters)
+    # USD: the reservations of requests given up at their deadline, which Google may still have answered and billed
+    # (not in `totals`: unknown); --max-cost counts them in every later run of the job, as in the run that had them.
+    unsettled_usd: float = 0.0
     duplicates: int = 0
     input_errors: int = 0
     empty_rows: int = 0
@@ -136,6 +140,7 @@ class Checkpoint:
             "completed_count": self.completed_count,
             "failed_count": self.failed_count,
             **totals,
+            "unsettled_usd": round(self.unsettled_usd, 9),
             "pid": self.pid,
             "host": self.host,
             "id_columns": self.id_columns,
@@ -301,6 +306,12 @@ def _check(path: Path, data: Any) -> None:
                           f"(expected {VERSION})")
 
 
+def _usd(value: Any) -> float:
+    """A recorded amount; 0 when absent, negative or not a number (a hand-edited NaN would stall the budget)."""
+    amount = float(value or 0.0)
+    return amount if math.isfinite(amount) and amount > 0 else 0.0
+
+
 def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpoint, **extra: Any) -> Checkpoint:
     def text(key: str, default: str = "") -> str:
         value = data.get(key)
@@ -328,6 +339,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         completed_ids=ids,
         failed_ids={str(x) for x in data.get("failed_ids") or []},
         totals=Counters.from_json(data),
+        unsettled_usd=_usd(data.get("unsettled_usd")),
         duplicates=number("duplicates"),
         input_errors=number("input_errors"),
         empty_rows=number("empty_rows"),

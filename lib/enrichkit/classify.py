@@ -50,7 +50,6 @@ _BILLING = re.compile(r"prepayment credits are depleted|credits? (?:are|is) (?:e
                       r"|billing account|limit:\s*0\b", re.IGNORECASE)
 _DAILY = re.compile(r"PerDay|per_day", re.IGNORECASE)  # a quotaId or quotaMetric counted per day
 _PACIFIC = ZoneInfo("America/Los_Angeles")  # Gemini API per-day quotas reset at midnight Pacific time
-TIER1_MONTHLY_CAP = "$250"  # Google's billing page, "Billing tier cap" (checked 2026-12-07)
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,6 @@ def _rate_limited(exc: BaseException, message: str, details: list[dict[str, Any]
     """A 429: paced (a per-minute quota, or one that does not say), or the run stops (a day's quota, billing)."""
     quota = quota_kind(details, message) if provider == "gemini" else ""
     failure = StageFailure("rate_limit", message, retry_after=retry_delay(exc, details, message), quota=quota)
-    failure.has_details = any(str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
     failure.quota_limit = _requests_quota(details) if quota == "minute" else None
     if quota == "account":
         failure.fatal = BillingError(_billing_line(message))
@@ -251,8 +249,12 @@ def daily_reset_text(now: datetime | None = None) -> str:
 def _billing_line(message: str) -> str:
     lower = message.lower()
     if "spend" in lower and "cap" in lower:
+        from enrichkit.pricing import load_pricing  # the cap is pricing.toml's tier1_monthly_cap (one source)
+
+        cap = load_pricing().tier1_cap
+        tier1 = f" (Tier 1: ${cap:,.0f})" if cap is not None else ""
         return (f"the monthly spend cap is reached ({_short(message)}); each usage tier caps a billing account's "
-                f"monthly spend (Tier 1: {TIER1_MONTHLY_CAP}) and a project may set its own: raise the cap or the "
+                f"monthly spend{tier1} and a project may set its own: raise the cap or the "
                 "tier at https://aistudio.google.com, or wait for the next month, then run again with --resume")
     return (f"the API refused for billing reasons ({_short(message)}); check the project's credits, spend cap "
             "and tier at https://aistudio.google.com, then run again with --resume")

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+MAX_SECONDS = 86_400.0  # the longest deadline (--timeout, a stage's timeout): a day; threads and sockets refuse ~1e10
+
 
 class DeadlineExceeded(TimeoutError):
     """No complete answer within the request's deadline."""

@@ -118,7 +118,6 @@ class StageFailure(Exception):
         self.shed: bool = False  # a flex call queued past its deadline or shed (503): retried, never the breaker's
         self.unconnected: bool = False  # no connection was made at all (refused, unknown host, bad address)
         self.quota_limit: float | None = None  # a 429's stated quota (QuotaFailure quotaValue), per window
-        self.has_details: bool = False  # a 429 that names a quota (a QuotaFailure detail)
 
     @property
     def transient(self) -> bool:

@@ -94,7 +94,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         remote = [p for p in built.values() if p.remote]
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
-        budget = Budget(options.max_cost, store.cp.totals.cost_usd)
+        budget = Budget(options.max_cost, store.cp.totals.cost_usd + store.cp.unsettled_usd)
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
                             breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock)
     except BaseException:

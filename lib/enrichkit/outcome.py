@@ -26,6 +26,7 @@ class RunEnd:
     failed: int
     left: int
     cost: float = 0.0
+    unsettled: float = 0.0  # USD held for requests given up at their deadline (Google may have billed them)
     fatal: EnrichError | None = None  # auth, quota, billing, outage, configuration, a write failure
     budget_hit: bool = False
     stopped: bool = False  # a signal, `jobs.py cancel`, or the fatal/budget stop itself
@@ -46,6 +47,9 @@ def decide_outcome(end: RunEnd) -> Outcome:
         return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
         refused = f"; the next call could cost up to ${end.next_call:.4f}" if end.next_call else ""
+        if end.unsettled:
+            refused += (f"; ${end.unsettled:.4f} more is held for requests given up at their deadline, which Google "
+                        "may have billed")
         return Outcome("budget_exhausted", EXIT_BUDGET,
                        f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}{refused}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
@@ -56,8 +60,8 @@ def decide_outcome(end: RunEnd) -> Outcome:
     if end.stopped:
         return Outcome("interrupted", EXIT_INTERRUPTED,
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
-    if end.limit_hit and left:
-        return Outcome("interrupted", EXIT_FAILURES if failed else EXIT_OK,
+    if end.limit_hit and left:  # exit 1, never 0: records are left (cron lines are removed on exit 0)
+        return Outcome("interrupted", EXIT_FAILURES,
                        f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
                        reason="limit")
     if failed:

@@ -76,6 +76,7 @@ class Pipeline:
         self._last_draw = 0.0
         self._run_started = clock()
         self._models_before = dict(self.cp.models)  # the job's model notes from earlier runs
+        self._unsettled_before = self.cp.unsettled_usd  # requests given up at their deadline in earlier runs (USD)
         self.scan = self._make_scan()
 
     def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
@@ -126,7 +127,7 @@ class Pipeline:
         outcome = self._outcome()
         self.progress.close(self._figures())
         self.cp.stop_reason = outcome.reason
-        self._note_models()
+        self._note_models(on_the_wire=inflight > 0)
         store.finish(outcome.status, self._resume_at(), pace=self.pace())
         if store.broken is not None and self.fatal is None:
             outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
@@ -219,6 +220,7 @@ class Pipeline:
         log.info("records are missing before the resume mark of %s (re-sorted?); reading it again from the top",
                  self.plan.table.path)
         self._from_top = True  # a crash meanwhile: the next run reads from the top too
+        self._note_models()
         store.save(self._resume_at(), pace=self.pace())  # every row written so far is claimed: none is redone
         self.scan = self._make_scan(from_top=True, limit=None if limit is None else limit - self._handed)
         return True
@@ -336,8 +338,14 @@ class Pipeline:
             self._last_draw = now
             self.progress.update(self._figures())
 
-    def _note_models(self) -> None:
-        """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint."""
+    def _note_models(self, *, on_the_wire: bool = False) -> None:
+        """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint; and
+        what the requests given up at their deadline, or left `on_the_wire` as the run leaves, may have cost (Google
+        may answer and bill them all the same): --max-cost counts it in later runs."""
+        budget = self.enricher.budget
+        if budget is not None:
+            left = budget.reserved if on_the_wire else 0.0
+            self.cp.unsettled_usd = self._unsettled_before + budget.given_up + left
         notes = getattr(self.enricher.providers.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
             self.cp.models = merge_notes(self._models_before, notes.snapshot())
@@ -381,8 +389,10 @@ class Pipeline:
         done = store.done_count()
         if budget is not None and budget.exhausted:
             self.budget_hit = True
+        unsettled = self._unsettled_before + (budget.given_up if budget is not None else 0.0)
         return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
-                      cost=cp.totals.cost_usd, fatal=fatal or self.fatal, budget_hit=self.budget_hit,
+                      cost=cp.totals.cost_usd, unsettled=unsettled, fatal=fatal or self.fatal,
+                      budget_hit=self.budget_hit,
                       stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
                       max_cost=self.opts.max_cost, next_call=budget.refused_at if budget is not None else 0.0,
                       errors_path=self.plan.paths.errors,

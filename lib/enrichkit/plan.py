@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from enrichkit.deadline import MAX_SECONDS
 from enrichkit.errors import ConfigError, InputError, UsageError
 from enrichkit.jobfiles import JobPaths, same_file
 from enrichkit.lifecycle import check_models
@@ -169,6 +170,8 @@ def check_options(options: RunOptions) -> None:
         if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and name != "delay")):
             raise UsageError(f"{_flag(name)} must be a finite number {'>= 0' if name == 'delay' else '> 0'}, "
                              f"not {value}")
+    if options.timeout is not None and options.timeout > MAX_SECONDS:
+        raise UsageError(f"--timeout must be at most {MAX_SECONDS:.0f} s (a day), not {options.timeout:g}")
     if not options.output.strip() or not options.input.strip():
         raise UsageError("--input and --output need a file name")
     if options.base_url and not options.base_url.startswith(("http://", "https://")):

@@ -183,10 +183,10 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
                     what)
         cp.config_fingerprint = plan.fingerprint
         cp.config = _config(plan)
-    elif not cp.config:
-        cp.config = _config(plan)  # a job started before checkpoints kept it: from now on a change is named
         cp.stages = [s.name for s in plan.stages.stages]
         cp.fields = plan.stages.output_fields
+    elif not cp.config:
+        cp.config = _config(plan)  # a job started before checkpoints kept it: from now on a change is named
     changed = (cp.input.get("size"), cp.input.get("mtime")) != (input_info["size"], input_info["mtime"])
     if changed:
         log.warning("the input changed since the checkpoint (size/mtime); IDs are content hashes, so new rows "

@@ -99,7 +99,7 @@ def build_report(cp: Checkpoint, run: RunStats, counters: Counters, *, completed
         "cache_hits": cp.totals.cache_hits,
         "tokens": _tokens(cp.totals),
         "cost_usd": round(cp.totals.cost_usd, 6),
-        "cost": _cost(cp.totals),
+        "cost": {**_cost(cp.totals), "unsettled_usd": round(cp.unsettled_usd, 6)},  # maybe billed: budget.py
         "stages": {name: _job_stage(name, cp, run) for name in _stage_names(cp, run)},
         "fill_rates": {f: round(cp.filled.get(f, 0) / done, 4) if done else None for f in cp.fields},
         "pace": pace or cp.pace,

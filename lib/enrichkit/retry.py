@@ -114,7 +114,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
             raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
                               "run again with --resume when it is back") from None
         held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
-        cost = 0.0
+        cost = given_up = 0.0
         try:
             if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
                 raise Abandoned()
@@ -126,8 +126,11 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
                 result = call()
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
                 failure = classify_error(exc, provider=provider)
-                # A request given up at its deadline may still be answered and billed: it keeps its reservation.
-                cost = held if failure.error_type == "timeout" else g.cost(failure)
+                # A request given up at its deadline may still be answered and billed: its worst case stays spent.
+                if failure.error_type == "timeout":
+                    given_up = g.worst_cost
+                else:
+                    cost = g.cost(failure)
                 last = failure
                 on_failure(number, failure)
                 _account(failure, g)
@@ -143,7 +146,7 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
             cost = g.cost(result)
         finally:
             if budget is not None:
-                budget.settle(held, cost)
+                budget.settle(held, cost, given_up=given_up)
         if g.breaker is not None:
             g.breaker.record_success()
         if g.limiter is not None:
@@ -152,8 +155,10 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         return result
 
     def give_up(_state: Any) -> bool:
-        if last is not None and last.retries_allowed is not None:
-            return of_type.get(last.error_type, 0) > last.retries_allowed
+        # A failure that allows N retries (a finish reason) is retried at most N times, and never past --max-retries.
+        if last is not None and last.retries_allowed is not None and of_type.get(last.error_type, 0) > \
+                last.retries_allowed:
+            return True
         return failures > policy.max_retries
 
     def retryable(exc: BaseException) -> bool:

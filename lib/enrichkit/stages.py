@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enrichkit.deadline import MAX_SECONDS
 from enrichkit.errors import ConfigError
 from enrichkit.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN
 from enrichkit.templates import Template, render_tree, template_tree, templates_in
@@ -75,7 +76,7 @@ MODEL_KEYS: dict[str, Callable[[Any], str | None]] = {
     "model": _text, "temperature": _number(0, 2), "max_output_tokens": _number(1, integer=True),
     "thinking_budget": _number(-1, integer=True), "thinking_level": _one_of(*THINKING_LEVELS),
     "system_instruction": _text, "service_tier": _one_of(*SERVICE_TIERS),
-    "rpm": _number(above=0), "tpm": _number(above=0), "timeout": _number(above=0),
+    "rpm": _number(above=0), "tpm": _number(above=0), "timeout": _number(0, MAX_SECONDS, above=0),
 }
 DEFAULT_KEYS = {**MODEL_KEYS, "notify_url": _url}
 COMMON_STAGE_KEYS: dict[str, Callable[[Any], str | None]] = {

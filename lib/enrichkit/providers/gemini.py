@@ -26,7 +26,15 @@ from enrichkit.lifecycle import ModelNotes, retired_message
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
 from enrichkit.providers.base import Answer, Request, Usage
-from enrichkit.providers.gemini_reply import Reply, Tokens, parse_json_object, read_reply, read_tokens
+from enrichkit.providers.gemini_reply import (
+    Grounding,
+    Reply,
+    Tokens,
+    parse_json_object,
+    read_grounding,
+    read_reply,
+    read_tokens,
+)
 from enrichkit.providers.sources import SourceResolver
 from enrichkit.records import stringify
 from enrichkit.stages import FieldSpec, Stage, StagesConfig
@@ -239,8 +247,12 @@ class GeminiProvider:
         try:
             reply = read_reply(response, asked)
         except StageFailure as failure:
+            # An answer cut short or refused after its searches ran is billed for them (per query or prompt).
+            candidates = getattr(response, "candidates", None) or []
+            searched = read_grounding(candidates[0]) if stage.search and candidates else Grounding()
             failure.usage = self._usage(read_tokens(response), _served(response, asked), stage, flex,
-                                        grounded=False, queries=0, asked=asked, at=at)
+                                        grounded=searched.grounded, queries=len(searched.queries), asked=asked,
+                                        at=at)
             self._read_status(asked, status, failure)
             raise
         usage = self._usage(reply.tokens, reply.model_version, stage, flex, grounded=stage.search
