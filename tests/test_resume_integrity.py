@@ -123,14 +123,14 @@ def test_a_bare_resume_continues_with_the_recorded_options(ws: Workspace) -> Non
 
 def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(ws: Workspace) -> None:
     args = ("--input", "input.csv", "--output", "out/enriched.csv", "--stages-file", "stages.toml")
-    assert ws.run(*args, "--limit", "5", base=False).returncode == 0
+    assert ws.run(*args, "--limit", "5", base=False).returncode == 1  # records left
     resumed = ws.run(*args, "--resume", base=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "overrides" not in resumed.stderr
 
 
 def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_without_paying_twice(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 0
+    assert ws.run("--limit", "5").returncode == 1  # records left
     ws.checkpoint.write_text('{"version": 1, "job_id": ', encoding="utf-8")  # a hand edit gone wrong
     refused = ws.run("--resume")
     assert refused.returncode == 2 and "corrupt checkpoint" in refused.stderr, refused.stderr
