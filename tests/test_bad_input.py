@@ -190,6 +190,15 @@ def test_a_misspelt_model_is_told_so(sws: Workspace) -> None:
     assert proc.returncode == 2 and "gemini-2.5-flsh" in proc.stderr and "unknown or retired" in proc.stderr
 
 
+def test_a_start_stopped_by_the_model_check_leaves_no_folder_or_lock_behind(sws: Workspace) -> None:
+    proc = sws.run("--model", "gemini-2.5-flsh")
+    assert proc.returncode == 2, proc.stderr
+    assert not sws.output.parent.exists()  # out/ was made for this run: not even its lock file is left
+    sws.output.parent.mkdir()
+    assert sws.run("--model", "gemini-2.5-flsh").returncode == 2
+    assert list(sws.output.parent.iterdir()) == []
+
+
 def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
     import subprocess
 
@@ -240,3 +249,42 @@ def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Wor
     stale.write_text("{half a checkpoint", encoding="utf-8")
     assert ws.run("--limit", "2").returncode == 1
     assert not stale.exists()
+
+
+def _with_closed(fd: int, args: list[str]) -> list[str]:
+    """`args` run by a shell with descriptor `fd` closed (`>&-`, `2>&-`, `<&-`), as a user's shell line does; fd 3:
+    stderr closed and then taken by a file open for reading, as pyenv's `python` shim leaves it."""
+    redirect = {0: "<&-", 1: ">&-", 2: "2>&-", 3: "2</dev/null"}[fd]
+    return ["sh", "-c", f'exec "$@" {redirect}', "sh", *args]
+
+
+def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    from conftest import JOBS
+
+    for fd, extra in ((1, ["--limit", "10"]), (2, ["--resume", "--limit", "10"]), (3, ["--resume", "--limit", "10"]),
+                      (0, ["--resume"])):
+        proc = subprocess.run(_with_closed(fd, sws.args(*extra)), capture_output=True, text=True, env=sws.env(),
+                              cwd=sws.tmp, timeout=90)
+        assert proc.returncode == (1 if "--limit" in extra else 0), (fd, proc.stderr)  # records left: 1
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert sorted(sws.output_ids()) == sorted(expected_ids(sws))
+    assert read_json(sws.checkpoint)["status"] == "completed"
+    for command in (["status", str(sws.checkpoint)], ["validate", str(sws.checkpoint)], ["list", str(sws.tmp)],
+                    ["missing", str(sws.checkpoint)]):
+        for fd in (1, 2, 3, 0):
+            proc = subprocess.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
+                                  text=True, cwd=sws.tmp, timeout=60)
+            assert proc.returncode == 0, (command, fd, proc.stderr)
+            assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["_cost_usd", "_record_id", "_job_id"])
+def test_a_stage_field_named_like_a_column_enrichkit_adds_is_refused_at_start(ws: Workspace, name: str) -> None:
+    """Else the output's header names it twice: the row's own `_record_id` and the model's answer share one name."""
+    stages = ws.stages.read_text().replace('poc_name = "string"', f'poc_name = "string"\n{name} = "string"')
+    ws.stages.write_text(stages, encoding="utf-8")
+    for extra in (["--dry-run"], []):
+        _assert_one_line_exit_2(ws, ws.run(*extra), name, "enrichkit adds")

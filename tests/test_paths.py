@@ -41,6 +41,32 @@ def test_a_written_path_equal_to_the_output_or_the_input_is_refused(ws: Workspac
     _refused(ws, flag, str(target), needles=(flag, other, "same file"))
 
 
+@pytest.mark.parametrize("flag", ["--checkpoint", "--report", "--errors"])
+def test_a_written_path_equal_to_the_stages_file_is_refused_even_with_fresh_yes(ws: Workspace, flag: str) -> None:
+    _refused(ws, flag, str(ws.stages), "--fresh", "--yes", needles=(flag, "--stages-file", "same file"))
+
+
+def test_fresh_never_deletes_a_given_checkpoint_that_is_no_checkpoint(ws: Workspace) -> None:
+    notes = ws.tmp / "notes.json"
+    notes.write_text('{"mine": "not enrichkit\'s"}', encoding="utf-8")
+    proc = ws.run("--checkpoint", str(notes), "--fresh", "--yes")
+    assert proc.returncode == 2 and "not an enrichkit checkpoint" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert notes.read_text(encoding="utf-8") == '{"mine": "not enrichkit\'s"}'
+    assert ws.fake.stats()["generate"] == 0 and not ws.output.exists()
+
+
+def test_an_output_that_is_a_file_of_the_users_is_never_deleted_even_with_fresh_yes(ws: Workspace) -> None:
+    ws.output.parent.mkdir(parents=True)
+    ws.output.write_text("name,city\nAda,London\n", encoding="utf-8")  # not an enrichkit output: no _record_id
+    for extra in ([], ["--resume"], ["--fresh", "--yes"]):
+        proc = ws.run(*extra)
+        assert proc.returncode == 2 and "not an enrichkit output" in proc.stderr, (extra, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ws.output.read_text(encoding="utf-8") == "name,city\nAda,London\n"
+    assert ws.fake.stats()["generate"] == 0
+
+
 def test_two_written_paths_equal_to_each_other_are_refused(ws: Workspace) -> None:
     same = str(ws.tmp / "same.json")
     _refused(ws, "--report", same, "--checkpoint", same, needles=("--checkpoint", "--report"))

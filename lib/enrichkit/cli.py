@@ -227,6 +227,8 @@ class _Edge:
     def signals(self) -> Iterator[None]:
         names = ("SIGINT", "SIGTERM", "SIGHUP")
         wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+        # A signal the parent set to be ignored stays ignored: `nohup` (SIGHUP), a shell's background job (SIGINT).
+        wanted = [s for s in wanted if signal.getsignal(s) is not signal.SIG_IGN]
         previous = {s: signal.signal(s, self._handler) for s in wanted}
         try:
             yield

@@ -18,6 +18,10 @@ from enrichkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnrichError
 from enrichkit.logs import say
 from enrichkit.redact import redact
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 def error_edge(prog: str, action: Callable[[], int]) -> int:
     """Run `action`; a user's mistake is one line (`ENRICHKIT_DEBUG=1` adds the traceback) and its exit code.
@@ -115,9 +119,7 @@ def settle_streams() -> None:
     descriptor. Else the first file the job opens would take descriptor 1 or 2 (a line for the terminal would
     land in the output or the lock), and `sys.stdout` would be None (every print and flush an error)."""
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
+        if not _usable(fd, os.O_RDONLY if fd == 0 else os.O_WRONLY):
             try:
                 null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
             except OSError:
@@ -131,6 +133,19 @@ def settle_streams() -> None:
             setattr(sys, name, stream)
             if fd and getattr(sys, f"__{name}__") is None:
                 setattr(sys, f"__{name}__", stream)
+
+
+def _usable(fd: int, mode: int) -> bool:
+    """Whether `fd` is open for `mode`. A closed stderr may have been taken by a file a launcher opened for reading
+    (pyenv's `python` shim hands over its own script as fd 2 under `2>&-`): every write to it would fail."""
+    try:
+        if fcntl is None:  # Windows: only whether it is open
+            os.fstat(fd)
+            return True
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return False
+    return access in (os.O_RDWR, mode)
 
 
 def exit_process(code: int) -> NoReturn:

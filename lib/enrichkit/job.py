@@ -73,6 +73,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
     store's open raises (exit 2); on failure everything taken is given back.
     """
     paths, options = plan.paths, plan.options
+    created_folder = not paths.output.parent.exists()
     paths.output.parent.mkdir(parents=True, exist_ok=True)
     lock = RunLock(paths.lock, paths.output, paths.checkpoint)
     lock.acquire()
@@ -105,6 +106,9 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         for provider in built.values():
             provider.close()
         lock.release()
+        if created_folder:  # a start that failed (an unknown model, a signal) leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                paths.output.parent.rmdir()
         raise
     return Job(plan, lock, store, enricher, built, inbox, limiters, breakers, cache)
 

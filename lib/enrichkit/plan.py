@@ -74,10 +74,14 @@ class RunOptions:
         """What the checkpoint keeps (absolute paths, so cron and the dashboard can resume from anywhere)."""
         data = {k: v for k, v in asdict(self).items() if k in RECORDED}
         for key in ("stages_file", "report", "errors"):
-            if data[key]:
-                data[key] = str(Path(data[key]).resolve())
+            data[key] = self._recordable(key)
         data["cwd"] = cwd or str(Path.cwd())
         return data
+
+    def _recordable(self, key: str) -> Any:
+        """This option as `recorded` keeps it (a path made absolute)."""
+        value = getattr(self, key)
+        return str(Path(value).resolve()) if key in ("stages_file", "report", "errors") and value else value
 
     def with_recorded(self, recorded: dict[str, Any]) -> RunOptions:
         """These options with the job's recorded ones filled in where no flag was given; a flag given again
@@ -88,7 +92,7 @@ class RunOptions:
             if key not in RECORDED or key not in known:
                 continue
             if key in self.given:
-                if getattr(self, key) != value:
+                if self._recordable(key) != value:
                     log.info("%s %s given: overrides the job's recorded %s", _flag(key), getattr(self, key), value)
                 continue
             changes[key] = value
@@ -214,10 +218,10 @@ def job_paths(options: RunOptions) -> JobPaths:
 
 
 def check_paths(paths: JobPaths, options: RunOptions) -> None:
-    """Every path a job writes differs from the input and from each other (also through symlinks and
+    """Every path a job writes differs from the input, the stages file and each other (also through symlinks and
     hard links); each is valid UTF-8; explicitly given ones are in folders that exist. Touches nothing."""
     written = paths.written()
-    named: dict[str, Path] = {"--input": Path(options.input), **written}
+    named: dict[str, Path] = {"--input": Path(options.input), "--stages-file": Path(options.stages_file), **written}
     for flag, path in named.items():
         try:
             str(path).encode("utf-8")
@@ -232,7 +236,7 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
             journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if flag_b == "the cache" else []
             if same_file(a, b) or any(same_file(a, journal) for journal in journals):
                 raise UsageError(f"{flag_a} and {flag_b} are the same file ({a}); every file a job writes must "
-                                 "differ from the input and from each other")
+                                 "differ from the input, the stages file and each other")
     given = {"--checkpoint": options.checkpoint, "--report": options.report, "--errors": options.errors}
     for flag, value in given.items():
         if value:

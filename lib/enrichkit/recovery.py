@@ -4,6 +4,8 @@ the truth; the checkpoint is bookkeeping)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from enrichkit.configdiff import describe_change
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import remove_stale_temps, same_file
 from enrichkit.logs import log
+from enrichkit.output import ID_COLUMN
 from enrichkit.plan import JobMode, Plan
 from enrichkit.precount import count_exactly
 from enrichkit.readback import recover_output
@@ -38,6 +41,9 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
     options, paths = plan.options, plan.paths
     for path in (paths.checkpoint, paths.report):
         remove_stale_temps(path)
+    if _size(paths.output) and _foreign_output(paths.output):
+        raise ConfigError(f"{paths.output}: exists but is not an enrichkit output (no {ID_COLUMN} column); choose "
+                          "another --output (nothing was changed)")
     exists = paths.checkpoint.exists()
     if options.fresh:
         if exists or _size(paths.output):
@@ -194,6 +200,12 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
 
 def _fresh(plan: Plan, confirm: Callable[[str], bool]) -> None:
     paths = plan.paths
+    if plan.options.checkpoint and paths.checkpoint.exists():
+        try:
+            read_checkpoint(paths.checkpoint)
+        except ConfigError:  # a file of the user's named by mistake; the default name is enrichkit's own
+            raise UsageError(f"--checkpoint {paths.checkpoint} is not an enrichkit checkpoint, and --fresh deletes "
+                             "only a job's own files: nothing was deleted; give another --checkpoint") from None
     question = f"Delete {paths.output} ({_paid(plan)}) and {paths.checkpoint}, and start over?"
     if not plan.options.yes and not confirm(question):
         raise UsageError(f"--fresh deletes {paths.output} and its {_paid(plan)}; not confirmed, nothing was "
@@ -218,6 +230,23 @@ def _paid(plan: Plan) -> str:
         except OSError:
             n = 0
     return f"{n} paid row{'s' if n != 1 else ''}"
+
+
+def _foreign_output(path: Path) -> bool:
+    """Whether `path` starts with a whole header row that lacks `_record_id`: a file of the user's, which a job must
+    neither append to nor delete (`--fresh`). A header torn by a crash is left to the read-back."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20).decode("utf-8", "replace").lstrip("\ufeff")
+    except OSError:
+        return False
+    if "\n" not in head:
+        return False
+    try:
+        header = next(csv.reader(io.StringIO(head, newline="")))
+    except (StopIteration, csv.Error):
+        return False
+    return ID_COLUMN not in header
 
 
 def _size(path: Path) -> int:

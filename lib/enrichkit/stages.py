@@ -23,6 +23,7 @@ from typing import Any
 
 from enrichkit.deadline import MAX_SECONDS
 from enrichkit.errors import ConfigError
+from enrichkit.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN
 from enrichkit.templates import Template, render_tree, template_tree, templates_in
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
@@ -254,6 +255,10 @@ class StagesConfig:
             if unknown:
                 raise ConfigError(f"stage {stage.name!r}: skip_if_filled names {', '.join(unknown)}, which is "
                                   "neither an input column nor a field of this or an earlier stage")
+            own_columns = [f for f in stage.output_fields if f in (COST_COLUMN, ID_COLUMN, JOB_COLUMN)]
+            if own_columns:
+                raise ConfigError(f"stage {stage.name!r}: field(s) {', '.join(own_columns)} are named like columns "
+                                  "enrichkit adds to every output row; rename them")
             clash = [f for f in stage.output_fields if f in available]
             # Filling an input column's gaps is what skip_if_filled is for: such a field is that column, filled in
             # place where the input left it empty. Any other clash would overwrite values.
