@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import sys
-
 from _bootstrap import use_project_python
 
 use_project_python(__file__)
 
-from enrichkit.cli import main  # noqa: E402 - after the path and interpreter are settled
+from enrichkit.cli import entry  # noqa: E402 - after the path and interpreter are settled
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,8 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import fakes  # noqa: E402
 from fake_gemini import FakeConfig, FakeGemini  # noqa: E402
-from fakes import Completed, assert_exactly_once, run_cli, run_process  # noqa: E402
+from fakes import Completed, FakeClock, FakeProvider, assert_exactly_once, run_cli, run_process  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 E2E_FILES = {"test_fake_gemini.py", "test_gemini_wire.py", "test_dashboard.py", "test_browser.py", "test_cron.py",
              "test_readme.py"}
-E2E_FIXTURES = {"ws", "fake", "server", "receiver", "fake_run", "browser", "dashboard"}
+E2E_FIXTURES = {"fake", "serve", "server", "receiver", "fake_run", "browser", "dashboard", "api_site"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -93,12 +95,31 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class FakeProviderStats:
+    """Where the stand-in stands for a workspace whose LLM stage answers from `FakeProvider`: what it was asked
+    (`stats()["generate"]`, as the stand-in counts). Its address is one nobody answers at: nothing goes out."""
+
+    url = "http://127.0.0.1:9"
+
+    def __init__(self, provider: FakeProvider) -> None:
+        self.provider = provider
+
+    def stats(self) -> dict[str, Any]:
+        return {"generate": len(self.provider.calls)}
+
+
 @dataclass
 class Workspace:
-    """A tmp directory with an input, a stages file and the stand-in's address; runs the real CLI."""
+    """A tmp directory with an input, a stages file and the stand-in's address; runs the real CLI.
+
+    With `provider` (the `fws` fixture), `run()` runs the CLI in-process with its LLM stage answered by that
+    `FakeProvider` on a `FakeClock` (the CLI's provider seam, `enrichkit.testing.use`): no stand-in, no HTTP,
+    no real waits. `run_process` and `start` always run a real process (against the stand-in)."""
 
     tmp: Path
-    fake: FakeGemini
+    fake: FakeGemini | FakeProviderStats
+    provider: FakeProvider | None = None
+    clock: FakeClock | None = None
     input: Path = field(init=False)
     stages: Path = field(init=False)
     output: Path = field(init=False)
@@ -138,7 +159,12 @@ class Workspace:
         """The CLI in this process (fast; the real SDK still talks to the stand-in over HTTP)."""
         from enrichkit.cli import main
 
-        return run_cli(main, self.args(*extra, base=base)[2:], env=env or self.env(), cwd=self.tmp)
+        if self.provider is None:
+            return run_cli(main, self.args(*extra, base=base)[2:], env=env or self.env(), cwd=self.tmp)
+        from enrichkit.testing import use
+
+        with use(providers={"llm": self.provider}, clock=self.clock):
+            return run_cli(main, self.args(*extra, base=base)[2:], env=env or self.env(), cwd=self.tmp)
 
     def run_process(self, *extra: str, base: bool = True, timeout: float = 90, env: dict[str, str] | None = None
                     ) -> subprocess.CompletedProcess[str]:
@@ -151,6 +177,24 @@ class Workspace:
 
     def output_ids(self) -> list[str]:
         return [row["_record_id"] for row in read_csv(self.output)]
+
+
+@pytest.fixture(scope="session")
+def api_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """enrichkit installed by pip into a folder of its own (once per session), from a copy of the checkout."""
+    source = tmp_path_factory.mktemp("source")
+    shutil.copytree(ROOT / "lib", source / "lib", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", source)
+    site = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+           "--target", str(site), str(source)]
+    # Offline with the test environment's setuptools (requirements-dev.txt pins one that builds wheels itself);
+    # failing that, as pip builds by default (its build backend from the configured index).
+    built = subprocess.run([*pip, "--no-build-isolation", "--no-index"], capture_output=True, text=True, timeout=300)
+    if built.returncode != 0:
+        built = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, f"pip could not install enrichkit: {built.stderr[-2000:]}"
+    return site
 
 
 @pytest.fixture
@@ -179,6 +223,19 @@ def serve() -> Iterator[Callable[..., FakeGemini]]:
 @pytest.fixture
 def ws(tmp_path: Path, fake: FakeGemini) -> Workspace:
     return Workspace(tmp_path, fake)
+
+
+@pytest.fixture
+def sws(tmp_path: Path, fake: FakeGemini) -> Workspace:
+    """The workspace on the stand-in, in a file whose `ws` is the fake provider's."""
+    return Workspace(tmp_path, fake)
+
+
+@pytest.fixture
+def fws(tmp_path: Path) -> Workspace:
+    """The workspace on the fake provider and a fake clock (in-process CLI runs only)."""
+    provider = FakeProvider()
+    return Workspace(tmp_path, FakeProviderStats(provider), provider, FakeClock())
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
@@ -219,7 +276,7 @@ class ExThread(threading.Thread):
 
 def rows_written(ws: Workspace) -> int:
     """Data rows in the output so far (newlines minus the header); 0 before it exists."""
-    return ws.output.read_bytes().count(b"\n") - 1 if ws.output.exists() and ws.output.stat().st_size else 0
+    return fakes.rows_written(ws.output)
 
 
 def exactly_once(ws: Workspace, filled: str | None = "poc_name") -> None:

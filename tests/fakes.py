@@ -8,95 +8,15 @@ import csv
 import io
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrichkit.providers.base import Answer, Request, Usage
-from enrichkit.stages import Stage
+from enrichkit.testing import FakeClock, FakeProvider, Outcome
 
-
-class FakeClock:
-    """Time that moves only when something sleeps (or a test says so). Thread-safe."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-Outcome = dict[str, Any] | BaseException | Callable[[], dict[str, Any]]
-
-
-@dataclass
-class FakeProvider:
-    """A provider that answers from a script. `outcomes[text]` is a list of what successive calls whose
-    request mentions `text` get (a dict of fields, or an exception to raise); anything else gets
-    `default(stage, values)`, by default every field filled with "<field> of <first value>".
-
-    Set `kind` to "gemini", "http" or "python" to be classified as that kind of stage; `remote`
-    decides whether calls are paced, cached and guarded by the breaker."""
-
-    kind: str = "gemini"
-    remote: bool = True
-    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
-    default: Callable[[Stage, dict[str, str]], dict[str, Any]] | None = None
-    usage: Usage = field(default_factory=lambda: Usage(model="fake-model", prompt_tokens=10, output_tokens=5,
-                                                       token_cost_usd=0.001))
-    worst_cost: float | None = None  # what a call reserves against --max-cost (None: what `usage` costs)
-    on_call: Callable[[Request], None] = lambda request: None
-    calls: list[tuple[str, str]] = field(default_factory=list)  # (stage, the request's text)
-    closed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
-        text = stage.prompt.render(values) if stage.prompt is not None else " ".join(values.values())
-        material = {"stage": stage.name, "text": text} if self.remote else None
-        worst = self.usage.counters().cost_usd if self.worst_cost is None else self.worst_cost
-        return Request(stage, {"text": text, "values": dict(values)}, material, pace="fake-model" if self.remote
-                       else None, input_tokens=len(text) // 4 + 1, worst_cost=worst if self.remote else 0.0)
-
-    def call(self, request: Request) -> Answer:
-        text = request.payload["text"]
-        with self._lock:
-            self.calls.append((request.stage.name, text))
-            outcome: Outcome | None = None
-            for key, queue in self.outcomes.items():
-                if key in text and queue:
-                    outcome = queue.pop(0)
-                    break
-        self.on_call(request)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if callable(outcome):
-            outcome = outcome()
-        if outcome is None:
-            outcome = (self.default or _echo)(request.stage, request.payload["values"])
-        return Answer({name: "" if outcome.get(name) is None else str(outcome[name])
-                       for name in request.stage.fields}, self.usage)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _echo(stage: Stage, values: dict[str, str]) -> dict[str, Any]:
-    first = next(iter(values.values()), "")
-    return {name: f"{name} of {first}" for name in stage.fields}
+# The fake clock and provider are the library's own (`enrichkit.testing`), public for users' tests too.
+__all__ = ["FakeClock", "FakeProvider", "Outcome"]
 
 
 @dataclass
@@ -201,7 +121,8 @@ def run_library(input_path: Path, output: Path, stages_file: Path, providers: di
     job = open_job(plan, Settings(backoff_base=0.0), stop=stop, clock=clock or time.monotonic,
                    sleep=sleep or time.sleep, providers=providers)
     try:
-        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, clock=clock or time.monotonic, pace=job.pace)
+        pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, inbox=job.inbox, clock=clock or time.monotonic,
+                            pace=job.pace)
         before_run(pipeline)
         result = pipeline.run()
     finally:

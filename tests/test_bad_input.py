@@ -9,6 +9,13 @@ import pytest
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
 
 
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
 def _assert_one_line_exit_2(ws: Workspace, proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -71,20 +78,20 @@ def test_unknown_flag_and_missing_required_flag(ws: Workspace) -> None:
     _assert_one_line_exit_2(ws, ws.run("--output", "x.csv", base=False), "--input")
 
 
-def test_missing_api_key(ws: Workspace) -> None:
-    env = {k: v for k, v in ws.env().items() if k != "GEMINI_API_KEY"}
-    _assert_one_line_exit_2(ws, ws.run(env=env), "GEMINI_API_KEY")
+def test_missing_api_key(sws: Workspace) -> None:
+    env = {k: v for k, v in sws.env().items() if k != "GEMINI_API_KEY"}
+    _assert_one_line_exit_2(sws, sws.run(env=env), "GEMINI_API_KEY")
 
 
-def test_dead_api_key_stops_before_record_1_with_exit_2(ws: Workspace) -> None:
-    ws.fake.configure(require_key="the-right-key-000")
-    proc = ws.run()
+def test_dead_api_key_stops_before_record_1_with_exit_2(sws: Workspace) -> None:
+    sws.fake.configure(require_key="the-right-key-000")
+    proc = sws.run()
     assert proc.returncode == 2, proc.stderr
     assert "GEMINI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
     # The key is checked with an unbilled models.get before record 1: no record was tried, no file written.
-    assert ws.fake.stats()["generate"] == 0 and not ws.checkpoint.exists()
+    assert sws.fake.stats()["generate"] == 0 and not sws.checkpoint.exists()
     # With the key fixed the same command line (a cron line) does the job.
-    ok = ws.run("--resume", env=ws.env(GEMINI_API_KEY="the-right-key-000"))
+    ok = sws.run("--resume", env=sws.env(GEMINI_API_KEY="the-right-key-000"))
     assert ok.returncode == 0, ok.stderr
 
 
@@ -168,35 +175,45 @@ def test_stages_file_mistakes_name_the_file_the_key_and_the_nearest_valid_one(ws
     _assert_one_line_exit_2(ws, ws.run(), str(ws.stages), *needles)
 
 
-def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(ws: Workspace) -> None:
-    ws.fake.configure(extra_models=["gemini-9-ultra"])  # a model the API serves and pricing.toml does not know
-    ws.stages.write_text(ws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
+def test_a_model_with_no_price_stops_at_start_unless_the_stages_file_prices_it(sws: Workspace) -> None:
+    sws.fake.configure(extra_models=["gemini-9-ultra"])  # a model the API serves and pricing.toml does not know
+    sws.stages.write_text(sws.stages.read_text().replace('model = "gemini-2.5-flash"', 'model = "gemini-9-ultra"'),
                          encoding="utf-8")
-    _assert_one_line_exit_2(ws, ws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
-    ws.stages.write_text(ws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
+    _assert_one_line_exit_2(sws, sws.run(), "no price for model(s) gemini-9-ultra", '[prices."gemini-9-ultra"]')
+    sws.stages.write_text(sws.stages.read_text() + '\n[prices."gemini-9-ultra"]\ninput = 1.0\noutput = 4.0\n',
                          encoding="utf-8")
-    assert ws.run("--limit", "2").returncode == 1
+    assert sws.run("--limit", "2").returncode == 1
 
 
-def test_a_misspelt_model_is_told_so(ws: Workspace) -> None:
-    proc = ws.run("--model", "gemini-2.5-flsh")
+def test_a_misspelt_model_is_told_so(sws: Workspace) -> None:
+    proc = sws.run("--model", "gemini-2.5-flsh")
     assert proc.returncode == 2 and "gemini-2.5-flsh" in proc.stderr and "unknown or retired" in proc.stderr
 
 
-def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(ws: Workspace) -> None:
+def test_a_start_stopped_by_the_model_check_leaves_no_folder_or_lock_behind(sws: Workspace) -> None:
+    proc = sws.run("--model", "gemini-2.5-flsh")
+    assert proc.returncode == 2, proc.stderr
+    assert not sws.output.parent.exists()  # out/ was made for this run: not even its lock file is left
+    sws.output.parent.mkdir()
+    assert sws.run("--model", "gemini-2.5-flsh").returncode == 2
+    assert list(sws.output.parent.iterdir()) == []
+
+
+def test_a_closed_stderr_and_stdout_change_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
     import subprocess
 
-    proc = subprocess.Popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ws.env(), cwd=ws.tmp,
+    proc = subprocess.Popen(sws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sws.env(), cwd=sws.tmp,
                             stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stderr.readline()  # like `2>&1 | head -1`: read one line, then hang up
     proc.stderr.close()
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
-    assert len(ws.output_ids()) == 40
-    assert read_json(ws.checkpoint)["status"] == "completed"
+    assert len(sws.output_ids()) == 40
+    assert read_json(sws.checkpoint)["status"] == "completed"
 
 
+@pytest.mark.e2e  # a real process: `| head` closes its stdout
 def test_a_dry_run_read_by_head_still_exits_0(ws: Workspace) -> None:
     import subprocess
 
@@ -232,3 +249,42 @@ def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Wor
     stale.write_text("{half a checkpoint", encoding="utf-8")
     assert ws.run("--limit", "2").returncode == 1
     assert not stale.exists()
+
+
+def _with_closed(fd: int, args: list[str]) -> list[str]:
+    """`args` run by a shell with descriptor `fd` closed (`>&-`, `2>&-`, `<&-`), as a user's shell line does; fd 3:
+    stderr closed and then taken by a file open for reading, as pyenv's `python` shim leaves it."""
+    redirect = {0: "<&-", 1: ">&-", 2: "2>&-", 3: "2</dev/null"}[fd]
+    return ["sh", "-c", f'exec "$@" {redirect}', "sh", *args]
+
+
+def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    from conftest import JOBS
+
+    for fd, extra in ((1, ["--limit", "10"]), (2, ["--resume", "--limit", "10"]), (3, ["--resume", "--limit", "10"]),
+                      (0, ["--resume"])):
+        proc = subprocess.run(_with_closed(fd, sws.args(*extra)), capture_output=True, text=True, env=sws.env(),
+                              cwd=sws.tmp, timeout=90)
+        assert proc.returncode == (1 if "--limit" in extra else 0), (fd, proc.stderr)  # records left: 1
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert sorted(sws.output_ids()) == sorted(expected_ids(sws))
+    assert read_json(sws.checkpoint)["status"] == "completed"
+    for command in (["status", str(sws.checkpoint)], ["validate", str(sws.checkpoint)], ["list", str(sws.tmp)],
+                    ["missing", str(sws.checkpoint)]):
+        for fd in (1, 2, 3, 0):
+            proc = subprocess.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
+                                  text=True, cwd=sws.tmp, timeout=60)
+            assert proc.returncode == 0, (command, fd, proc.stderr)
+            assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["_cost_usd", "_record_id", "_job_id"])
+def test_a_stage_field_named_like_a_column_enrichkit_adds_is_refused_at_start(ws: Workspace, name: str) -> None:
+    """Else the output's header names it twice: the row's own `_record_id` and the model's answer share one name."""
+    stages = ws.stages.read_text().replace('poc_name = "string"', f'poc_name = "string"\n{name} = "string"')
+    ws.stages.write_text(stages, encoding="utf-8")
+    for extra in (["--dry-run"], []):
+        _assert_one_line_exit_2(ws, ws.run(*extra), name, "enrichkit adds")

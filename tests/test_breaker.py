@@ -8,26 +8,11 @@ import pytest
 
 from conftest import ExThread
 from enrichkit.breaker import CircuitBreaker, OutageTooLong
-
-
-class FakeClock:
-    """A clock whose sleep advances it and records the wait."""
-
-    def __init__(self, now: float = 500.0) -> None:
-        self.now = now
-        self.naps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.naps.append(seconds)
-        self.now += seconds
+from enrichkit.testing import FakeClock
 
 
 def make(**kwargs: float) -> tuple[CircuitBreaker, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(start=500.0)
     return CircuitBreaker(clock=clock, sleep=clock.sleep, **kwargs), clock  # type: ignore[arg-type]
 
 
@@ -40,7 +25,7 @@ def test_closed_lets_requests_through_at_once() -> None:
     breaker, clock = make()
     assert breaker.before_request()
     assert breaker.state == "closed"
-    assert clock.naps == []
+    assert clock.sleeps == []
 
 
 def test_opens_after_threshold_consecutive_failures_and_not_before() -> None:
@@ -48,7 +33,7 @@ def test_opens_after_threshold_consecutive_failures_and_not_before() -> None:
     fail(breaker, 2)
     assert breaker.state == "closed"
     assert breaker.before_request()
-    assert clock.naps == []
+    assert clock.sleeps == []
     breaker.record_failure()
     assert breaker.state == "open"
     assert breaker.snapshot()["opened"] == 1
@@ -70,7 +55,7 @@ def test_open_waits_out_the_cooldown_in_naps_then_lets_one_probe() -> None:
     breaker.record_failure()
     assert breaker.before_request()
     assert clock.now == pytest.approx(start + 2.0)
-    assert max(clock.naps) <= 0.25
+    assert max(clock.sleeps) <= 0.25
     assert breaker.state == "half_open"
 
 
@@ -79,8 +64,8 @@ def test_only_one_probe_at_a_time() -> None:
     breaker.record_failure()
     clock.now += 2.0
     assert breaker.before_request()  # the probe
-    assert not breaker.before_request(should_stop=lambda: len(clock.naps) >= 8)  # waited; no second probe
-    assert clock.naps == [0.25] * 8
+    assert not breaker.before_request(should_stop=lambda: len(clock.sleeps) >= 8)  # waited; no second probe
+    assert clock.sleeps == [0.25] * 8
     assert breaker.state == "half_open"
     breaker.record_success()
     assert breaker.state == "closed"
@@ -108,7 +93,7 @@ def test_a_success_from_an_in_flight_request_closes_it_while_open() -> None:
     assert breaker.state == "open"
     breaker.record_success()  # sent before it opened, answered now: the service is back
     assert breaker.before_request()
-    assert clock.naps == []
+    assert clock.sleeps == []
 
 
 def test_failures_while_open_do_not_extend_the_cooldown() -> None:
@@ -140,8 +125,8 @@ def test_should_stop_returns_false_while_waiting() -> None:
     breaker, clock = make(threshold=1, base_cooldown=10.0)
     breaker.record_failure()
     assert not breaker.before_request(should_stop=lambda: True)
-    assert clock.naps == []
-    assert not breaker.before_request(should_stop=lambda: len(clock.naps) >= 2)
+    assert clock.sleeps == []
+    assert not breaker.before_request(should_stop=lambda: len(clock.sleeps) >= 2)
     assert breaker.state == "open"  # no probe was taken
 
 

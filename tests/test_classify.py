@@ -148,7 +148,10 @@ def test_a_key_across_the_cut_of_a_long_message_is_redacted_whole() -> None:
     key = "test-key-across-the-cut-0123456789abcdefgh"
     register_secret(key)
     try:
-        failure = classify_error(ValueError("x" * 490 + " " + key), provider="gemini")
+        # The message is cut at 500 characters, in the middle of the key (19 of its characters before the cut):
+        # cut first, then redacted, the key's first part would be left whole.
+        failure = classify_error(ValueError("x" * 480 + " " + key), provider="gemini")
         assert key[:10] not in failure.message and key[-10:] not in failure.message
+        assert "***" in failure.message
     finally:
         forget_secrets()

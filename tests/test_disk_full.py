@@ -48,11 +48,13 @@ def test_an_error_log_that_cannot_be_written_stops_the_run(ws: Workspace) -> Non
     assert cp["status"] == "interrupted" and cp["failed_count"] <= 1
     ws.fake.configure(fail_matching=[])
     resumed = ws.run("--resume", "--errors", str(ws.errors))
-    assert resumed.returncode in (0, 1), resumed.stderr
-    ids = ws.output_ids()
-    assert len(ids) == len(set(ids))
-    if resumed.returncode == 0:
-        exactly_once(ws)
+    failed = read_json(ws.checkpoint)["failed_count"]
+    # 1 exactly when Fund 00003 failed for good before the stop (a plain --resume leaves it to --retry-failed).
+    assert resumed.returncode == (1 if failed else 0), resumed.stderr
+    if failed:
+        retried = ws.run("--retry-failed", "--errors", str(ws.errors))
+        assert retried.returncode == 0, retried.stderr
+    exactly_once(ws)
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]

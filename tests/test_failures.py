@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+import pytest
 
 from conftest import Workspace, expected_ids, read_json
+from enrichkit.errors import StageFailure
+
+
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (`sws`, the stand-in, where a real
+    timeout on the wire is the point)."""
+    return fws
 
 
 def _errors(ws: Workspace) -> list[dict]:  # type: ignore[type-arg]
@@ -15,9 +26,26 @@ def _fast(ws: Workspace, **extra: str) -> dict[str, str]:
     return ws.env(ENRICHKIT_BACKOFF_BASE="0.01", **extra)
 
 
-def test_permanent_400_fails_at_once_then_retry_failed_after_the_stand_in_heals(ws: Workspace) -> None:
-    ws.fake.configure(fail_matching=["Fund 00003 ", "Fund 00017 "])
-    proc = ws.run(env=_fast(ws))
+def _fail(ws: Workspace, *texts: str, error_type: str = "client_error", times: int = 1) -> None:
+    """The prompts that mention any of `texts` fail `times` times with `error_type` (a 400 is not retried)."""
+    assert ws.provider is not None
+    for text in texts:
+        ws.provider.outcomes[text] = [StageFailure(error_type, f"{error_type} for {text.strip()}")] * times
+
+
+def _heal(ws: Workspace) -> None:
+    assert ws.provider is not None
+    ws.provider.outcomes.clear()
+
+
+def _by_prompt(ws: Workspace) -> Counter[str]:
+    assert ws.provider is not None
+    return Counter(text for _, text in ws.provider.calls)
+
+
+def test_permanent_400_fails_at_once_then_retry_failed_after_the_api_heals(ws: Workspace) -> None:
+    _fail(ws, "Fund 00003 ", "Fund 00017 ")
+    proc = ws.run()
     assert proc.returncode == 1, proc.stderr
     assert "--retry-failed" in proc.stderr
     cp = read_json(ws.checkpoint)
@@ -27,13 +55,12 @@ def test_permanent_400_fails_at_once_then_retry_failed_after_the_stand_in_heals(
     errors = _errors(ws)
     assert [(e["error_type"], e["attempt"], e["stage"]) for e in errors] == [("client_error", 1, "poc")] * 2
     assert {e["record_id"] for e in errors} == set(cp["failed_ids"])
-    # Not retried: each failing prompt reached the stand-in once.
-    by_prompt = ws.fake.stats()["by_prompt"]
-    assert ws.fake.stats()["generate"] == 40 and max(by_prompt.values()) == 1
+    # Not retried: each failing prompt was asked once.
+    assert ws.fake.stats()["generate"] == 40 and max(_by_prompt(ws).values()) == 1
     assert len(cp["errors"]) == 2
 
-    ws.fake.configure(fail_matching=[])
-    retried = ws.run("--retry-failed", env=_fast(ws))
+    _heal(ws)
+    retried = ws.run("--retry-failed")
     assert retried.returncode == 0, retried.stderr
     cp = read_json(ws.checkpoint)
     assert cp["failed_ids"] == [] and cp["completed_count"] == 40 and cp["status"] == "completed"
@@ -43,36 +70,38 @@ def test_permanent_400_fails_at_once_then_retry_failed_after_the_stand_in_heals(
 
 
 def test_resume_leaves_failed_records_to_retry_failed(ws: Workspace) -> None:
-    ws.fake.configure(fail_matching=["Fund 00005 "])
-    assert ws.run(env=_fast(ws)).returncode == 1
-    ws.fake.configure(fail_matching=[])
-    again = ws.run("--resume", env=_fast(ws))
+    _fail(ws, "Fund 00005 ")
+    assert ws.run().returncode == 1
+    _heal(ws)
+    again = ws.run("--resume")
     assert again.returncode == 1  # still failed: --resume does not pay for failures again
     assert ws.fake.stats()["generate"] == 40
 
 
 def test_server_errors_and_malformed_answers_are_retried_to_success(ws: Workspace) -> None:
-    ws.fake.configure(error_rate=0.25, malformed_rate=0.15, seed=5)
-    proc = ws.run("--max-retries", "8", env=_fast(ws))
+    _fail(ws, "Fund 00001 ", "Fund 00011 ", "Fund 00021 ", error_type="server_error", times=3)
+    _fail(ws, "Fund 00002 ", "Fund 00022 ", error_type="validation_error", times=2)
+    proc = ws.run("--max-retries", "8")
     assert proc.returncode == 0, proc.stderr
     assert len(set(ws.output_ids())) == 40
     kinds = {e["error_type"] for e in _errors(ws)}
     assert kinds == {"server_error", "validation_error"}
     cp = read_json(ws.checkpoint)
-    assert cp["retries"] == len(_errors(ws)) and cp["requests"] == 40 + cp["retries"]
+    assert cp["retries"] == len(_errors(ws)) == 3 * 3 + 2 * 2 and cp["requests"] == 40 + cp["retries"]
+    assert ws.clock is not None and len(ws.clock.sleeps) >= cp["retries"]  # the backoff waited, on the fake clock
 
 
-def test_timeouts_are_retried(ws: Workspace) -> None:
-    ws.fake.configure(timeout_rate=0.2, hang_seconds=5, seed=3)
-    proc = ws.run("--max-retries", "8", "--timeout", "0.5", "--max-workers", "20", env=_fast(ws))
+def test_timeouts_are_retried(sws: Workspace) -> None:
+    sws.fake.configure(timeout_rate=0.2, hang_seconds=5, seed=3)
+    proc = sws.run("--max-retries", "8", "--timeout", "0.5", "--max-workers", "20", env=_fast(sws))
     assert proc.returncode == 0, proc.stderr
-    assert len(set(ws.output_ids())) == 40
-    assert {e["error_type"] for e in _errors(ws)} == {"timeout"}
+    assert len(set(sws.output_ids())) == 40
+    assert {e["error_type"] for e in _errors(sws)} == {"timeout"}
 
 
 def test_retries_exhausted_fail_the_record_and_log_every_attempt(ws: Workspace) -> None:
-    ws.fake.configure(fail_matching=[], error_rate=1.0)
-    proc = ws.run("--max-retries", "2", "--max-workers", "1", "--limit", "1", env=_fast(ws))
+    _fail(ws, "Fund 00000 ", error_type="server_error", times=10)
+    proc = ws.run("--max-retries", "2", "--max-workers", "1", "--limit", "1")
     assert proc.returncode == 1, proc.stderr
     errors = _errors(ws)
     assert [e["attempt"] for e in errors] == [1, 2, 3]
@@ -88,14 +117,29 @@ prompt = "How large is {fund.title}, whose contact is {poc_name}?"
 [stages.fields]
 fund_size = "number"
 ''', encoding="utf-8")
-    ws.fake.configure(fail_matching=["How large is Fund 00009"])
-    assert ws.run(env=_fast(ws)).returncode == 1
+    _fail(ws, "How large is Fund 00009")
+    assert ws.run().returncode == 1
     first = ws.fake.stats()["generate"]
     assert first == 80
-    ws.fake.configure(fail_matching=[])
-    assert ws.run("--retry-failed", env=_fast(ws)).returncode == 0
+    _heal(ws)
+    assert ws.run("--retry-failed").returncode == 0
     assert ws.fake.stats()["generate"] == 81  # stage 1 came from the cache
     assert read_json(ws.checkpoint)["cache_hits"] == 1
-    # Each stage-1 prompt reached the stand-in exactly once over both runs.
-    stage_one = {h: n for h, n in ws.fake.stats()["by_prompt"].items()}
-    assert sum(stage_one.values()) == 81 and sorted(stage_one.values())[-1] == 2  # only the failed one twice
+    # Each stage-1 prompt was asked exactly once over both runs; only the failed stage-2 prompt twice.
+    asked = _by_prompt(ws)
+    assert sum(asked.values()) == 81 and sorted(asked.values())[-1] == 2
+
+
+def test_one_failed_attempt_is_booked_once_everywhere(ws: Workspace) -> None:
+    """A 503 then a success: one line in the error log, one attempt error in the job's stage totals (checkpoint
+    and report) and in this run's, one retry; the record is done."""
+    _fail(ws, "Fund 00004 ", error_type="server_error", times=1)
+    proc = ws.run()
+    assert proc.returncode == 0, proc.stderr
+    assert [(e["stage"], e["error_type"], e["attempt"]) for e in _errors(ws)] == [("poc", "server_error", 1)]
+    cp = read_json(ws.checkpoint)
+    assert cp["stage_totals"]["poc"]["attempt_errors"] == {"server_error": 1}
+    assert cp["retries"] == 1
+    report = read_json(ws.report)
+    assert report["stages"]["poc"]["attempt_errors"] == {"server_error": 1}
+    assert report["this_run"]["stages"]["poc"]["attempt_errors"] == {"server_error": 1}

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, write_csv
+from conftest import Workspace, exactly_once, make_rows, read_csv, read_json, write_csv
 from fakes import FakeClock, FakeProvider, run_library
 
 
-def _exactly_once(ws: Workspace) -> None:
-    ids = ws.output_ids()
-    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
 
 
 def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -> None:
@@ -33,29 +35,29 @@ def test_max_cost_stops_before_the_budget_then_resume_with_more(ws: Workspace) -
     assert cp["cost_usd"] <= 0.002
     more = ws.run("--resume", "--max-cost", "1")
     assert more.returncode == 0, more.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
 
 
-def test_no_cache_writes_no_cache_and_pays_again(ws: Workspace) -> None:
-    ws.stages.write_text(ws.stages.read_text() + '''
+def test_no_cache_writes_no_cache_and_pays_again(sws: Workspace) -> None:
+    sws.stages.write_text(sws.stages.read_text() + '''
 [[stages]]
 name = "fund"
 prompt = "How large is {fund.title}?"
 [stages.fields]
 fund_size = "number"
 ''', encoding="utf-8")
-    ws.fake.configure(fail_matching=["How large is Fund 00002?"])
-    assert ws.run("--no-cache", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01")).returncode == 1
-    assert not list(ws.output.parent.glob("*.cache.sqlite*"))
-    ws.fake.configure(fail_matching=[])
-    assert ws.run("--retry-failed", "--no-cache").returncode == 0
-    assert ws.fake.stats()["generate"] == 80 + 2  # stage 1 was asked again: no cache to answer it
-    _exactly_once(ws)
+    sws.fake.configure(fail_matching=["How large is Fund 00002?"])
+    assert sws.run("--no-cache", env=sws.env(ENRICHKIT_BACKOFF_BASE="0.01")).returncode == 1
+    assert not list(sws.output.parent.glob("*.cache.sqlite*"))
+    sws.fake.configure(fail_matching=[])
+    assert sws.run("--retry-failed", "--no-cache").returncode == 0
+    assert sws.fake.stats()["generate"] == 80 + 2  # stage 1 was asked again: no cache to answer it
+    exactly_once(sws, filled=None)
 
 
-def test_model_flag_overrides_the_stages_file(ws: Workspace) -> None:
-    assert ws.run("--model", "gemini-2.5-pro", "--limit", "3").returncode == 1
-    assert ws.fake.stats()["by_model"] == {"gemini-2.5-pro": 3}
+def test_model_flag_overrides_the_stages_file(sws: Workspace) -> None:
+    assert sws.run("--model", "gemini-2.5-pro", "--limit", "3").returncode == 1
+    assert sws.fake.stats()["by_model"] == {"gemini-2.5-pro": 3}
 
 
 def test_stages_selects_the_stages_to_run(ws: Workspace) -> None:
@@ -77,22 +79,22 @@ def test_delay_pauses_between_a_records_stages_and_only_there(tmp_path: Path) ->
     assert sum(clock.sleeps) == pytest.approx(5 * 0.5)  # one pause per record, between its two stages
 
 
-def test_http_stage_takes_fields_from_the_json_answer(ws: Workspace) -> None:
-    ws.stages.write_text(f'''
+def test_http_stage_takes_fields_from_the_json_answer(sws: Workspace) -> None:
+    sws.stages.write_text(f'''
 [[stages]]
 name = "health"
 type = "http"
-url = "{ws.fake.url}/_health?fund={{fund.title}}"
+url = "{sws.fake.url}/_health?fund={{fund.title}}"
 method = "GET"
 [stages.fields]
 healthy = "ok"
 missing = "no.such.path"
 ''', encoding="utf-8")
-    proc = ws.run("--limit", "4")
+    proc = sws.run("--limit", "4")
     assert proc.returncode == 1, proc.stderr
-    rows = read_csv(ws.output)
+    rows = read_csv(sws.output)
     assert [(r["healthy"], r["missing"]) for r in rows] == [("true", "")] * 4
-    assert read_json(ws.checkpoint)["requests"] == 4
+    assert read_json(sws.checkpoint)["requests"] == 4
 
 
 def test_http_stage_posts_a_json_body_per_record_and_caches_by_body(ws: Workspace) -> None:
@@ -141,7 +143,7 @@ value = "v"
     assert {(e["stage"], e["error_type"]) for e in errors} == {("crm", "client_error")}
 
 
-def test_an_address_where_nothing_listens_stops_within_seconds(ws: Workspace) -> None:
+def test_an_address_where_nothing_listens_stops_within_seconds(sws: Workspace) -> None:
     import socket
     import time
 
@@ -149,12 +151,12 @@ def test_an_address_where_nothing_listens_stops_within_seconds(ws: Workspace) ->
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     begun = time.monotonic()
-    proc = ws.run("--base-url", f"http://127.0.0.1:{port}", "--max-workers", "4",
-                  env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
+    proc = sws.run("--base-url", f"http://127.0.0.1:{port}", "--max-workers", "4",
+                  env=sws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
     assert time.monotonic() - begun < 15  # not --max-outage (600 s)
     assert proc.returncode in (1, 2), proc.stderr
     assert "--base-url" in proc.stderr
-    assert read_json(ws.checkpoint)["failed_count"] == 0 if ws.checkpoint.exists() else True
+    assert read_json(sws.checkpoint)["failed_count"] == 0 if sws.checkpoint.exists() else True
 
 
 def test_a_budget_that_covers_the_job_ends_done_not_budget_reached(tmp_path: Path) -> None:

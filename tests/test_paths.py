@@ -11,6 +11,13 @@ import pytest
 from conftest import Workspace
 
 
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
 def _refused(ws: Workspace, *args: str, needles: tuple[str, ...]) -> None:
     before = {p: p.read_bytes() for p in ws.tmp.rglob("*") if p.is_file()}
     proc = ws.run(*args)
@@ -32,6 +39,32 @@ def test_a_written_path_equal_to_the_output_or_the_input_is_refused(ws: Workspac
     ws.output.write_text("", encoding="utf-8")
     target = ws.output if other == "--output" else ws.input
     _refused(ws, flag, str(target), needles=(flag, other, "same file"))
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--report", "--errors"])
+def test_a_written_path_equal_to_the_stages_file_is_refused_even_with_fresh_yes(ws: Workspace, flag: str) -> None:
+    _refused(ws, flag, str(ws.stages), "--fresh", "--yes", needles=(flag, "--stages-file", "same file"))
+
+
+def test_fresh_never_deletes_a_given_checkpoint_that_is_no_checkpoint(ws: Workspace) -> None:
+    notes = ws.tmp / "notes.json"
+    notes.write_text('{"mine": "not enrichkit\'s"}', encoding="utf-8")
+    proc = ws.run("--checkpoint", str(notes), "--fresh", "--yes")
+    assert proc.returncode == 2 and "not an enrichkit checkpoint" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert notes.read_text(encoding="utf-8") == '{"mine": "not enrichkit\'s"}'
+    assert ws.fake.stats()["generate"] == 0 and not ws.output.exists()
+
+
+def test_an_output_that_is_a_file_of_the_users_is_never_deleted_even_with_fresh_yes(ws: Workspace) -> None:
+    ws.output.parent.mkdir(parents=True)
+    ws.output.write_text("name,city\nAda,London\n", encoding="utf-8")  # not an enrichkit output: no _record_id
+    for extra in ([], ["--resume"], ["--fresh", "--yes"]):
+        proc = ws.run(*extra)
+        assert proc.returncode == 2 and "not an enrichkit output" in proc.stderr, (extra, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ws.output.read_text(encoding="utf-8") == "name,city\nAda,London\n"
+    assert ws.fake.stats()["generate"] == 0
 
 
 def test_two_written_paths_equal_to_each_other_are_refused(ws: Workspace) -> None:
@@ -74,7 +107,9 @@ def test_a_folder_given_as_a_file_is_refused(ws: Workspace) -> None:
 
 
 def test_the_default_paths_sit_beside_the_output(ws: Workspace) -> None:
-    assert ws.run("--limit", "2").returncode in (0, 1)
+    done = ws.run("--limit", "2")
+    # Two records done, none failed, the rest left: exactly 1 (a --limit stop with records left), never 0.
+    assert done.returncode == 1 and "Stopped after --limit 2" in done.stderr, done.stderr
     names = {p.name for p in ws.output.parent.iterdir()} - {"enriched.cache.sqlite-wal", "enriched.cache.sqlite-shm"}
     assert names == {"enriched.cache.sqlite", "enriched.csv", "enriched.errors.jsonl", "enriched.lock",
                      "enriched.progress.json", "enriched.report.json"}

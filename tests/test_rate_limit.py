@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Workspace, expected_ids, make_rows, read_json, write_csv
+from conftest import Workspace, exactly_once, make_rows, read_json, write_csv
 
 
 def _fast(ws: Workspace, window: float | None = None) -> dict[str, str]:
@@ -13,18 +13,13 @@ def _fast(ws: Workspace, window: float | None = None) -> dict[str, str]:
     return ws.env(ENRICHKIT_BACKOFF_BASE="0.01", **extra)
 
 
-def _exactly_once(ws: Workspace) -> None:
-    ids = ws.output_ids()
-    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
-
-
 def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
     # 5 requests per 0.5 s window (600 rpm), hammered by 10 workers that were told no rpm at all.
     write_csv(ws.input, make_rows(40))
     ws.fake.configure(rpm=5, window=0.5, rpm_delay="precise")
     proc = ws.run("--max-workers", "10", "--max-retries", "0", env=_fast(ws, window=0.5))
     assert proc.returncode == 0, proc.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
     cp = read_json(ws.checkpoint)
     assert cp["failed_count"] == 0
     assert cp["rate_limited"] > 0  # the storm happened; with --max-retries 0, any counted 429 would fail a record
@@ -37,7 +32,7 @@ def test_pacing_at_the_quota_avoids_429s(ws: Workspace) -> None:
     ws.fake.configure(rpm=10, window=1.0, rpm_delay="precise")  # 10 a second
     proc = ws.run("--max-workers", "10", "--rpm", "9", env=_fast(ws, window=1.0))
     assert proc.returncode == 0, proc.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
     assert read_json(ws.checkpoint)["rate_limited"] <= 3
 
 
@@ -46,7 +41,7 @@ def test_random_429s_with_retry_delay_are_absorbed(ws: Workspace) -> None:
     ws.fake.configure(rate_limit_rate=0.15, seed=4)
     proc = ws.run("--max-workers", "8", "--max-retries", "0", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
     assert read_json(ws.checkpoint)["rate_limited"] > 0
 
 
@@ -63,14 +58,14 @@ def test_daily_quota_stops_resumably_then_resume_completes(ws: Workspace) -> Non
     ws.fake.configure(daily_quota=None)  # the quota resets
     resumed = ws.run("--resume", env=_fast(ws))
     assert resumed.returncode == 0, resumed.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
 
 
 def test_outage_opens_the_breaker_and_the_run_recovers(ws: Workspace) -> None:
     ws.fake.configure(outage=2.0, outage_after=10)
     proc = ws.run("--max-workers", "4", "--max-retries", "3", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
     # The breaker stopped the flood: a few failures open it, then one probe per cool-down.
     assert ws.fake.stats()["faults"]["outage"] <= 15
 
@@ -82,9 +77,15 @@ def test_outage_longer_than_max_outage_stops_resumably(ws: Workspace) -> None:
     assert "--max-outage" in proc.stderr and "--resume" in proc.stderr
     assert read_json(ws.checkpoint)["status"] == "interrupted"
     ws.fake.configure(outage=0)
-    assert ws.run("--resume", env=_fast(ws)).returncode in (0, 1)
-    assert ws.run("--retry-failed", env=_fast(ws)).returncode == 0
-    _exactly_once(ws)
+    resumed = ws.run("--resume", env=_fast(ws))
+    failed = read_json(ws.checkpoint)["failed_count"]
+    # The exit code is the truth: 1 exactly when records failed during the outage (they wait for --retry-failed).
+    assert resumed.returncode == (1 if failed else 0), resumed.stderr
+    assert read_json(ws.checkpoint)["completed_count"] + failed == 40
+    if failed:
+        assert "--retry-failed" in resumed.stderr
+        assert ws.run("--retry-failed", env=_fast(ws)).returncode == 0
+    exactly_once(ws, filled=None)
 
 
 @pytest.mark.parametrize("shape", ["retry_info", "bare"])
@@ -95,7 +96,7 @@ def test_a_flood_of_429s_that_name_no_quota_brings_the_pace_down_to_what_got_thr
     ws.fake.configure(rpm=5, window=0.5, rpm_delay="precise", quota_429=shape)
     proc = ws.run("--max-workers", "10", "--rpm", "15", env=_fast(ws, window=0.5))
     assert proc.returncode == 0, proc.stderr
-    _exactly_once(ws)
+    exactly_once(ws, filled=None)
     assert read_json(ws.checkpoint)["rate_limited"] > 0
     pace = next(iter(read_json(ws.output.with_suffix(".report.json"))["pace"].values()))
     assert pace["decreases"] >= 1 and pace["current_rpm"] <= 5 * 1.1  # not the 15 it was told

@@ -9,7 +9,16 @@ import re
 import shutil
 from collections.abc import Callable
 
+import pytest
+
 from conftest import Workspace, exactly_once, expected_ids, make_rows, read_json, write_csv
+
+
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
 
 
 def _fast(ws: Workspace) -> dict[str, str]:
@@ -109,25 +118,46 @@ def test_fresh_says_what_it_deletes(ws: Workspace) -> None:
     assert len(ws.output_ids()) == 40
 
 
-def test_a_bare_resume_continues_with_the_recorded_options(ws: Workspace) -> None:
-    first = ws.run("--limit", "5", "--model", "gemini-2.5-flash-lite", "--max-workers", "3", "--rpm", "6000")
+def test_a_bare_resume_continues_with_the_recorded_options(sws: Workspace) -> None:
+    first = sws.run("--limit", "5", "--model", "gemini-2.5-flash-lite", "--max-workers", "3", "--rpm", "6000")
     assert first.returncode == 1, first.stderr
-    options = read_json(ws.checkpoint)["options"]
+    options = read_json(sws.checkpoint)["options"]
     assert (options["model"], options["max_workers"], options["rpm"]) == ("gemini-2.5-flash-lite", 3, 6000.0)
-    resumed = ws.run("--resume", "--max-workers", "4")
+    resumed = sws.run("--resume", "--max-workers", "4")
     assert resumed.returncode == 0, resumed.stderr
     assert "--max-workers 4 given: overrides the job's recorded 3" in resumed.stderr
-    assert set(ws.fake.stats()["by_model"]) == {"gemini-2.5-flash-lite"}  # the model stayed
-    assert read_json(ws.checkpoint)["options"]["max_workers"] == 4
+    assert set(sws.fake.stats()["by_model"]) == {"gemini-2.5-flash-lite"}  # the model stayed
+    assert read_json(sws.checkpoint)["options"]["max_workers"] == 4
 
 
-def test_a_resume_that_changes_the_model_needs_allow_config_change(ws: Workspace) -> None:
-    assert ws.run("--limit", "5").returncode == 1
-    proc = ws.run("--resume", "--model", "gemini-2.5-flash-lite")
+def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(sws: Workspace) -> None:
+    args = ("--input", "input.csv", "--output", "out/enriched.csv", "--stages-file", "stages.toml")
+    assert sws.run(*args, "--limit", "5", base=False).returncode == 1  # records left
+    resumed = sws.run(*args, "--resume", base=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "overrides" not in resumed.stderr
+
+
+def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_without_paying_twice(sws: Workspace) -> None:
+    assert sws.run("--limit", "5").returncode == 1  # records left
+    sws.checkpoint.write_text('{"version": 1, "job_id": ', encoding="utf-8")  # a hand edit gone wrong
+    refused = sws.run("--resume")
+    assert refused.returncode == 2 and "corrupt checkpoint" in refused.stderr, refused.stderr
+    assert "move it aside" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    sws.checkpoint.rename(sws.tmp / "broken.json")  # as the message says
+    sent = sws.fake.stats()["generate"]
+    assert sws.run("--resume").returncode == 0
+    assert sws.fake.stats()["generate"] == sent + 35  # the 5 rows in the output were not paid again
+    exactly_once(sws)
+
+
+def test_a_resume_that_changes_the_model_needs_allow_config_change(sws: Workspace) -> None:
+    assert sws.run("--limit", "5").returncode == 1
+    proc = sws.run("--resume", "--model", "gemini-2.5-flash-lite")
     assert proc.returncode == 2 and "--allow-config-change" in proc.stderr
-    ok = ws.run("--resume", "--model", "gemini-2.5-flash-lite", "--allow-config-change")
+    ok = sws.run("--resume", "--model", "gemini-2.5-flash-lite", "--allow-config-change")
     assert ok.returncode == 0, ok.stderr
-    assert ws.fake.stats()["by_model"]["gemini-2.5-flash-lite"] == 35
+    assert sws.fake.stats()["by_model"]["gemini-2.5-flash-lite"] == 35
 
 
 def test_the_report_covers_the_whole_job(ws: Workspace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import Abandoned, AuthError, QuotaExhausted, StageFailure
-from enrichkit.retry import CallStats, Guards, RetryPolicy, call_with_retry
+from enrichkit.retry import AttemptState, CallStats, Guards, RetryPolicy, call_with_retry
 from test_classify import RETRY_INFO, api_error
 
 
@@ -135,3 +135,31 @@ def test_local_calls_are_not_counted_as_requests() -> None:
     run = Run(remote=False)
     run(Script(), provider="python")
     assert run.stats.requests == 0
+
+
+def _state(*failures: StageFailure, paced: bool = False) -> AttemptState:
+    """The state after `failures`, as the loop records them (tenacity's tests build `make_retry_state`)."""
+    state = AttemptState(paced=paced)
+    for failure in failures:
+        state.number += 1
+        state.record(failure)
+    return state
+
+
+def test_the_retry_policies_read_one_attempt_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("random.uniform", lambda low, high: high)
+    policy = RetryPolicy(max_retries=2, base=1.0)
+    server = StageFailure("server_error", "503")
+    assert policy.retryable(_state(server, server))  # two failures, two retries allowed: once more
+    assert not policy.retryable(_state(server, server, server))
+    assert not policy.retryable(_state(StageFailure("client_error", "400")))  # permanent
+    safety = StageFailure("validation_error", "SAFETY", retries_allowed=1)
+    assert policy.retryable(_state(safety)) and not policy.retryable(_state(safety, safety))
+    # 429s use up no attempt: after five of them a server error still has its retries.
+    limited = StageFailure("rate_limit", "429", retry_after=7.0)
+    assert policy.retryable(_state(*[limited] * 5, server, server))
+    assert _state(*[limited] * 5).streak == 5 and _state(*[limited] * 5, server).streak == 0
+    # The waits: a paced 429 waits in the limiter, an unpaced one its delay here, the rest the backoff.
+    assert policy.wait(_state(limited, paced=True)) == 0.0
+    assert policy.wait(_state(limited)) == 7.0
+    assert policy.wait(_state(server, server)) == pytest.approx(2.0)  # full jitter's top at 2 failures

@@ -42,6 +42,37 @@ def test_sigterm_is_handled_like_sigint(ws: Workspace) -> None:
     assert read_json(ws.checkpoint)["status"] == "interrupted"
 
 
+def test_sighup_from_a_closed_terminal_is_handled_like_sigterm(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(200))
+    ws.fake.configure(latency=0.05)
+    proc = ws.start("--max-workers", "4")
+    wait_for(lambda: rows_written(ws) >= 5, what="first rows")
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert read_json(ws.checkpoint)["status"] == "interrupted"
+    assert ws.run("--resume").returncode == 0
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 200
+
+
+def test_sigterm_while_the_models_are_checked_at_start_exits_130_with_nothing_written(ws: Workspace) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as api:  # accepts the model check's connection, never answers
+        api.settimeout(60)
+        env = ws.env(GEMINI_BASE_URL=f"http://127.0.0.1:{api.getsockname()[1]}")
+        proc = subprocess.Popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=ws.tmp, stdin=subprocess.DEVNULL)
+        connection, _ = api.accept()  # the run is checking its model: before any record, before any handler
+        with connection:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not ws.checkpoint.exists() and not ws.output.exists()
+
+
 def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(50))
     ws.fake.configure(latency=0.02)

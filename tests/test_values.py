@@ -10,6 +10,14 @@ import pytest
 
 from conftest import Workspace, make_rows, read_json, rows_written, write_csv
 
+
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock (no stand-in; `sws` where the stand-in's
+    own counts are the point)."""
+    return fws
+
+
 STAGE = """
 [[stages]]
 name = "v"
@@ -83,16 +91,16 @@ def test_a_python_stage_that_tries_to_end_the_program_fails_its_records(ws: Work
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", '"NaN"', '"inf"', "1e999"])
-def test_nan_and_infinity_in_a_number_field_are_a_validation_error(ws: Workspace, value: str) -> None:
+def test_nan_and_infinity_in_a_number_field_are_a_validation_error(sws: Workspace, value: str) -> None:
     """Python's JSON parser takes NaN and Infinity; they are no JSON numbers, and were written as `nan`/`inf`."""
     from hostile import gemini_answer, hostile_server
 
-    write_csv(ws.input, make_rows(1))
+    write_csv(sws.input, make_rows(1))
     text = '{"poc_name": "A", "poc_email": "a@b.c", "confidence": ' + value + '}'
     with hostile_server("answer", gemini_answer(text)) as url:
-        proc = ws.run("--base-url", url, "--max-retries", "1", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
+        proc = sws.run("--base-url", url, "--max-retries", "1", env=sws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
     assert proc.returncode == 1, proc.stderr
-    errors = [json.loads(line) for line in ws.errors.read_text(encoding="utf-8").splitlines()]
+    errors = [json.loads(line) for line in sws.errors.read_text(encoding="utf-8").splitlines()]
     assert [e["error_type"] for e in errors] == ["validation_error"] * 2, errors
     assert "confidence" in errors[0]["message"]
-    assert rows_written(ws) == 0
+    assert rows_written(sws) == 0

@@ -199,6 +199,11 @@ def write_checkpoint(path: str | Path, cp: Checkpoint) -> None:
     atomic_write(path, lambda f: render_checkpoint(cp, f))
 
 
+# The output is the record of what is done (see recovery): a job whose checkpoint is lost is rebuilt from it.
+REBUILD = ("; move it aside and run again with --resume and the job's --stages-file: the job is rebuilt from the "
+           "output's rows, none paid again")
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint; a file that is not one is a one-line `ConfigError`."""
     path = Path(path)
@@ -217,7 +222,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 raise ValueError
             ids = IdSet.from_hex_blob(blob)
         except ValueError:
-            raise ConfigError(f"{path}: corrupt checkpoint: completed_ids holds something that is not an ID") \
+            raise ConfigError(f"{path}: corrupt checkpoint: completed_ids holds something that is not an ID{REBUILD}") \
                 from None
         del blob
         raw = raw[: match.start(1)] + raw[match.end(1):]
@@ -226,12 +231,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a checkpoint (not UTF-8 text)") from None
     except ValueError as exc:
-        raise ConfigError(f"{path}: corrupt checkpoint (not valid JSON: {exc})") from None
+        raise ConfigError(f"{path}: corrupt checkpoint (not valid JSON: {exc}){REBUILD}") from None
     _check(path, data)
     try:
         return _from_json(data, ids)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise ConfigError(f"{path}: corrupt checkpoint ({exc!r})") from None
+        raise ConfigError(f"{path}: corrupt checkpoint ({exc!r}){REBUILD}") from None
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""`scripts/enrich.py`: the thin edge. Parses flags, reads the environment, owns the process (signals,
-the `--fresh` prompt, `os._exit`), and turns errors into one line and an exit code, for both CLIs.
+"""`scripts/enrich.py`: a thin layer over `enrichkit.Job`. Flags in; the process's own parts here (signals,
+the `--fresh` question on a terminal, the test knobs read from the environment); the exit code out. Everything
+else (the key and its redaction, the recorded options, closing, notifying) is the library's.
 
-    main -> options (+ the job's recorded ones on --resume) -> plan -> open job (lock, store)
-         -> with signals: Pipeline.run() -> notify -> exit code
+    main -> flags -> Job(...) -> with signals: job.run() -> RunResult.exit_code
+    entry -> main -> exit_process (no thread left running holds the exit)
 """
 
 from __future__ import annotations
@@ -16,20 +17,18 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from enrichkit import __version__, commands
-from enrichkit.edge import error_edge, flush_quietly
-from enrichkit.errors import EXIT_USAGE, AuthError, UsageError
-from enrichkit.logs import log, say, setup_logging
-from enrichkit.plan import RunOptions, check_options, job_paths
-from enrichkit.redact import register_secret
+from enrichkit.edge import error_edge, run_console, settle_streams
+from enrichkit.errors import EXIT_USAGE
+from enrichkit.logs import say, setup_logging
+from enrichkit.plan import RunOptions
+from enrichkit.redact import redact
 
 if TYPE_CHECKING:
-    from enrichkit.jobfiles import JobPaths
-    from enrichkit.stopping import StopSignal
+    from enrichkit.api import Job
 
 EXAMPLES = """\
 examples:
@@ -178,102 +177,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from(args: argparse.Namespace) -> RunOptions:
-    """`RunOptions` from parsed flags: the defaults where a flag was not given, and which were."""
-    values = {f.name: getattr(args, f.name) for f in fields(RunOptions) if getattr(args, f.name, None) is not None}
-    return RunOptions(**values, given=frozenset(values))
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as `RunOptions` names (those not given take the job's recorded value, else the default)."""
+    return {f.name: getattr(args, f.name) for f in fields(RunOptions) if getattr(args, f.name, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (never raises for a user error)."""
+    settle_streams()
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose or 0)
     logging.raiseExceptions = False  # a stderr closed early (`2>&1 | head`) must not change the outcome
     return error_edge("enrich", lambda: _run(options_from(args)))
 
 
-def _run(options: RunOptions) -> int:
-    from enrichkit.checkpoint import read_checkpoint
-    from enrichkit.envfiles import load_env_files, with_environment
-
-    check_options(options)
-    paths = job_paths(options)
-    recorded = (read_checkpoint(paths.checkpoint).options
-                if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file() else None)
-    stages_file = recorded.get("stages_file") if recorded and "stages_file" not in options.given else None
-    searched = load_env_files(stages_file or options.stages_file)  # .env files: see enrichkit.envfiles
-    options = with_environment(options)  # GEMINI_BASE_URL is recorded like --base-url
-    if recorded is not None:
-        options = options.with_recorded(recorded)
-    if options.dry_run:
-        from enrichkit.dryrun import dry_run
-
-        return dry_run(options)
-    from enrichkit.job import Settings, open_job
-    from enrichkit.pipeline import Pipeline
-    from enrichkit.plan import plan_job
-    from enrichkit.progress import Progress
-    from enrichkit.stopping import StopSignal
-
-    _register_keys(options.stages_file)
-    plan = plan_job(options, check_prices=False)  # prices are checked once the models are known to exist
-    settings = Settings(api_key=api_key(searched) if plan.llm else None,
-                        base_url=options.base_url or os.environ.get("GEMINI_BASE_URL") or None,
-                        backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
-                        quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None)
-    stop = StopSignal(drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0))
-    if options.batch_detach and not options.batch:  # after the job's recorded options: --batch may be one
-        raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
-                         "batch jobs run)")
-    # --cancel-batches cancels this job's Google jobs; with --fresh that happens before the old job is discarded.
-    batch = options.batch or (options.cancel_batches and not options.fresh)
-    if batch or options.fresh:
-        from enrichkit.batch.start import before_open
-
-        before_open(plan, settings)  # --fresh refuses while Google jobs run (or cancels them: --cancel-batches)
-    job = open_job(plan, settings, stop=stop, confirm_fresh=_confirm)
-    if options.fresh and job.store.mode == "new":
-        from enrichkit.batch.start import remove_ledger
-
-        remove_ledger(plan.paths.output)  # the old job's batch ledger goes with its output and checkpoint
-    abandoned = 0
-    # From the run to the last close a signal only sets a flag: a Ctrl+C just after the run finished must not turn
-    # a completed job into "interrupted", exit 130 (`_notify` takes the signals over while it waits).
-    with _signals(stop):
-        try:
-            if batch:
-                from enrichkit.batch.start import batch_run
-
-                result = batch_run(plan, job, settings, stop=stop, progress=Progress(quiet=options.quiet), say=say,
-                                   chunk_lines=int(_env_float("ENRICHKIT_BATCH_CHUNK", 5000)),
-                                   settle=_env_float("ENRICHKIT_BATCH_SETTLE", 60.0),
-                                   crash_at=_crash_hook(os.environ.get("ENRICHKIT_BATCH_CRASH_AT", "")))
-            else:
-                pipeline = Pipeline(plan, job.store, job.enricher, stop=stop, progress=Progress(quiet=options.quiet),
-                                    say=say, pace=job.pace)
-                result = pipeline.run()
-            abandoned = result.abandoned
-            code = result.outcome.exit_code
-        finally:
-            if not abandoned:
-                job.close()
-    if abandoned:
-        job.lock.release()
-    # The webhook goes out once the job's files are closed and its lock released: a slow receiver never
-    # blocks the next run (a cron tick's --resume).
-    _notify(options.notify_url or plan.stages.defaults.get("notify_url"), result.report, plan.paths)
-    if abandoned:
-        # Records abandoned at the drain deadline are still on the wire; everything durable is written.
-        # Leave without joining their threads (they would hold the exit for up to --timeout).
-        flush_quietly()
-        os._exit(code)
-    return code
+def entry() -> NoReturn:
+    """The `enrichkit` console script, `scripts/enrich.py` and `python -m enrichkit`."""
+    run_console(main)
 
 
-def _crash_hook(points: str) -> Callable[[str], None]:
+def _run(given: dict[str, Any]) -> int:
+    from enrichkit.api import Job
+    from enrichkit.job import Settings
+
+    given.pop("verbose", None)
+    settings = Settings(backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),
+                        quota_window=_env_float("ENRICHKIT_QUOTA_WINDOW", 60.0) or None,
+                        batch_chunk=int(_env_float("ENRICHKIT_BATCH_CHUNK", 5000)),
+                        batch_settle=_env_float("ENRICHKIT_BATCH_SETTLE", 60.0),
+                        batch_crash_at=_crash_hook(os.environ.get("ENRICHKIT_BATCH_CRASH_AT", "")))
+    edge = _Edge()
+    job = Job(given.pop("input"), given.pop("output"), stages=given.pop("stages_file", None),
+              select_stages=given.pop("stages", None), progress=True, confirm=edge.confirm,
+              drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0), _settings=settings, **given)
+    edge.job = job
+    with edge.signals():
+        result = job.run()
+    if result.error is not None:
+        say(f"enrich: error: {redact(str(result.error))}")
+    return result.exit_code
+
+
+def _crash_hook(points: str) -> Callable[[str], None] | None:
     """ENRICHKIT_BATCH_CRASH_AT=point[,point]: the process dies (as kill -9 would) when a batch run reaches one
     of them (the crash tests; see enrichkit.batch.run for the points)."""
     wanted = {p.strip() for p in points.split(",") if p.strip()}
+    if not wanted:
+        return None
 
     def crash(point: str) -> None:
         if point in wanted:
@@ -282,81 +232,53 @@ def _crash_hook(points: str) -> Callable[[str], None]:
     return crash
 
 
-def _notify(url: str | None, report: dict[str, Any], paths: JobPaths) -> None:
-    """--notify-url (or the stages file's notify_url): one POST with the run's summary. It never changes the
-    exit code; a Ctrl+C while it waits abandons it at once."""
-    if not url:
-        return
-    from enrichkit.notify import notify_run_end
-    from enrichkit.stopping import StopSignal
+class _Edge:
+    """The process's part of a run: signals and the --fresh question on a terminal.
 
-    waiting = StopSignal(drain_seconds=0)
-    with _signals(waiting):
-        warning = notify_run_end(url, report, paths, should_stop=waiting)
-    if warning:
-        log.warning("%s", warning)
+    From the moment the job exists, SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) are handled:
+    while the job is being opened (the lock, the SDK's import, the models' check) one stops it at once (exit
+    130, nothing written); from the run on it only sets a flag: the records in flight drain, the report and
+    checkpoint are written (exit 130); a second abandons them. A signal after the run cannot change its code.
+    """
 
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self._asking = False
 
-@contextlib.contextmanager
-def _signals(stop: StopSignal) -> Iterator[None]:
-    """SIGINT and SIGTERM only set flags on `stop` (its `interrupt`); every write stays whole."""
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        job = self.job
+        if self._asking or job is None or job.opening:
+            raise KeyboardInterrupt
+        job.stop(signal.Signals(signum).name)
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.interrupt(signal.Signals(signum).name)
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        names = ("SIGINT", "SIGTERM", "SIGHUP")
+        wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+        # A signal the parent set to be ignored stays ignored: `nohup` (SIGHUP), a shell's background job (SIGINT).
+        wanted = [s for s in wanted if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, self._handler) for s in wanted}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-def api_key(searched: list[Path] | None = None) -> str:
-    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or the .env files `searched`: see
-    enrichkit.envfiles). A key pasted with typographic quotes, spaces or other non-ASCII characters is refused
-    here (exit 2)."""
-    from enrichkit.envfiles import load_env_files, missing_key_message
-
-    searched = load_env_files(None) if searched is None else searched
-    name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
-    key = os.environ.get(name) or ""
-    if not key:
-        raise AuthError(missing_key_message(searched))
-    bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
-    if bad:
-        kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
-                        for c in bad})
-        raise UsageError(f"{name} contains {' and '.join(kinds)} (pasted from a document?); an API key is plain "
-                         "letters, digits, - and _: fix it in the environment or .env")
-    return key
-
-
-def _register_keys(stages_file: str | None = None) -> None:
-    """Whatever the stages, a key in the environment or a .env file is a secret: a python stage's error text, an
-    http stage's answer may carry it, and it must reach no file and no line."""
-    from enrichkit.envfiles import env_values
-
-    files = env_values(stages_file)
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        for value in (os.environ.get(name), *(values.get(name) for values in files)):
-            if value:
-                register_secret(value)
-                register_secret(value.strip().strip("\"'“”‘’"))
-
-
-def _confirm(question: str) -> bool:
-    """--fresh on a terminal: ask. Not on a terminal: no (the store then says to add --yes)."""
-    try:
-        if sys.stdin is None or not sys.stdin.isatty():  # None: stdin closed (`0<&-`), as under some daemons
+    def confirm(self, question: str) -> bool:
+        """--fresh on a terminal: ask (Ctrl+C stops). Not on a terminal: no (the store then says to add --yes)."""
+        try:
+            if sys.stdin is None or not sys.stdin.isatty():  # None: stdin closed (`0<&-`), as under some daemons
+                return False
+        except (ValueError, OSError):  # a closed stream
             return False
-    except (ValueError, OSError):  # a closed stream
-        return False
-    try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:  # Ctrl+D: no
-        return False
-    return answer.strip().lower() in ("y", "yes")
+        self._asking = True
+        try:
+            answer = input(f"{question} [y/N] ")
+        except EOFError:  # Ctrl+D: no
+            return False
+        finally:
+            self._asking = False
+        return answer.strip().lower() in ("y", "yes")
 
 
 def _env_float(name: str, default: float) -> float:

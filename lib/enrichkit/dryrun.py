@@ -14,6 +14,7 @@ from enrichkit.pricing import Pricing
 from enrichkit.progress import format_duration
 from enrichkit.providers.gemini import build_request
 from enrichkit.scan import PendingScan
+from enrichkit.stages import StagesConfig
 
 # Guesses, printed as such: what an answer costs beyond its JSON, and how long a call takes.
 OUTPUT_TOKENS_PER_FIELD = 20
@@ -24,11 +25,13 @@ ASSUMED_LATENCY = 3.0  # seconds per LLM call (grounded calls are slower); the r
 STALE_PRICES = 60  # days after which the price file's check is called old
 
 
-def dry_run(options: RunOptions, out: TextIO | None = None, today: dt.date | None = None) -> int:
+def dry_run(options: RunOptions, out: TextIO | None = None, today: dt.date | None = None, *,
+            stages: StagesConfig | None = None) -> int:
     """Say what the run would do (to `out`, else the stdout of the moment: never one bound at import).
-    `today` (UTC) decides whether the price file's check is old."""
+    `today` (UTC) decides whether the price file's check is old; `stages`: given in Python instead of
+    `options.stages_file`."""
     out = out or sys.stdout
-    plan = plan_job(options)
+    plan = plan_job(options, stages=stages)
     stages, pricing = plan.stages, plan.pricing
     walk = PendingScan(plan.table, plan.id_columns)
     first = None

@@ -1,7 +1,7 @@
 """One record through its stages, on a worker thread: cache, pacing, breaker, retries, and what it cost.
 
 An enricher never writes a job file: it returns a `RecordResult`, and reports each failed attempt
-through `on_attempt_error`; the pipeline's main thread writes both.
+through `on_attempt_error` (given at construction: the job's `Inbox`); the pipeline's main thread writes both.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,9 +55,26 @@ class RecordResult:
     fatal: EnrichError | None = None
     counters: Counters = field(default_factory=Counters)
     stage_latency: list[tuple[str, float]] = field(default_factory=list)
-    attempt_errors: list[tuple[str, str]] = field(default_factory=list)  # (stage, error_type)
     skipped_stages: list[str] = field(default_factory=list)  # skip_if_filled: nothing to do
     stage_cost: dict[str, float] = field(default_factory=dict)  # what each stage's calls cost, failures included
+
+
+Message = list[RecordResult] | AttemptError  # what workers hand the main thread
+
+
+class Inbox:
+    """Where workers leave finished records and failed attempts for the main thread (the single writer of every
+    job file), and wake it. Appending to a deque is atomic: nothing a worker finished is lost by a late wake-up."""
+
+    def __init__(self) -> None:
+        self.messages: deque[Message] = deque()
+        self.woken = threading.Event()
+
+    def put(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def wake(self) -> None:
+        self.woken.set()
 
 
 @dataclass
@@ -65,7 +83,8 @@ class Enricher:
 
     `providers` maps a stage kind (llm, python, http) to its provider; `limiters(pace)` gives the
     limiter of a model (one per model: quotas are per model); `breakers` one per model, and one for
-    the http stages (keyed "http").
+    the http stages (keyed "http"); `on_attempt_error` hears of each failed attempt (a job's `Inbox.put`:
+    the main thread logs it).
     """
 
     providers: dict[str, Provider]
@@ -139,15 +158,13 @@ class Enricher:
         def on_failure(attempt: int, failure: StageFailure) -> None:
             if isinstance(failure.usage, Usage):  # a malformed or blocked answer is still billed
                 self._charge(result, stage.name, failure.usage)
-            result.attempt_errors.append((stage.name, failure.error_type))
             self._report(result, stage, attempt, failure)
 
         chosen = [request]
         guards: Callable[[], Guards] | None = None
         if provider.remote:
-            with_model: Any = getattr(provider, "with_model", None)  # providers that have models (Gemini)
-            fallback = request.stage.fallback_model
-            if not callable(with_model) or fallback == request.pace:
+            fallback = request.stage.fallback_model if provider.has_models else None
+            if fallback == request.pace:
                 fallback = None
             built: list[Request] = []  # the fallback request, made the first time it is needed
 
@@ -157,7 +174,7 @@ class Enricher:
                 use = request
                 if fallback is not None and self._overloaded(request, fallback):
                     if not built:
-                        built.append(with_model(request, fallback))
+                        built.append(provider.with_model(request, fallback))
                     use = built[0]
                 chosen[0] = use
                 return Guards(limiter=self.limiters(use.pace) if use.pace else None,

@@ -15,7 +15,8 @@ from typing import Any
 from enrichkit.breaker import CircuitBreaker
 from enrichkit.budget import Budget
 from enrichkit.cache import ResponseCache, open_cache
-from enrichkit.enricher import Enricher
+from enrichkit.enricher import Enricher, Inbox
+from enrichkit.errors import AuthError
 from enrichkit.lifecycle import ModelNotes, check_models
 from enrichkit.limiter import Limiter
 from enrichkit.logs import log
@@ -35,6 +36,9 @@ class Settings:
     base_url: str | None = None  # --base-url, else GEMINI_BASE_URL
     backoff_base: float = 1.0  # first backoff step in seconds (tests shorten it)
     quota_window: float | None = None  # seconds a quota counts over (60; tests against a faster stand-in shorten it)
+    batch_chunk: int = 5000  # --batch: requests per Google batch job (ENRICHKIT_BATCH_CHUNK)
+    batch_settle: float = 60.0  # --batch: seconds a create in doubt may stay unlisted (ENRICHKIT_BATCH_SETTLE)
+    batch_crash_at: Callable[[str], None] | None = None  # --batch: the crash tests' hook (ENRICHKIT_BATCH_CRASH_AT)
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Job:
     store: JobStore
     enricher: Enricher
     providers: dict[str, Provider]
+    inbox: Inbox = field(default_factory=Inbox)  # the workers' messages to the main thread (the enricher's too)
     limiters: dict[str, Limiter] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache | None = None
@@ -63,13 +68,15 @@ class Job:
 
 def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callable[[], float] = time.monotonic,
              sleep: Callable[[float], object] = time.sleep, confirm_fresh: Callable[[str], bool] = lambda q: False,
-             providers: dict[str, Provider] | None = None) -> Job:
+             providers: dict[str, Provider] | None = None, checked: Callable[[], None] = lambda: None) -> Job:
     """Take the lock, build (or take) the providers, open the store, and wire the enricher.
 
-    `providers` replaces the real ones (tests pass fakes). Raises `LockedError` (exit 3) or any error the
+    `providers` replaces the real ones (tests pass fakes); `checked` is told when the models are checked and the
+    store opens next. Raises `LockedError` (exit 3) or any error the
     store's open raises (exit 2); on failure everything taken is given back.
     """
     paths, options = plan.paths, plan.options
+    created_folder = not paths.output.parent.exists()
     paths.output.parent.mkdir(parents=True, exist_ok=True)
     lock = RunLock(paths.lock, paths.output, paths.checkpoint)
     lock.acquire()
@@ -81,10 +88,10 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         breakers = {key: CircuitBreaker(max_outage=options.max_outage, clock=clock, sleep=sleep,
                                         on_event=_breaker_log(key)) for key in [*limiters, "http"]}
         built = providers if providers is not None else build_providers(plan, settings)
-        check = getattr(built.get("llm"), "check_models", None)
-        if callable(check):
-            check(plan.stages.models(options.model))  # unknown, retired, a bad key: stop before record 1
+        if "llm" in built:
+            built["llm"].check_models(plan.stages.models(options.model))  # unknown, retired, a bad key: stop now
         plan.check_prices()
+        checked()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
         notes = getattr(built.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
@@ -94,14 +101,19 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         cache = open_cache(paths.cache) if remote and not options.no_cache else None
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
         budget = Budget(options.max_cost, store.cp.totals.cost_usd + store.cp.unsettled_usd)
+        inbox = Inbox()
         enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
-                            breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock)
+                            breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock,
+                            on_attempt_error=inbox.put)
     except BaseException:
         for provider in built.values():
             provider.close()
         lock.release()
+        if created_folder:  # a start that failed (an unknown model, a signal) leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                paths.output.parent.rmdir()
         raise
-    return Job(plan, lock, store, enricher, built, limiters, breakers, cache)
+    return Job(plan, lock, store, enricher, built, inbox, limiters, breakers, cache)
 
 
 def _breaker_log(key: str) -> Callable[[str], None]:
@@ -110,9 +122,10 @@ def _breaker_log(key: str) -> Callable[[str], None]:
     return event
 
 
-def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:
-    """The real providers for the kinds of stage the plan has (the SDK is imported only for llm stages)."""
-    kinds = {s.kind for s in plan.stages.stages}
+def build_providers(plan: Plan, settings: Settings, kinds: set[str] | None = None) -> dict[str, Provider]:
+    """The real providers for the kinds of stage the plan has (or `kinds` of them); the SDK is imported only
+    for llm stages."""
+    kinds = {s.kind for s in plan.stages.stages} if kinds is None else kinds
     providers: dict[str, Provider] = {}
     if "python" in kinds:
         from enrichkit.providers.function import FunctionProvider
@@ -125,7 +138,8 @@ def build_providers(plan: Plan, settings: Settings) -> dict[str, Provider]:
     if "llm" in kinds:
         from enrichkit.providers.gemini import GeminiProvider
 
-        assert settings.api_key is not None
+        if settings.api_key is None:
+            raise AuthError("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment or in a .env file")
         providers["llm"] = GeminiProvider(api_key=settings.api_key, base_url=settings.base_url,
                                           timeout=plan.options.timeout, stages=plan.stages, pricing=plan.pricing,
                                           model=plan.options.model)

@@ -10,6 +10,7 @@ import threading
 from enrichkit.redact import redact
 
 log = logging.getLogger("enrichkit")
+log.addHandler(logging.NullHandler())  # a library prints nothing unless its user sets logging up (the CLI does)
 _write_lock = threading.Lock()
 
 
@@ -21,13 +22,19 @@ class _RedactingFormatter(logging.Formatter):
 def setup_logging(verbosity: int) -> None:
     """-q: warnings only; default: info; -v: enrichkit's own debug lines; -vv: the HTTP libraries' too."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler = redacting_handler()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Third-party loggers stay at WARNING unless -vv: -v is for enrichkit's own debug lines.
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     log.setLevel(level)
+
+
+def redacting_handler() -> logging.Handler:
+    """Log lines on the stderr of the moment, redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    return handler
 
 
 def say(text: str) -> None:

@@ -11,41 +11,38 @@ failed attempts) on a queue. A record not yet started when the run stops is not 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from enrichkit.commands import next_steps
-from enrichkit.enricher import AttemptError, Enricher, RecordResult
+from enrichkit.enricher import AttemptError, Enricher, Inbox, RecordResult
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.lifecycle import ModelNotes
 from enrichkit.lifecycle import merge as merge_notes
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
-from enrichkit.plan import Plan
+from enrichkit.plan import JobMode, Plan
 from enrichkit.progress import Figures, Progress
-from enrichkit.records import BadRow
 from enrichkit.report import RunStats, build_report
 from enrichkit.scan import Pending, PendingScan, Position
 from enrichkit.stopping import StopSignal
 from enrichkit.store import JobStore
 
-Message = list[RecordResult] | AttemptError  # what workers hand the main thread
-
 
 @dataclass(frozen=True)
-class RunResult:
+class PipelineResult:
+    """How the pipeline ended (the public `enrichkit.RunResult` is made from it)."""
+
     outcome: Outcome
     report: dict[str, Any]
     abandoned: int  # records still in flight when the run left: their threads are still on the wire
 
 
 class Pipeline:
-    def __init__(self, plan: Plan, store: JobStore, enricher: Enricher, *, stop: StopSignal,
+    def __init__(self, plan: Plan, store: JobStore, enricher: Enricher, *, stop: StopSignal, inbox: Inbox,
                  progress: Progress | None = None, clock: Callable[[], float] = time.monotonic,
                  say: Callable[[str], None] = lambda line: None,
                  pace: Callable[[], dict[str, Any]] = lambda: {}) -> None:
@@ -62,11 +59,10 @@ class Pipeline:
         self.stats = RunStats()
         self.fatal: EnrichError | None = None
         self.budget_hit = False
-        # Workers append every finished record (and failed attempt) here at once, and wake the main thread;
-        # the main thread drains it. Nothing a worker finished can be lost by a wake-up that comes late.
-        self._inbox: deque[Message] = deque()
-        self._wake = threading.Event()
-        enricher.on_attempt_error = self._inbox.append  # failed attempts reach the error log through the main thread
+        # Workers append every finished record (and, through the enricher, failed attempt) to the job's inbox at
+        # once, and wake the main thread; the main thread drains it.
+        self._inbox = inbox.messages
+        self._wake = inbox.woken
         self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
         self._from_top = False  # records are missing before the resume mark: the next run reads from the top
@@ -81,31 +77,24 @@ class Pipeline:
 
     def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
         store, cp = self.store, self.cp
-        retrying = store.mode == "retry_failed"
+        retrying = store.mode == JobMode.RETRY_FAILED
         counting = store.counts_exactly or from_top
         start = None
-        if store.mode == "resume" and not counting and cp.resume_at:
+        if store.mode == JobMode.RESUME and not counting and cp.resume_at:
             start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
         failed = cp.failed_ids
 
         def wanted(record_id: str) -> bool:
             return (record_id in failed) == retrying
 
-        def on_unreadable(row: BadRow) -> None:
-            # Each unreadable row is logged once per job, by the first walk that reaches it.
-            if row.row > cp.unreadable_logged:
-                store.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
-                                 "error_type": "input_error", "message": row.message})
-                cp.unreadable_logged = row.row
-
         return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
                            wanted=wanted, limit=self.opts.limit if limit is None else limit, count_all=counting,
                            start=start,
-                           on_unreadable=on_unreadable)
+                           on_unreadable=store.log_unreadable)
 
     # --- the run ------------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run(self) -> PipelineResult:
         started = self.clock()
         store = self.store
         store.begin()
@@ -144,15 +133,15 @@ class Pipeline:
                                       self.plan.paths.errors], next_steps(self.plan.paths, outcome, report)))
         pool.shutdown(wait=not inflight, cancel_futures=True)
         store.close()  # safe with records abandoned on the wire: workers never touch a file
-        return RunResult(outcome, report, inflight)
+        return PipelineResult(outcome, report, inflight)
 
     def _start_line(self) -> str:
         plan, store = self.plan, self.store
         kinds = ", ".join(f"{s.name} ({plan.stages.model_for(s, self.opts.model)})" if s.kind == "llm"
                           else f"{s.name} ({s.kind})" for s in plan.stages.stages)
-        todo = self.cp.failed_count if store.mode == "retry_failed" else self.cp.records_left
-        mode = {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[store.mode]
-        exact = self.cp.counts_exact or store.mode == "retry_failed"
+        todo = self.cp.failed_count if store.mode == JobMode.RETRY_FAILED else self.cp.records_left
+        mode = store.mode.label
+        exact = self.cp.counts_exact or store.mode == JobMode.RETRY_FAILED
         count = f"{todo}" if exact else f"about {todo} (estimated from the file's lines)"
         if self.opts.limit is not None and self.opts.limit < todo:
             count = f"{self.opts.limit} (--limit) of {count}"
@@ -211,7 +200,7 @@ class Pipeline:
         lost to a failed write). Walk the input again from the top in this run, counting, rather than end with
         records left (which the next run would have to find)."""
         scan, store, cp = self.scan, self.store, self.cp
-        if (scan.started_at == (0, 0) or store.mode == "retry_failed" or self.stop() or scan.limit_hit
+        if (scan.started_at == (0, 0) or store.mode == JobMode.RETRY_FAILED or self.stop() or scan.limit_hit
                 or self.fatal is not None or cp.total_records <= store.done_count() + cp.failed_count):
             return False
         limit = self.opts.limit
@@ -244,8 +233,9 @@ class Pipeline:
         while inbox:
             message = inbox.popleft()
             if isinstance(message, AttemptError):
-                if commit:
+                if commit:  # a failed attempt is booked here, once: the job's (store) and this run's figures
                     self.store.log_error(message)
+                    self.stats.add_attempt_error(message.stage, message.error_type)
             else:
                 self._inflight -= len(message)
                 for result in message:
@@ -291,7 +281,7 @@ class Pipeline:
         if r.stage_latency:
             self._timed += 1
             self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
-        self.stats.add(r.stage_latency, r.attempt_errors, r.skipped_stages, r.failed_stage,
+        self.stats.add(r.stage_latency, r.skipped_stages, r.failed_stage,
                        r.failure.error_type if r.failure else None)
         if r.values is not None or r.failure is not None:
             self._open.pop(r.record_id, None)
@@ -348,11 +338,11 @@ class Pipeline:
             self.cp.unsettled_usd = self._unsettled_before + budget.given_up + left
         notes = getattr(self.enricher.providers.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
-            self.cp.models = merge_notes(self._models_before, notes.snapshot())
+            self.store.note_models(merge_notes(self._models_before, notes.snapshot()))
 
     def _resume_at(self) -> dict[str, int] | None:
         """Where a resume may start reading: before the first record still open, else after the last row read."""
-        if self.store.mode == "retry_failed":
+        if self.store.mode == JobMode.RETRY_FAILED:
             return None  # this run did not walk for pending records: the old mark stands
         if self._from_top:
             return {"offset": 0, "row": 0}
@@ -360,7 +350,7 @@ class Pipeline:
         return {"offset": offset, "row": row}
 
     def _progress_span(self) -> tuple[int, int]:
-        if self.store.mode == "retry_failed":
+        if self.store.mode == JobMode.RETRY_FAILED:
             return self.cp.failed_count, 0
         return self.cp.total_records, self.cp.completed_count + self.cp.failed_count
 
@@ -368,7 +358,7 @@ class Pipeline:
         total, _ = self._progress_span()
         store = self.store
         run_minutes = max(1e-9, (self.clock() - self._run_started) / 60)
-        if store.mode == "retry_failed":
+        if store.mode == JobMode.RETRY_FAILED:
             done = store.run_completed + store.run_failed
             failed = store.run_failed
         else:
@@ -411,17 +401,14 @@ class Pipeline:
     def _outcome(self) -> Outcome:
         cp, scan = self.cp, self.scan
         if self._input_changed():
-            cp.counts_exact = False  # the next run compares the input with the checkpoint's, and recounts
+            self.store.counts_unknown()  # the next run compares the input with the checkpoint's, and recounts
             return decide_outcome(self._end())
         if scan.complete:
-            counts = scan.counts
-            cp.total_records, cp.duplicates = counts.records, counts.duplicates
-            cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-            cp.counts_exact = True
+            self.store.counted(scan.counts)
             self._from_top = False  # the whole input was read: nothing is missing before any mark
-        elif scan.exhausted and self.store.mode != "retry_failed" and not self.stop() and not scan.limit_hit:
+        elif scan.exhausted and self.store.mode != JobMode.RETRY_FAILED and not self.stop() and not scan.limit_hit:
             # Every readable record after the walk's start was met, so nothing is left after it.
-            cp.total_records = max(cp.total_records, self.store.done_count() + cp.failed_count)
+            self.store.at_least(self.store.done_count() + cp.failed_count)
             if scan.started_at != (0, 0) and cp.total_records > self.store.done_count() + cp.failed_count:
                 # Yet records are missing: they must be before the mark (their rows lost to a failed write, say).
                 # The next run reads the input from the top.

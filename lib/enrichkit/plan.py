@@ -11,6 +11,7 @@ import difflib
 import math
 import urllib.parse
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,14 @@ class RunOptions:
         """What the checkpoint keeps (absolute paths, so cron and the dashboard can resume from anywhere)."""
         data = {k: v for k, v in asdict(self).items() if k in RECORDED}
         for key in ("stages_file", "report", "errors"):
-            if data[key]:
-                data[key] = str(Path(data[key]).resolve())
+            data[key] = self._recordable(key)
         data["cwd"] = cwd or str(Path.cwd())
         return data
+
+    def _recordable(self, key: str) -> Any:
+        """This option as `recorded` keeps it (a path made absolute)."""
+        value = getattr(self, key)
+        return str(Path(value).resolve()) if key in ("stages_file", "report", "errors") and value else value
 
     def with_recorded(self, recorded: dict[str, Any]) -> RunOptions:
         """These options with the job's recorded ones filled in where no flag was given; a flag given again
@@ -92,7 +97,7 @@ class RunOptions:
             if key not in RECORDED or key not in known:
                 continue
             if key in self.given:
-                if getattr(self, key) != value:
+                if self._recordable(key) != value:
                     log.info("%s %s given: overrides the job's recorded %s", _flag(key), getattr(self, key), value)
                 continue
             changes[key] = value
@@ -100,6 +105,25 @@ class RunOptions:
         result.stages = list(result.stages) if result.stages else None
         result.id_columns = list(result.id_columns) if result.id_columns else None
         return result
+
+
+class JobMode(StrEnum):
+    """What a run does with its job, decided once (`JobMode.of`) when the job is opened; everyone else asks."""
+
+    NEW = "new"  # no job yet: every record is pending
+    RESUME = "resume"  # a job exists: the records not yet done or failed
+    RETRY_FAILED = "retry_failed"  # only the records the job lists as failed
+
+    @classmethod
+    def of(cls, options: RunOptions, job_exists: bool) -> JobMode:
+        if not job_exists:
+            return cls.NEW
+        return cls.RETRY_FAILED if options.retry_failed else cls.RESUME
+
+    @property
+    def label(self) -> str:
+        """As the start line says it."""
+        return {"new": "new job", "resume": "resuming", "retry_failed": "retrying failures"}[self.value]
 
 
 def _workbook_hint(paths: JobPaths) -> str:
@@ -199,10 +223,10 @@ def job_paths(options: RunOptions) -> JobPaths:
 
 
 def check_paths(paths: JobPaths, options: RunOptions) -> None:
-    """Every path a job writes differs from the input and from each other (also through symlinks and
+    """Every path a job writes differs from the input, the stages file and each other (also through symlinks and
     hard links); each is valid UTF-8; explicitly given ones are in folders that exist. Touches nothing."""
     written = paths.written()
-    named: dict[str, Path] = {"--input": Path(options.input), **written}
+    named: dict[str, Path] = {"--input": Path(options.input), "--stages-file": Path(options.stages_file), **written}
     for flag, path in named.items():
         try:
             str(path).encode("utf-8")
@@ -218,7 +242,7 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
             journals = [Path(f"{b}{suffix}") for suffix in ("-wal", "-shm")] if sqlite else []
             if same_file(a, b) or any(same_file(a, journal) for journal in journals):
                 raise UsageError(f"{flag_a} and {flag_b} are the same file ({a}); every file a job writes must "
-                                 "differ from the input and from each other")
+                                 "differ from the input, the stages file and each other")
     given = {"--checkpoint": options.checkpoint, "--report": options.report, "--errors": options.errors}
     for flag, value in given.items():
         if value:
@@ -231,13 +255,14 @@ def check_paths(paths: JobPaths, options: RunOptions) -> None:
         raise UsageError(f"--output {paths.output}: is a folder; give a file name")
 
 
-def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
+def plan_job(options: RunOptions, *, check_prices: bool = True, stages: StagesConfig | None = None) -> Plan:
     """Every check that needs no lock, no key and no network. A run checks prices later (`Plan.check_prices`),
-    after the API has said the models exist: a misspelt or retired model then gets the right message."""
+    after the API has said the models exist: a misspelt or retired model then gets the right message.
+    `stages`: stages given in Python (`enrichkit.Job(stages=[...])`) instead of `options.stages_file`."""
     check_options(options)
     paths = job_paths(options)
     check_paths(paths, options)
-    stages = load_stages(options.stages_file).select(options.stages)
+    stages = (stages or load_stages(options.stages_file)).select(options.stages)
     table = InputTable(options.input, encoding=options.encoding, delimiter=options.delimiter)
     own = [c for c in (COST_COLUMN, ID_COLUMN, JOB_COLUMN) if c in table.columns]
     if own:
@@ -246,7 +271,7 @@ def plan_job(options: RunOptions, *, check_prices: bool = True) -> Plan:
     id_columns = options.id_columns or list(table.columns)
     table.require_columns(id_columns, "--id-columns")
     stages.check_placeholders(table.columns)
-    search = (Path(options.stages_file).resolve().parent, Path.cwd())
+    search = (Path(options.stages_file or ".").resolve().parent, Path.cwd())
     functions = {s.name: s.load_function(search) for s in stages.stages if s.kind == "python"}
     pricing = load_pricing(extra=stages.prices)
     check_models(stages, options.model, pricing)  # retired, or a setting the model refuses: exit 2 before anything

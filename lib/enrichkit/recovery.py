@@ -4,6 +4,8 @@ the truth; the checkpoint is bookkeeping)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +17,8 @@ from enrichkit.configdiff import describe_change
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.jobfiles import remove_stale_temps, same_file
 from enrichkit.logs import log
-from enrichkit.plan import Plan
+from enrichkit.output import ID_COLUMN
+from enrichkit.plan import JobMode, Plan
 from enrichkit.precount import count_exactly
 from enrichkit.readback import recover_output
 
@@ -25,7 +28,7 @@ class Found:
     """What a run starts from."""
 
     cp: Checkpoint
-    mode: str  # new | resume | retry_failed
+    mode: JobMode
     input_changed: bool = False
     adopted: set[str] = field(default_factory=set)  # job ids of rows already in the output when this job began
     output_crc32: int = 0  # of the output as it is now (after any cut)
@@ -38,6 +41,9 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
     options, paths = plan.options, plan.paths
     for path in (paths.checkpoint, paths.report):
         remove_stale_temps(path)
+    if _size(paths.output) and _foreign_output(paths.output):
+        raise ConfigError(f"{paths.output}: exists but is not an enrichkit output (no {ID_COLUMN} column); choose "
+                          "another --output (nothing was changed)")
     exists = paths.checkpoint.exists()
     if options.fresh:
         if exists or _size(paths.output):
@@ -58,13 +64,13 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
         cp = Checkpoint(job_id=new_job_id(), output=str(paths.output.resolve()), input=input_info,
                         stages=[s.name for s in plan.stages.stages], config_fingerprint=plan.fingerprint,
                         id_columns=options.id_columns, fields=plan.stages.output_fields,
-                        stages_file=str(Path(options.stages_file).resolve()),
+                        stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "",
                         config=_config(plan))
-        found = Found(cp, "new")
+        found = Found(cp, JobMode.of(options, job_exists=False))
     else:
         cp = read_checkpoint(paths.checkpoint)
         changed = _check_identity(plan, cp, input_info)
-        found = Found(cp, "retry_failed" if options.retry_failed else "resume", changed,
+        found = Found(cp, JobMode.of(options, job_exists=True), changed,
                       set(cp.options.get("adopted_jobs") or []))
     _merge_output(plan, found)
     return found
@@ -78,7 +84,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
     # flipped digit or a swapped ID, or a list from an older version, means the output is read whole).
     crc = cp.output_crc32
     intact = crc is not None and cp.output_rows == cp.completed_count and cp.lists_intact()
-    trusted = (cp.output_bytes, crc) if found.mode != "new" and intact and crc is not None else None
+    trusted = (cp.output_bytes, crc) if found.mode != JobMode.NEW and intact and crc is not None else None
     rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted)
     if rec.torn_bytes:
         log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; that record will "
@@ -87,7 +93,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
         log.warning("%s has %d malformed row(s) in the middle (edited by hand?); they are ignored",
                     paths.output, rec.bad_rows)
     foreign = set(rec.job_ids) - {cp.job_id} - found.adopted
-    if found.mode == "new":
+    if found.mode == JobMode.NEW:
         found.adopted = set(rec.job_ids)  # rows of an earlier job on this output, kept as done
         cp.options["adopted_jobs"] = sorted(found.adopted)
     elif foreign and (rec.from_offset or cp.job_id not in rec.job_ids):
@@ -101,7 +107,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
             cp.mark_completed(record_id)
         cp.filled = dict(Counter(cp.filled) + rec.filled)
     else:
-        claimed = cp.completed_count if found.mode != "new" else 0
+        claimed = cp.completed_count if found.mode != JobMode.NEW else 0
         if claimed and not rec.rows:
             raise ConfigError(f"{paths.output} is missing or empty but the checkpoint lists {claimed} "
                               "finished records; restore the file, or start over with --fresh (which also "
@@ -129,7 +135,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
                           "them), then --resume")
     cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
     found.output_crc32 = rec.crc32
-    if (found.mode == "new" or found.input_changed) and not count_exactly(cp, plan.table, plan.id_columns):
+    if (found.mode == JobMode.NEW or found.input_changed) and not count_exactly(cp, plan.table, plan.id_columns):
         cp.total_records = max(cp.total_records, plan.table.estimate_rows())
 
 
@@ -194,6 +200,12 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
 
 def _fresh(plan: Plan, confirm: Callable[[str], bool]) -> None:
     paths = plan.paths
+    if plan.options.checkpoint and paths.checkpoint.exists():
+        try:
+            read_checkpoint(paths.checkpoint)
+        except ConfigError:  # a file of the user's named by mistake; the default name is enrichkit's own
+            raise UsageError(f"--checkpoint {paths.checkpoint} is not an enrichkit checkpoint, and --fresh deletes "
+                             "only a job's own files: nothing was deleted; give another --checkpoint") from None
     question = f"Delete {paths.output} ({_paid(plan)}) and {paths.checkpoint}, and start over?"
     if not plan.options.yes and not confirm(question):
         raise UsageError(f"--fresh deletes {paths.output} and its {_paid(plan)}; not confirmed, nothing was "
@@ -218,6 +230,23 @@ def _paid(plan: Plan) -> str:
         except OSError:
             n = 0
     return f"{n} paid row{'s' if n != 1 else ''}"
+
+
+def _foreign_output(path: Path) -> bool:
+    """Whether `path` starts with a whole header row that lacks `_record_id`: a file of the user's, which a job must
+    neither append to nor delete (`--fresh`). A header torn by a crash is left to the read-back."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20).decode("utf-8", "replace").lstrip("\ufeff")
+    except OSError:
+        return False
+    if "\n" not in head:
+        return False
+    try:
+        header = next(csv.reader(io.StringIO(head, newline="")))
+    except (StopIteration, csv.Error):
+        return False
+    return ID_COLUMN not in header
 
 
 def _size(path: Path) -> int:

@@ -53,18 +53,19 @@ class RunStats:
     stages: dict[str, StageStats] = field(default_factory=lambda: defaultdict(StageStats))
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
-    def add(self, stage_latency: list[tuple[str, float]], attempt_errors: list[tuple[str, str]],
-            skipped: list[str], failed_stage: str | None, failure_type: str | None) -> None:
+    def add(self, stage_latency: list[tuple[str, float]], skipped: list[str], failed_stage: str | None,
+            failure_type: str | None) -> None:
         for stage, seconds in stage_latency:
             s = self.stages[stage]
             s.succeeded += 1
             s.add_latency(seconds, self._rng)
-        for stage, error_type in attempt_errors:
-            self.stages[stage].attempt_errors[error_type] += 1
         for stage in skipped:
             self.stages[stage].skipped += 1
         if failure_type is not None:
             self.stages[failed_stage or "?"].failed_records[failure_type] += 1
+
+    def add_attempt_error(self, stage: str, error_type: str) -> None:
+        self.stages[stage].attempt_errors[error_type] += 1
 
 
 def build_report(cp: Checkpoint, run: RunStats, counters: Counters, *, completed: int, failed: int, exit_code: int,

@@ -1,8 +1,11 @@
-"""The retry policy: how often and how long to try a call again, and the loop that does it (tenacity).
+"""The retry policy: how often and how long to try a call again, and the loop that does it.
 
-Transient failures (see `enrichkit.classify`) are retried with exponential backoff and full jitter
-up to `max_retries`; 429s are paced by the limiter and do not use up attempts; a failure that says
-how often it may be retried (a SAFETY finish: once; a blocked prompt: never) is held to that.
+As tenacity does it: one state object per call (`AttemptState`, its `RetryCallState`) that small pure
+policies read (`RetryPolicy.retryable`, `RetryPolicy.wait`; the backoff is tenacity's full-jitter
+exponential), and a loop of single attempts (`_attempt`: breaker, pace, call, classify) between them.
+Transient failures (see `enrichkit.classify`) are retried up to `max_retries`; 429s are paced by the
+limiter and do not use up attempts; a failure that says how often it may be retried (a SAFETY finish:
+once; a blocked prompt: never) is held to that.
 """
 
 from __future__ import annotations
@@ -40,8 +43,31 @@ class CallStats:
 
 
 @dataclass
+class AttemptState:
+    """One call's attempts so far, as tenacity keeps `RetryCallState`: what the policies read, written in one
+    place (`record`) after each failed attempt."""
+
+    number: int = 0  # attempts made (429s included)
+    failures: int = 0  # failed attempts that count toward max_retries (429s do not)
+    of_type: dict[str, int] = field(default_factory=dict)  # failed attempts by error type
+    streak: int = 0  # consecutive 429s
+    last: StageFailure | None = None
+    paced: bool = False  # the last attempt went through a limiter (a 429's pause is the limiter's)
+
+    def record(self, failure: StageFailure) -> None:
+        self.last = failure
+        if failure.error_type == "rate_limit":
+            self.streak += 1
+            return
+        self.streak = 0
+        self.failures += 1
+        self.of_type[failure.error_type] = self.of_type.get(failure.error_type, 0) + 1
+
+
+@dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter and a cap; 429s paced by the limiter, not counted as attempts."""
+    """Exponential backoff with full jitter and a cap; 429s paced by the limiter, not counted as attempts.
+    `give_up(state)` and `wait(state)` are pure: they read an `AttemptState` (tests build one by hand)."""
 
     max_retries: int = 3
     base: float = 1.0
@@ -54,6 +80,25 @@ class RetryPolicy:
         """Full jitter: uniform in [0, min(cap, base * 2**(failures-1))], tenacity's wait_random_exponential."""
         wait = tenacity.wait_random_exponential(multiplier=self.base, max=self.cap)
         return float(wait(types.SimpleNamespace(attempt_number=max(1, failures))))  # type: ignore[arg-type]
+
+    def retryable(self, state: AttemptState) -> bool:
+        """Try again? Not after a permanent error, nor once the retries are spent (a failure that says how
+        often it may be retried, a SAFETY finish or a blocked prompt, is held to that)."""
+        last = state.last
+        if last is None or not last.transient:
+            return False
+        # A failure that allows N retries (a finish reason) is retried at most N times, and never past --max-retries.
+        if last.retries_allowed is not None and state.of_type.get(last.error_type, 0) > last.retries_allowed:
+            return False
+        return state.failures <= self.max_retries
+
+    def wait(self, state: AttemptState) -> float:
+        """Seconds before the next attempt: a paced 429 waits in the limiter (which pauses every worker for the
+        server's delay), an unpaced one its delay here; anything else the backoff of its failures so far."""
+        last = state.last
+        if last is not None and last.error_type == "rate_limit":
+            return 0.0 if state.paced else (last.retry_after or self.backoff(max(state.streak, 1)))
+        return self.backoff(state.failures)
 
 
 def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should_stop: Callable[[], bool]) -> None:
@@ -92,104 +137,70 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
     classification. Without `guards` the call is local (a python stage): tried at once, not paced; a callable
     `guards` is asked before each attempt (a stage that moves to its fallback model moves to its pace too).
     """
-    failures = 0  # attempts that count toward max_retries (429s do not)
-    of_type: dict[str, int] = {}  # failures by error type, for a failure that allows N retries
-    streak = 0  # consecutive 429s
-    last: StageFailure | None = None
     route = guards if callable(guards) else (lambda: guards or Guards())
-    g = Guards()  # the guards of the attempt under way (`route` gives them anew for each)
-    remote = guards is not None
-
-    def attempt_once(number: int) -> T:
-        nonlocal failures, streak, last, g
-        g = route()
-        # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
-        # so a record whose answers are all in is written rather than redone.
-        if should_stop() and (remote or number > 1):
-            raise Abandoned()
+    state = AttemptState()
+    while True:
+        state.number += 1
         try:
-            if g.breaker is not None and not g.breaker.before_request(should_stop):
-                raise Abandoned()
-        except OutageTooLong as exc:
-            raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
-                              "run again with --resume when it is back") from None
-        held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
-        cost = given_up = 0.0
-        try:
-            if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
-                raise Abandoned()
-            if remote:
-                stats.requests += 1
-                if number > 1:
-                    stats.retries += 1
-            try:
-                result = call()
-            except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
-                failure = classify_error(exc, provider=provider)
-                # A request given up at its deadline may still be answered and billed: its worst case stays spent.
-                if failure.error_type == "timeout":
-                    given_up = g.worst_cost
-                else:
-                    cost = g.cost(failure)
-                last = failure
-                on_failure(number, failure)
-                _account(failure, g)
-                _raise_if_fatal(failure, g, policy, streak + 1)
-                if failure.error_type == "rate_limit":
-                    stats.rate_limited += 1
-                    streak += 1
-                else:
-                    streak = 0
-                    failures += 1
-                    of_type[failure.error_type] = of_type.get(failure.error_type, 0) + 1
-                raise failure from None
-            cost = g.cost(result)
-        finally:
-            if budget is not None:
-                budget.settle(held, cost, given_up=given_up)
-        if g.breaker is not None:
-            g.breaker.record_success()
-        if g.limiter is not None:
-            g.limiter.on_success()
-            g.limiter.settle(g.tokens, g.actual_tokens(result) if g.actual_tokens else g.tokens)
-        return result
-
-    def give_up(_state: Any) -> bool:
-        # A failure that allows N retries (a finish reason) is retried at most N times, and never past --max-retries.
-        if last is not None and last.retries_allowed is not None and of_type.get(last.error_type, 0) > \
-                last.retries_allowed:
-            return True
-        return failures > policy.max_retries
-
-    def retryable(exc: BaseException) -> bool:
-        return isinstance(exc, StageFailure) and exc.transient
-
-    def wait(_state: Any) -> float:
-        if last is not None and last.error_type == "rate_limit":
-            # The limiter pauses every worker for the server's delay; without one, wait it here.
-            return 0.0 if g.limiter is not None else (last.retry_after or policy.backoff(max(streak, 1)))
-        return policy.backoff(failures)
-
-    def nap(seconds: float) -> None:
-        interruptible_sleep(seconds, policy.sleep, should_stop)
-
-    done_attempts = 0
-    if not remote:
-        # A local call (a python stage) almost always succeeds at once: try it before building a tenacity
-        # loop, which would cost more than the call (~25 us, a quarter of a no-op record's budget).
-        try:
-            return attempt_once(1)
-        except StageFailure as failure:
-            if not retryable(failure) or give_up(None):
+            return _attempt(call, state, route(), remote=guards is not None, policy=policy, stats=stats,
+                            provider=provider, should_stop=should_stop, on_failure=on_failure, budget=budget)
+        except StageFailure:
+            if not policy.retryable(state):
                 raise
-        done_attempts = 1
-        nap(wait(None))
-    retrying = tenacity.Retrying(stop=give_up, wait=wait, sleep=nap, reraise=True,
-                                 retry=tenacity.retry_if_exception(retryable))
-    for attempt in retrying:
-        with attempt:
-            return attempt_once(attempt.retry_state.attempt_number + done_attempts)
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+        interruptible_sleep(policy.wait(state), policy.sleep, should_stop)
+
+
+def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: bool, policy: RetryPolicy,
+             stats: CallStats, provider: str, should_stop: Callable[[], bool],
+             on_failure: Callable[[int, StageFailure], None], budget: Budget | None = None) -> T:
+    """One attempt through its guards (breaker, budget, then pace); a failure is classified, told to the guards
+    and `on_failure`, recorded in `state`, and raised. The budget's reservation is settled with what it cost."""
+    state.paced = g.limiter is not None
+    # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
+    # so a record whose answers are all in is written rather than redone.
+    if should_stop() and (remote or state.number > 1):
+        raise Abandoned()
+    try:
+        if g.breaker is not None and not g.breaker.before_request(should_stop):
+            raise Abandoned()
+    except OutageTooLong as exc:
+        raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
+                          "run again with --resume when it is back") from None
+    held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
+    cost = given_up = 0.0
+    try:
+        if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
+            raise Abandoned()
+        if remote:
+            stats.requests += 1
+            if state.number > 1:
+                stats.retries += 1
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
+            failure = classify_error(exc, provider=provider)
+            # A request given up at its deadline may still be answered and billed: its worst case stays spent.
+            if failure.error_type == "timeout":
+                given_up = g.worst_cost
+            else:
+                cost = g.cost(failure)
+            on_failure(state.number, failure)
+            _account(failure, g)
+            _raise_if_fatal(failure, g, policy, state.streak + 1)
+            state.record(failure)
+            if failure.error_type == "rate_limit":
+                stats.rate_limited += 1
+            raise failure from None
+        cost = g.cost(result)
+    finally:
+        if budget is not None:
+            budget.settle(held, cost, given_up=given_up)
+    if g.breaker is not None:
+        g.breaker.record_success()
+    if g.limiter is not None:
+        g.limiter.on_success()
+        g.limiter.settle(g.tokens, g.actual_tokens(result) if g.actual_tokens else g.tokens)
+    return result
 
 
 def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, streak: int) -> None:

@@ -64,16 +64,20 @@ class RunLock:
                            self._checkpoint)
 
     def release(self) -> None:
+        removed = False
         if self._fd is not None:
             # A run that stopped before writing anything leaves no empty output behind.
             with contextlib.suppress(OSError):
                 if self._created_output and os.fstat(self._fd).st_size == 0 and self.output.exists() \
                         and self.output.samefile(f"/proc/self/fd/{self._fd}"):
                     self.output.unlink()
+                    removed = True
             os.close(self._fd)
             self._fd = None
         if self._lock.is_locked:
             owner_path(self.path).unlink(missing_ok=True)
+            if removed:  # nor its lock file (harmless to delete: see the module's docstring)
+                self.path.unlink(missing_ok=True)
             self._lock.release()
 
     def __enter__(self) -> RunLock:

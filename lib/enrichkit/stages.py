@@ -16,13 +16,14 @@ import math
 import sys
 import tomllib
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from enrichkit.deadline import MAX_SECONDS
 from enrichkit.errors import ConfigError
+from enrichkit.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN
 from enrichkit.templates import Template, render_tree, template_tree, templates_in
 
 FIELD_TYPES = ("string", "number", "integer", "boolean")
@@ -31,7 +32,7 @@ DEFAULT_MODEL = "gemini-3.8-flash"
 DEFAULT_MAX_OUTPUT_TOKENS = 8192
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
 SERVICE_TIERS = ("standard", "flex")
-__all__ = ["FieldSpec", "Stage", "StagesConfig", "Template", "load_stages", "render_tree"]
+__all__ = ["FieldSpec", "Stage", "StagesConfig", "Template", "load_stages", "render_tree", "stages_from_python"]
 
 
 def _number(low: float | None = None, high: float | None = None, *, integer: bool = False,
@@ -127,6 +128,7 @@ class Stage:
     headers: dict[str, Template] = field(default_factory=dict)
     body: Any = None  # the `json` table of an http stage, strings as Templates
     raw: dict[str, Any] = field(default_factory=dict)  # the TOML table, for the fingerprint
+    func: Callable[[dict[str, str]], Any] | None = field(default=None, compare=False)  # a callable given in Python
 
     @property
     def source_fields(self) -> list[str]:
@@ -148,6 +150,8 @@ class Stage:
     def load_function(self, search: Sequence[Path] = ()) -> Callable[[dict[str, str]], Any]:
         """Import `module:callable` of a python stage, also from the folders in `search` (the stages file's
         folder, the current one); a module that fails to import names its file and line."""
+        if self.func is not None:
+            return self.func
         assert self.function is not None
         module_name, _, attr = self.function.partition(":")
         try:
@@ -251,6 +255,10 @@ class StagesConfig:
             if unknown:
                 raise ConfigError(f"stage {stage.name!r}: skip_if_filled names {', '.join(unknown)}, which is "
                                   "neither an input column nor a field of this or an earlier stage")
+            own_columns = [f for f in stage.output_fields if f in (COST_COLUMN, ID_COLUMN, JOB_COLUMN)]
+            if own_columns:
+                raise ConfigError(f"stage {stage.name!r}: field(s) {', '.join(own_columns)} are named like columns "
+                                  "enrichkit adds to every output row; rename them")
             clash = [f for f in stage.output_fields if f in available]
             # Filling an input column's gaps is what skip_if_filled is for: such a field is that column, filled in
             # place where the input left it empty. Any other clash would overwrite values.
@@ -288,6 +296,40 @@ def load_stages(path: str | Path) -> StagesConfig:
         raise ConfigError(f"{path}: cannot read the stages file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_stages(data, path)
+
+
+def stages_from_python(definitions: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> StagesConfig:
+    """Stages given in Python (the library's `stages=`): a list of stage tables, or a whole file's tables
+    ({"defaults": ..., "stages": [...], "prices": ...}), checked exactly as a stages file is. A python
+    stage's `function` may be a callable instead of "module:callable"."""
+    data: Any = dict(definitions) if isinstance(definitions, Mapping) else {"stages": list(definitions)}
+    tables = data.get("stages")
+    if not isinstance(tables, list):
+        raise ConfigError("stages: give a stages file's path, or a list of stage tables (dicts)")
+    functions = {str(t.get("name")): t["function"] for t in tables
+                 if isinstance(t, Mapping) and callable(t.get("function"))}
+    data["stages"] = [_with_function_name(t) for t in tables]  # dicts; anything else: the usual message
+    stages = parse_stages(data, Path(PYTHON_STAGES))
+    return StagesConfig(stages.path, stages.defaults,
+                        [replace(s, func=functions.get(s.name)) for s in stages.stages], stages.prices)
+
+
+PYTHON_STAGES = "<stages given in Python>"
+
+
+def _with_function_name(table: Any) -> Any:
+    """A callable `function` stands as its "module:qualname" in the table (what the fingerprint hashes, the
+    same in every process), the callable itself is kept beside."""
+    if isinstance(table, Mapping) and callable(table.get("function")):
+        func = table["function"]
+        name = f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', type(func).__name__)}"
+        return {**table, "function": name}
+    return table
+
+
+def parse_stages(data: dict[str, Any], path: Path) -> StagesConfig:
+    """Check a stages file's tables (read from TOML, or given in Python); `path` names them in messages."""
     _check_keys(data, {"defaults": None, "stages": None, "prices": None}, f"{path}", "top-level key")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):

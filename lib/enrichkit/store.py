@@ -32,20 +32,22 @@ from enrichkit.errors import ConfigError, WriteFailed
 from enrichkit.jobfiles import atomic_write
 from enrichkit.logs import log
 from enrichkit.output import OutputWriter
-from enrichkit.plan import Plan
+from enrichkit.plan import JobMode, Plan
+from enrichkit.records import BadRow
 from enrichkit.recovery import recover_job
 from enrichkit.redact import redact_tree
+from enrichkit.scan import ScanCounts
 
 
 class JobStore:
     """Used from the pipeline's main thread only: the single writer of every job file."""
 
-    def __init__(self, plan: Plan, cp: Checkpoint, mode: str, *, input_changed: bool = False,
+    def __init__(self, plan: Plan, cp: Checkpoint, mode: JobMode, *, input_changed: bool = False,
                  adopted: set[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self.paths = plan.paths
         self.cp = cp
-        self.mode = mode  # new | resume | retry_failed
+        self.mode = mode  # decided once, when the job was opened
         self.input_changed = input_changed
         self.adopted = adopted or set()  # job ids of rows already in the output when this job began
         self.run = Counters()  # this run's figures (the checkpoint's `totals` are the job's)
@@ -81,7 +83,7 @@ class JobStore:
     def counts_exactly(self) -> bool:
         """This run's walk over the input must count records, duplicates and bad rows (they are not known:
         a new job, a changed input, or an earlier counting walk that was stopped before the end)."""
-        return self.mode == "new" or self.input_changed or not self.cp.counts_exact
+        return self.mode == JobMode.NEW or self.input_changed or not self.cp.counts_exact
 
     # --- the run --------------------------------------------------------------------------------------
 
@@ -134,8 +136,6 @@ class JobStore:
         for name, cost in r.stage_cost.items():
             entry = _stage(stages, name)
             entry["cost_usd"] = round(entry.get("cost_usd", 0.0) + cost, 9)
-        for name, error_type in r.attempt_errors:
-            _bump(_stage(stages, name)["attempt_errors"], error_type)
         if r.values is not None:
             writer, values = self.writer, r.values
             assert writer is not None
@@ -158,8 +158,35 @@ class JobStore:
         self.run.add(r.counters)
         self.cp.totals.add(r.counters)
 
+    def log_unreadable(self, row: BadRow) -> None:
+        """An unreadable input row: logged once per job, by the first walk that reaches it."""
+        if row.row > self.cp.unreadable_logged:
+            self.log_error({"record_id": None, "row": row.row, "stage": None, "attempt": 0,
+                            "error_type": "input_error", "message": row.message})
+            self.cp.unreadable_logged = row.row
+
+    def counted(self, counts: ScanCounts) -> None:
+        """A walk read the whole input: its counts are the job's, exactly."""
+        cp = self.cp
+        cp.total_records, cp.duplicates = counts.records, counts.duplicates
+        cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
+        cp.counts_exact = True
+
+    def at_least(self, records: int) -> None:
+        """The input holds at least `records` records (the walk met every one after its start)."""
+        self.cp.total_records = max(self.cp.total_records, records)
+
+    def counts_unknown(self) -> None:
+        """The input changed under the run: its counts are of a file that no longer exists."""
+        self.cp.counts_exact = False
+
+    def note_models(self, models: dict[str, Any]) -> None:
+        """What the answers said of the models, for the checkpoint."""
+        self.cp.models = models
+
     def log_error(self, error: AttemptError | dict[str, Any]) -> None:
-        """One line of the error log (a failed attempt, or an unreadable input row)."""
+        """One line of the error log (a failed attempt, or an unreadable input row). A failed attempt is booked
+        here once, for the whole job: its line, the checkpoint's last errors and its stage's attempt errors."""
         assert self.errorlog is not None
         fields = error if isinstance(error, dict) else {
             "record_id": error.record_id, "row": error.row, "stage": error.stage, "attempt": error.attempt,
@@ -171,6 +198,8 @@ class JobStore:
         except OSError as exc:
             raise self._broke(self.paths.errors, exc) from None
         self.cp.errors.append(entry)
+        if isinstance(error, AttemptError):
+            _bump(_stage(self.cp.stage_totals, error.stage)["attempt_errors"], error.error_type)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -203,7 +232,7 @@ class JobStore:
         cp.run_seconds = started - self._run_started
         # While the output cannot take rows, records handed to it may be lost: the resume mark stays where the
         # output last was whole, so the next run reads those records again.
-        if (resume_at is not None or self.mode != "retry_failed") and not self._output_broken():
+        if (resume_at is not None or self.mode != JobMode.RETRY_FAILED) and not self._output_broken():
             cp.resume_at = resume_at if resume_at is None or resume_at.get("offset") else None
         if pace is not None:
             cp.pace = pace

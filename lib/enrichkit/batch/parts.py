@@ -141,7 +141,6 @@ def _line_failure(status: dict[str, Any] | None) -> StageFailure:
 def _merge(into: RecordResult, part: RecordResult) -> None:
     into.counters.add(part.counters)
     into.stage_latency += part.stage_latency
-    into.attempt_errors += part.attempt_errors
     into.skipped_stages += part.skipped_stages
     for name, cost in part.stage_cost.items():
         into.stage_cost[name] = into.stage_cost.get(name, 0.0) + cost

@@ -40,7 +40,7 @@ from enrichkit.errors import Abandoned, EnrichError
 from enrichkit.job import Job
 from enrichkit.logs import log
 from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
-from enrichkit.pipeline import RunResult
+from enrichkit.pipeline import PipelineResult as RunResult
 from enrichkit.plan import Plan
 from enrichkit.progress import Figures, Progress
 from enrichkit.providers.base import Request

@@ -13,7 +13,7 @@ from enrichkit.batch.run import BatchRun
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.job import Job, Settings
 from enrichkit.logs import log
-from enrichkit.pipeline import RunResult
+from enrichkit.pipeline import PipelineResult as RunResult
 from enrichkit.plan import Plan
 from enrichkit.progress import Progress
 from enrichkit.stopping import StopSignal

@@ -58,9 +58,12 @@ class Sweeping(BatchState):
         def handle(done: _Assembled, record_id: str) -> None:
             nonlocal wrote
             while self._local_errors:
-                store.log_error(self._local_errors.popleft())
+                error = self._local_errors.popleft()
+                store.log_error(error)
+                self.stats.add_attempt_error(error.stage, error.error_type)
             for line in done.logs:
                 store.log_error(line)
+                self.stats.add_attempt_error(line["stage"], line["error_type"])
             for stage, attempt, request, smaller in done.needs:
                 self._enqueue(work, stage, record_id, attempt, request, smaller)
             result = done.result
@@ -68,7 +71,7 @@ class Sweeping(BatchState):
                 return
             store.commit(result)
             wrote += 1
-            self.stats.add(result.stage_latency, result.attempt_errors, result.skipped_stages, result.failed_stage,
+            self.stats.add(result.stage_latency, result.skipped_stages, result.failed_stage,
                            result.failure.error_type if result.failure else None)
             if result.fatal is not None:
                 raise result.fatal
@@ -147,8 +150,6 @@ class Sweeping(BatchState):
                 cost = usage.counters().cost_usd
                 if cost:
                     result.stage_cost[stage.name] = result.stage_cost.get(stage.name, 0.0) + cost
-            if item.state == "error":
-                result.attempt_errors.append((stage.name, item.error_type or "server_error"))
         last = attempts[-1] if attempts else None
         if last is not None and last.state == "inflight":
             return None

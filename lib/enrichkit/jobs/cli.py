@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from enrichkit import commands
 from enrichkit.commands import cancel_command
-from enrichkit.edge import error_edge
+from enrichkit.edge import error_edge, settle_streams
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
 from enrichkit.jobs.state import (
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; returns the exit code (never raises for a user error)."""
+    settle_streams()
     args = build_parser().parse_args(argv)
     return error_edge("jobs", lambda: _dispatch(args))
 

@@ -72,13 +72,37 @@ class Request:
 
 
 class Provider(Protocol):
-    """What the pipeline needs of a kind of stage."""
+    """What the pipeline needs of a kind of stage. Capabilities a kind may lack (`has_models`: requests name a
+    model, a stage may fall back to another, the models are checked before record 1) have their defaults in
+    `BaseProvider`, as llm's `Model` declares `supports_schema`: nothing asks `getattr` what a provider can do."""
 
     kind: str  # "gemini" | "http" | "python": how its errors are classified (`enrichkit.classify`)
     remote: bool  # calls go over the network: paced, guarded by the breaker, cached, abandoned on a stop
+    has_models: bool  # requests name a model: `with_model` and `check_models` mean something
 
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request: ...
 
     def call(self, request: Request) -> Answer: ...
 
+    def with_model(self, request: Request, model: str) -> Request: ...
+
+    def check_models(self, models: list[str]) -> None: ...
+
     def close(self) -> None: ...
+
+
+class BaseProvider:
+    """The defaults of a provider's capabilities: no models, nothing to check, nothing to close."""
+
+    has_models = False
+
+    def with_model(self, request: Request, model: str) -> Request:
+        """The same request for another model (a stage's fallback); only for `has_models` providers."""
+        raise NotImplementedError(f"{type(self).__name__} has no models to switch between")
+
+    def check_models(self, models: list[str]) -> None:
+        """Stop before record 1 when a model cannot be used (unknown, retired, the key refused)."""
+        return
+
+    def close(self) -> None:
+        return None

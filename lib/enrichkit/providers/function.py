@@ -6,14 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from enrichkit.errors import StageFailure
-from enrichkit.providers.base import Answer, Request
+from enrichkit.providers.base import Answer, BaseProvider, Request
 from enrichkit.records import stringify
 from enrichkit.stages import Stage
 
 Function = Callable[[dict[str, str]], Any]
 
 
-class FunctionProvider:
+class FunctionProvider(BaseProvider):
     """Calls the stage's function on a copy of the record so far. Local: not paced, cached or abandoned."""
 
     kind = "python"

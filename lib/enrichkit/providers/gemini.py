@@ -25,7 +25,7 @@ from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.lifecycle import ModelNotes, retired_message
 from enrichkit.logs import log
 from enrichkit.pricing import Pricing
-from enrichkit.providers.base import Answer, Request, Usage
+from enrichkit.providers.base import Answer, BaseProvider, Request, Usage
 from enrichkit.providers.gemini_reply import (
     Grounding,
     Reply,
@@ -93,11 +93,12 @@ def build_request(stage: Stage, rendered: str, model: str, aliases: dict[str, st
     return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
 
 
-class GeminiProvider:
+class GeminiProvider(BaseProvider):
     """One shared `genai.Client` for all workers; the SDK's own retry is off (enrichkit's does the work)."""
 
     kind = "gemini"
     remote = True
+    has_models = True
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout: float, stages: StagesConfig,
                  pricing: Pricing, model: str | None = None, resolver: SourceResolver | None = None,

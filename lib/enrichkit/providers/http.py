@@ -12,7 +12,7 @@ from typing import Any
 
 from enrichkit.deadline import DeadlineExceeded, call_with_deadline
 from enrichkit.errors import StageFailure
-from enrichkit.providers.base import Answer, Request
+from enrichkit.providers.base import Answer, BaseProvider, Request
 from enrichkit.providers.sessions import ThreadSessions
 from enrichkit.records import stringify
 from enrichkit.stages import Stage, render_tree
@@ -21,7 +21,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024  # an answer's body after decompression
 _CHUNK = 64 * 1024
 
 
-class HttpProvider:
+class HttpProvider(BaseProvider):
     """`requests`, one Session per worker thread, every Session closed with the provider."""
 
     kind = "http"
