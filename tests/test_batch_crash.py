@@ -84,7 +84,7 @@ aum_musd = "number"
 def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
     ws.stages.write_text(TWO_LLM_STAGES, encoding="utf-8")
     write_csv(ws.input, make_rows(120))  # 12 jobs a stage: work enough for the kills to land in
-    ws.fake.configure(batch_pending=0.4, batch_seconds=0.6, batch_drop_create=1, batch_list_lag=0.2)
+    ws.fake.configure(batch_pending=0.8, batch_seconds=1.6, batch_drop_create=1, batch_list_lag=0.2)
     rng = random.Random(17)
     env = batch_env(ws, ENRICHKIT_BATCH_CHUNK="10")
     kills = 0
