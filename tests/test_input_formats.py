@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from enrichkit import records
 from enrichkit.errors import InputError
-from enrichkit.records import BadRow, EmptyRow, InputTable, Record, RowItem, make_record_id
+from enrichkit.tables import records
+from enrichkit.tables.records import BadRow, EmptyRow, InputTable, Record, RowItem, make_record_id
 
 ROWS = [["fund.title", "city", "note"], ["Société Générale", "Zürich", "multi\nline"], ["Acme, Inc", "Köln", "ok"],
         ["Beta", "Paris", "l’été"]]
