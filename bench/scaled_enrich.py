@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.environ["BENCH_LIB"])
 
-import enrichkit.limiter as limiter_module
+import enrichkit.pace.limiter as limiter_module
 
 limiter_module.WINDOW = float(os.environ["ENRICHKIT_QUOTA_WINDOW"])  # read when a Limiter is made
 

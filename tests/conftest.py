@@ -248,7 +248,7 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> 
 
 
 def expected_ids(ws: Workspace) -> set[str]:
-    from enrichkit.records import InputTable, Record, make_record_id
+    from enrichkit.tables.records import InputTable, Record, make_record_id
 
     table = InputTable(ws.input)
     return {make_record_id(r.values, table.columns) for r in table.rows() if isinstance(r, Record)}

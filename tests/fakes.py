@@ -107,11 +107,11 @@ def run_library(input_path: Path, output: Path, stages_file: Path, providers: di
                 before_run: Callable[[Any], None] = lambda pipeline: None, **options: Any) -> LibraryRun:
     import time
 
-    from enrichkit.job import Settings, open_job
-    from enrichkit.pipeline import Pipeline
-    from enrichkit.plan import RunOptions, plan_job
+    from enrichkit.config.plan import RunOptions, plan_job
     from enrichkit.providers.function import FunctionProvider
-    from enrichkit.stopping import StopSignal
+    from enrichkit.run.job import Settings, open_job
+    from enrichkit.run.pipeline import Pipeline
+    from enrichkit.run.stopping import StopSignal
 
     run_options = RunOptions(input=str(input_path), output=str(output), stages_file=str(stages_file), **options)
     plan = plan_job(run_options)

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichkit.limiter import Limiter
+from enrichkit.pace.limiter import Limiter
 from gemini_standin.quota import QuotaWindow, retry_delay
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from conftest import ExThread
-from enrichkit.breaker import CircuitBreaker, OutageTooLong
+from enrichkit.pace.breaker import CircuitBreaker, OutageTooLong
 from enrichkit.testing import FakeClock
 
 

@@ -67,7 +67,7 @@ def test_a_request_given_up_at_its_deadline_counts_against_the_budget_in_later_r
     """Google may still answer and bill a request given up at --timeout: its reservation ($0.004) stays spent for the
     job, not only for the run, so a resume cannot spend it again (before: the next run began at the shown $0 and
     spent $0.003 more, $0.007 in all against a $0.0065 budget)."""
-    from enrichkit.deadline import DeadlineExceeded
+    from enrichkit.pace.deadline import DeadlineExceeded
 
     input_path = write_csv(tmp_path / "in.csv", make_rows(10))
     stages = tmp_path / "stages.toml"
@@ -91,7 +91,7 @@ def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_r
     gone, so its reservation stays spent for the job (before: forgotten, and the next run spent it again)."""
     import threading
 
-    from enrichkit.stopping import StopSignal
+    from enrichkit.run.stopping import StopSignal
 
     input_path = write_csv(tmp_path / "in.csv", make_rows(10))
     stages = tmp_path / "stages.toml"
@@ -122,10 +122,10 @@ def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_r
 def test_a_call_on_the_eve_of_a_price_rise_reserves_the_new_price(tmp_path: Path) -> None:
     """3.8 Flash doubles on 2027-01-01: a call sent on 2026-12-31 may be answered, and priced, after midnight, so
     its reservation is at the new price (before: at the old one, and an answer could cost twice what it held)."""
-    from enrichkit.budget import worst_case
-    from enrichkit.pricing import load_pricing
+    from enrichkit.config.pricing import load_pricing
+    from enrichkit.config.stages import load_stages
+    from enrichkit.pace.budget import worst_case
     from enrichkit.providers.gemini import build_request
-    from enrichkit.stages import load_stages
 
     stages = tmp_path / "stages.toml"
     stages.write_text('[defaults]\nmodel = "gemini-3.8-flash"\nmax_output_tokens = 1000\n[[stages]]\nname = "a"\n'
@@ -145,7 +145,7 @@ def test_a_cost_that_is_not_a_number_stops_on_the_budget_rather_than_waiting_for
     import json
     import threading
 
-    from enrichkit.stopping import StopSignal
+    from enrichkit.run.stopping import StopSignal
 
     input_path = write_csv(tmp_path / "in.csv", make_rows(10))
     stages = tmp_path / "stages.toml"
@@ -171,10 +171,10 @@ def test_a_cost_that_is_not_a_number_stops_on_the_budget_rather_than_waiting_for
 def test_a_deprecated_model_reserves_what_its_replacement_may_bill(tmp_path: Path) -> None:
     """2.5 Flash is served by 3.5 Flash-Lite since 2026-12-01, which bills Search per query ($14 per 1,000, up to 10
     reserved) rather than per prompt ($35 per 1,000): a search call's reservation covers the served model's fee."""
-    from enrichkit.budget import worst_case
-    from enrichkit.pricing import load_pricing
+    from enrichkit.config.pricing import load_pricing
+    from enrichkit.config.stages import load_stages
+    from enrichkit.pace.budget import worst_case
     from enrichkit.providers.gemini import build_request
-    from enrichkit.stages import load_stages
 
     stages = tmp_path / "stages.toml"
     stages.write_text('[defaults]\nmax_output_tokens = 1000\n[[stages]]\nname = "a"\nprompt = "{x}"\nsearch = true\n'

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from enrichkit.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from enrichkit.errors import ConfigError
-from enrichkit.idset import IdSet
+from enrichkit.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from enrichkit.store.idset import IdSet
 
 
 def _ids(n: int, seed: int = 1) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 import requests
 from google.genai import errors as genai_errors
 
-from enrichkit.classify import classify_error, daily_reset_text
 from enrichkit.errors import BillingError, ConfigError, QuotaExhausted, StageFailure
+from enrichkit.pace.classify import classify_error, daily_reset_text
 
 RPC = "type.googleapis.com/google.rpc."
 RETRY_INFO = {"@type": RPC + "RetryInfo", "retryDelay": "7s"}

@@ -7,7 +7,7 @@ import random
 import signal
 
 from conftest import Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
-from enrichkit.readback import recover_output
+from enrichkit.store.readback import recover_output
 
 
 def _rows_written(ws: Workspace) -> int:

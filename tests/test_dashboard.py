@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
-from enrichkit.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from enrichkit.jobs import catalog as catalog_module
 from enrichkit.jobs import server as server_module
 from enrichkit.jobs.catalog import Secrets
@@ -26,7 +25,8 @@ from enrichkit.jobs.launch import log_path, run_command
 from enrichkit.jobs.server import create_app
 from enrichkit.jobs.state import load_status
 from enrichkit.redact import forget_secrets, register_secret
-from enrichkit.runlock import RunLock
+from enrichkit.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from enrichkit.store.runlock import RunLock
 from test_jobs import JOB_ID, set_updated, write_job
 
 TOKEN = "test-token-0123456789"

@@ -26,11 +26,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import JOBS, ROOT
-from enrichkit.checkpoint import read_checkpoint, write_checkpoint
 from enrichkit.jobs import catalog as catalog_module
 from enrichkit.jobs import launch as launch_module
 from enrichkit.jobs.cli import main as jobs_main
 from enrichkit.jobs.server import create_app
+from enrichkit.store.checkpoint import read_checkpoint, write_checkpoint
 from test_dashboard import HOLD_LOCK, ORIGIN, TOKEN, client, keys
 from test_jobs import JOB_ID, Result, write_job
 

@@ -58,7 +58,7 @@ def test_an_error_log_that_cannot_be_written_stops_the_run(ws: Workspace) -> Non
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import enrichkit.store as store
+    import enrichkit.store.jobstore as store
 
     calls = {"n": 0}
     real = store.write_checkpoint

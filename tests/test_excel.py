@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import Workspace, expected_ids, make_rows, write_csv
 from enrichkit.jobs.cli import main as jobs_main
-from enrichkit.readback import header_line, recover_output
+from enrichkit.store.readback import header_line, recover_output
 from fakes import assert_exactly_once, run_cli
 
 BOM = b"\xef\xbb\xbf"

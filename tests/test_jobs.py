@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 
 from conftest import COLUMNS, STAGES, Workspace, expected_ids, make_rows, read_csv, read_json, wait_for, write_csv
-from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
 from enrichkit.commands import enrich_command
-from enrichkit.counters import Counters
 from enrichkit.errors import ConfigError
-from enrichkit.jobfiles import Owner, process_alive, remove_stale_temps
 from enrichkit.jobs.cli import main
 from enrichkit.jobs.state import decide_state, duration_text, load_status
-from enrichkit.notify import build_summary
-from enrichkit.output import output_columns
-from enrichkit.records import RecordIds
+from enrichkit.run.counters import Counters
+from enrichkit.run.notify import build_summary
+from enrichkit.store.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
+from enrichkit.store.jobfiles import Owner, process_alive, remove_stale_temps
+from enrichkit.store.output import output_columns
+from enrichkit.tables.records import RecordIds
 
 FORMULA = "=SUM(1,2)"  # an input value a spreadsheet would run; exports must keep it as text
 FIELDS = ["poc_name", "poc_email", "confidence", "email_domain"]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import ExThread
-from enrichkit.limiter import Limiter
+from enrichkit.pace.limiter import Limiter
 from quota_sim import FixedQuota, SlidingQuota, simulate
 
 W, CAP = 6.0, 120  # the simulations' window and quota: 1,200 RPM, ten times faster

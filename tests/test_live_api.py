@@ -16,8 +16,8 @@ from google import genai
 from google.genai import errors, types
 
 from conftest import Workspace, make_rows, read_csv, read_json, write_csv
-from enrichkit.classify import ANSWER_FINISHES, FINISH_REASONS
-from enrichkit.pricing import load_pricing
+from enrichkit.config.pricing import load_pricing
+from enrichkit.pace.classify import ANSWER_FINISHES, FINISH_REASONS
 from fake_gemini import FakeGemini
 
 LLM = """
@@ -129,8 +129,8 @@ def test_dry_run_says_when_prices_were_checked_their_announced_changes_and_the_t
 
 
 def test_dry_run_warns_when_the_prices_were_checked_over_60_days_ago(today: Callable[..., Workspace]) -> None:
-    from enrichkit.dryrun import dry_run
-    from enrichkit.plan import RunOptions
+    from enrichkit.config.plan import RunOptions
+    from enrichkit.run.dryrun import dry_run
 
     ws = today()
     options = RunOptions(input=str(ws.input), output=str(ws.output), stages_file=str(ws.stages))
@@ -239,7 +239,7 @@ def test_a_model_closed_to_new_projects_stops_at_record_1_naming_the_replacement
 
 
 def test_the_shipped_stages_file_and_default_model_are_current() -> None:
-    from enrichkit.stages import DEFAULT_MODEL, load_stages
+    from enrichkit.config.stages import DEFAULT_MODEL, load_stages
 
     pricing = load_pricing()
     stages = load_stages(Path(__file__).resolve().parents[1] / "data" / "stages.toml")

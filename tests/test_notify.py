@@ -1,4 +1,4 @@
-"""`--notify-url` (the library side, `enrichkit.notify`) against a local receiver on 127.0.0.1: the body, the
+"""`--notify-url` (the library side, `enrichkit.run.notify`) against a local receiver on 127.0.0.1: the body, the
 tries on a dead or failing receiver (waits recorded, never slept), the stop that never waits, redaction."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import requests
 
 from conftest import API_KEY
 from enrichkit.commands import enrich_command
-from enrichkit.jobfiles import JobPaths
-from enrichkit.notify import build_summary, notify_run_end, send_summary
 from enrichkit.redact import forget_secrets, register_secret
+from enrichkit.run.notify import build_summary, notify_run_end, send_summary
+from enrichkit.store.jobfiles import JobPaths
 
 WEBHOOK_PATH = "/services/T0000/B0000/s3cretWebhookToken"
 
@@ -108,7 +108,7 @@ def secrets() -> Iterator[None]:
 
 
 def report(status: str = "interrupted", exit_code: int = 130, **changes: Any) -> dict[str, Any]:
-    """A run's report, shaped as `enrichkit.report.build_report` writes it."""
+    """A run's report, shaped as `enrichkit.run.report.build_report` writes it."""
     data: dict[str, Any] = {
         "job_id": "enrich_20261124_100000_abcdef", "status": status, "exit_code": exit_code,
         "message": "Interrupted: 57 done, 487 left. Run with --resume to continue.",

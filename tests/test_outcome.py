@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import AuthError, BillingError, ConfigError, OutageError, QuotaExhausted, WriteFailed
-from enrichkit.outcome import RunEnd, decide_outcome
+from enrichkit.run.outcome import RunEnd, decide_outcome
 
 
 def _end(done: int, failed: int, total: int, **kwargs: object) -> RunEnd:

@@ -14,7 +14,7 @@ import pytest
 from conftest import COLUMNS, make_rows, write_csv
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Request
-from enrichkit.stopping import StopSignal
+from enrichkit.run.stopping import StopSignal
 from fakes import FakeProvider, assert_exactly_once, rows_written, run_library
 
 LLM = """
@@ -43,7 +43,7 @@ def _files(tmp_path: Path, rows: int, stages: str = LLM) -> tuple[Path, Path, Pa
 
 
 def _ids(input_path: Path) -> set[str]:
-    from enrichkit.records import InputTable, Record, make_record_id
+    from enrichkit.tables.records import InputTable, Record, make_record_id
 
     table = InputTable(input_path)
     return {make_record_id(r.values, COLUMNS) for r in table.rows() if isinstance(r, Record)}
@@ -101,7 +101,7 @@ def test_finished_records_of_a_python_batch_are_kept_when_a_slow_one_outlasts_th
 
 def test_a_cache_that_fails_costs_a_repeated_call_never_a_record(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from enrichkit.cache import ResponseCache
+    from enrichkit.store.cache import ResponseCache
 
     def broken(self: ResponseCache, key: str, value: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")

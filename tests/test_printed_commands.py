@@ -18,7 +18,7 @@ import openpyxl
 import pytest
 
 from conftest import ROOT
-from enrichkit.runlock import RunLock
+from enrichkit.store.runlock import RunLock
 from fake_gemini import FakeGemini
 from installed import pip_install
 from test_readme import fresh_shell_env

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ENRICH, JOBS, make_rows, wait_for, write_csv
-from enrichkit.records import InputTable, Record, make_record_id
+from enrichkit.tables.records import InputTable, Record, make_record_id
 from fakes import assert_exactly_once, read_rows, rows_written
 
 pytestmark = pytest.mark.e2e  # every test here runs a real process

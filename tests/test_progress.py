@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import Workspace, make_rows, write_csv
-from enrichkit.progress import Figures, Progress, describe, format_duration
+from enrichkit.run.progress import Figures, Progress, describe, format_duration
 
 
 class Clock:

@@ -47,7 +47,7 @@ def output_ids(path: Path) -> list[str]:
 def test_the_installed_package_has_the_public_surface_and_its_files(api_site: Path, tmp_path: Path) -> None:
     done = run_api(api_site, """
         import json, enrichkit, enrichkit.testing
-        from enrichkit.pricing import load_pricing
+        from enrichkit.config.pricing import load_pricing
         names = sorted(enrichkit.__all__)
         assert all(hasattr(enrichkit, name) for name in names)
         assert load_pricing().known("gemini-2.5-flash")   # pricing.toml is in the package

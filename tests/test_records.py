@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from enrichkit.errors import InputError
-from enrichkit.records import BadRow, InputTable, Record, make_record_id
+from enrichkit.tables.records import BadRow, InputTable, Record, make_record_id
 
 
 def test_record_id_is_stable_strips_whitespace_and_separates_columns() -> None:

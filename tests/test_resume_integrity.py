@@ -209,7 +209,7 @@ def test_an_enrichkit_output_given_as_input_is_refused_clearly(ws: Workspace) ->
 
 
 def test_the_webhook_url_is_not_recorded_in_the_checkpoint() -> None:
-    from enrichkit.plan import RunOptions
+    from enrichkit.config.plan import RunOptions
 
     recorded = RunOptions(input="in.csv", output="out.csv", notify_url="https://hooks.example/secret-path").recorded()
     assert "notify_url" not in recorded and "secret-path" not in str(recorded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import Abandoned, AuthError, QuotaExhausted, StageFailure
-from enrichkit.retry import AttemptState, CallStats, Guards, RetryPolicy, call_with_retry
+from enrichkit.pace.retry import AttemptState, CallStats, Guards, RetryPolicy, call_with_retry
 from test_classify import RETRY_INFO, api_error
 
 

@@ -101,7 +101,7 @@ def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
 def test_a_ctrl_c_just_after_the_run_finished_keeps_its_exit_code(ws: Workspace, monkeypatch: pytest.MonkeyPatch
                                                                    ) -> None:
     """The run is over and written; a Ctrl+C while the job's files close must not make it "interrupted", 130."""
-    from enrichkit.job import Job
+    from enrichkit.run.job import Job
 
     close = Job.close
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from conftest import COLUMNS, STAGES, Workspace, make_rows, read_json, write_csv
-from enrichkit import precount
 from enrichkit.jobs.cli import main as jobs_main
+from enrichkit.tables import precount
 from fakes import run_cli
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from enrichkit.config.stages import Template, load_stages
 from enrichkit.errors import ConfigError
-from enrichkit.stages import Template, load_stages
 
 
 def test_placeholders_take_column_names_literally() -> None:

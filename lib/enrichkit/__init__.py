@@ -24,7 +24,7 @@ from enrichkit.errors import (
     UsageError,
     WriteFailed,
 )
-from enrichkit.progress import Figures
+from enrichkit.run.progress import Figures
 
 __all__ = [
     "AuthError",

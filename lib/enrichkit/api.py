@@ -25,19 +25,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from enrichkit.config.keys import api_key, register_keys
+from enrichkit.config.plan import RunOptions
 from enrichkit.errors import EXIT_USAGE, EnrichError, UsageError
-from enrichkit.keys import api_key, register_keys
 from enrichkit.logs import log
-from enrichkit.plan import RunOptions
-from enrichkit.progress import Figures, Progress
-from enrichkit.stopping import DRAIN_SECONDS, StopSignal
+from enrichkit.run.progress import Figures, Progress
+from enrichkit.run.stopping import DRAIN_SECONDS, StopSignal
 
 if TYPE_CHECKING:
-    from enrichkit.job import Job as OpenJob
-    from enrichkit.job import Settings
-    from enrichkit.plan import Plan
+    from enrichkit.config.plan import Plan
+    from enrichkit.config.stages import StagesConfig
     from enrichkit.providers.base import Provider
-    from enrichkit.stages import StagesConfig
+    from enrichkit.run.job import Job as OpenJob
+    from enrichkit.run.job import Settings
 
 StagesArg = str | os.PathLike[str] | Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
 
@@ -173,9 +173,9 @@ class Job:
 
     def _open(self) -> OpenJob | RunResult:
         """Everything before the first record: options, plan, lock, providers, the models' check, the store."""
-        from enrichkit.checkpoint import read_checkpoint
-        from enrichkit.envfiles import load_env_files, with_environment
-        from enrichkit.plan import check_options, job_paths
+        from enrichkit.config.envfiles import load_env_files, with_environment
+        from enrichkit.config.plan import check_options, job_paths
+        from enrichkit.store.checkpoint import read_checkpoint
 
         options = self.options
         check_options(options)
@@ -184,7 +184,7 @@ class Job:
                     if (options.resume or options.retry_failed or options.dry_run) and paths.checkpoint.is_file()
                     else None)
         stages_file = recorded.get("stages_file") if recorded and "stages_file" not in options.given else None
-        self._searched = load_env_files(stages_file or options.stages_file or None)  # see enrichkit.envfiles
+        self._searched = load_env_files(stages_file or options.stages_file or None)  # see enrichkit.config.envfiles
         options = with_environment(options)  # GEMINI_BASE_URL is recorded like base_url=
         if recorded is not None:
             options = options.with_recorded(recorded)
@@ -192,8 +192,8 @@ class Job:
         stages = self._stages_config()
         if options.dry_run:
             return self._dry_run(stages)
-        from enrichkit.job import open_job
-        from enrichkit.plan import plan_job
+        from enrichkit.config.plan import plan_job
+        from enrichkit.run.job import open_job
 
         register_keys(self._api_key, options.stages_file or None)
         plan = plan_job(options, check_prices=False, stages=stages)  # prices: once the models are known to exist
@@ -221,7 +221,7 @@ class Job:
         self._opening = False
 
     def _run_opened(self, job: OpenJob) -> RunResult:
-        from enrichkit.pipeline import Pipeline
+        from enrichkit.run.pipeline import Pipeline
 
         plan = job.plan
         options = plan.options
@@ -265,12 +265,12 @@ class Job:
     def _stages_config(self) -> StagesConfig | None:
         if self._inline is None:
             return None
-        from enrichkit.stages import stages_from_python
+        from enrichkit.config.stages import stages_from_python
 
         return stages_from_python(self._inline)
 
     def _dry_run(self, stages: StagesConfig | None) -> RunResult:
-        from enrichkit.dryrun import dry_run
+        from enrichkit.run.dryrun import dry_run
 
         out = io.StringIO()
         code = dry_run(self.options, out, stages=stages)
@@ -282,7 +282,7 @@ class Job:
         return RunResult("dry_run", code, report={"dry_run": text}, message=text.rstrip().rpartition("\n")[2])
 
     def _settings(self, *, needs_key: bool) -> Settings:
-        from enrichkit.job import Settings
+        from enrichkit.run.job import Settings
 
         given = self._settings_given or Settings()
         key = self._api_key or (api_key(self._searched) if needs_key else None)
@@ -291,7 +291,7 @@ class Job:
 
     def _providers_for(self, plan: Plan, settings: Settings) -> dict[str, Provider]:
         """The providers given (by kind of stage), and the real ones for the kinds they leave out."""
-        from enrichkit.job import build_providers
+        from enrichkit.run.job import build_providers
 
         kinds = {s.kind for s in plan.stages.stages}
         missing = kinds - set(self._providers)
@@ -303,7 +303,7 @@ class Job:
         changes the result, and a stop while it waits abandons it at once."""
         if not url:
             return
-        from enrichkit.notify import notify_run_end
+        from enrichkit.run.notify import notify_run_end
 
         self._waiting = StopSignal(drain_seconds=0)
         try:

@@ -1,6 +1,8 @@
-"""`scripts/enrich.py`: a thin layer over `enrichkit.Job`. Flags in; the process's own parts here (signals,
-the `--fresh` question on a terminal, the test knobs read from the environment); the exit code out. Everything
-else (the key and its redaction, the recorded options, closing, notifying) is the library's.
+"""`enrich.py`'s command line: flags in, a `enrichkit.Job` run, its exit code out. Here: the argument parser,
+the signal handlers, the `--fresh` question on a terminal, and the test knobs read from the environment. The rest
+of the process edge (errors to one line and an exit code, closed streams, the exit itself) is `enrichkit.edge`'s,
+shared with `jobs.py`; everything else (the key and its redaction, recorded options, closing, notifying) is the
+library's.
 
     main -> flags -> Job(...) -> with signals: job.run() -> RunResult.exit_code
     entry -> main -> exit_process (no thread left running holds the exit)
@@ -21,10 +23,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from enrichkit import __version__, commands
+from enrichkit.config.plan import RunOptions
 from enrichkit.edge import error_edge, run_console, settle_streams
 from enrichkit.errors import EXIT_USAGE
 from enrichkit.logs import say, setup_logging
-from enrichkit.plan import RunOptions
 from enrichkit.redact import redact
 
 if TYPE_CHECKING:
@@ -198,7 +200,7 @@ def entry() -> NoReturn:
 
 def _run(given: dict[str, Any]) -> int:
     from enrichkit.api import Job
-    from enrichkit.job import Settings
+    from enrichkit.run.job import Settings
 
     given.pop("verbose", None)
     settings = Settings(backoff_base=_env_float("ENRICHKIT_BACKOFF_BASE", 1.0),

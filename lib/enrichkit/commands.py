@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enrichkit.jobfiles import JobPaths
-    from enrichkit.outcome import Outcome
+    from enrichkit.run.outcome import Outcome
+    from enrichkit.store.jobfiles import JobPaths
 
 ENRICH = "enrichkit"
 JOBS = "enrichkit-jobs"

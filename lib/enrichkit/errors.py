@@ -1,8 +1,10 @@
-"""Every exception enrichkit raises, and the exit codes.
+"""The exit codes, the errors a user sees (`EnrichError` and its subclasses), and the failures that travel
+between a call and the pipeline (`StageFailure`, `Abandoned`, `OutageTooLong`).
 
-User-facing errors derive from `EnrichError`: one line that says what happened and what to do,
-mapped to an exit code by its class (`exit_code`), in one place (`enrichkit.cli.error_edge`).
-`StageFailure` and `Abandoned` never reach the user: they travel between a call and the pipeline.
+A user-facing error is one line that says what happened and what to do, mapped to an exit code by its
+class (`exit_code`) in one place (`enrichkit.edge.error_edge`). A few narrow exceptions live beside the
+code that raises them (`pace.deadline.DeadlineExceeded`, `pace.budget.BudgetRefused`,
+`store.jobfiles.NotRegular`, `jobs.state.AmbiguousJob`).
 """
 
 from __future__ import annotations
@@ -59,12 +61,6 @@ class LockedError(EnrichError):
         self.host = host
 
 
-class BudgetExhausted(EnrichError):
-    """--max-cost would be exceeded by the next request."""
-
-    exit_code = EXIT_BUDGET
-
-
 class ProviderStop(EnrichError):
     """The provider stopped the run early, resumably: quota used up, billing, an outage (exit 1)."""
 
@@ -101,7 +97,7 @@ class WriteFailed(EnrichError):
 
 
 class StageFailure(Exception):
-    """One failed attempt of a stage call, classified (see `enrichkit.classify`)."""
+    """One failed attempt of a stage call, classified (see `enrichkit.pace.classify`)."""
 
     def __init__(self, error_type: str, message: str, *, retry_after: float | None = None,
                  quota: str = "", retries_allowed: int | None = None) -> None:
@@ -127,8 +123,6 @@ class StageFailure(Exception):
 
 
 TRANSIENT = frozenset({"rate_limit", "timeout", "server_error", "validation_error"})
-ERROR_TYPES = ("rate_limit", "timeout", "server_error", "validation_error", "blocked", "client_error", "auth_error",
-               "input_error", "budget")
 
 
 class Abandoned(Exception):

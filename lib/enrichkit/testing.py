@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichkit.api import installed
+from enrichkit.config.stages import Stage
 from enrichkit.providers.base import Answer, BaseProvider, Provider, Request, Usage
-from enrichkit.stages import Stage
 
 __all__ = ["Answer", "FakeClock", "FakeProvider", "Request", "Usage", "use"]
 

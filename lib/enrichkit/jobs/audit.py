@@ -4,7 +4,7 @@ whole rows that `export` and the dashboard read.
 Everything here reads; nothing writes, truncates or locks. The output may be growing under a live
 run, so it is read as a snapshot of its size at the start, and only whole rows are taken (a row
 ends with `,<record id>,<job id>\\n`; `scan_output` tells a torn one). The input is walked by
-`enrichkit.scan.PendingScan`, the same walk a run makes, so a duplicate or an unreadable row means
+`enrichkit.tables.scan.PendingScan`, the same walk a run makes, so a duplicate or an unreadable row means
 the same thing here as there.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.errors import InputError, UsageError
-from enrichkit.idset import IdSet
-from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, same_file
 from enrichkit.jobs.state import JobStatus
-from enrichkit.output import output_columns
-from enrichkit.readback import scan_output
-from enrichkit.records import InputTable, Record, make_record_id
-from enrichkit.scan import PendingScan
+from enrichkit.store.idset import IdSet
+from enrichkit.store.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, same_file
+from enrichkit.store.output import output_columns
+from enrichkit.store.readback import scan_output
+from enrichkit.tables.records import InputTable, Record, make_record_id
+from enrichkit.tables.scan import PendingScan
 
 SHOW = 20  # defects of one kind listed one by one; the rest are counted
 

@@ -38,9 +38,9 @@ from typing import Any
 from dotenv import dotenv_values
 
 from enrichkit.errors import ConfigError
-from enrichkit.jobfiles import CHECKPOINT_SUFFIX, distrust, is_run, owner_path, read_owner, read_regular
 from enrichkit.jobs.state import SKIP_DIRS, JobStatus, decide_state, load_status, read_job_summary, recency
 from enrichkit.redact import DEFAULT, Redactor
+from enrichkit.store.jobfiles import CHECKPOINT_SUFFIX, distrust, is_run, owner_path, read_owner, read_regular
 
 log = logging.getLogger("enrichkit.dashboard")
 _SECRET_NAME = re.compile(r"^(GEMINI|GOOGLE)_\w*(KEY|TOKEN|SECRET)", re.IGNORECASE)

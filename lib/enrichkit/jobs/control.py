@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enrichkit.jobfiles import distrust_path, owner_path, process_alive
 from enrichkit.jobs.state import JobStatus, load_status
+from enrichkit.store.jobfiles import distrust_path, owner_path, process_alive
 
 
 def stop_signal_for(pid: int) -> int:

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from enrichkit.jobfiles import distrust, held_regular
 from enrichkit.jobs.catalog import Entry
 from enrichkit.jobs.state import JobStatus
-from enrichkit.output import RECORD_ID
-from enrichkit.readback import scan_output
+from enrichkit.store.jobfiles import distrust, held_regular
+from enrichkit.store.output import RECORD_ID
+from enrichkit.store.readback import scan_output
 
 _TAIL_BYTES = 256 * 1024
 _HEAD_BYTES = 1 << 20  # an output's header and first row are read from at most this much

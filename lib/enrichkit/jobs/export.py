@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from enrichkit.errors import UsageError
-from enrichkit.jobfiles import atomic_write, file_kind, read_regular
 from enrichkit.jobs.audit import WholeRows, input_scan, open_input
 from enrichkit.jobs.state import JobStatus
-from enrichkit.output import neutralise
+from enrichkit.store.jobfiles import atomic_write, file_kind, read_regular
+from enrichkit.store.output import neutralise
 
 FORMATS = ("csv", "jsonl", "xlsx")
 ORDERS = ("output", "input")

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import enrichkit
-from enrichkit.checkpoint import utc_now
 from enrichkit.errors import EXIT_LOCKED
-from enrichkit.jobfiles import distrust_path, held_regular, read_owner
 from enrichkit.jobs.control import distrusted
 from enrichkit.jobs.state import JobStatus
+from enrichkit.store.checkpoint import utc_now
+from enrichkit.store.jobfiles import distrust_path, held_regular, read_owner
 
 ACTIONS = {"resume": "--resume", "retry-failed": "--retry-failed"}
 _LOG_TAIL = 4096

@@ -42,13 +42,13 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from enrichkit.errors import EXIT_OK, EnrichError, UsageError
-from enrichkit.jobfiles import file_kind, held_regular
 from enrichkit.jobs.catalog import Catalog, Entry, Secrets
 from enrichkit.jobs.control import send_stop
 from enrichkit.jobs.details import job_detail, output_problem
 from enrichkit.jobs.export import FORMATS, ORDERS, export_job
 from enrichkit.jobs.launch import ACTIONS, Launches, launch_problem, planned, start_run
 from enrichkit.jobs.state import ACTIVE
+from enrichkit.store.jobfiles import file_kind, held_regular
 
 log = logging.getLogger("enrichkit.dashboard")
 TOKEN_HEADER = "x-enrichkit-token"

@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from enrichkit.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
 from enrichkit.commands import enrich_command
+from enrichkit.config.lifecycle import notes_lines
 from enrichkit.errors import ConfigError, UsageError
-from enrichkit.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, Owner, held_regular, is_run, read_owner, same_file
-from enrichkit.lifecycle import notes_lines
-from enrichkit.progress import format_duration
+from enrichkit.run.progress import format_duration
+from enrichkit.store.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary
+from enrichkit.store.jobfiles import (
+    CHECKPOINT_SUFFIX,
+    STOPPED,
+    JobPaths,
+    Owner,
+    held_regular,
+    is_run,
+    read_owner,
+    same_file,
+)
 
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 CHECKPOINT_MAX = 256 << 20  # ~7 million records' IDs; a bigger "checkpoint" is shown as unreadable

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from enrichkit.commands import cancel_command
+from enrichkit.config.lifecycle import notes_lines
 from enrichkit.jobs.audit import Validation
 from enrichkit.jobs.state import ACTIVE, JobStatus, duration_text
-from enrichkit.lifecycle import notes_lines
-from enrichkit.progress import format_duration
+from enrichkit.run.progress import format_duration
 
 LIST_HEADER = (f"{'UPDATED':<20}  {'STATE':<23}  {'DONE':>13}  {'FAILED':>6}  {'COST':>9}  {'JOB':<29}  "
                "CHECKPOINT")

@@ -1,1 +1,3 @@
-"""Stage executors: one module per kind of stage (Gemini, HTTP, Python function)."""
+"""Stage executors behind one seam (`base.Provider`: `prepare`, `call`): Gemini (`gemini`, reading its answers
+in `gemini_reply`, grounding sources in `sources`), HTTP (`http`, per-thread `sessions`), Python functions (`function`).
+"""

@@ -3,7 +3,7 @@
     request = provider.prepare(stage, values)   # pure: what to send, its cache key, its pace
     answer = provider.call(request)             # one attempt; raises on failure (classified by kind)
 
-Retries, pacing, the circuit breaker and the cache live around `call`, in `enrichkit.enricher`;
+Retries, pacing, the circuit breaker and the cache live around `call`, in `enrichkit.run.enricher`;
 a provider only knows how to ask and how to read the answer (and, for Gemini, what it cost).
 """
 
@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from enrichkit.counters import Counters
-from enrichkit.stages import Stage
+from enrichkit.config.stages import Stage
+from enrichkit.run.counters import Counters
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Request:
     """One prepared call. `material` is everything that decides the answer (the cache key is its hash;
     None: never cached); `pace` names the limiter it counts against (a model; None: not paced);
     `input_tokens` is the estimate the limiter reserves before the answer says the real count; `worst_cost` what
-    the budget reserves (`enrichkit.budget`)."""
+    the budget reserves (`enrichkit.pace.budget`)."""
 
     stage: Stage
     payload: Any
@@ -76,7 +76,7 @@ class Provider(Protocol):
     model, a stage may fall back to another, the models are checked before record 1) have their defaults in
     `BaseProvider`, as llm's `Model` declares `supports_schema`: nothing asks `getattr` what a provider can do."""
 
-    kind: str  # "gemini" | "http" | "python": how its errors are classified (`enrichkit.classify`)
+    kind: str  # "gemini" | "http" | "python": how its errors are classified (`enrichkit.pace.classify`)
     remote: bool  # calls go over the network: paced, guarded by the breaker, cached, abandoned on a stop
     has_models: bool  # requests name a model: `with_model` and `check_models` mean something
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from enrichkit.config.stages import Stage
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Answer, BaseProvider, Request
-from enrichkit.records import stringify
-from enrichkit.stages import Stage
+from enrichkit.tables.records import stringify
 
 Function = Callable[[dict[str, str]], Any]
 

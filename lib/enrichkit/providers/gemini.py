@@ -18,13 +18,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from enrichkit.budget import worst_case
-from enrichkit.classify import classify_error, unreachable
-from enrichkit.deadline import call_with_deadline
+from enrichkit.config.lifecycle import ModelNotes, retired_message
+from enrichkit.config.pricing import Pricing
+from enrichkit.config.stages import FieldSpec, Stage, StagesConfig
 from enrichkit.errors import ConfigError, StageFailure
-from enrichkit.lifecycle import ModelNotes, retired_message
 from enrichkit.logs import log
-from enrichkit.pricing import Pricing
+from enrichkit.pace.budget import worst_case
+from enrichkit.pace.classify import classify_error, unreachable
+from enrichkit.pace.deadline import call_with_deadline
 from enrichkit.providers.base import Answer, BaseProvider, Request, Usage
 from enrichkit.providers.gemini_reply import (
     Grounding,
@@ -36,8 +37,7 @@ from enrichkit.providers.gemini_reply import (
     read_tokens,
 )
 from enrichkit.providers.sources import SourceResolver
-from enrichkit.records import stringify
-from enrichkit.stages import FieldSpec, Stage, StagesConfig
+from enrichkit.tables.records import stringify
 
 API_VERSION = "v1beta"
 FLEX_TIMEOUT = 900.0  # seconds: Google queues flex calls for 1-15 minutes and advises a client timeout of 600 s or more

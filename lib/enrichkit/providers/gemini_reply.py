@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichkit.classify import ANSWER_FINISHES, finish_failure
 from enrichkit.errors import StageFailure
+from enrichkit.pace.classify import ANSWER_FINISHES, finish_failure
 
 MAX_SOURCES = 10  # grounding chunks kept per answer (and redirects resolved)
 

@@ -1,6 +1,6 @@
 """HTTP stages: one request per record, fields taken from the JSON answer by dotted path.
 
-A request ends within `--timeout` whatever the server does (`enrichkit.deadline`), and its answer may
+A request ends within `--timeout` whatever the server does (`enrichkit.pace.deadline`), and its answer may
 inflate to at most `MAX_BODY_BYTES` once decompressed (a gzip bomb fails the record, memory stays bounded).
 """
 
@@ -10,12 +10,12 @@ import json
 import time
 from typing import Any
 
-from enrichkit.deadline import DeadlineExceeded, call_with_deadline
+from enrichkit.config.stages import Stage, render_tree
 from enrichkit.errors import StageFailure
+from enrichkit.pace.deadline import DeadlineExceeded, call_with_deadline
 from enrichkit.providers.base import Answer, BaseProvider, Request
 from enrichkit.providers.sessions import ThreadSessions
-from enrichkit.records import stringify
-from enrichkit.stages import Stage, render_tree
+from enrichkit.tables.records import stringify
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # an answer's body after decompression
 _CHUNK = 64 * 1024

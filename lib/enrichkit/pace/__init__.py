@@ -1,0 +1,1 @@
+"""Pacing and failure policy: limiter, quota windows, breaker, retry, error classes, deadlines, budgets."""
