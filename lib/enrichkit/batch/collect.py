@@ -16,10 +16,10 @@ from enrichkit.batch.parts import (
     _span,
     _usage_dict,
 )
+from enrichkit.config.stages import Stage
 from enrichkit.errors import ConfigError, StageFailure
 from enrichkit.logs import log
 from enrichkit.providers.base import Request, Usage
-from enrichkit.stages import Stage
 
 
 class Collecting(BatchState):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-from enrichkit.plan import Plan
+from enrichkit.config.plan import Plan
 from enrichkit.providers.gemini import build_request
 
 OUTPUT_TOKENS_PER_FIELD = 20  # as the synchronous estimate guesses (enrichkit.dryrun)

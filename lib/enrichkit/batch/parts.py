@@ -11,18 +11,18 @@ from typing import Any
 
 from enrichkit.batch.google import BatchClient
 from enrichkit.batch.ledger import Chunk, Ledger
-from enrichkit.checkpoint import Checkpoint
-from enrichkit.classify import classify_error
-from enrichkit.enricher import AttemptError, RecordResult
+from enrichkit.config.plan import Plan, RunOptions
+from enrichkit.config.stages import Stage
 from enrichkit.errors import StageFailure
-from enrichkit.job import Job
 from enrichkit.logs import log
-from enrichkit.plan import Plan, RunOptions
+from enrichkit.pace.classify import classify_error
 from enrichkit.providers.base import Request, Usage
-from enrichkit.report import RunStats
-from enrichkit.stages import Stage
-from enrichkit.stopping import StopSignal
-from enrichkit.store import JobStore
+from enrichkit.run.enricher import AttemptError, RecordResult
+from enrichkit.run.job import Job
+from enrichkit.run.report import RunStats
+from enrichkit.run.stopping import StopSignal
+from enrichkit.store.checkpoint import Checkpoint
+from enrichkit.store.jobstore import JobStore
 
 GRPC_TO_HTTP = {1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 400, 10: 409, 13: 500, 14: 503, 16: 401}
 RETRY_ELSEWHERE = ("missing", "expired", "cancelled", "failed_job")  # no answer, no attempt used up

@@ -35,18 +35,18 @@ from enrichkit.batch.ledger import IN_FLIGHT, Chunk, Ledger
 from enrichkit.batch.parts import BatchSettings
 from enrichkit.batch.submit import Submitting
 from enrichkit.batch.sweep import Sweeping
-from enrichkit.enricher import AttemptError
+from enrichkit.config.plan import Plan
 from enrichkit.errors import Abandoned, EnrichError
-from enrichkit.job import Job
 from enrichkit.logs import log
-from enrichkit.outcome import Outcome, RunEnd, decide_outcome, summary
-from enrichkit.pipeline import PipelineResult as RunResult
-from enrichkit.plan import Plan
-from enrichkit.progress import Figures, Progress
+from enrichkit.pace.retry import interruptible_sleep
 from enrichkit.providers.base import Request
-from enrichkit.report import RunStats, build_report
-from enrichkit.retry import interruptible_sleep
-from enrichkit.stopping import StopSignal
+from enrichkit.run.enricher import AttemptError
+from enrichkit.run.job import Job
+from enrichkit.run.outcome import Outcome, RunEnd, decide_outcome, summary
+from enrichkit.run.pipeline import PipelineResult as RunResult
+from enrichkit.run.progress import Figures, Progress
+from enrichkit.run.report import RunStats, build_report
+from enrichkit.run.stopping import StopSignal
 
 EXIT_BATCH_RUNNING = 5
 

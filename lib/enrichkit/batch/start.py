@@ -10,13 +10,13 @@ from enrichkit.batch.google import BatchClient
 from enrichkit.batch.ledger import IN_FLIGHT, Ledger, ledger_path
 from enrichkit.batch.parts import BatchSettings
 from enrichkit.batch.run import BatchRun
+from enrichkit.config.plan import Plan
 from enrichkit.errors import ConfigError, UsageError
-from enrichkit.job import Job, Settings
 from enrichkit.logs import log
-from enrichkit.pipeline import PipelineResult as RunResult
-from enrichkit.plan import Plan
-from enrichkit.progress import Progress
-from enrichkit.stopping import StopSignal
+from enrichkit.run.job import Job, Settings
+from enrichkit.run.pipeline import PipelineResult as RunResult
+from enrichkit.run.progress import Progress
+from enrichkit.run.stopping import StopSignal
 
 
 def ledger_files(output: Path) -> list[Path]:

@@ -15,9 +15,9 @@ from enrichkit.batch.parts import (
     _Queued,
     _write_durably,
 )
-from enrichkit.classify import classify_error
 from enrichkit.errors import ConfigError
 from enrichkit.logs import log
+from enrichkit.pace.classify import classify_error
 
 
 class Submitting(BatchState):

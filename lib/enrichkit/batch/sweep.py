@@ -20,12 +20,12 @@ from enrichkit.batch.parts import (
     _Queued,
     _Sweep,
 )
-from enrichkit.enricher import RecordResult
+from enrichkit.config.stages import Stage
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Request, Usage
-from enrichkit.records import Record
-from enrichkit.scan import PendingScan
-from enrichkit.stages import Stage
+from enrichkit.run.enricher import RecordResult
+from enrichkit.tables.records import Record
+from enrichkit.tables.scan import PendingScan
 
 
 class Sweeping(BatchState):
