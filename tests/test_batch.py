@@ -372,3 +372,14 @@ def test_lines_of_jobs_that_keep_failing_go_the_synchronous_way(ws: Workspace) -
     assert proc.returncode == 0, proc.stderr
     assert ws.fake.stats()["batch"]["creates"] == 2 and ws.fake.stats()["generate"] == 40
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
+
+
+def test_the_python_api_runs_a_job_in_batch_mode(ws: Workspace) -> None:
+    import enrichkit
+
+    from conftest import API_KEY
+
+    result = enrichkit.enrich(str(ws.input), str(ws.output), stages=str(ws.stages), batch=True, batch_poll=0.05,
+                              api_key=API_KEY, base_url=ws.fake.url)
+    assert result.exit_code == 0 and result.counts["completed"] == 40
+    assert ws.fake.stats()["batch"]["creates"] == 1 and ws.fake.stats()["generate"] == 0
