@@ -376,7 +376,6 @@ def test_lines_of_jobs_that_keep_failing_go_the_synchronous_way(ws: Workspace) -
 
 def test_the_python_api_runs_a_job_in_batch_mode(ws: Workspace) -> None:
     import enrichkit
-
     from conftest import API_KEY
 
     result = enrichkit.enrich(str(ws.input), str(ws.output), stages=str(ws.stages), batch=True, batch_poll=0.05,
