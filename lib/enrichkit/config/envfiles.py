@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from enrichkit.config.plan import RunOptions
 
 KEY_NAMES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-_CHECKOUT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[3]  # lib/enrichkit/config/envfiles.py -> the checkout
 
 
 def env_files(stages_file: str | Path | None) -> list[Path]:
