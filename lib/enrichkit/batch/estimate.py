@@ -9,7 +9,7 @@ import os
 from enrichkit.config.plan import Plan
 from enrichkit.providers.gemini import build_request
 
-OUTPUT_TOKENS_PER_FIELD = 20  # as the synchronous estimate guesses (enrichkit.dryrun)
+OUTPUT_TOKENS_PER_FIELD = 20  # as the synchronous estimate guesses (enrichkit.run.dryrun)
 SEARCH_QUERIES = 2
 
 
