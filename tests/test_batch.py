@@ -382,3 +382,13 @@ def test_the_python_api_runs_a_job_in_batch_mode(ws: Workspace) -> None:
                               api_key=API_KEY, base_url=ws.fake.url)
     assert result.exit_code == 0 and result.counts["completed"] == 40
     assert ws.fake.stats()["batch"]["creates"] == 1 and ws.fake.stats()["generate"] == 0
+
+
+def test_max_cost_counts_what_the_job_spent_synchronously_before_batch(ws: Workspace) -> None:
+    # 30 records done synchronously spend $C; `--resume --batch --max-cost C` has no room for any batch job.
+    assert ws.run("--limit", "30", env=batch_env(ws)).returncode == 1
+    spent = float(read_json(ws.checkpoint)["cost_usd"])
+    assert spent > 0
+    proc = ws.run("--resume", *FAST, "--max-cost", f"{spent * 1.0001:.9f}", env=batch_env(ws))
+    assert proc.returncode == 4, proc.stderr
+    assert ws.fake.stats()["batch"]["creates"] == 0  # the budget was already spent: nothing created at Google

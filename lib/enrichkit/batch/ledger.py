@@ -218,6 +218,12 @@ class Ledger:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM items").fetchone()[0])
 
     @_locked
+    def spent_on(self, records: Callable[[str], bool]) -> float:
+        """What the answers of the records `records` says yes to cost (those the job's cost already counts)."""
+        rows = self.db.execute("SELECT record_id, SUM(cost_usd) FROM items WHERE cost_usd != 0 GROUP BY record_id")
+        return float(sum(cost for record_id, cost in rows if records(record_id)))
+
+    @_locked
     def reserved(self) -> float:
         states = ",".join("?" * len(IN_FLIGHT))
         return float(self.db.execute(f"SELECT COALESCE(SUM(reserved_usd), 0) FROM chunks WHERE state IN ({states})",

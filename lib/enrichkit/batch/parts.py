@@ -84,6 +84,7 @@ class BatchState:
     llm: Any
     stats: RunStats
     budget_hit: bool
+    _ledger_counted: float
     _seen: dict[int, tuple[str, float]]
     _dirty: bool
     _full: bool

@@ -76,6 +76,12 @@ class BatchRun(Submitting, Collecting, Sweeping):
         self._local = any(not self._batched(s) for s in plan.stages.stages)  # stages run here, in the pool
         self._local_errors: deque[AttemptError] = deque()  # failed attempts of local stages, for the error log
         job.enricher.on_attempt_error = self._local_errors.append
+        # --max-cost counts the job's whole cost: the checkpoint's (synchronous runs, written records) and this
+        # run's synchronous calls (the enricher's budget), plus the ledger's answers not yet in the checkpoint's.
+        cp_ids = self.cp.completed_ids
+        failed = self.cp.failed_ids
+        self._ledger_counted = (ledger.spent_on(lambda rid: rid in cp_ids or rid in failed)
+                                if self.opts.max_cost is not None else 0.0)
         self._started = clock()
         self._wall_started = time.time()
 

@@ -108,7 +108,11 @@ class Submitting(BatchState):
         limit = self.opts.max_cost
         if limit is None:
             return True
-        return self.ledger.spent() + self.ledger.reserved() + estimate <= limit
+        budget = self.job.enricher.budget
+        spent = self.ledger.spent() - self._ledger_counted  # batch answers the checkpoint's cost does not hold yet
+        if budget is not None:
+            spent += budget.spent + budget.reserved  # the checkpoint's cost at the start, and synchronous calls since
+        return spent + self.ledger.reserved() + estimate <= limit
 
     def _upload(self, chunk: Chunk) -> None:
         path = self._chunk_file(chunk.id)
