@@ -392,3 +392,19 @@ def test_max_cost_counts_what_the_job_spent_synchronously_before_batch(ws: Works
     proc = ws.run("--resume", *FAST, "--max-cost", f"{spent * 1.0001:.9f}", env=batch_env(ws))
     assert proc.returncode == 4, proc.stderr
     assert ws.fake.stats()["batch"]["creates"] == 0  # the budget was already spent: nothing created at Google
+
+
+def test_a_synchronous_resume_refuses_while_google_jobs_hold_the_records(ws: Workspace) -> None:
+    import enrichkit
+    from conftest import API_KEY
+
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    with pytest.raises(enrichkit.UsageError, match="in flight") as refused:
+        enrichkit.enrich(str(ws.input), str(ws.output), resume=True, batch=False, api_key=API_KEY,
+                         base_url=ws.fake.url)
+    assert refused.value.exit_code == 2
+    assert ws.fake.stats()["generate"] == 0  # nothing Google holds was asked (and paid) a second time
+    ws.fake.configure(batch_seconds=0.1)
+    assert ws.run("--resume", env=batch_env(ws)).returncode == 0
+    assert ws.fake.stats()["batch"]["max_billed_per_key"] == 1 and ws.fake.stats()["generate"] == 0

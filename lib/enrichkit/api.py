@@ -203,10 +203,10 @@ class Job:
         if options.batch_detach and not options.batch:  # after the job's recorded options: --batch may be one
             raise UsageError("--batch-detach works with --batch only (submit and collect, then exit 5 while Google "
                              "batch jobs run)")
-        if options.batch or options.cancel_batches or options.fresh:
-            from enrichkit.batch.start import before_open
+        from enrichkit.batch.start import before_open
 
-            before_open(plan, settings)  # --fresh refuses while Google jobs run (or cancels them: --cancel-batches)
+        # --fresh refuses while Google jobs run (or cancels them: --cancel-batches); so does a run without --batch
+        before_open(plan, settings)
         try:
             return open_job(plan, settings, stop=self._stop, clock=self._clock, sleep=self._sleep,
                             confirm_fresh=self._confirm, providers=providers, checked=self._checked)

@@ -41,11 +41,16 @@ def before_open(plan: Plan, settings: Settings) -> None:
     unless `--cancel-batches` is given, which cancels them first; a fresh job then starts a new ledger."""
     options = plan.options
     path = ledger_path(plan.paths.output)
-    if not options.fresh or not path.exists():
+    if not path.exists() or not (options.fresh or not (options.batch or options.cancel_batches)):
         return
     ledger = Ledger(path)
     try:
         flying = ledger.chunks(*IN_FLIGHT)
+        if flying and not options.fresh:  # a synchronous run would ask (and pay for) what Google jobs hold
+            raise UsageError(f"{len(flying)} Google batch job(s) of this job are still in flight "
+                             f"({sum(c.lines for c in flying)} requests): a run without --batch would ask for "
+                             "their records again (and pay twice). Collect them with --resume --batch, or add "
+                             "--cancel-batches to cancel them")
         if flying and not options.cancel_batches:
             raise UsageError(f"{len(flying)} Google batch job(s) of this job are still in flight "
                              f"({sum(c.lines for c in flying)} requests, billed when they finish): --fresh would "
