@@ -408,3 +408,15 @@ def test_a_synchronous_resume_refuses_while_google_jobs_hold_the_records(ws: Wor
     ws.fake.configure(batch_seconds=0.1)
     assert ws.run("--resume", env=batch_env(ws)).returncode == 0
     assert ws.fake.stats()["batch"]["max_billed_per_key"] == 1 and ws.fake.stats()["generate"] == 0
+
+
+def test_a_stage_renamed_while_its_google_jobs_fly_is_collected_without_a_traceback(ws: Workspace) -> None:
+    ws.fake.configure(batch_seconds=30)
+    assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
+    ws.stages.write_text(ws.stages.read_text().replace('name = "poc"\n', 'name = "contact"\n'))
+    ws.fake.configure(batch_seconds=0.1)
+    proc = ws.run("--resume", "--allow-config-change", env=batch_env(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    ids = ws.output_ids()
+    assert len(ids) == len(set(ids)) == 40

@@ -76,7 +76,13 @@ class Collecting(BatchState):
             self._call_failed("download", exc)
             return
         self.settings.crash_at("downloaded")
-        stage = next(s for s in self.plan.stages.stages if s.name == chunk.stage)
+        stage = next((s for s in self.plan.stages.stages if s.name == chunk.stage), None)
+        if stage is None:  # the stages file lost (or renamed) the stage since (--allow-config-change)
+            log.warning("Google batch job %s answered stage %s, which the stages file no longer has: its %d answers "
+                        "are not used", job.name, chunk.stage, chunk.lines)
+            self._ingest(chunk.id, {}, "ingested", job.state, job.stats, "cancelled")
+            self._dirty = True
+            return
         held = {item.key: item for item in self.ledger.items_of(chunk.id) if item.state == "inflight"}
         results: dict[str, tuple[str, dict[str, Any]]] = {}
         strays = 0
