@@ -113,3 +113,27 @@ def test_random_kills_of_a_two_llm_stage_batch_job(ws: Workspace) -> None:
     assert batch["lines_billed"] == 240  # two LLM stages x 120 records, each line billed once
     ids = ws.output_ids()
     assert len(ids) == len(set(ids)) and set(ids) == expected_ids(ws)
+
+
+def test_a_list_that_fails_while_a_create_is_in_doubt_is_asked_again(ws: Workspace,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from enrichkit.batch.google import BatchClient
+
+    crashed = ws.run_process(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT="created"))
+    assert crashed.returncode == 137, crashed.stderr
+    real = BatchClient.jobs
+    calls = {"n": 0}
+
+    def flaky(self: BatchClient, page_size: int = 100):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.ConnectError("the list is down for a moment")
+        return real(self, page_size)
+
+    monkeypatch.setattr(BatchClient, "jobs", flaky)
+    resumed = ws.run("--resume", env=batch_env(ws))
+    assert resumed.returncode == 0, resumed.stderr
+    assert calls["n"] > 1
+    assert_never_twice(ws, chunks=3, lines=40)

@@ -43,7 +43,11 @@ class Submitting(BatchState):
         """A create in doubt: the job may exist (its answer was lost). Find it by display name; only once the
         list had time to settle and still lacks it is it created anew (under the next display name)."""
         prefix = _display_prefix(self.cp.job_id, chunk)
-        found = [job for job in self.client.jobs() if job.display_name.startswith(prefix)]
+        try:
+            found = [job for job in self.client.jobs() if job.display_name.startswith(prefix)]
+        except Exception as exc:  # noqa: BLE001 - still in doubt: looked for again at the next poll
+            self._call_failed("list", exc)
+            return
         if found:
             job = found[-1]  # the oldest (the list is newest first); there is never more than one
             self.ledger.set_chunk(chunk.id, state="submitted", batch_name=job.name, display_name=job.display_name,
