@@ -137,3 +137,13 @@ def test_a_list_that_fails_while_a_create_is_in_doubt_is_asked_again(ws: Workspa
     assert resumed.returncode == 0, resumed.stderr
     assert calls["n"] > 1
     assert_never_twice(ws, chunks=3, lines=40)
+
+
+def test_cancel_batches_waits_for_a_lagging_list_before_giving_up_a_create_in_doubt(ws: Workspace) -> None:
+    ws.fake.configure(batch_pending=30, batch_list_lag=4.0)  # the job made by the lost create is listed late
+    crashed = ws.run_process(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT="created", ENRICHKIT_BATCH_SETTLE="8"))
+    assert crashed.returncode == 137, crashed.stderr
+    cancel = ws.run("--resume", "--cancel-batches", env=batch_env(ws, ENRICHKIT_BATCH_SETTLE="8"))
+    assert cancel.returncode == 1, cancel.stderr
+    jobs = ws.fake.stats()["batch"]["jobs"]
+    assert jobs and set(jobs.values()) == {"BATCH_STATE_CANCELLED"}, jobs  # none left running (and billed)

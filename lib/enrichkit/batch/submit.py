@@ -205,13 +205,23 @@ class Submitting(BatchState):
         for chunk in self.ledger.chunks("planning"):
             self.ledger.drop_chunk(chunk.id)
         for chunk in self.ledger.chunks("creating"):
+            # A create in doubt: its job may exist behind a lagging list. Given up (not sent) only once the list
+            # had its settle time, as `_find_or_recreate` does; a stop leaves it in doubt (the next run looks).
             prefix = _display_prefix(self.cp.job_id, chunk)
-            found = [job for job in self.client.jobs() if job.display_name.startswith(prefix)]
-            if found:
-                self.ledger.set_chunk(chunk.id, state="submitted", batch_name=found[-1].name,
-                                      submitted_at=time.time())
-            else:
-                self.ledger.set_chunk(chunk.id, state="uploaded")
+            while not self.stop():
+                try:
+                    found = [job for job in self.client.jobs() if job.display_name.startswith(prefix)]
+                except Exception as exc:  # noqa: BLE001 - asked again after a pause
+                    self._call_failed("list", exc)
+                    found = None
+                if found:
+                    self.ledger.set_chunk(chunk.id, state="submitted", batch_name=found[-1].name,
+                                          submitted_at=time.time())
+                    break
+                if found is not None and time.time() - (chunk.creating_at or 0.0) >= self.settings.settle:
+                    self.ledger.set_chunk(chunk.id, state="uploaded")
+                    break
+                self.sleep(min(1.0, max(self.settings.settle, 0.05)))
 
     def _chunk_file(self, chunk_id: int) -> Path:
         folder = self.ledger.path.with_name(self.ledger.path.name.removesuffix(".sqlite") + ".files")
