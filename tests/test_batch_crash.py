@@ -147,3 +147,15 @@ def test_cancel_batches_waits_for_a_lagging_list_before_giving_up_a_create_in_do
     assert cancel.returncode == 1, cancel.stderr
     jobs = ws.fake.stats()["batch"]["jobs"]
     assert jobs and set(jobs.values()) == {"BATCH_STATE_CANCELLED"}, jobs  # none left running (and billed)
+
+
+def test_fresh_cancel_batches_finds_and_cancels_the_job_of_a_create_in_doubt(ws: Workspace) -> None:
+    ws.fake.configure(batch_pending=30, batch_list_lag=2.0)
+    crashed = ws.run_process(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CRASH_AT="created", ENRICHKIT_BATCH_SETTLE="5"))
+    assert crashed.returncode == 137, crashed.stderr
+    old = set(ws.fake.stats()["batch"]["jobs"])
+    fresh = ws.run("--fresh", "--yes", "--cancel-batches", *FAST, "--batch-detach",
+                   env=batch_env(ws, ENRICHKIT_BATCH_SETTLE="5"))
+    assert fresh.returncode == 5, fresh.stderr
+    jobs = ws.fake.stats()["batch"]["jobs"]
+    assert old and {jobs[name] for name in old} == {"BATCH_STATE_CANCELLED"}, jobs  # the old job's: none left

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enrichkit.batch.google import BatchClient
-from enrichkit.batch.ledger import IN_FLIGHT, Ledger, ledger_path
-from enrichkit.batch.parts import BatchSettings
+from enrichkit.batch.ledger import IN_FLIGHT, Chunk, Ledger, ledger_path
+from enrichkit.batch.parts import BatchSettings, _display_prefix
 from enrichkit.batch.run import BatchRun
 from enrichkit.config.plan import Plan
 from enrichkit.errors import ConfigError, UsageError
@@ -60,6 +60,8 @@ def before_open(plan: Plan, settings: Settings) -> None:
         client = _client(plan, settings)
         try:
             for chunk in flying:
+                if chunk.state == "creating" and not chunk.batch_name:
+                    _cancel_in_doubt(client, ledger.meta("job_id") or "", chunk, settings.batch_settle)
                 if chunk.batch_name:
                     try:
                         client.cancel(chunk.batch_name)
@@ -71,6 +73,26 @@ def before_open(plan: Plan, settings: Settings) -> None:
         log.warning("--fresh --cancel-batches: cancelled %d Google batch job(s) of the old job", len(flying))
     finally:
         ledger.close()
+
+
+def _cancel_in_doubt(client: BatchClient, job_id: str, chunk: Chunk, settle: float) -> None:
+    """A create whose answer was lost may have made a job, listed late: looked for by display name until the
+    list had its settle time, and cancelled when found (else the old job would run on, and be billed)."""
+    prefix = _display_prefix(job_id, chunk)
+    while True:
+        try:
+            found = [job for job in client.jobs() if job.display_name.startswith(prefix)]
+        except Exception as exc:  # noqa: BLE001 - asked again after a pause
+            log.info("list of batch jobs: %s", str(exc)[:160])
+            found = None
+        for job in found or []:
+            try:
+                client.cancel(job.name)
+            except Exception as exc:  # noqa: BLE001 - an ended job needs no cancel
+                log.info("cancel of %s: %s", job.name, str(exc)[:160])
+        if found or (found is not None and time.time() - (chunk.creating_at or 0.0) >= settle):
+            return
+        time.sleep(min(1.0, max(settle, 0.05)))
 
 
 def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, progress: Progress,
