@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Tests and tools write bytecode caches: without them every test process compiles enrichkit again, and pytest
+# rewrites every test module's asserts on every run (seconds each time), whatever the shell says.
+unexport PYTHONDONTWRITEBYTECODE
 
 INPUT  ?= data/sample.csv
 OUTPUT ?= out/enriched.csv

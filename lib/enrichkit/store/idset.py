@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator
 
 _BUCKET_BITS = 12
 _SHIFT = 64 - _BUCKET_BITS
-# What every empty set reads until its first insert: 4,096 arrays cost ~350 KB and 5 ms to make, and a
-# checkpoint read without its IDs (the job tools, the dashboard's 10,000 jobs) holds two empty sets.
+# What every empty bucket reads until its first insert: 4,096 arrays cost ~350 KB and 5 ms to make, and a
+# checkpoint read without its IDs (the job tools, the dashboard's 10,000 jobs) holds two empty sets; a set of
+# 40 IDs makes 40 arrays, not 4,096.
 _NO_BUCKETS: tuple[array[int], ...] = tuple(array("Q") for _ in range(1 << _BUCKET_BITS))
 
 
@@ -50,8 +51,9 @@ class IdSet:
             start = 0
             for b in range(len(ids._buckets)):
                 end = bisect_left(values, (b + 1) << _SHIFT, start)
-                ids._buckets[b] = values[start:end]
-                start = end
+                if end > start:
+                    ids._buckets[b] = values[start:end]
+                    start = end
             ids._len = len(values)
         else:
             for value in values:
@@ -63,12 +65,17 @@ class IdSet:
 
     def _own_buckets(self) -> list[array[int]]:
         if isinstance(self._buckets, tuple):
-            self._buckets = [array("Q") for _ in range(1 << _BUCKET_BITS)]
+            self._buckets = list(_NO_BUCKETS)  # still the shared empty arrays: each is replaced at its first insert
         return self._buckets
 
     def _add_value(self, value: int) -> None:
         buckets = self._buckets
-        bucket = (buckets if type(buckets) is list else self._own_buckets())[value >> _SHIFT]
+        if type(buckets) is not list:
+            buckets = self._own_buckets()
+        b = value >> _SHIFT
+        bucket = buckets[b]
+        if bucket is _NO_BUCKETS[b]:
+            bucket = buckets[b] = array("Q")
         i = bisect_left(bucket, value)
         if i == len(bucket) or bucket[i] != value:
             bucket.insert(i, value)
