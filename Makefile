@@ -12,7 +12,7 @@ OUTPUT ?= out/enriched.csv
 STAGES ?= data/stages.toml
 ARGS   ?=
 
-.PHONY: install demo demo-batch enrich test unit lint typecheck bench status clean
+.PHONY: install demo demo-batch enrich test slow unit lint typecheck bench status clean
 
 install: $(STAMP)
 
@@ -39,11 +39,15 @@ demo-batch: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+## slow: the variants `make test` leaves out (every crash point, pip installs, the browser); CI runs both
+slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow
 
 ## unit: the tests that start no process and no server, in seconds
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q -m "not e2e and not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
