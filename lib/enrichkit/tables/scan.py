@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from enrichkit.store.idset import IdSet
-from enrichkit.tables.records import BadRow, EmptyRow, InputTable, Record, RecordIds
+from enrichkit.tables.records import BadRow, EmptyRow, Record, RecordIds, Table
 
 Position = tuple[int, int]  # (byte offset just after a row, its row number); (0, 0) is the top of the file
 
@@ -49,7 +49,7 @@ class PendingScan:
     exact after a whole walk from the top (`complete`).
     """
 
-    def __init__(self, table: InputTable, id_columns: list[str], *, done: Callable[[str], bool] | None = None,
+    def __init__(self, table: Table, id_columns: list[str], *, done: Callable[[str], bool] | None = None,
                  wanted: Callable[[str], bool] | None = None, limit: int | None = None, count_all: bool = True,
                  start: Position | None = None, on_unreadable: Callable[[BadRow], None] | None = None) -> None:
         self.table = table
