@@ -32,10 +32,15 @@ class CsvTable(TextTable):
             return "give the separator with --delimiter (',' ';' tab '|') and check --encoding"
         return "check --encoding and --delimiter"
 
+    def _open(self, shown: str, encoding: str | None, delimiter: str | None) -> None:
+        self._open_text(shown, encoding, delimiter)
+        self._check_one_column_header(given=delimiter is not None)
+        self._check_sample(self._rows(0, 0))
+
     def _text_format(self, fmt: TextFormat, head: bytes, delimiter: str | None, shown: str) -> TextFormat:
         return sniff_separator(fmt, head, delimiter, self.separators)
 
-    def _check_header(self, *, given: bool) -> None:
+    def _check_one_column_header(self, *, given: bool) -> None:
         # A one-column header holding another separator is a wrong delimiter; a given one is trusted where the
         # other separators only occur inside quotes.
         if len(self.columns) != 1:

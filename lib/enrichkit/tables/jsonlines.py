@@ -24,6 +24,10 @@ class JsonLinesTable(TextTable):
     def _hint(self, message: str) -> str:
         return "each line must be one JSON object; check --encoding"
 
+    def _open(self, shown: str, encoding: str | None, delimiter: str | None) -> None:
+        self._open_text(shown, encoding, delimiter)
+        self._check_sample(self._rows(0, 0))
+
     def _text_format(self, fmt: TextFormat, head: bytes, delimiter: str | None, shown: str) -> TextFormat:
         if delimiter is not None:
             raise InputError("--delimiter applies to .csv and .tsv input, not .jsonl", shown)
@@ -41,7 +45,6 @@ class JsonLinesTable(TextTable):
                     if not isinstance(obj, dict):
                         raise ValueError("the first line is not a JSON object")
                     yield list(obj)
-            return
 
     def _rows(self, offset: int, first_row: int) -> Generator[RowItem, None, None]:
         columns = self.columns

@@ -1,10 +1,11 @@
 """One walk over the input: each record once, in file order, with its ID, and the rows that are not records.
 
-`PendingScan` yields the records still to do (skipping IDs already done, from a resume position), counts
-what it passed (`ScanCounts`: records, duplicates, unreadable and empty rows) and says whether those counts
-are the whole input's. The pipeline walks it, `precount` and `--dry-run` count with it, and `jobs.py validate`
-and `missing` compare the input with the output through it; this is the only place that decides what a
-duplicate, an unreadable row or an empty row is.
+`PendingScan` walks any `Table` and yields the records still to do (`Pending`: the record, its ID, where it
+starts; skipping IDs already done, from a resume `Position`), counts what it passed (`ScanCounts`: records,
+duplicates, unreadable and empty rows) and says whether those counts are the whole input's. The pipeline
+walks it, `precount` and `--dry-run` count with it, and the jobs tool's `validate`, `missing` and `export`
+(`jobs/audit.py`) read the input through it; this is the only place that decides what a duplicate, an
+unreadable row or an empty row is.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ class TextTable(TableBase):
     header_lines = 1  # lines before the first data row (for the estimate)
     _fmt: TextFormat
 
-    def _open(self, shown: str, encoding: str | None, delimiter: str | None) -> None:
+    def _open_text(self, shown: str, encoding: str | None, delimiter: str | None) -> None:
+        """Sniff the format from the first bytes (refusing what the flags cannot fix), read the header."""
         with open(self.path, "rb") as f:
             head = f.read(SAMPLE_BYTES)
         fmt = self._text_format(sniff_encoding(head, encoding, shown), head, delimiter, shown)
@@ -26,8 +27,6 @@ class TextTable(TableBase):
         self.encoding = fmt.encoding
         self.delimiter = fmt.delimiter
         self.columns = self._read_header(self._raw_header())
-        self._check_header(given=delimiter is not None)
-        self._check_sample(self._rows(0, 0))
 
     @abstractmethod
     def _text_format(self, fmt: TextFormat, head: bytes, delimiter: str | None, shown: str) -> TextFormat:
@@ -36,9 +35,6 @@ class TextTable(TableBase):
     @abstractmethod
     def _raw_header(self) -> Iterator[list[str]]:
         """The header's cells, unchecked."""
-
-    def _check_header(self, *, given: bool) -> None:
-        """Whole-file checks of the header beyond `_read_header`'s (none by default); `given`: --delimiter was."""
 
     @abstractmethod
     def _rows(self, offset: int, first_row: int) -> Generator[RowItem, None, None]:
