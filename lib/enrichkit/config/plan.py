@@ -23,7 +23,7 @@ from enrichkit.logs import log
 from enrichkit.pace.deadline import MAX_SECONDS
 from enrichkit.store.jobfiles import JobPaths, same_file
 from enrichkit.store.output import COST_COLUMN, ID_COLUMN, JOB_COLUMN, output_columns
-from enrichkit.tables.records import InputTable
+from enrichkit.tables.records import InputTable, Table
 
 # Options a job records in its checkpoint: a bare --resume continues with them.
 RECORDED = ("stages_file", "stages", "id_columns", "max_workers", "checkpoint_interval", "rpm", "tpm",
@@ -149,7 +149,7 @@ class Plan:
     options: RunOptions
     paths: JobPaths
     stages: StagesConfig
-    table: InputTable
+    table: Table
     id_columns: list[str]
     columns: list[str]  # of the output
     fingerprint: str

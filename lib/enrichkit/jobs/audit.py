@@ -21,7 +21,7 @@ from enrichkit.store.idset import IdSet
 from enrichkit.store.jobfiles import CHECKPOINT_SUFFIX, STOPPED, JobPaths, same_file
 from enrichkit.store.output import output_columns
 from enrichkit.store.readback import scan_output
-from enrichkit.tables.records import InputTable, Record, make_record_id
+from enrichkit.tables.records import InputTable, Record, Table, make_record_id
 from enrichkit.tables.scan import PendingScan
 
 SHOW = 20  # defects of one kind listed one by one; the rest are counted
@@ -70,7 +70,7 @@ def output_ids(path: Path) -> IdSet:
     return ids
 
 
-def open_input(job: JobStatus) -> InputTable:
+def open_input(job: JobStatus) -> Table:
     path = job.paths.input
     if path is None or not str(path) or str(path) == ".":
         raise InputError(f"{job.paths.checkpoint}: the checkpoint does not name its input")
@@ -78,13 +78,13 @@ def open_input(job: JobStatus) -> InputTable:
     return InputTable(path, encoding=options.get("encoding") or None, delimiter=options.get("delimiter") or None)
 
 
-def id_columns(job: JobStatus, table: InputTable) -> list[str]:
+def id_columns(job: JobStatus, table: Table) -> list[str]:
     columns = job.cp.id_columns or list(table.columns)
     table.require_columns(columns, "the job's --id-columns")
     return columns
 
 
-def input_scan(job: JobStatus, table: InputTable, *, done: IdSet | None = None) -> PendingScan:
+def input_scan(job: JobStatus, table: Table, *, done: IdSet | None = None) -> PendingScan:
     """The job's input walked as a run walks it: each record once, in file order; with `done`, only
     the records not in it."""
     return PendingScan(table, id_columns(job, table), done=None if done is None else done.__contains__)
@@ -111,7 +111,7 @@ class MissingCount:
     unreadable: int = 0  # input rows that are no record at all (see the error log)
 
 
-def missing_records(job: JobStatus, table: InputTable, *, include_failed: bool = True,
+def missing_records(job: JobStatus, table: Table, *, include_failed: bool = True,
                     count: MissingCount | None = None) -> Iterator[tuple[Record, str, str]]:
     """(record, record ID, "pending" | "failed") for each input record whose row is not in the output,
     in input order, each ID once (a duplicate row is the same record)."""
@@ -225,7 +225,7 @@ def validate_job(job: JobStatus) -> Validation:
     return result
 
 
-def _check_output(job: JobStatus, table: InputTable, columns: list[str], result: Validation) -> IdSet:
+def _check_output(job: JobStatus, table: Table, columns: list[str], result: Validation) -> IdSet:
     """Header, torn, ragged, duplicated and mismatched rows; returns the IDs of the good rows."""
     path = job.paths.output
     ids = IdSet()

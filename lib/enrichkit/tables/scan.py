@@ -1,10 +1,11 @@
 """One walk over the input: each record once, in file order, with its ID, and the rows that are not records.
 
-`PendingScan` yields the records still to do (skipping IDs already done, from a resume position), counts
-what it passed (`ScanCounts`: records, duplicates, unreadable and empty rows) and says whether those counts
-are the whole input's. The pipeline walks it, `precount` and `--dry-run` count with it, and `jobs.py validate`
-and `missing` compare the input with the output through it; this is the only place that decides what a
-duplicate, an unreadable row or an empty row is.
+`PendingScan` walks any `Table` and yields the records still to do (`Pending`: the record, its ID, where it
+starts; skipping IDs already done, from a resume `Position`), counts what it passed (`ScanCounts`: records,
+duplicates, unreadable and empty rows) and says whether those counts are the whole input's. The pipeline
+walks it, `precount` and `--dry-run` count with it, and the jobs tool's `validate`, `missing` and `export`
+(`jobs/audit.py`) read the input through it; this is the only place that decides what a duplicate, an
+unreadable row or an empty row is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from enrichkit.store.idset import IdSet
-from enrichkit.tables.records import BadRow, EmptyRow, InputTable, Record, RecordIds
+from enrichkit.tables.records import BadRow, EmptyRow, Record, RecordIds, Table
 
 Position = tuple[int, int]  # (byte offset just after a row, its row number); (0, 0) is the top of the file
 
@@ -49,7 +50,7 @@ class PendingScan:
     exact after a whole walk from the top (`complete`).
     """
 
-    def __init__(self, table: InputTable, id_columns: list[str], *, done: Callable[[str], bool] | None = None,
+    def __init__(self, table: Table, id_columns: list[str], *, done: Callable[[str], bool] | None = None,
                  wanted: Callable[[str], bool] | None = None, limit: int | None = None, count_all: bool = True,
                  start: Position | None = None, on_unreadable: Callable[[BadRow], None] | None = None) -> None:
         self.table = table

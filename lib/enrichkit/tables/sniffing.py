@@ -1,12 +1,13 @@
-"""How a text table is written: its encoding, separator and line ends, sniffed from its first bytes
-unless given (`--encoding`, `--delimiter`). `InputTable` reads with what `sniff_text` decides."""
+"""How a text table is written: its encoding, separator and line ends, sniffed from its first bytes unless
+given (`--encoding`, `--delimiter`). The text readers (`text.py`) read with what these functions decide:
+`sniff_encoding` for every text file, `sniff_separator` for CSV/TSV, `refuse_legacy_encoding` last."""
 
 from __future__ import annotations
 
 import codecs
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from enrichkit.errors import InputError
@@ -48,33 +49,26 @@ class TextFormat:
         return dict(self.unquoted).get(char, 0)
 
 
-def sniff_text(head: bytes, kind: str, encoding: str | None, delimiter: str | None, path: str) -> TextFormat:
-    """The format of a file whose first bytes are `head`; raises InputError naming the flag to use."""
+def sniff_encoding(head: bytes, encoding: str | None, path: str) -> TextFormat:
+    """The encoding of a text file whose first bytes are `head` (a BOM decides; else `encoding`; else UTF-8);
+    raises InputError naming the flag to use."""
     name, codec, bom = _resolve_encoding(head, encoding, path)
-    seekable = _line_safe(codec)
-    errors = "surrogateescape" if codec == "utf-8" else UNREADABLE
-    if kind == ".jsonl":
-        if delimiter is not None:
-            raise InputError("--delimiter applies to .csv and .tsv input, not .jsonl", path)
-        if not seekable:
-            raise InputError(f"JSON lines cannot be read as {name}; re-save the file as UTF-8", path)
-        fmt = TextFormat(name, codec, bom, errors, seekable)
+    return TextFormat(name, codec, bom, "surrogateescape" if codec == "utf-8" else UNREADABLE, _line_safe(codec))
+
+
+def sniff_separator(fmt: TextFormat, head: bytes, delimiter: str | None, order: tuple[str, ...]) -> TextFormat:
+    """`fmt` with the separator (given, or the one of `order` seen most outside quotes in the first line; a tie
+    goes to the earlier one, none seen to the first) and the line ends of a CSV/TSV file."""
+    text = codecs.getincrementaldecoder(fmt.codec)("replace").decode(head[fmt.bom:fmt.bom + 65536])
+    counts, newline = _scan_header_line(text)
+    if delimiter is None:
+        best = max(order, key=counts.__getitem__)
+        chosen = best if counts[best] else order[0]
+    elif delimiter.lower() in DELIMITERS:
+        chosen = DELIMITERS[delimiter.lower()]
     else:
-        text = codecs.getincrementaldecoder(codec)("replace").decode(head[bom:bom + 65536])
-        counts, newline = _scan_header_line(text)
-        if delimiter is None:
-            order = ("\t", ",", ";") if kind == ".tsv" else (",", ";", "\t")
-            best = max(order, key=counts.__getitem__)  # a tie goes to the earlier one
-            chosen = best if counts[best] else order[0]
-        elif delimiter.lower() in DELIMITERS:
-            chosen = DELIMITERS[delimiter.lower()]
-        else:
-            raise InputError(f"--delimiter must be one of , ; tab |, not {delimiter!r}")
-        fmt = TextFormat(name, codec, bom, errors, seekable, b"\r" if newline == "\r" else b"\n", chosen,
-                         tuple(counts.items()))
-    if encoding is None and not bom:
-        _refuse_legacy_encoding(head, path)
-    return fmt
+        raise InputError(f"--delimiter must be one of , ; tab |, not {delimiter!r}")
+    return replace(fmt, newline=b"\r" if newline == "\r" else b"\n", delimiter=chosen, unquoted=tuple(counts.items()))
 
 
 def delimiter_name(char: str) -> str:
@@ -139,7 +133,7 @@ _REAL_UTF8 = re.compile("[\u0080-\ud7ff\ue000-\U0010ffff]")
 _WORD_END = frozenset(" \t\r\n,;|\"")
 
 
-def _refuse_legacy_encoding(head: bytes, path: str) -> None:
+def refuse_legacy_encoding(head: bytes, path: str) -> None:
     """A sample that is not UTF-8 but reads as words in a Windows code page (accented letters inside words,
     or whole words of high bytes, and no real UTF-8 character anywhere) is a file from an old Excel: stop and
     name the codec. Stray bad bytes in a UTF-8 file stay bad rows."""

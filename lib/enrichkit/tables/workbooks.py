@@ -1,4 +1,6 @@
-"""The first sheet of an XLSX workbook, streamed with openpyxl in read-only mode (imported only for XLSX)."""
+"""The first sheet of an XLSX workbook, streamed with openpyxl in read-only mode (imported only for XLSX), for
+the XLSX reader (`xlsx.py`): each row's cells as strings, which of them are formulas with no computed value,
+and the row count the sheet's dimension gives."""
 
 from __future__ import annotations
 
