@@ -271,3 +271,30 @@ email_domain = "string"
     done = run_api(api_site, block, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "completed 0 20\n"
+
+
+def test_a_key_in_a_env_file_is_used_and_os_environ_is_left_as_it_was(api_site: Path, tmp_path: Path,
+                                                                      fake: FakeGemini) -> None:
+    """The library reads the .env files (here the stages file's folder's: the key and the stand-in's address) as
+    data: the key is sent (the stand-in refuses any other), and `os.environ` is the same after `enrich` and `Job`."""
+    funds(tmp_path, 6)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / ".env").write_text(f"GEMINI_API_KEY={KEY}\nGEMINI_BASE_URL={fake.url}\nJOB_ONLY=1\n", encoding="utf-8")
+    (job / "stages.toml").write_text('[[stages]]\nname = "poc"\nmodel = "gemini-2.5-flash"\n'
+                                     'prompt = "Who runs {fund.title}?"\n[stages.fields]\npoc_name = "string"\n',
+                                     encoding="utf-8")
+    fake.configure(require_key=KEY)
+    done = run_api(api_site, """
+        import json, os, enrichkit
+        before = dict(os.environ)
+        first = enrichkit.enrich("funds.csv", "out/e.csv", stages="job/stages.toml", limit=2)
+        after_enrich = dict(os.environ) == before
+        with enrichkit.Job("funds.csv", "out/e.csv", resume=True) as job:
+            second = job.run()
+        print(json.dumps([first.exit_code, second.exit_code, second.counts["completed"], after_enrich,
+                          dict(os.environ) == before, "GEMINI_API_KEY" in os.environ, "JOB_ONLY" in os.environ]))
+    """, tmp_path, env={"HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [1, 0, 6, True, True, False, False]
+    assert fake.stats()["generate"] == 6  # every record asked the stand-in, with the key from the .env file

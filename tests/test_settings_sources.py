@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, ROOT, Workspace
+from conftest import API_KEY, ROOT, Workspace, read_csv
 
 # Without the base URL recorded, a resume would go to Google: a dead proxy keeps every such request on this machine.
 NO_INTERNET = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -116,3 +116,16 @@ def test_env_example_points_at_the_stand_in_on_a_port_of_its_own() -> None:
     assert dashboard and url.group(1) != dashboard.group(1)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"python scripts/fake_gemini.py --port {url.group(1)}" in readme
+
+
+def test_the_cli_gives_a_python_stage_the_env_files_variables(fws: Workspace) -> None:
+    """The library only reads the .env files; the CLI (the process edge) exports their variables into its process
+    as it always has, so a python stage reading `os.environ` sees them."""
+    (fws.tmp / ".env").write_text("STAGE_TOKEN=from-dotenv\n", encoding="utf-8")
+    (fws.tmp / "dotenv_reader_stage.py").write_text(
+        "import os\ndef f(record):\n    return {'token': os.environ.get('STAGE_TOKEN', 'unset')}\n", encoding="utf-8")
+    fws.stages.write_text('[[stages]]\nname = "p"\ntype = "python"\nfunction = "dotenv_reader_stage:f"\n'
+                          '[stages.fields]\ntoken = "string"\n', encoding="utf-8")
+    proc = fws.run()
+    assert proc.returncode == 0, proc.stderr
+    assert {row["token"] for row in read_csv(fws.output)} == {"from-dotenv"}

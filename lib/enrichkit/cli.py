@@ -1,5 +1,6 @@
 """`enrich.py`'s command line: flags in, a `enrichkit.Job` run, its exit code out. Here: the argument parser,
-the signal handlers, the `--fresh` question on a terminal, and the test knobs read from the environment. The rest
+the signal handlers, the `--fresh` question on a terminal, the test knobs read from the environment, and the
+.env files' variables exported into the process (the library only reads them). The rest
 of the process edge (errors to one line and an exit code, closed streams, the exit itself) is `enrichkit.edge`'s,
 shared with `jobs.py`; everything else (the key and its redaction, recorded options, closing, notifying) is the
 library's.
@@ -31,6 +32,7 @@ from enrichkit.redact import redact
 
 if TYPE_CHECKING:
     from enrichkit.api import Job
+    from enrichkit.config.envfiles import Environment
 
 EXAMPLES = """\
 examples:
@@ -211,13 +213,21 @@ def _run(given: dict[str, Any]) -> int:
     edge = _Edge()
     job = Job(given.pop("input"), given.pop("output"), stages=given.pop("stages_file", None),
               select_stages=given.pop("stages", None), progress=True, confirm=edge.confirm,
-              drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0), _settings=settings, **given)
+              drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0), _settings=settings,
+              _on_environment=_export_env_files, **given)
     edge.job = job
     with edge.signals():
         result = job.run()
     if result.error is not None:
         say(f"enrich: error: {redact(str(result.error))}")
     return result.exit_code
+
+
+def _export_env_files(env: Environment) -> None:
+    """The process's environment gets the .env files' variables it lacks, as `enrich.py` always loaded them (a
+    python stage reading `os.environ` sees them). The library only reads them."""
+    for name, value in env.exported().items():
+        os.environ.setdefault(name, value)
 
 
 def _crash_hook(points: str) -> Callable[[str], None] | None:

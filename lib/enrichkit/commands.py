@@ -89,7 +89,7 @@ def export_command(checkpoint: str | Path, output: str | Path) -> str:
 def next_steps(paths: JobPaths, outcome: Outcome, report: Mapping[str, Any]) -> list[str]:
     """The lines under a run's summary: the command that continues the job (resume, or retry the failures), and
     once there are rows to look at and the run did not stop halfway, the export for Excel."""
-    from enrichkit.jobs.state import next_command  # the job tools' one rule for "what continues a job"
+    from enrichkit.jobs.continuing import next_command  # the job tools' one rule for "what continues a job"
 
     counts = report["counts"]
     steps = []

@@ -4,7 +4,7 @@ between a call and the pipeline (`StageFailure`, `Abandoned`, `OutageTooLong`).
 A user-facing error is one line that says what happened and what to do, mapped to an exit code by its
 class (`exit_code`) in one place (`enrichkit.edge.error_edge`). A few narrow exceptions live beside the
 code that raises them (`pace.deadline.DeadlineExceeded`, `pace.budget.BudgetRefused`,
-`store.jobfiles.NotRegular`, `jobs.state.AmbiguousJob`).
+`store.jobfiles.NotRegular`, `jobs.listing.AmbiguousJob`).
 """
 
 from __future__ import annotations

@@ -7,24 +7,19 @@ read, and in what order: `enrichkit.config.envfiles`.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from enrichkit.config.envfiles import KEY_NAMES, Environment, missing_key_message
 from enrichkit.errors import AuthError, UsageError
 from enrichkit.redact import register_secret
 
 
-def api_key(searched: list[Path] | None = None) -> str:
-    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (environment, or the .env files `searched`: see
-    enrichkit.config.envfiles). A key pasted with typographic quotes, spaces or other non-ASCII characters is refused
-    here (exit 2)."""
-    from enrichkit.config.envfiles import load_env_files, missing_key_message
-
-    searched = load_env_files(None) if searched is None else searched
-    name = "GEMINI_API_KEY" if os.environ.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
-    key = os.environ.get(name) or ""
+def api_key(env: Environment) -> str:
+    """The Gemini key from GEMINI_API_KEY or GOOGLE_API_KEY (the environment, else the .env files: see
+    enrichkit.config.envfiles). A key pasted with typographic quotes, spaces or other non-ASCII characters is
+    refused here (exit 2)."""
+    name = "GEMINI_API_KEY" if env.get("GEMINI_API_KEY") else "GOOGLE_API_KEY"
+    key = env.get(name) or ""
     if not key:
-        raise AuthError(missing_key_message(searched) + " (or pass api_key=)")
+        raise AuthError(missing_key_message(env) + " (or pass api_key=)")
     bad = [c for c in key if not (c.isascii() and c.isprintable()) or c.isspace() or c in "\"'"]
     if bad:
         kinds = sorted({"spaces" if c.isspace() else "quotes" if c in "\"'“”‘’" else "non-ASCII characters"
@@ -34,15 +29,12 @@ def api_key(searched: list[Path] | None = None) -> str:
     return key
 
 
-def register_keys(given: str | None = None, stages_file: str | None = None) -> None:
+def register_keys(given: str | None, env: Environment) -> None:
     """Whatever the stages, a key given or in the environment or a .env file is a secret: a python stage's error
     text, an http stage's answer may carry it, and it must reach no file and no line."""
-    from enrichkit.config.envfiles import env_values
-
-    files = env_values(stages_file)
     values = [given]
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
-        values += [os.environ.get(name), *(found.get(name) for found in files)]
+    for name in KEY_NAMES:
+        values += [env.environ.get(name), *env.in_files(name)]
     for value in values:
         if value:
             register_secret(value)

@@ -38,7 +38,8 @@ from typing import Any
 from dotenv import dotenv_values
 
 from enrichkit.errors import ConfigError
-from enrichkit.jobs.state import SKIP_DIRS, JobStatus, decide_state, load_status, read_job_summary, recency
+from enrichkit.jobs.listing import SKIP_DIRS, recency
+from enrichkit.jobs.state import JobStatus, decide_state, load_status, read_job_summary
 from enrichkit.redact import DEFAULT, Redactor
 from enrichkit.store.jobfiles import CHECKPOINT_SUFFIX, distrust, is_run, owner_path, read_owner, read_regular
 
@@ -130,7 +131,7 @@ _OWNER_SUFFIX = ".lock.owner"
 
 
 class FolderWalk:
-    """The checkpoints (and lock owner files) under a folder, as `state.find_checkpoints` finds them
+    """The checkpoints (and lock owner files) under a folder, as `listing.find_checkpoints` finds them
     (hidden folders and package trees skipped, links not followed), listing again only the folders whose
     mtime changed since the last walk: a checkpoint is replaced by a rename, a run's owner file created
     and removed, each of which changes its folder's mtime. A folder changed within the last 2 s is listed

@@ -19,17 +19,8 @@ from enrichkit.commands import cancel_command
 from enrichkit.edge import error_edge, settle_streams
 from enrichkit.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UsageError
 from enrichkit.jobs import views
-from enrichkit.jobs.state import (
-    ACTIVE,
-    AmbiguousJob,
-    JobStatus,
-    find_checkpoints,
-    load_all,
-    load_sorted,
-    load_status,
-    resolve_checkpoint,
-    totals,
-)
+from enrichkit.jobs.listing import AmbiguousJob, find_checkpoints, load_all, load_sorted, resolve_checkpoint, totals
+from enrichkit.jobs.state import ACTIVE, JobStatus, load_status
 
 EXAMPLES = """\
 examples:

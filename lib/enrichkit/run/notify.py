@@ -28,7 +28,8 @@ import requests
 import tenacity
 
 from enrichkit.errors import Abandoned
-from enrichkit.jobs.state import duration_text, next_command
+from enrichkit.jobs.continuing import next_command
+from enrichkit.jobs.state import duration_text
 from enrichkit.pace.retry import interruptible_sleep
 from enrichkit.redact import redact, redact_tree
 from enrichkit.store.jobfiles import JobPaths
