@@ -105,19 +105,20 @@ class BatchRun(Submitting, Collecting, Sweeping):
         except Abandoned:
             leaving = "stopped"
         outcome = self._outcome(leaving)
-        self.cp.batch = self.ledger.summary()
+        batch = self.ledger.summary()
+        store.note_batch(batch)
         self.progress.close(self._figures())
         store.finish(outcome.status, None, reason=outcome.reason)
         report = build_report(self.cp, store.run, exit_code=outcome.exit_code, wall_seconds=self.clock() - started,
                               message=outcome.message, pace={})
-        report["batch"] = self.cp.batch
+        report["batch"] = batch
         store.write_report(report)
         self.say(outcome.message)
         if not self.opts.quiet:
             paths = self.plan.paths
             self.say(summary(report, [paths.output, paths.checkpoint, paths.report, paths.errors, self.ledger.path]))
-            c = self.cp.batch["cost"]
-            self.say(f"  batch: {self.cp.batch['jobs_total']} Google job(s); answers ${c['tokens_usd']:.4f} tokens + "
+            c = batch["cost"]
+            self.say(f"  batch: {batch['jobs_total']} Google job(s); answers ${c['tokens_usd']:.4f} tokens + "
                      f"${c['grounding_usd']:.4f} grounding at the batch rate; the same tokens at the standard rate "
                      f"${c['tokens_at_standard_usd']:.4f} (saved ${c['saved_usd']:.4f})")
         store.close()
@@ -165,7 +166,7 @@ class BatchRun(Submitting, Collecting, Sweeping):
 
 
     def _save(self) -> None:
-        self.cp.batch = self.ledger.summary()
+        self.store.note_batch(self.ledger.summary())
         self.store.save(None)
         self.progress.update(self._figures())
 

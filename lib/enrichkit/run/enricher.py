@@ -1,7 +1,8 @@
 """One record through its stages, on a worker thread: cache, pacing, breaker, retries, and what it cost.
 
 An enricher never writes a job file: it returns a `RecordResult`, and reports each failed attempt
-through `on_attempt_error` (given at construction: the job's `Inbox`); the pipeline's main thread writes both.
+through `on_attempt_error` (given at construction: the job's `Inbox`); the pipeline's main thread hands both to the
+job store, which writes and books them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The report (`*.report.json`), written at every exit: the whole job, with this run's figures beside it."""
+"""The report (`*.report.json`), written at every exit: the whole job, with this run's figures beside it (a
+`RunTally`, which the job store books as records finish)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from enrichkit.errors import ConfigError
 from enrichkit.run.counters import Counters, StageTable
 from enrichkit.store.idset import IdSet
 from enrichkit.store.jobfiles import atomic_write
+from enrichkit.tables.scan import ScanCounts
 
 VERSION = 1
 KEEP_ERRORS = 50
@@ -112,6 +113,12 @@ class Checkpoint:
     @property
     def records_left(self) -> int:
         return max(0, self.total_records - self.completed_count - self.failed_count)
+
+    def take_counts(self, counts: ScanCounts) -> None:
+        """The input's counts from a whole walk: exact."""
+        self.total_records, self.duplicates = counts.records, counts.duplicates
+        self.input_errors, self.empty_rows = counts.unreadable, counts.empty
+        self.counts_exact = True
 
     def mark_completed(self, record_id: str) -> None:
         self.completed_ids.add(record_id)

@@ -147,10 +147,7 @@ class JobStore:
 
     def counted(self, counts: ScanCounts) -> None:
         """A walk read the whole input: its counts are the job's, exactly."""
-        cp = self.cp
-        cp.total_records, cp.duplicates = counts.records, counts.duplicates
-        cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-        cp.counts_exact = True
+        self.cp.take_counts(counts)
 
     def at_least(self, records: int) -> None:
         """The input holds at least `records` records (the walk met every one after its start)."""
@@ -168,6 +165,10 @@ class JobStore:
         """What this run's requests given up at their deadline (or left on the wire) may have cost: Google may answer
         and bill them all the same, so --max-cost counts it in later runs."""
         self.cp.unsettled_usd = self._unsettled_before + usd
+
+    def note_batch(self, summary: dict[str, Any]) -> None:
+        """--batch: the Google batch jobs, as the ledger sums them up (`batch.ledger.Ledger.summary`)."""
+        self.cp.batch = summary
 
     def unsettled(self, given_up: float) -> float:
         """USD held for requests given up at their deadline, in earlier runs and this one (`given_up`)."""

@@ -21,7 +21,7 @@ from enrichkit.store.jobfiles import remove_stale_temps, same_file
 from enrichkit.store.output import ID_COLUMN
 from enrichkit.store.readback import recover_output
 from enrichkit.store.resumemark import ResumeMark
-from enrichkit.tables.precount import count_exactly
+from enrichkit.tables.precount import count_small_input
 
 
 @dataclass
@@ -138,8 +138,12 @@ def _merge_output(plan: Plan, found: RecoveredJob) -> None:
                           "them), then --resume")
     cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
     found.output_crc32 = rec.crc32
-    if (found.mode == JobMode.NEW or found.input_changed) and not count_exactly(cp, plan.table, plan.id_columns):
-        cp.total_records = max(cp.total_records, plan.table.estimate_rows())
+    if found.mode == JobMode.NEW or found.input_changed:
+        counts = count_small_input(plan.table, plan.id_columns)
+        if counts is not None:
+            cp.take_counts(counts)
+        else:
+            cp.total_records = max(cp.total_records, plan.table.estimate_rows())
 
 
 def _config(plan: Plan) -> dict[str, Any]:
