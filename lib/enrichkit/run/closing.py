@@ -11,13 +11,13 @@ from enrichkit.errors import EnrichError
 from enrichkit.pace.budget import Budget
 from enrichkit.run.outcome import EndedRun, EndFacts, summary
 from enrichkit.store.jobstore import JobStore
-from enrichkit.tables.records import InputTable
 from enrichkit.tables.scan import PendingScan
 
 
-def input_changed(table: InputTable) -> bool:
+def input_changed(plan: Plan) -> bool:
     """Did another program rewrite the input while this run read it? Its counts would then be of a file that no
     longer exists: the job is not called done, and the next run reads it afresh."""
+    table = plan.table
     try:
         st = table.path.stat()
     except OSError:
@@ -25,11 +25,11 @@ def input_changed(table: InputTable) -> bool:
     return (st.st_size, st.st_mtime) != (table.size, table.mtime)
 
 
-def walk_ended(store: JobStore, scan: PendingScan, table: InputTable, *, stopped: bool) -> None:
+def walk_ended(plan: Plan, store: JobStore, scan: PendingScan, *, stopped: bool) -> None:
     """Book what the run's last walk learnt of the input: its counts, and whether records are missing before the
     resume mark."""
     cp = store.cp
-    if input_changed(table):
+    if input_changed(plan):
         store.counts_unknown()  # the next run compares the input with the checkpoint's, and recounts
         return
     if scan.complete:
@@ -51,7 +51,7 @@ def end_facts(plan: Plan, store: JobStore, budget: Budget | None, *, fatal: Enri
                     fatal=fatal, budget_hit=budget_hit, stopped=stopped, limit_hit=limit_hit, limit=plan.options.limit,
                     max_cost=plan.options.max_cost, next_call=budget.refused_at if budget is not None else 0.0,
                     errors_path=plan.paths.errors,
-                    input_changed=str(plan.table.path) if input_changed(plan.table) else "")
+                    input_changed=str(plan.table.path) if input_changed(plan) else "")
 
 
 def say_closing(plan: Plan, ended: EndedRun, say: Callable[[str], None]) -> None:

@@ -95,7 +95,7 @@ class Pipeline:
             store.close()
             raise
         inflight = self._inflight
-        walk_ended(store, self.scan, self.plan.table, stopped=self.stop())
+        walk_ended(self.plan, store, self.scan, stopped=self.stop())
         verdict = self._verdict()
         self.progress.close(self._figures())
         self._note_models(on_the_wire=inflight > 0)
