@@ -59,7 +59,7 @@ def test_a_call_waits_for_room_the_calls_in_flight_hold_rather_than_stopping(tmp
                       encoding="utf-8")
     run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider(worst_cost=0.004)},
                       max_cost=0.0135, max_workers=8)
-    assert run.result.outcome.exit_code == 0, run.result.outcome.message
+    assert run.result.verdict.exit_code == 0, run.result.verdict.message
     assert run.job.store.cp.totals.cost_usd <= 0.0135
 
 
@@ -80,10 +80,10 @@ def test_a_request_given_up_at_its_deadline_counts_against_the_budget_in_later_r
     again = FakeProvider(worst_cost=0.004)
     second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
                          resume=True)
-    assert second.result.outcome.exit_code == 4, second.result.outcome.message
+    assert second.result.verdict.exit_code == 4, second.result.verdict.message
     assert second.job.store.cp.totals.cost_usd + 0.004 <= 0.0065  # what is shown + what Google may bill
     assert again.calls == []
-    assert "given up at their deadline" in second.result.outcome.message
+    assert "given up at their deadline" in second.result.verdict.message
 
 
 def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_runs(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_a_request_left_on_the_wire_at_exit_counts_against_the_budget_in_later_r
     again = FakeProvider(worst_cost=0.004)
     second = run_library(input_path, tmp_path / "out.csv", stages, {"llm": again}, max_cost=0.0065, max_workers=1,
                          resume=True)
-    assert second.result.outcome.exit_code == 4 and again.calls == []
+    assert second.result.verdict.exit_code == 4 and again.calls == []
 
 
 def test_a_call_on_the_eve_of_a_price_rise_reserves_the_new_price(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_a_cost_that_is_not_a_number_stops_on_the_budget_rather_than_waiting_for
     stop.abandon()  # let a hung run go
     worker.join(20)
     assert not hung
-    assert box["run"].result.outcome.exit_code == 4 and provider.calls == []
+    assert box["run"].result.verdict.exit_code == 4 and provider.calls == []
 
 
 def test_a_deprecated_model_reserves_what_its_replacement_may_bill(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_delay_pauses_between_a_records_stages_and_only_there(tmp_path: Path) ->
     clock = FakeClock()
     run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, clock=clock,
                       sleep=clock.sleep, delay=0.5, max_workers=1)
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert sum(clock.sleeps) == pytest.approx(5 * 0.5)  # one pause per record, between its two stages
 
 
@@ -166,7 +166,7 @@ def test_a_budget_that_covers_the_job_ends_done_not_budget_reached(tmp_path: Pat
                       encoding="utf-8")
     run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": FakeProvider()}, max_cost=0.0055,
                       max_workers=1)  # each record costs 0.001: the job's 0.005 is within the budget
-    assert (run.result.outcome.exit_code, run.result.outcome.status) == (0, "completed"), run.result.outcome.message
+    assert (run.result.verdict.exit_code, run.result.verdict.status) == (0, "completed"), run.result.verdict.message
 
 
 @contextlib.contextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import AuthError, BillingError, ConfigError, OutageError, QuotaExhausted, WriteFailed
-from enrichkit.run.outcome import RunEnd, decide_outcome
+from enrichkit.run.outcome import EndFacts, decide_verdict
 
 
-def _end(done: int, failed: int, total: int, **kwargs: object) -> RunEnd:
-    return RunEnd(done=done, failed=failed, left=total - done - failed, **kwargs)  # type: ignore[arg-type]
+def _end(done: int, failed: int, total: int, **kwargs: object) -> EndFacts:
+    return EndFacts(done=done, failed=failed, left=total - done - failed, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("end", "status", "code", "words"), [
@@ -29,7 +29,7 @@ def _end(done: int, failed: int, total: int, **kwargs: object) -> RunEnd:
     (_end(4, 1, 10), "interrupted", 1, "5 not yet tried"),
     (_end(4, 0, 6), "interrupted", 1, "2 not yet tried"),  # records left are never exit 0
 ])
-def test_decide_outcome(end: RunEnd, status: str, code: int, words: str) -> None:
-    outcome = decide_outcome(end)
+def test_decide_verdict(end: EndFacts, status: str, code: int, words: str) -> None:
+    outcome = decide_verdict(end)
     assert (outcome.status, outcome.exit_code) == (status, code)
     assert words in outcome.message

@@ -53,7 +53,7 @@ def test_a_run_writes_every_record_once(tmp_path: Path) -> None:
     input_path, output, stages = _files(tmp_path, 50)
     provider = FakeProvider()
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=4)
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert_exactly_once(output, _ids(input_path), filled="poc_name")
     assert len(provider.calls) == 50 and provider.closed
 
@@ -72,7 +72,7 @@ def test_a_stop_starts_no_record_that_was_not_started(tmp_path: Path) -> None:
     provider = FakeProvider(on_call=slow)
     begun = time.monotonic()
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=4, stop=stop)
-    assert run.result.outcome.exit_code == 130
+    assert run.result.verdict.exit_code == 130
     assert started.is_set()
     # Only the records in flight at the stop finished (at most one per worker beyond the 8th call).
     assert len(provider.calls) <= 8 + 4
@@ -94,7 +94,7 @@ def test_finished_records_of_a_python_batch_are_kept_when_a_slow_one_outlasts_th
         threading.Timer(0.3, lambda: stop.interrupt("SIGINT")).start()
 
     run = run_library(input_path, output, stages, {}, max_workers=1, stop=stop, before_run=stop_soon)
-    assert run.result.outcome.exit_code == 130
+    assert run.result.verdict.exit_code == 130
     # Records 0-9 of the first batch finished before the slow one: they are written, not thrown away.
     assert rows_written(output) >= 10
 
@@ -109,7 +109,7 @@ def test_a_cache_that_fails_costs_a_repeated_call_never_a_record(tmp_path: Path,
     monkeypatch.setattr(ResponseCache, "put", broken)
     input_path, output, stages = _files(tmp_path, 20)
     run = run_library(input_path, output, stages, {"llm": FakeProvider()}, max_workers=4)
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert_exactly_once(output, _ids(input_path))
 
 
@@ -120,7 +120,7 @@ def test_a_corrupt_cache_is_replaced_with_its_journal_files(tmp_path: Path) -> N
     for suffix in ("", "-wal", "-shm"):
         Path(f"{cache}{suffix}").write_bytes(b"this is not a database" * 100)
     run = run_library(input_path, output, stages, {"llm": FakeProvider()})
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert sqlite3.connect(cache).execute("SELECT count(*) FROM responses").fetchone()[0] == 10
 
 
@@ -129,7 +129,7 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_fails_the_record(tmp
     provider = FakeProvider(outcomes={"Fund 00002": [StageFailure("server_error", "503"), {"poc_name": "Ann"}],
                                       "Fund 00005": [StageFailure("client_error", "400 bad request")]})
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=2)
-    assert run.result.outcome.exit_code == 1
+    assert run.result.verdict.exit_code == 1
     assert rows_written(output) == 9
     assert run.job.store.cp.failed_count == 1
     assert sum(1 for stage, text in provider.calls if "Fund 00002" in text) == 2
@@ -145,7 +145,7 @@ def test_skip_if_filled_runs_a_stage_only_for_the_gaps(tmp_path: Path) -> None:
                       '[stages.fields]\nfound_email = "string"\n', encoding="utf-8")
     provider = FakeProvider()
     run = run_library(input_path, tmp_path / "out.csv", stages, {"llm": provider})
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert len(provider.calls) == 4  # the two rows that had an e-mail cost nothing
     assert run.result.report["stages"]["find"]["skipped"] == 2
 
@@ -181,10 +181,10 @@ def test_an_output_replaced_under_the_run_is_not_called_done(tmp_path: Path) -> 
     provider = FakeProvider(on_call=replace_output)
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=2)
     assert swapped.is_set()
-    assert run.result.outcome.exit_code == 1
-    assert "was replaced or deleted by another program" in run.result.outcome.message
+    assert run.result.verdict.exit_code == 1
+    assert "was replaced or deleted by another program" in run.result.verdict.message
     again = run_library(input_path, output, stages, {"llm": FakeProvider()}, resume=True)
-    assert again.result.outcome.exit_code == 0
+    assert again.result.verdict.exit_code == 0
     assert_exactly_once(output, _ids(input_path))
 
 
@@ -197,10 +197,10 @@ def test_an_input_rewritten_during_the_run_is_not_called_done(tmp_path: Path) ->
 
     provider = FakeProvider(on_call=rewrite_input)
     run = run_library(input_path, output, stages, {"llm": provider}, max_workers=1)
-    assert run.result.outcome.exit_code == 1
-    assert "The input changed during the run" in run.result.outcome.message
+    assert run.result.verdict.exit_code == 1
+    assert "The input changed during the run" in run.result.verdict.message
     again = run_library(input_path, output, stages, {"llm": FakeProvider()}, resume=True)
-    assert again.result.outcome.exit_code == 0
+    assert again.result.verdict.exit_code == 0
     assert_exactly_once(output, _ids(input_path))  # all 90 of the file as it is now
 
 
@@ -211,5 +211,5 @@ def test_a_slow_python_stage_gets_every_worker(tmp_path: Path) -> None:
                                             "    time.sleep(0.2)\n    return {'done': 'yes'}\n", encoding="utf-8")
     sys.modules.pop("slow_stage", None)
     run = run_library(input_path, output, stages, {}, max_workers=8)
-    assert run.result.outcome.exit_code == 0
+    assert run.result.verdict.exit_code == 0
     assert len(sys.modules["slow_stage"].seen) >= 4  # spread over the workers, not batched onto one

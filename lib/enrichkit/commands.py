@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enrichkit.run.outcome import Outcome
+    from enrichkit.run.outcome import Verdict
     from enrichkit.store.jobfiles import JobPaths
 
 ENRICH = "enrichkit"
@@ -86,7 +86,7 @@ def export_command(checkpoint: str | Path, output: str | Path) -> str:
             f"--output {shlex.quote(str(Path(output).absolute()))}")
 
 
-def next_steps(paths: JobPaths, outcome: Outcome, report: Mapping[str, Any]) -> list[str]:
+def next_steps(paths: JobPaths, outcome: Verdict, report: Mapping[str, Any]) -> list[str]:
     """The lines under a run's summary: the command that continues the job (resume, or retry the failures), and
     once there are rows to look at and the run did not stop halfway, the export for Excel."""
     from enrichkit.jobs.continuing import next_command  # the job tools' one rule for "what continues a job"

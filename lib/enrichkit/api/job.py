@@ -216,9 +216,9 @@ class Job:
             else:
                 job.close()
         report = ended.report
-        result = RunResult(ended.outcome.status, ended.outcome.exit_code, counts=dict(report.get("counts") or {}),
+        result = RunResult(ended.verdict.status, ended.verdict.exit_code, counts=dict(report.get("counts") or {}),
                            cost_usd=float(report.get("cost_usd") or 0.0), report=report,
-                           message=ended.outcome.message, abandoned=abandoned)
+                           message=ended.verdict.message, abandoned=abandoned)
         self._notify(plan.options.notify_url or plan.stages.defaults.get("notify_url"), report, job)
         return result
 

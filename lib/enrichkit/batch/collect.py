@@ -117,9 +117,9 @@ class Collecting(BatchState):
             except StageFailure as refused:
                 usage = refused.usage if isinstance(refused.usage, Usage) else Usage()
                 return "error", {"error_type": refused.error_type, "message": refused.message,
-                                 "usage": self._priced(usage), "cost_usd": usage.counters().cost_usd}
+                                 "usage": self._priced(usage), "cost_usd": usage.cost_usd}
             return "answered", {"fields": answer.fields, "usage": self._priced(answer.usage),
-                                "cost_usd": answer.usage.counters().cost_usd}
+                                "cost_usd": answer.usage.cost_usd}
         failure = _line_failure(status)
         return "error", {"error_type": failure.error_type, "message": failure.message}
 

@@ -19,7 +19,6 @@ from enrichkit.pace.classify import classify_error
 from enrichkit.providers.base import Request, Usage
 from enrichkit.run.enricher import AttemptError, RecordResult
 from enrichkit.run.job import Job
-from enrichkit.run.report import RunStats
 from enrichkit.run.stopping import StopSignal
 from enrichkit.store.checkpoint import Checkpoint
 from enrichkit.store.jobstore import JobStore
@@ -82,7 +81,6 @@ class BatchState:
     clock: Callable[[], float]
     sleep: Callable[[float], object]
     llm: Any
-    stats: RunStats
     budget_hit: bool
     _ledger_counted: float
     _seen: dict[int, tuple[str, float]]
@@ -154,6 +152,12 @@ def _usage_dict(usage: Usage) -> dict[str, Any]:
             "thinking_tokens": usage.thinking_tokens, "cached_tokens": usage.cached_tokens,
             "grounded": usage.grounded, "search_queries": usage.search_queries,
             "token_cost_usd": usage.token_cost_usd, "grounding_cost_usd": usage.grounding_cost_usd}
+
+
+def _usage_of(data: dict[str, Any]) -> Usage:
+    """A ledger's usage dict (`_usage_dict`) back: its `grounded` flag is the answer's one grounded prompt."""
+    counts = {key: value for key, value in data.items() if key not in ("standard_token_usd", "grounded")}
+    return Usage(**counts, grounded_prompts=int(bool(data.get("grounded"))))
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -42,10 +42,9 @@ from enrichkit.pace.retry import interruptible_sleep
 from enrichkit.providers.base import Request
 from enrichkit.run.enricher import AttemptError
 from enrichkit.run.job import Job
-from enrichkit.run.outcome import Outcome, RunEnd, decide_outcome, summary
-from enrichkit.run.pipeline import PipelineResult as RunResult
+from enrichkit.run.outcome import EndedRun, EndFacts, Verdict, decide_verdict, summary
 from enrichkit.run.progress import Figures, Progress
-from enrichkit.run.report import RunStats, build_report
+from enrichkit.run.report import build_report
 from enrichkit.run.stopping import StopSignal
 
 EXIT_BATCH_RUNNING = 5
@@ -63,7 +62,6 @@ class BatchRun(Submitting, Collecting, Sweeping):
         self.stop, self.say, self.clock, self.sleep = stop, say, clock, sleep
         self.progress = progress or Progress(quiet=True)
         self.llm: Any = job.providers.get("llm")
-        self.stats = RunStats()
         self.fatal: EnrichError | None = None
         self.budget_hit = False
         self._seen: dict[int, tuple[str, float]] = {}  # chunk -> (the Google state last said, when)
@@ -87,7 +85,7 @@ class BatchRun(Submitting, Collecting, Sweeping):
 
     # --- the run --------------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run(self) -> EndedRun:
         started = self.clock()
         store = self.store
         store.begin()
@@ -107,25 +105,24 @@ class BatchRun(Submitting, Collecting, Sweeping):
         except Abandoned:
             leaving = "stopped"
         outcome = self._outcome(leaving)
-        self.cp.batch = self.ledger.summary()
-        self.cp.stop_reason = outcome.reason
+        batch = self.ledger.summary()
+        store.note_batch(batch)
         self.progress.close(self._figures())
-        store.finish(outcome.status, None)
-        report = build_report(self.cp, self.stats, store.run, completed=store.run_completed, failed=store.run_failed,
-                              exit_code=outcome.exit_code, wall_seconds=self.clock() - started,
+        store.finish(outcome.status, None, reason=outcome.reason)
+        report = build_report(self.cp, store.run, exit_code=outcome.exit_code, wall_seconds=self.clock() - started,
                               message=outcome.message, pace={})
-        report["batch"] = self.cp.batch
+        report["batch"] = batch
         store.write_report(report)
         self.say(outcome.message)
         if not self.opts.quiet:
             paths = self.plan.paths
             self.say(summary(report, [paths.output, paths.checkpoint, paths.report, paths.errors, self.ledger.path]))
-            c = self.cp.batch["cost"]
-            self.say(f"  batch: {self.cp.batch['jobs_total']} Google job(s); answers ${c['tokens_usd']:.4f} tokens + "
+            c = batch["cost"]
+            self.say(f"  batch: {batch['jobs_total']} Google job(s); answers ${c['tokens_usd']:.4f} tokens + "
                      f"${c['grounding_usd']:.4f} grounding at the batch rate; the same tokens at the standard rate "
                      f"${c['tokens_at_standard_usd']:.4f} (saved ${c['saved_usd']:.4f})")
         store.close()
-        return RunResult(outcome, report, 0)
+        return EndedRun(outcome, report, 0)
 
     def _loop(self) -> str:
         while True:
@@ -169,7 +166,7 @@ class BatchRun(Submitting, Collecting, Sweeping):
 
 
     def _save(self) -> None:
-        self.cp.batch = self.ledger.summary()
+        self.store.note_batch(self.ledger.summary())
         self.store.save(None)
         self.progress.update(self._figures())
 
@@ -179,43 +176,43 @@ class BatchRun(Submitting, Collecting, Sweeping):
         done = store.done_count() + cp.failed_count
         return Figures(done=done, total=max(cp.total_records, done), failed=cp.failed_count,
                        tokens=cp.totals.total_tokens, cost=cp.totals.cost_usd,
-                       rate_per_min=(store.run_completed + store.run_failed) / minutes)
+                       rate_per_min=(store.run.completed + store.run.failed) / minutes)
 
     def _fail(self, exc: EnrichError) -> None:
         if self.fatal is None:
             self.fatal = exc
             log.error("%s", exc)
 
-    def _outcome(self, leaving: str) -> Outcome:
+    def _outcome(self, leaving: str) -> Verdict:
         cp, store = self.cp, self.store
         flying = self.ledger.chunks(*IN_FLIGHT)
         held = sum(c.lines for c in flying)
         done = store.done_count()
         left = max(0, cp.total_records - done - cp.failed_count)
         if self.fatal is not None:
-            return decide_outcome(self._end(done, left, fatal=self.fatal))
+            return decide_verdict(self._end(done, left, fatal=self.fatal))
         if leaving == "cancelled":
             # Exit 0 only when every record is done (a cron line is removed on it); records left are pending.
-            return Outcome("interrupted" if left else "completed", 1 if left else 0,
+            return Verdict("interrupted" if left else "completed", 1 if left else 0,
                            f"{done} done, {left} left; no Google batch job of this job is running. "
                            "Run with --resume to continue.")
         if flying and leaving == "detached":
-            return Outcome("waiting", EXIT_BATCH_RUNNING,
+            return Verdict("waiting", EXIT_BATCH_RUNNING,
                            f"Waiting for Google: {len(flying)} batch job(s) running with {held} requests; {done} "
                            f"done, {left} left. Run again (--resume) to collect them.")
         if flying:
-            return Outcome("waiting", 130,
+            return Verdict("waiting", 130,
                            f"Interrupted: {done} done, {left} left; {len(flying)} Google batch job(s) keep running "
                            f"({held} requests, billed when they finish). Run with --resume to collect them, or "
                            "--cancel-batches to cancel them.")
         if leaving == "budget":
-            return decide_outcome(self._end(done, left, budget=True))
-        return decide_outcome(self._end(done, left, stopped=leaving == "stopped"))
+            return decide_verdict(self._end(done, left, budget=True))
+        return decide_verdict(self._end(done, left, stopped=leaving == "stopped"))
 
     def _end(self, done: int, left: int, *, fatal: EnrichError | None = None, budget: bool = False,
-             stopped: bool = False) -> RunEnd:
+             stopped: bool = False) -> EndFacts:
         cost = self.cp.totals.cost_usd
-        return RunEnd(done=done, failed=self.cp.failed_count, left=left, cost=cost, fatal=fatal, budget_hit=budget,
+        return EndFacts(done=done, failed=self.cp.failed_count, left=left, cost=cost, fatal=fatal, budget_hit=budget,
                       stopped=stopped, limit_hit=self.opts.limit is not None, limit=self.opts.limit,
                       max_cost=self.opts.max_cost, errors_path=self.plan.paths.errors)
 

@@ -14,7 +14,7 @@ from enrichkit.config.plan import Plan
 from enrichkit.errors import ConfigError, UsageError
 from enrichkit.logs import log
 from enrichkit.run.job import Job, Settings
-from enrichkit.run.pipeline import PipelineResult as RunResult
+from enrichkit.run.outcome import EndedRun
 from enrichkit.run.progress import Progress
 from enrichkit.run.stopping import StopSignal
 
@@ -98,7 +98,7 @@ def _cancel_in_doubt(client: BatchClient, job_id: str, chunk: Chunk, settle: flo
 def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, progress: Progress,
               say: Callable[[str], None], chunk_lines: int = 5000, settle: float = 60.0,
               crash_at: Callable[[str], None] = lambda point: None,
-              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] = time.sleep) -> RunResult:
+              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] = time.sleep) -> EndedRun:
     """The job through the Batch API: open (or make) its ledger, run the loop, close."""
     options = plan.options
     if not plan.llm:

@@ -19,10 +19,11 @@ from enrichkit.batch.parts import (
     _merge,
     _Queued,
     _Sweep,
+    _usage_of,
 )
 from enrichkit.config.stages import Stage
 from enrichkit.errors import StageFailure
-from enrichkit.providers.base import Request, Usage
+from enrichkit.providers.base import Request
 from enrichkit.run.enricher import RecordResult
 from enrichkit.tables.records import Record
 from enrichkit.tables.scan import PendingScan
@@ -35,14 +36,14 @@ class Sweeping(BatchState):
         """Every pending record through its stages as far as the answers at hand go."""
         store, cp = self.store, self.cp
         retrying = store.mode == "retry_failed"
-        counting = store.counts_exactly and not self._swept_once
+        counting = store.mark.must_count and not self._swept_once
         failed = cp.failed_ids
         # After the first walk, a record is looked at again only when one of its lines came back: the others are
         # still held by Google (a million-record job is not re-read whole at every poll).
         full, touched = self._full or counting, self._touched
         # --limit N: the run takes on at most N pending records (those already in flight among them).
         scan = PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
-                           wanted=lambda rid: (rid in failed) == retrying, count_all=counting,
+                           wanted=lambda rid: (rid in failed) == retrying, count_input=counting,
                            limit=self.opts.limit if full else None)
         work = _Sweep()
         wrote = 0
@@ -58,12 +59,10 @@ class Sweeping(BatchState):
         def handle(done: _Assembled, record_id: str) -> None:
             nonlocal wrote
             while self._local_errors:
-                error = self._local_errors.popleft()
-                store.log_error(error)
-                self.stats.add_attempt_error(error.stage, error.error_type)
+                store.log_error(self._local_errors.popleft())  # the store books the job's and the run's figures
             for line in done.logs:
                 store.log_error(line)
-                self.stats.add_attempt_error(line["stage"], line["error_type"])
+                store.run.stages.add_attempt_error(line["stage"], line["error_type"])  # the run's only
             for stage, attempt, request, smaller in done.needs:
                 self._enqueue(work, stage, record_id, attempt, request, smaller)
             result = done.result
@@ -71,8 +70,6 @@ class Sweeping(BatchState):
                 return
             store.commit(result)
             wrote += 1
-            self.stats.add(result.stage_latency, result.skipped_stages, result.failed_stage,
-                           result.failure.error_type if result.failure else None)
             if result.fatal is not None:
                 raise result.fatal
             if wrote % 1000 == 0:
@@ -99,10 +96,7 @@ class Sweeping(BatchState):
         if wrote:
             self.settings.crash_at("written")
         if scan.complete and not self.stop():
-            counts = scan.counts
-            cp.total_records, cp.duplicates = counts.records, counts.duplicates
-            cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-            cp.counts_exact = True
+            store.counted(scan.counts)
         self._swept_once = True
         return work
 
@@ -144,10 +138,10 @@ class Sweeping(BatchState):
         attempts = self.ledger.attempts(stage.name, record_id)
         for item in attempts:  # every answer Google gave is paid for, once, by the record that asked
             if item.usage:
-                usage = Usage(**{k: v for k, v in item.usage.items() if k != "standard_token_usd"})
-                result.counters.add(usage.counters())
+                usage = _usage_of(item.usage)
+                result.counters.add(usage)
                 result.counters.requests += 1
-                cost = usage.counters().cost_usd
+                cost = usage.cost_usd
                 if cost:
                     result.stage_cost[stage.name] = result.stage_cost.get(stage.name, 0.0) + cost
         last = attempts[-1] if attempts else None

@@ -195,7 +195,7 @@ class JobStatus:
             "models": cp.models,
             "model_notes": notes_lines(cp.models),  # deprecated models, answers from another model, unpriced
             "batch": cp.batch,  # --batch: the Google batch jobs (in flight, records they hold, each job's state)
-            "stage_totals": cp.stage_totals,
+            "stage_totals": cp.stage_totals.to_json(),
             "fill_rates": self.fill_rates,
         }
 

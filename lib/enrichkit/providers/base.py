@@ -19,25 +19,16 @@ from enrichkit.config.stages import Stage
 from enrichkit.run.counters import Counters
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What one answer was billed for, priced by the model that served it."""
+@dataclass
+class Usage(Counters):
+    """What one answer was billed for: its counters (tokens, grounding, cost), and the model that served it."""
 
     model: str = ""
-    prompt_tokens: int = 0  # billed input tokens (tool-use prompt tokens included)
-    output_tokens: int = 0  # billed output tokens (thinking included)
-    thinking_tokens: int = 0
-    cached_tokens: int = 0
-    grounded: bool = False
-    search_queries: int = 0
-    token_cost_usd: float = 0.0
-    grounding_cost_usd: float = 0.0
 
-    def counters(self) -> Counters:
-        return Counters(prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
-                        thinking_tokens=self.thinking_tokens, cached_tokens=self.cached_tokens,
-                        grounded_prompts=int(self.grounded), search_queries=self.search_queries,
-                        token_cost_usd=self.token_cost_usd, grounding_cost_usd=self.grounding_cost_usd)
+    @property
+    def grounded(self) -> bool:
+        """The answer used Google Search grounding."""
+        return bool(self.grounded_prompts)
 
 
 @dataclass

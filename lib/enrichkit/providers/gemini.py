@@ -304,7 +304,7 @@ class GeminiProvider(BaseProvider):
                                       flex=flex, batch=batch, asked=asked, at=at)
         self.notes.answered(asked, model, unpriced=charge.unpriced, priced_as=charge.priced_as)
         return Usage(model=model, prompt_tokens=tokens.billed_input, output_tokens=tokens.billed_output,
-                     thinking_tokens=tokens.thoughts, cached_tokens=tokens.cached, grounded=grounded,
+                     thinking_tokens=tokens.thoughts, cached_tokens=tokens.cached, grounded_prompts=int(grounded),
                      search_queries=queries if grounded else 0, token_cost_usd=charge.tokens,
                      grounding_cost_usd=charge.grounding)
 

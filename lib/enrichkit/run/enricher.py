@@ -1,7 +1,8 @@
 """One record through its stages, on a worker thread: cache, pacing, breaker, retries, and what it cost.
 
 An enricher never writes a job file: it returns a `RecordResult`, and reports each failed attempt
-through `on_attempt_error` (given at construction: the job's `Inbox`); the pipeline's main thread writes both.
+through `on_attempt_error` (given at construction: the job's `Inbox`); the pipeline's main thread hands both to the
+job store, which writes and books them.
 """
 
 from __future__ import annotations
@@ -198,10 +199,9 @@ class Enricher:
 
     @staticmethod
     def _charge(result: RecordResult, stage: str, usage: Usage) -> None:
-        counters = usage.counters()
-        result.counters.add(counters)
-        if counters.cost_usd:
-            result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + counters.cost_usd
+        result.counters.add(usage)
+        if usage.cost_usd:
+            result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + usage.cost_usd
 
     def _overloaded(self, request: Request, fallback: str) -> bool:
         """Is the request's model in a breaker cool-down? Logs each switch to the fallback and back."""
@@ -253,4 +253,4 @@ class Enricher:
 def _cost(answered: Any) -> float:
     """What an attempt cost: an answer's usage, or a billed failure's (a malformed or blocked answer)."""
     usage = getattr(answered, "usage", None)
-    return usage.counters().cost_usd if isinstance(usage, Usage) else 0.0
+    return usage.cost_usd if isinstance(usage, Usage) else 0.0

@@ -1,4 +1,6 @@
-"""How a run ended: its status, exit code and closing line (pure), and the summary printed after it."""
+"""How a run ended: the facts at its end (`EndFacts`), the verdict they make (`Verdict`: status, exit code, closing
+line; pure, `decide_verdict`), the `EndedRun` a run returns (the public `enrichkit.RunResult` is made from it), and
+the summary printed after the closing line."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from enrichkit.errors import EXIT_BUDGET, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Verdict:
+    """What a run's end means: the checkpoint's status, the exit code, the closing line."""
+
     status: str  # the checkpoint's status
     exit_code: int
     message: str  # the closing line on stderr
@@ -19,8 +23,8 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class RunEnd:
-    """Why the main loop stopped, and where the job stands."""
+class EndFacts:
+    """Why the run stopped, and where the job stands: what the verdict is decided from."""
 
     done: int
     failed: int
@@ -38,42 +42,52 @@ class RunEnd:
     input_changed: str = ""  # the input's path when its size or mtime changed during the run
 
 
-def decide_outcome(end: RunEnd) -> Outcome:
+def decide_verdict(end: EndFacts) -> Verdict:
     """The first that applies: fatal error, budget, signal, --limit, failures, records not reached, done."""
     done, failed, left = end.done, end.failed, end.left
     if end.fatal is not None:
         status = "failed" if isinstance(end.fatal, AuthError) or end.fatal.exit_code == 2 else "interrupted"
         resume = " Run with --resume to continue." if not isinstance(end.fatal, WriteFailed | AuthError) else ""
-        return Outcome(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
+        return Verdict(status, end.fatal.exit_code, f"Stopped: {end.fatal}. {done} done, {left} left.{resume}")
     if end.budget_hit:
         refused = f"; the next call could cost up to ${end.next_call:.4f}" if end.next_call else ""
         if end.unsettled:
             refused += (f"; ${end.unsettled:.4f} more is held for requests given up at their deadline, which Google "
                         "may have billed")
-        return Outcome("budget_exhausted", EXIT_BUDGET,
+        return Verdict("budget_exhausted", EXIT_BUDGET,
                        f"Budget reached: ${end.cost:.4f} spent (--max-cost {end.max_cost}{refused}); "
                        f"{done} done, {left} left. Raise --max-cost and run with --resume to continue.")
     if end.input_changed:
-        return Outcome("interrupted", EXIT_FAILURES,
+        return Verdict("interrupted", EXIT_FAILURES,
                        f"The input changed during the run ({end.input_changed}): {done} done, {failed} failed. "
                        "Run with --resume to go on with the rows it holds now.")
     if end.stopped:
-        return Outcome("interrupted", EXIT_INTERRUPTED,
+        return Verdict("interrupted", EXIT_INTERRUPTED,
                        f"Interrupted: {done} done, {left} left. Run with --resume to continue.")
     if end.limit_hit and left:  # exit 1, never 0: records are left (cron lines are removed on exit 0)
-        return Outcome("interrupted", EXIT_FAILURES,
+        return Verdict("interrupted", EXIT_FAILURES,
                        f"Stopped after --limit {end.limit}: {done} done, {left} left. Run with --resume to continue.",
                        reason="limit")
     if failed:
         status = "interrupted" if left else "completed_with_failures"
         not_tried = f", {left} not yet tried" if left else ""
-        return Outcome(status, EXIT_FAILURES,
+        return Verdict(status, EXIT_FAILURES,
                        f"Finished with failures: {done} done, {failed} failed{not_tried}. Details in "
                        f"{end.errors_path}; run with --retry-failed to try them again.")
     if left:  # never 0: exit 0 says every record is done (cron lines are removed on it)
-        return Outcome("interrupted", EXIT_FAILURES,
+        return Verdict("interrupted", EXIT_FAILURES,
                        f"Not finished: {done} done, {left} not yet tried. Run with --resume to continue.")
-    return Outcome("completed", EXIT_OK, f"Done: all {done} records enriched.")
+    return Verdict("completed", EXIT_OK, f"Done: all {done} records enriched.")
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """A run that ended: its verdict, its report, and how many records it left on the wire (their threads still
+    wait for their calls)."""
+
+    verdict: Verdict
+    report: dict[str, Any]
+    abandoned: int
 
 
 def summary(report: dict[str, Any], files: list[Path], next_steps: Sequence[str] = ()) -> str:

@@ -1,11 +1,13 @@
-"""The run: walk the input for pending records, keep a bounded pool of workers busy, commit what finishes,
-stop cleanly. A library object: it installs no signal handler and never exits the process.
+"""The run's schedule: walk the input for pending records, keep a bounded pool of workers busy, hand what finishes
+to the store, stop cleanly. A library object: it installs no signal handler and never exits the process.
 
     Pipeline(plan, store, enricher, stop=...).run()
-      PendingScan -> pool of workers (Enricher.enrich) -> results queue -> store.commit -> outcome -> store.finish
+      PendingScan -> pool of workers (Enricher.enrich) -> inbox -> store.commit -> verdict -> store.finish
 
-The main thread is the single writer of every job file; workers only put `RecordResult`s (and
-failed attempts) on a queue. A record not yet started when the run stops is not started.
+The main thread is the single writer of every job file; workers only put `RecordResult`s (and failed attempts) in
+the inbox. A record not yet started when the run stops is not started. Where the walk starts and what the resume
+mark says is `store.mark`'s (`enrichkit.store.resumemark`); the start line, the figures, the budget gate and the
+end of the run (verdict, report, closing lines) are their own modules.
 """
 
 from __future__ import annotations
@@ -14,31 +16,24 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from enrichkit.commands import next_steps
 from enrichkit.config.lifecycle import ModelNotes
-from enrichkit.config.lifecycle import merge as merge_notes
 from enrichkit.config.plan import JobMode, Plan
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
+from enrichkit.run.budgetgate import BudgetGate
+from enrichkit.run.closing import end_facts, say_closing, walk_ended
 from enrichkit.run.enricher import AttemptError, Enricher, Inbox, RecordResult
-from enrichkit.run.outcome import Outcome, RunEnd, decide_outcome, summary
+from enrichkit.run.figures import current_figures, progress_span
+from enrichkit.run.outcome import EndedRun, Verdict, decide_verdict
 from enrichkit.run.progress import Figures, Progress
-from enrichkit.run.report import RunStats, build_report
+from enrichkit.run.report import build_report
+from enrichkit.run.startline import start_line
 from enrichkit.run.stopping import StopSignal
 from enrichkit.store.jobstore import JobStore
-from enrichkit.tables.scan import Pending, PendingScan, Position
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    """How the pipeline ended (the public `enrichkit.RunResult` is made from it)."""
-
-    outcome: Outcome
-    report: dict[str, Any]
-    abandoned: int  # records still in flight when the run left: their threads are still on the wire
+from enrichkit.store.resumemark import Walk
+from enrichkit.tables.scan import Pending, PendingScan
 
 
 class Pipeline:
@@ -49,59 +44,46 @@ class Pipeline:
         self.plan = plan
         self.opts = plan.options
         self.store = store
-        self.cp = store.cp
         self.enricher = enricher
         self.stop = stop
         self.progress = progress or Progress(quiet=True)
         self.clock = clock
         self.say = say  # lines for the terminal (the closing line, the summary, a signal's notice)
         self.pace = pace  # the limiters' figures, for the checkpoint and the report
-        self.stats = RunStats()
+        self.gate = BudgetGate(enricher.budget, stop)
         self.fatal: EnrichError | None = None
-        self.budget_hit = False
         # Workers append every finished record (and, through the enricher, failed attempt) to the job's inbox at
         # once, and wake the main thread; the main thread drains it.
         self._inbox = inbox.messages
         self._wake = inbox.woken
-        self._open: dict[str, Position] = {}  # records handed out and not yet done -> where they start
         self._inflight = 0  # records handed to workers and not yet back
-        self._from_top = False  # records are missing before the resume mark: the next run reads from the top
         self._handed = 0  # records handed to workers in this run
         self._timed = 0  # records whose stages were timed, and how long they took, for the batch size
         self._local_seconds = 0.0
         self._last_draw = 0.0
         self._run_started = clock()
-        self._models_before = dict(self.cp.models)  # the job's model notes from earlier runs
-        self._unsettled_before = self.cp.unsettled_usd  # requests given up at their deadline in earlier runs (USD)
-        self.scan = self._make_scan()
+        self.scan = self._make_scan(store.mark.walk())
 
-    def _make_scan(self, *, from_top: bool = False, limit: int | None = None) -> PendingScan:
-        store, cp = self.store, self.cp
-        retrying = store.mode == JobMode.RETRY_FAILED
-        counting = store.counts_exactly or from_top
-        start = None
-        if store.mode == JobMode.RESUME and not counting and cp.resume_at:
-            start = (int(cp.resume_at["offset"]), int(cp.resume_at["row"]))
-        failed = cp.failed_ids
+    def _make_scan(self, walk: Walk, *, limit: int | None = None) -> PendingScan:
+        retrying = self.store.mode == JobMode.RETRY_FAILED
+        failed = self.store.cp.failed_ids
 
         def wanted(record_id: str) -> bool:
             return (record_id in failed) == retrying
 
-        return PendingScan(self.plan.table, self.plan.id_columns, done=cp.completed_ids.__contains__,
-                           wanted=wanted, limit=self.opts.limit if limit is None else limit, count_all=counting,
-                           start=start,
-                           on_unreadable=store.log_unreadable)
+        return PendingScan(self.plan.table, self.plan.id_columns, done=self.store.cp.completed_ids.__contains__,
+                           wanted=wanted, limit=self.opts.limit if limit is None else limit,
+                           count_input=walk.count_input, start=walk.start, on_unreadable=self.store.log_unreadable)
 
     # --- the run ------------------------------------------------------------------------------------
 
-    def run(self) -> PipelineResult:
+    def run(self) -> EndedRun:
         started = self.clock()
         store = self.store
         store.begin()
-        workers = self.opts.max_workers
-        self.say(self._start_line())
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich")
-        self.progress.start(*self._progress_span())
+        self.say(start_line(self.plan, store, self.pace()))
+        pool = ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="enrich")
+        self.progress.start(*progress_span(store))
         try:
             self._loop(pool)
         except EnrichError as exc:  # a write failed (a full disk), the input went bad mid-walk, another job's
@@ -113,56 +95,31 @@ class Pipeline:
             store.close()
             raise
         inflight = self._inflight
-        outcome = self._outcome()
+        walk_ended(self.plan, store, self.scan, stopped=self.stop())
+        verdict = self._verdict()
         self.progress.close(self._figures())
-        self.cp.stop_reason = outcome.reason
         self._note_models(on_the_wire=inflight > 0)
-        store.finish(outcome.status, self._resume_at(), pace=self.pace())
+        store.finish(verdict.status, self.scan.position, reason=verdict.reason, pace=self.pace())
         if store.broken is not None and self.fatal is None:
-            outcome = decide_outcome(self._end(fatal=store.broken))  # the last checkpoint could not be written
-        report = build_report(self.cp, self.stats, store.run, completed=store.run_completed,
-                              failed=store.run_failed, exit_code=outcome.exit_code,
-                              wall_seconds=self.clock() - started, message=outcome.message, pace=self.pace())
+            verdict = self._verdict(store.broken)  # the last checkpoint could not be written
+        report = build_report(store.cp, store.run, exit_code=verdict.exit_code, wall_seconds=self.clock() - started,
+                              message=verdict.message, pace=self.pace())
         report["this_run"]["unconfirmed"] = store.unconfirmed
         store.write_report(report)
-        if store.broken is not None and outcome.exit_code == 0:
-            outcome = decide_outcome(self._end(fatal=store.broken))  # the report could not be written
-        self.say(outcome.message)
-        if not self.opts.quiet:
-            self.say(summary(report, [self.plan.paths.output, self.plan.paths.checkpoint, self.plan.paths.report,
-                                      self.plan.paths.errors], next_steps(self.plan.paths, outcome, report)))
+        if store.broken is not None and verdict.exit_code == 0:
+            verdict = self._verdict(store.broken)  # the report could not be written
+        ended = EndedRun(verdict, report, inflight)
+        say_closing(self.plan, ended, self.say)
         pool.shutdown(wait=not inflight, cancel_futures=True)
         store.close()  # safe with records abandoned on the wire: workers never touch a file
-        return PipelineResult(outcome, report, inflight)
-
-    def _start_line(self) -> str:
-        plan, store = self.plan, self.store
-        kinds = ", ".join(f"{s.name} ({plan.stages.model_for(s, self.opts.model)})" if s.kind == "llm"
-                          else f"{s.name} ({s.kind})" for s in plan.stages.stages)
-        todo = self.cp.failed_count if store.mode == JobMode.RETRY_FAILED else self.cp.records_left
-        mode = store.mode.label
-        exact = self.cp.counts_exact or store.mode == JobMode.RETRY_FAILED
-        count = f"{todo}" if exact else f"about {todo} (estimated from the file's lines)"
-        if self.opts.limit is not None and self.opts.limit < todo:
-            count = f"{self.opts.limit} (--limit) of {count}"
-        return (f"{self.cp.job_id}: {mode}, {count} records to do, "
-                f"{self.opts.max_workers} workers, {self._limits()}; stages: {kinds}")
-
-    def _limits(self) -> str:
-        """The pace each model's limiter was given (one figure when every model has the same)."""
-        given = {model: ", ".join(f"{key} {figures[key]:,.0f}" for key in ("rpm", "tpm") if figures.get(key))
-                 for model, figures in self.pace().items()}
-        if not any(given.values()):
-            return "no rpm/tpm"
-        if len(set(given.values())) == 1:
-            return next(iter(given.values()))
-        return ", ".join(f"{model} {figures or 'no rpm/tpm'}" for model, figures in given.items())
+        return ended
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         """Keep at most 2 x workers records in flight, until none is left or the run leaves them."""
         source: Iterator[Pending] = iter(self.scan)
         exhausted = False
         waiting: list[Pending] = []  # read from the input, not yet handed out (the budget held them back)
+        mark = self.store.mark
         while True:
             batch = self._batch()
             bound = self.opts.max_workers * 2 * batch
@@ -173,8 +130,8 @@ class Pipeline:
                 if not items:
                     break
                 for item in items:
-                    self._open[item.record_id] = item.start  # open until done: the resume mark stays before it
-                if not self._may_submit(self._inflight):  # only when there is a record to submit
+                    mark.opened(item.record_id, item.start)  # open until done: the resume mark stays before it
+                if not self.gate.open():  # only when there is a record to submit
                     waiting = items
                     break
                 pool.submit(self._work, items)
@@ -190,28 +147,24 @@ class Pipeline:
                 self._collect(block=False)  # what finished before the deadline is written
                 return
             self._collect(block=True)
-            if self.enricher.budget is not None and self.enricher.budget.exhausted:
-                self._budget_stop()  # a refused call's record came back pending: take no more
+            self.gate.check()
             self._tick()
 
     def _walk_again(self) -> bool:
-        """A walk that began at the resume mark reached the end, all it handed out is back, yet the job's count
-        says records are missing: they are before the mark (an input re-sorted with its size and mtime kept, rows
-        lost to a failed write). Walk the input again from the top in this run, counting, rather than end with
-        records left (which the next run would have to find)."""
-        scan, store, cp = self.scan, self.store, self.cp
-        if (scan.started_at == (0, 0) or store.mode == JobMode.RETRY_FAILED or self.stop() or scan.limit_hit
-                or self.fatal is not None or cp.total_records <= store.done_count() + cp.failed_count):
-            return False
-        limit = self.opts.limit
-        if limit is not None and self._handed >= limit:
+        """A walk ended with everything handed out back: walk the input again from the top, in this run, when the
+        resume mark says records are missing before it (rather than end with records left for the next run)."""
+        store, cp, limit = self.store, self.store.cp, self.opts.limit
+        cut_short = (self.stop() or self.scan.limit_hit or self.fatal is not None
+                     or (limit is not None and self._handed >= limit))
+        walk = store.mark.walk_again(cut_short=cut_short,
+                                     missing=cp.total_records > store.done_count() + cp.failed_count)
+        if walk is None:
             return False
         log.info("records are missing before the resume mark of %s (re-sorted?); reading it again from the top",
                  self.plan.table.path)
-        self._from_top = True  # a crash meanwhile: the next run reads from the top too
         self._note_models()
-        store.save(self._resume_at(), pace=self.pace())  # every row written so far is claimed: none is redone
-        self.scan = self._make_scan(from_top=True, limit=None if limit is None else limit - self._handed)
+        store.save(self.scan.position, pace=self.pace())  # every row written so far is claimed: none is redone
+        self.scan = self._make_scan(walk, limit=None if limit is None else limit - self._handed)
         return True
 
     def _batch(self) -> int:
@@ -233,9 +186,8 @@ class Pipeline:
         while inbox:
             message = inbox.popleft()
             if isinstance(message, AttemptError):
-                if commit:  # a failed attempt is booked here, once: the job's (store) and this run's figures
+                if commit:  # a failed attempt is booked here, once: the store books the job's and the run's
                     self.store.log_error(message)
-                    self.stats.add_attempt_error(message.stage, message.error_type)
             else:
                 self._inflight -= len(message)
                 for result in message:
@@ -281,11 +233,7 @@ class Pipeline:
         if r.stage_latency:
             self._timed += 1
             self._local_seconds += sum(seconds for _, seconds in r.stage_latency)
-        self.stats.add(r.stage_latency, r.skipped_stages, r.failed_stage,
-                       r.failure.error_type if r.failure else None)
-        if r.values is not None or r.failure is not None:
-            self._open.pop(r.record_id, None)
-        elif r.fatal is not None and self.fatal is None:
+        if r.values is None and r.failure is None and r.fatal is not None and self.fatal is None:
             self._fatal(r.fatal)
 
     def _fatal(self, exc: EnrichError) -> None:
@@ -296,20 +244,6 @@ class Pipeline:
         # The key, the quota, the disk or the API is gone: in-flight records stop calling and come back.
         self.stop.abandon()
         log.error("%s", exc)
-
-    def _may_submit(self, inflight: int) -> bool:
-        """--max-cost: each paid call reserves its worst case before it goes (`enrichkit.pace.budget`), so records may
-        be handed out freely; once a call's worst case did not fit what is left, none is."""
-        budget = self.enricher.budget
-        if budget is None or not budget.exhausted:
-            return True
-        self._budget_stop()
-        return False
-
-    def _budget_stop(self) -> None:
-        if not self.budget_hit:
-            self.budget_hit = True
-            self.stop.request("budget")
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
@@ -322,7 +256,7 @@ class Pipeline:
     def _tick(self) -> None:
         if self.store.save_due():
             self._note_models()
-            self.store.save(self._resume_at(), pace=self.pace())
+            self.store.save(self.scan.position, pace=self.pace())
         now = self.clock()
         if now - self._last_draw >= 0.2:
             self._last_draw = now
@@ -330,87 +264,18 @@ class Pipeline:
 
     def _note_models(self, *, on_the_wire: bool = False) -> None:
         """What the answers said of the models (served by another, unpriced, deprecated) into the checkpoint; and
-        what the requests given up at their deadline, or left `on_the_wire` as the run leaves, may have cost (Google
-        may answer and bill them all the same): --max-cost counts it in later runs."""
+        what the requests given up at their deadline, or left `on_the_wire` as the run leaves, may have cost."""
         budget = self.enricher.budget
         if budget is not None:
-            left = budget.reserved if on_the_wire else 0.0
-            self.cp.unsettled_usd = self._unsettled_before + budget.given_up + left
+            self.store.note_unsettled(budget.given_up + (budget.reserved if on_the_wire else 0.0))
         notes = getattr(self.enricher.providers.get("llm"), "notes", None)
         if isinstance(notes, ModelNotes):
-            self.store.note_models(merge_notes(self._models_before, notes.snapshot()))
-
-    def _resume_at(self) -> dict[str, int] | None:
-        """Where a resume may start reading: before the first record still open, else after the last row read."""
-        if self.store.mode == JobMode.RETRY_FAILED:
-            return None  # this run did not walk for pending records: the old mark stands
-        if self._from_top:
-            return {"offset": 0, "row": 0}
-        offset, row = min(self._open.values()) if self._open else self.scan.position
-        return {"offset": offset, "row": row}
-
-    def _progress_span(self) -> tuple[int, int]:
-        if self.store.mode == JobMode.RETRY_FAILED:
-            return self.cp.failed_count, 0
-        return self.cp.total_records, self.cp.completed_count + self.cp.failed_count
+            self.store.note_models(notes.snapshot())
 
     def _figures(self) -> Figures:
-        total, _ = self._progress_span()
-        store = self.store
-        run_minutes = max(1e-9, (self.clock() - self._run_started) / 60)
-        if store.mode == JobMode.RETRY_FAILED:
-            done = store.run_completed + store.run_failed
-            failed = store.run_failed
-        else:
-            done = store.done_count() + self.cp.failed_count
-            failed = self.cp.failed_count
-        return Figures(done=done, total=max(total, done), failed=failed, tokens=self.cp.totals.total_tokens,
-                       cost=self.cp.totals.cost_usd,
-                       rate_per_min=(store.run_completed + store.run_failed) / run_minutes,
-                       rate_limited=max(store.run.rate_limited, self._live_rate_limited()),
-                       retries=store.run.retries)
+        return current_figures(self.store, minutes=(self.clock() - self._run_started) / 60, pace=self.pace())
 
-    def _live_rate_limited(self) -> int:
-        """429s this run so far, as the limiters count them: also those of records still retrying."""
-        return sum(int(figures.get("rate_limited") or 0) for figures in self.pace().values())  # limiters are per run
-
-    def _end(self, *, fatal: EnrichError | None = None) -> RunEnd:
-        cp, store, budget = self.cp, self.store, self.enricher.budget
-        done = store.done_count()
-        if budget is not None and budget.exhausted:
-            self.budget_hit = True
-        unsettled = self._unsettled_before + (budget.given_up if budget is not None else 0.0)
-        return RunEnd(done=done, failed=cp.failed_count, left=max(0, cp.total_records - done - cp.failed_count),
-                      cost=cp.totals.cost_usd, unsettled=unsettled, fatal=fatal or self.fatal,
-                      budget_hit=self.budget_hit,
-                      stopped=self.stop(), limit_hit=self.scan.limit_hit, limit=self.opts.limit,
-                      max_cost=self.opts.max_cost, next_call=budget.refused_at if budget is not None else 0.0,
-                      errors_path=self.plan.paths.errors,
-                      input_changed=str(self.plan.table.path) if self._input_changed() else "")
-
-    def _input_changed(self) -> bool:
-        """Did another program rewrite the input while this run read it? Its counts would then be of a file
-        that no longer exists: the job is not called done, and the next run reads it afresh."""
-        table = self.plan.table
-        try:
-            st = table.path.stat()
-        except OSError:
-            return True
-        return (st.st_size, st.st_mtime) != (table.size, table.mtime)
-
-    def _outcome(self) -> Outcome:
-        cp, scan = self.cp, self.scan
-        if self._input_changed():
-            self.store.counts_unknown()  # the next run compares the input with the checkpoint's, and recounts
-            return decide_outcome(self._end())
-        if scan.complete:
-            self.store.counted(scan.counts)
-            self._from_top = False  # the whole input was read: nothing is missing before any mark
-        elif scan.exhausted and self.store.mode != JobMode.RETRY_FAILED and not self.stop() and not scan.limit_hit:
-            # Every readable record after the walk's start was met, so nothing is left after it.
-            self.store.at_least(self.store.done_count() + cp.failed_count)
-            if scan.started_at != (0, 0) and cp.total_records > self.store.done_count() + cp.failed_count:
-                # Yet records are missing: they must be before the mark (their rows lost to a failed write, say).
-                # The next run reads the input from the top.
-                self._from_top = True
-        return decide_outcome(self._end())
+    def _verdict(self, fatal: EnrichError | None = None) -> Verdict:
+        return decide_verdict(end_facts(self.plan, self.store, self.enricher.budget, fatal=fatal or self.fatal,
+                                        budget_hit=self.gate.settled(), stopped=self.stop(),
+                                        limit_hit=self.scan.limit_hit))

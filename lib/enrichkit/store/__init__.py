@@ -1,1 +1,2 @@
-"""The job's files: job store, output, read-back, checkpoint, recovery, error log, cache, lock, IDs, paths."""
+"""The job's files: the job store (with its output rows, tally, save cadence and resume mark), output, read-back,
+checkpoint, recovery, error log, cache, lock, IDs, paths."""

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from enrichkit.errors import ConfigError
-from enrichkit.run.counters import Counters
+from enrichkit.run.counters import Counters, StageTable
 from enrichkit.store.idset import IdSet
 from enrichkit.store.jobfiles import atomic_write
+from enrichkit.tables.scan import ScanCounts
 
 VERSION = 1
 KEEP_ERRORS = 50
@@ -91,11 +92,15 @@ class Checkpoint:
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
     filled: dict[str, int] = field(default_factory=dict)  # output field -> rows in the output where it is non-empty
-    stage_totals: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> successes, failures by type
+    stage_totals: StageTable = field(default_factory=StageTable)  # stage -> successes, failures by type, cost
     pace: dict[str, Any] = field(default_factory=dict)  # model -> the limiter's figures at the last write
     models: dict[str, Any] = field(default_factory=dict)  # what the answers said of the models (lifecycle.ModelNotes)
     batch: dict[str, Any] | None = None  # --batch: the Google batch jobs (enrichkit.batch.ledger.Ledger.summary)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stage_totals, StageTable):  # given as the file holds it (a dict of dicts)
+            self.stage_totals = StageTable.from_json(self.stage_totals)
 
     @property
     def completed_count(self) -> int:
@@ -108,6 +113,12 @@ class Checkpoint:
     @property
     def records_left(self) -> int:
         return max(0, self.total_records - self.completed_count - self.failed_count)
+
+    def take_counts(self, counts: ScanCounts) -> None:
+        """The input's counts from a whole walk: exact."""
+        self.total_records, self.duplicates = counts.records, counts.duplicates
+        self.input_errors, self.empty_rows = counts.unreadable, counts.empty
+        self.counts_exact = True
 
     def mark_completed(self, record_id: str) -> None:
         self.completed_ids.add(record_id)
@@ -170,7 +181,7 @@ class Checkpoint:
             "report_path": self.report_path,
             "errors_path": self.errors_path,
             "filled": self.filled,
-            "stage_totals": self.stage_totals,
+            "stage_totals": self.stage_totals.to_json(),
             "pace": self.pace,
             "models": self.models,
             **({"batch": self.batch} if self.batch is not None else {}),
@@ -367,7 +378,7 @@ def _from_json(data: dict[str, Any], ids: IdSet, cls: type[Checkpoint] = Checkpo
         pid=number("pid"),
         host=text("host"),
         filled={str(k): int(v) for k, v in (data.get("filled") or {}).items()},
-        stage_totals={str(k): dict(v) for k, v in (data.get("stage_totals") or {}).items()},
+        stage_totals=StageTable.from_json(data.get("stage_totals")),
         pace=dict(data.get("pace") or {}),
         models=dict(data.get("models") or {}),
         batch=dict(data["batch"]) if isinstance(data.get("batch"), dict) else None,

@@ -1,13 +1,15 @@
 """The job store: the output, the checkpoint, the error log and the report, and the order they are written in.
+The single writer of the checkpoint: others tell it what happened, and ask it.
 
-    open    decide what the checkpoint means (new job, resume, retry-failed, fresh), prove it belongs to
-            this job, read the output back (the truth) and merge it;
-    commit  a finished record: its row is written (flushed by the caller's batch), its counters added;
-    save    fsync the output, then claim its rows in the checkpoint (temp file, fsync, rename);
+    open    what the checkpoint means and the output read back (`store.recovery`);
+    commit  a finished record: its row is written (`store.outputrows`; flushed by the caller's batch), its figures
+            booked (`store.tally`);
+    save    fsync the output, then claim its rows and record the resume mark (`store.resumemark`) in the checkpoint
+            (temp file, fsync, rename), when `store.cadence` says it is due;
     finish  the final status, checkpoint and report.
 
 Beside those it books what the walk found (unreadable rows to the error log, the input's counts once known),
-failed attempts to the error log, and the models that answered.
+failed attempts to the error log, and what the answers said of the models and the money held for them.
 
 The checkpoint never claims a row that is not on disk: rows become `completed_ids` only after the
 output was fsynced (and only while the file being written is still the output), and the checkpoint
@@ -24,22 +26,24 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from enrichkit.config.lifecycle import merge as merge_notes
 from enrichkit.config.plan import JobMode, Plan
 from enrichkit.errors import ConfigError, WriteFailed
 from enrichkit.logs import log
 from enrichkit.redact import redact_tree
-from enrichkit.run.counters import Counters
 from enrichkit.run.enricher import AttemptError, RecordResult
+from enrichkit.store.cadence import SaveCadence
 from enrichkit.store.checkpoint import Checkpoint, utc_now, write_checkpoint
 from enrichkit.store.errorlog import ErrorLog
 from enrichkit.store.jobfiles import atomic_write
-from enrichkit.store.output import OutputWriter
+from enrichkit.store.outputrows import OutputRows, WriteFailures
 from enrichkit.store.recovery import recover_job
+from enrichkit.store.resumemark import ResumeMark
+from enrichkit.store.tally import Tally
 from enrichkit.tables.records import BadRow
-from enrichkit.tables.scan import ScanCounts
+from enrichkit.tables.scan import Position, ScanCounts
 
 
 class JobStore:
@@ -53,40 +57,31 @@ class JobStore:
         self.mode = mode  # decided once, when the job was opened
         self.input_changed = input_changed
         self.adopted = adopted or set()  # job ids of rows already in the output when this job began
-        self.run = Counters()  # this run's figures (the checkpoint's `totals` are the job's)
-        self.run_completed = 0
-        self.run_failed = 0
+        self.tally = Tally(cp, plan.stages.output_fields)  # what records add to the job's and this run's figures
+        self.run = self.tally.run  # this run's figures (the checkpoint's are the job's)
+        self.mark = ResumeMark(mode, cp.resume_at, counts_known=cp.counts_exact and not input_changed)
         self.clock = clock
-        self.writer: OutputWriter | None = None
+        self.failures = WriteFailures()
+        self.output = OutputRows(self.paths.output, self.failures)
         self.errorlog: ErrorLog | None = None
-        self.broken: WriteFailed | None = None  # the first write that failed (the one the closing line names)
-        self._output_failed = False  # the output could not take a write, or was replaced: nothing more is claimed
         self.replaced_values = 0
-        self._unsynced: list[str] = []  # rows written but not yet fsynced: not claimed by the checkpoint yet
-        self._since_save = 0
-        self._last_save = clock()
-        self._save_cost = 0.0
+        self.cadence = SaveCadence(plan.options.checkpoint_interval, clock)
         self._run_started = clock()
         self._elapsed_mark = clock()
         self._written_stat: tuple[int, int] | None = None  # (inode, mtime_ns) of the checkpoint we last wrote
         self._recovered_crc = 0  # CRC-32 of the output as the start found it: the writer's running CRC goes on
+        self._models_before = dict(cp.models)  # the job's model notes from earlier runs
+        self._unsettled_before = cp.unsettled_usd  # requests given up at their deadline in earlier runs (USD)
 
     @classmethod
     def open(cls, plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda message: False,
              relock: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> JobStore:
         """The job's files as a run finds them (see `enrichkit.store.recovery`): raises `UsageError`/`ConfigError`
         (exit 2) before anything is written; may cut a torn last row."""
-        found = recover_job(plan, confirm_fresh=confirm_fresh, relock=relock)
-        store = cls(plan, found.cp, found.mode, input_changed=found.input_changed, adopted=found.adopted,
-                    clock=clock)
-        store._recovered_crc = found.output_crc32
+        job = recover_job(plan, confirm_fresh=confirm_fresh, relock=relock)
+        store = cls(plan, job.cp, job.mode, input_changed=job.input_changed, adopted=job.adopted, clock=clock)
+        store._recovered_crc = job.output_crc32
         return store
-
-    @property
-    def counts_exactly(self) -> bool:
-        """This run's walk over the input must count records, duplicates and bad rows (they are not known:
-        a new job, a changed input, or an earlier counting walk that was stopped before the end)."""
-        return self.mode == JobMode.NEW or self.input_changed or not self.cp.counts_exact
 
     # --- the run --------------------------------------------------------------------------------------
 
@@ -105,61 +100,43 @@ class JobStore:
         cp.options["delimiter"] = plan.table.delimiter or cp.options.get("delimiter")
         if adopted:
             cp.options["adopted_jobs"] = adopted
-        self.paths.output.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.writer = OutputWriter(self.paths.output, plan.columns, plan.stages.output_fields, cp.job_id,
-                                       on_replaced=self._value_replaced, bom=bool(plan.options.excel))
-        except OSError as exc:
-            raise WriteFailed(str(self.paths.output), exc.strerror or str(exc)) from None
-        if self.writer.size == cp.output_bytes:
-            self.writer.resume_crc(self._recovered_crc)
+        self.output.open(plan.columns, plan.stages.output_fields, cp.job_id, bom=bool(plan.options.excel),
+                         claimed_bytes=cp.output_bytes, crc32=self._recovered_crc, on_replaced=self._value_replaced)
         self.errorlog = ErrorLog(self.paths.errors)
         self.save()
 
     @property
+    def broken(self) -> WriteFailed | None:
+        """The first write that failed (the one the closing line names)."""
+        return self.failures.first
+
+    @property
     def unconfirmed(self) -> int:
         """Rows handed to the output that could not be confirmed on disk (it failed): a resume keeps the whole ones."""
-        return len(self._unsynced) if self._output_broken() else 0
+        return self.output.unsynced if self.output.failed else 0
 
     def done_count(self) -> int:
         """Records done: claimed, plus those written since (unless the output could not take them)."""
-        return self.cp.completed_count + (0 if self._output_broken() else len(self._unsynced))
+        return self.cp.completed_count + (0 if self.output.failed else self.output.unsynced)
 
     def commit(self, r: RecordResult) -> None:
-        """A finished, failed or abandoned record: its row, its counters, its stage figures. The row is
-        flushed by `flush()`, which the pipeline calls once per batch of results."""
-        cp = self.cp
-        self.run.add(r.counters)
-        cp.totals.add(r.counters)
-        stages = cp.stage_totals
-        for name, _seconds in r.stage_latency:
-            _stage(stages, name)["succeeded"] += 1
-        for name in r.skipped_stages:
-            _stage(stages, name)["skipped"] += 1
-        for name, cost in r.stage_cost.items():
-            entry = _stage(stages, name)
-            entry["cost_usd"] = round(entry.get("cost_usd", 0.0) + cost, 9)
+        """A finished, failed or abandoned record: its row, its figures, and the resume mark past it once it is
+        written or failed. The row is flushed by `flush()`, which the pipeline calls once per batch of results."""
+        self.tally.charged(r)
         if r.values is not None:
-            writer, values = self.writer, r.values
-            assert writer is not None
-            self._write(lambda: writer.write(values, r.record_id, f"{r.counters.cost_usd:.6f}"))
-            self._unsynced.append(r.record_id)
-            cp.failed_ids.discard(r.record_id)
-            self.run_completed += 1
-            for name in self.plan.stages.output_fields:
-                if r.values.get(name, "").strip():
-                    cp.filled[name] = cp.filled.get(name, 0) + 1
-            self._since_save += 1
+            self.output.write(r.values, r.record_id, f"{r.counters.cost_usd:.6f}")
+            self.tally.written(r, r.values)
+            self.cadence.counted()
         elif r.failure is not None:
-            cp.mark_failed(r.record_id)
-            self.run_failed += 1
-            _bump(_stage(stages, r.failed_stage or "?")["failed_records"], r.failure.error_type)
-            self._since_save += 1
+            self.tally.failed(r, r.failure.error_type)
+            self.cadence.counted()
+        self.tally.run_stages(r)
+        if r.values is not None or r.failure is not None:
+            self.mark.closed(r.record_id)
 
     def count_only(self, r: RecordResult) -> None:
         """A result that arrived after the run could no longer write: what it cost is still the job's."""
-        self.run.add(r.counters)
-        self.cp.totals.add(r.counters)
+        self.tally.paid(r)
 
     def log_unreadable(self, row: BadRow) -> None:
         """An unreadable input row: logged once per job, by the first walk that reaches it."""
@@ -170,10 +147,7 @@ class JobStore:
 
     def counted(self, counts: ScanCounts) -> None:
         """A walk read the whole input: its counts are the job's, exactly."""
-        cp = self.cp
-        cp.total_records, cp.duplicates = counts.records, counts.duplicates
-        cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-        cp.counts_exact = True
+        self.cp.take_counts(counts)
 
     def at_least(self, records: int) -> None:
         """The input holds at least `records` records (the walk met every one after its start)."""
@@ -183,13 +157,27 @@ class JobStore:
         """The input changed under the run: its counts are of a file that no longer exists."""
         self.cp.counts_exact = False
 
-    def note_models(self, models: dict[str, Any]) -> None:
-        """What the answers said of the models, for the checkpoint."""
-        self.cp.models = models
+    def note_models(self, snapshot: dict[str, Any]) -> None:
+        """What this run's answers said of the models (`lifecycle.ModelNotes`), over what earlier runs' said."""
+        self.cp.models = merge_notes(self._models_before, snapshot)
+
+    def note_unsettled(self, usd: float) -> None:
+        """What this run's requests given up at their deadline (or left on the wire) may have cost: Google may answer
+        and bill them all the same, so --max-cost counts it in later runs."""
+        self.cp.unsettled_usd = self._unsettled_before + usd
+
+    def note_batch(self, summary: dict[str, Any]) -> None:
+        """--batch: the Google batch jobs, as the ledger sums them up (`batch.ledger.Ledger.summary`)."""
+        self.cp.batch = summary
+
+    def unsettled(self, given_up: float) -> float:
+        """USD held for requests given up at their deadline, in earlier runs and this one (`given_up`)."""
+        return self._unsettled_before + given_up
 
     def log_error(self, error: AttemptError | dict[str, Any]) -> None:
-        """One line of the error log (a failed attempt, or an unreadable input row). A failed attempt is booked
-        here once, for the whole job: its line, the checkpoint's last errors and its stage's attempt errors."""
+        """One line of the error log (a failed attempt, or an unreadable input row or a batch line, as a dict). A
+        failed attempt is booked here once: its line, the checkpoint's last errors, and its stage's attempt errors in
+        the job's figures and this run's."""
         assert self.errorlog is not None
         fields = error if isinstance(error, dict) else {
             "record_id": error.record_id, "row": error.row, "stage": error.stage, "attempt": error.attempt,
@@ -199,73 +187,44 @@ class JobStore:
         try:
             entry = self.errorlog.record(**fields)
         except OSError as exc:
-            raise self._broke(self.paths.errors, exc) from None
+            raise self.failures.broke(self.paths.errors, exc) from None
         self.cp.errors.append(entry)
         if isinstance(error, AttemptError):
-            _bump(_stage(self.cp.stage_totals, error.stage)["attempt_errors"], error.error_type)
+            self.tally.attempt_error(error.stage, error.error_type)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self._write(self.writer.flush)
+        self.output.flush()
 
     def save_due(self) -> bool:
-        """Every --checkpoint-interval records, at least 1 s apart and never more than ~5 % of the run spent
-        writing checkpoints; and at least every 10 s while anything is new."""
-        now = self.clock()
-        gap = max(1.0, 20 * self._save_cost)
-        interval_due = self._since_save >= self.plan.options.checkpoint_interval
-        return (interval_due and now - self._last_save >= gap) or (self._since_save > 0
-                                                                    and now - self._last_save >= 10)
+        return self.cadence.due()
 
-    def save(self, resume_at: dict[str, int] | None = None, *, pace: dict[str, Any] | None = None) -> None:
-        """fsync the output, claim its rows, write the checkpoint (atomically)."""
+    def save(self, read_to: Position | None = None, *, pace: dict[str, Any] | None = None) -> None:
+        """fsync the output, claim its rows, record the resume mark (the walk having read to `read_to`), write the
+        checkpoint (atomically)."""
         cp = self.cp
         started = self.clock()
-        if self.writer is not None and not self._output_broken():
-            self._check_output_file()
-            self._write(self.writer.sync)
-            for record_id in self._unsynced:
+        claimed = self.output.claim()
+        if claimed is not None:
+            for record_id in claimed:
                 cp.completed_ids.add(record_id)
-            self._unsynced.clear()
-            cp.output_bytes, cp.output_crc32 = self.writer.size, self.writer.crc32
+            cp.output_bytes, cp.output_crc32 = self.output.size, self.output.crc32
             cp.output_rows = cp.completed_count
         cp.elapsed_seconds += started - self._elapsed_mark
         self._elapsed_mark = started
-        cp.run_done = self.run_completed + self.run_failed
+        cp.run_done = self.run.completed + self.run.failed
         cp.run_seconds = started - self._run_started
-        # While the output cannot take rows, records handed to it may be lost: the resume mark stays where the
-        # output last was whole, so the next run reads those records again.
-        if (resume_at is not None or self.mode != JobMode.RETRY_FAILED) and not self._output_broken():
-            cp.resume_at = resume_at if resume_at is None or resume_at.get("offset") else None
+        if self.mark.moves(output_whole=not self.output.failed):
+            cp.resume_at = self.mark.at(read_to)
         if pace is not None:
             cp.pace = pace
         self._guard_foreign_writer()
         try:
             write_checkpoint(self.paths.checkpoint, cp)
         except OSError as exc:
-            raise self._broke(self.paths.checkpoint, exc) from None
+            raise self.failures.broke(self.paths.checkpoint, exc) from None
         st = self.paths.checkpoint.stat()
         self._written_stat = (st.st_ino, st.st_mtime_ns)
-        self._since_save = 0
-        self._last_save = self.clock()
-        self._save_cost = self._last_save - started
-
-    def _check_output_file(self) -> None:
-        """The file this run appends to is still the output: not deleted, not replaced by another program (an
-        editor's save, a `mv`, a cleanup script). Rows written to a replaced file are not claimed."""
-        assert self.writer is not None
-        try:
-            here = self.paths.output.stat()
-            same = (here.st_dev, here.st_ino) == self.writer.identity()
-        except FileNotFoundError:
-            same = False
-        if not same:
-            self._output_failed = True
-            failure = WriteFailed(str(self.paths.output), "it was replaced or deleted by another program while this "
-                                  "run wrote to it", "the rows written since are not in it; run again with --resume "
-                                  "(the records missing from it are done again)")
-            self.broken = self.broken or failure
-            raise failure
+        self.cadence.saved(started)
 
     def _guard_foreign_writer(self) -> None:
         """Two jobs given one --checkpoint would overwrite each other's: stop when another process wrote it."""
@@ -279,12 +238,15 @@ class JobStore:
             raise ConfigError(f"{self.paths.checkpoint} was written by another process while this run used it "
                               "(two jobs given the same --checkpoint?); give each job its own")
 
-    def finish(self, status: str, resume_at: dict[str, int] | None, pace: dict[str, Any] | None = None) -> None:
-        """The final status and checkpoint: as much of it as the disk allows."""
+    def finish(self, status: str, read_to: Position | None, *, reason: str = "",
+               pace: dict[str, Any] | None = None) -> None:
+        """The final status (and `reason`: "limit" for a stop at --limit) and checkpoint: as much of it as the disk
+        allows."""
         self.cp.status = status
+        self.cp.stop_reason = reason
         said = str(self.broken) if self.broken is not None else None  # the run's stop already said it
         try:
-            self.save(resume_at, pace=pace)
+            self.save(read_to, pace=pace)
         except (WriteFailed, ConfigError) as exc:
             if str(exc) != said:
                 log.error("%s", exc)
@@ -295,58 +257,19 @@ class JobStore:
             text = json.dumps(redact_tree(report), indent=2, ensure_ascii=False) + "\n"
             atomic_write(self.paths.report, text.encode("utf-8"), durable=False)
         except OSError as exc:
-            self._broke(self.paths.report, exc)
+            self.failures.broke(self.paths.report, exc)
 
     def close(self) -> None:
         """Close the files; a failure here was already reported (or is remembered), never raised."""
-        if self.writer is not None:
-            if self._output_broken():
-                self.writer.abandon()
-            else:
-                try:
-                    self.writer.close()
-                except OSError as exc:
-                    self._broke(self.paths.output, exc)
+        self.output.close()
         if self.errorlog is not None:
             try:
                 self.errorlog.close()
             except OSError as exc:
-                self._broke(self.paths.errors, exc)
-
-    def _output_broken(self) -> bool:
-        return self._output_failed
-
-    # --- write failures -------------------------------------------------------------------------------
-
-    def _write(self, action: Callable[[], None]) -> None:
-        if self._output_broken():
-            raise self.broken or WriteFailed(str(self.paths.output), "an earlier write failed")
-        try:
-            action()
-        except OSError as exc:
-            self._output_failed = True
-            raise self._broke(self.paths.output, exc) from None
-
-    def _broke(self, path: Path, exc: OSError) -> WriteFailed:
-        """Remember the first write that failed (the one the closing line names) and return it."""
-        if self.broken is None:
-            self.broken = WriteFailed(str(path), exc.strerror or str(exc))
-        return self.broken
+                self.failures.broke(self.paths.errors, exc)
 
     def _value_replaced(self, column: str, record_id: str) -> None:
         self.replaced_values += 1
         log.warning("record %s: a value of %s could not be written as UTF-8 (a lone surrogate?); the "
                     "characters were replaced", record_id, column)
 
-
-def _stage(stages: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
-    entry = stages.setdefault(name, {})
-    entry.setdefault("succeeded", 0)
-    entry.setdefault("skipped", 0)
-    entry.setdefault("failed_records", {})
-    entry.setdefault("attempt_errors", {})
-    return entry
-
-
-def _bump(counts: dict[str, int], key: str) -> None:
-    counts[key] = counts.get(key, 0) + 1

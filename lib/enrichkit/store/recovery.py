@@ -1,6 +1,6 @@
 """Opening a job's files on start: what the checkpoint means (a new job, a resume, a retry of the failures,
 a fresh start), proof that it belongs to this job, and the output read back and merged (the output is
-the truth; the checkpoint is bookkeeping)."""
+the truth; the checkpoint is bookkeeping). `recover_job` gives the `RecoveredJob` a run starts from."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from enrichkit.store.checkpoint import Checkpoint, new_job_id, read_checkpoint
 from enrichkit.store.jobfiles import remove_stale_temps, same_file
 from enrichkit.store.output import ID_COLUMN
 from enrichkit.store.readback import recover_output
-from enrichkit.tables.precount import count_exactly
+from enrichkit.store.resumemark import ResumeMark
+from enrichkit.tables.precount import count_small_input
 
 
 @dataclass
-class Found:
-    """What a run starts from."""
+class RecoveredJob:
+    """What a run starts from: the checkpoint as the output proved it, the mode, and what the start found."""
 
     cp: Checkpoint
     mode: JobMode
@@ -35,7 +36,7 @@ class Found:
 
 
 def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda message: False,
-                relock: Callable[[], None] = lambda: None) -> Found:
+                relock: Callable[[], None] = lambda: None) -> RecoveredJob:
     """Decide the mode, check the checkpoint belongs to this job, read the output back and merge it.
     Raises `UsageError`/`ConfigError` (exit 2) before anything is written; may cut a torn last row."""
     options, paths = plan.options, plan.paths
@@ -66,17 +67,17 @@ def recover_job(plan: Plan, *, confirm_fresh: Callable[[str], bool] = lambda mes
                         id_columns=options.id_columns, fields=plan.stages.output_fields,
                         stages_file=str(Path(options.stages_file).resolve()) if options.stages_file else "",
                         config=_config(plan))
-        found = Found(cp, JobMode.of(options, job_exists=False))
+        found = RecoveredJob(cp, JobMode.of(options, job_exists=False))
     else:
         cp = read_checkpoint(paths.checkpoint)
         changed = _check_identity(plan, cp, input_info)
-        found = Found(cp, JobMode.of(options, job_exists=True), changed,
+        found = RecoveredJob(cp, JobMode.of(options, job_exists=True), changed,
                       set(cp.options.get("adopted_jobs") or []))
     _merge_output(plan, found)
     return found
 
 
-def _merge_output(plan: Plan, found: Found) -> None:
+def _merge_output(plan: Plan, found: RecoveredJob) -> None:
     """Read the output back (only past the checkpoint's mark when the bytes before it are unchanged) and make
     the checkpoint say what the output holds."""
     cp, paths = found.cp, plan.paths
@@ -101,6 +102,7 @@ def _merge_output(plan: Plan, found: Found) -> None:
                           f"{paths.checkpoint} is of job {cp.job_id}: the checkpoint belongs to another "
                           "job; give each job its own --checkpoint")
     repeated = list(rec.repeated)
+    lost = 0
     if rec.from_offset:
         repeated += [(record_id, 0) for record_id in rec.ids if record_id in cp.completed_ids]
         for record_id in rec.ids:  # rows written after the last checkpoint, before a crash
@@ -124,8 +126,9 @@ def _merge_output(plan: Plan, found: Found) -> None:
         cp.completed_ids = rec.ids
         cp.failed_ids = failed
         cp.filled = dict(rec.filled)
-        if lost or trusted is None:
-            cp.resume_at = None  # rows before the old mark may be among the missing: read the input whole
+    if not ResumeMark.kept_at_open(input_changed=found.input_changed, rows_lost=lost > 0,
+                                   lists_trusted=trusted is not None):
+        cp.resume_at = None
     if repeated:
         # enrichkit writes each record once; a second row of one was put there by hand. A run over it could
         # only end "Done" with an output that is not valid: say where, and let the user keep the right copy.
@@ -135,8 +138,12 @@ def _merge_output(plan: Plan, found: Found) -> None:
                           "them), then --resume")
     cp.output_bytes, cp.output_crc32, cp.output_rows = rec.size, rec.crc32, cp.completed_count
     found.output_crc32 = rec.crc32
-    if (found.mode == JobMode.NEW or found.input_changed) and not count_exactly(cp, plan.table, plan.id_columns):
-        cp.total_records = max(cp.total_records, plan.table.estimate_rows())
+    if found.mode == JobMode.NEW or found.input_changed:
+        counts = count_small_input(plan.table, plan.id_columns)
+        if counts is not None:
+            cp.take_counts(counts)
+        else:
+            cp.total_records = max(cp.total_records, plan.table.estimate_rows())
 
 
 def _config(plan: Plan) -> dict[str, Any]:
@@ -192,7 +199,6 @@ def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> b
         log.warning("the input changed since the checkpoint (size/mtime); IDs are content hashes, so new rows "
                     "will be processed and vanished rows ignored")
         cp.input = input_info
-        cp.resume_at = None  # byte offsets into the old file mean nothing in the new one
         cp.counts_exact = False
         cp.unreadable_logged = 0  # rows are numbered anew in a changed input
     return changed

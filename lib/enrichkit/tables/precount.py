@@ -4,29 +4,24 @@ put off). A large input is not walked twice: its count stays an estimate until t
 
 from __future__ import annotations
 
-from enrichkit.store.checkpoint import Checkpoint
 from enrichkit.tables.records import Table
-from enrichkit.tables.scan import PendingScan
+from enrichkit.tables.scan import PendingScan, ScanCounts
 
 # About 2 s of walking at worst on a slow machine (text: ~40,000 rows; a workbook is slower to read).
 EXACT_BYTES = {".xlsx": 1 << 20}
 DEFAULT_EXACT_BYTES = 5 << 20
 
 
-def count_exactly(cp: Checkpoint, table: Table, id_columns: list[str]) -> bool:
-    """Set the checkpoint's records, duplicates, unreadable and empty rows from a walk over a small input;
-    False (nothing set) when the input is too large to walk twice."""
+def count_small_input(table: Table, id_columns: list[str]) -> ScanCounts | None:
+    """The records, duplicates, unreadable and empty rows of a small input, from a whole walk; None when the
+    input is too large to walk twice."""
     try:
         size = table.path.stat().st_size
     except OSError:
-        return False
+        return None
     if size > EXACT_BYTES.get(table.path.suffix.lower(), DEFAULT_EXACT_BYTES):
-        return False
+        return None
     walk = PendingScan(table, id_columns)
     for _ in walk:
         pass
-    counts = walk.counts
-    cp.total_records, cp.duplicates = counts.records, counts.duplicates
-    cp.input_errors, cp.empty_rows = counts.unreadable, counts.empty
-    cp.counts_exact = True
-    return True
+    return walk.counts

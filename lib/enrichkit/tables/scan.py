@@ -40,10 +40,12 @@ class PendingScan:
     """Walk `table` once and yield the records wanted, each ID once.
 
     - `done(id)`: records passed over without being counted as seen (a resume that does not need the
-      counts skips the completed IDs cheaply); ignored when `count_all` is set;
+      counts skips the completed IDs cheaply); ignored when `count_input` is set;
     - `wanted(id)`: of the rest, which to yield (a new job: all; `--retry-failed`: the failed ones);
-    - `limit`: yield at most this many; with `count_all`, the walk then reads on to the end, counting;
-    - `start`: a `Position` to begin at (the rows before it are not read, and not counted);
+    - `limit`: yield at most this many; with `count_input`, the walk then reads on to the end, counting;
+    - `count_input`: the walk counts the input (`counts`): done IDs are counted as seen, not skipped;
+    - `start`: a `Position` to begin at (the rows before it are not read, and not counted; where a run's walk
+      starts, and whether it counts, is `enrichkit.store.resumemark`'s to decide);
     - `on_unreadable(row)`: called for each unreadable row (to log it).
 
     `position` is the end of the last row handed out or passed over before the limit; `counts` are
@@ -51,7 +53,7 @@ class PendingScan:
     """
 
     def __init__(self, table: Table, id_columns: list[str], *, done: Callable[[str], bool] | None = None,
-                 wanted: Callable[[str], bool] | None = None, limit: int | None = None, count_all: bool = True,
+                 wanted: Callable[[str], bool] | None = None, limit: int | None = None, count_input: bool = True,
                  start: Position | None = None, on_unreadable: Callable[[BadRow], None] | None = None) -> None:
         self.table = table
         self.counts = ScanCounts()
@@ -63,13 +65,13 @@ class PendingScan:
         self._done = done
         self._wanted = wanted
         self._limit = limit
-        self._count_all = count_all
+        self._count_input = count_input
         self._on_unreadable = on_unreadable
 
     @property
     def complete(self) -> bool:
         """The walk read the whole input from the top, so `counts` are the input's."""
-        return self.exhausted and self.started_at == (0, 0) and self._count_all
+        return self.exhausted and self.started_at == (0, 0) and self._count_input
 
     def __iter__(self) -> Iterator[Pending]:
         counts, ids, done, wanted = self.counts, self._ids, self._done, self._wanted
@@ -90,7 +92,7 @@ class PendingScan:
                 self._advance(here)
                 continue
             record_id = ids(item.values)
-            if done is not None and not self._count_all and done(record_id):
+            if done is not None and not self._count_input and done(record_id):
                 self._advance(here)
                 continue
             if record_id in seen:
@@ -105,7 +107,7 @@ class PendingScan:
                 continue
             if self._limit is not None and taken >= self._limit:
                 self.limit_hit = True
-                if not self._count_all:
+                if not self._count_input:
                     return
                 continue
             taken += 1
