@@ -20,6 +20,7 @@ from enrichkit.api.result import Event, EventProgress, RunResult, stderr_logging
 from enrichkit.api.seam import default_clock, default_providers
 from enrichkit.config.envfiles import Environment
 from enrichkit.config.keys import api_key, register_keys
+from enrichkit.config.plan import JobMode
 from enrichkit.errors import EXIT_USAGE, EnrichError, UsageError
 from enrichkit.logs import log
 from enrichkit.run.progress import Progress
@@ -186,7 +187,7 @@ class Job:
         plan = job.plan
         options = plan.options
         abandoned = 0
-        if options.fresh and job.store.mode == "new":
+        if options.fresh and job.store.mode == JobMode.NEW:
             from enrichkit.batch.start import remove_ledger
 
             remove_ledger(plan.paths.output)  # the old job's batch ledger goes with its output and checkpoint

@@ -21,6 +21,7 @@ from enrichkit.batch.parts import (
     _Sweep,
     _usage_of,
 )
+from enrichkit.config.plan import JobMode
 from enrichkit.config.stages import Stage
 from enrichkit.errors import StageFailure
 from enrichkit.providers.base import Request
@@ -35,7 +36,7 @@ class Sweeping(BatchState):
     def _sweep(self) -> _Sweep:
         """Every pending record through its stages as far as the answers at hand go."""
         store, cp = self.store, self.cp
-        retrying = store.mode == "retry_failed"
+        retrying = store.mode == JobMode.RETRY_FAILED
         counting = store.mark.must_count and not self._swept_once
         failed = cp.failed_ids
         # After the first walk, a record is looked at again only when one of its lines came back: the others are
@@ -160,7 +161,7 @@ class Sweeping(BatchState):
                 values.update({name: str(hit["fields"].get(name, "")) for name in stage.output_fields})
                 return True
         # --retry-failed gives a failed record a new set of tries: the errors of earlier runs do not count.
-        since = self._wall_started if self.store.mode == "retry_failed" else 0.0
+        since = self._wall_started if self.store.mode == JobMode.RETRY_FAILED else 0.0
         errors = [item for item in attempts if item.state == "error" and item.asked_at >= since]
         lost = [item for item in attempts if item.state in ("missing", "expired", "failed_job")]
         if last is not None and last.state == "error":

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from enrichkit.config.lifecycle import ModelNotes
 from enrichkit.config.stages import Stage
 from enrichkit.run.counters import Counters
 
@@ -71,6 +72,9 @@ class Provider(Protocol):
     remote: bool  # calls go over the network: paced, guarded by the breaker, cached, abandoned on a stop
     has_models: bool  # requests name a model: `with_model` and `check_models` mean something
 
+    @property
+    def notes(self) -> ModelNotes | None: ...  # what its answers said of models: served by another, deprecated
+
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request: ...
 
     def call(self, request: Request) -> Answer: ...
@@ -86,6 +90,7 @@ class BaseProvider:
     """The defaults of a provider's capabilities: no models, nothing to check, nothing to close."""
 
     has_models = False
+    notes: ModelNotes | None = None
 
     def with_model(self, request: Request, model: str) -> Request:
         """The same request for another model (a stage's fallback); only for `has_models` providers."""

@@ -117,7 +117,7 @@ class GeminiProvider(BaseProvider):
         self._pricing = pricing
         self._timeout = timeout  # --timeout: a stage's own `timeout` (or a flex stage's floor) may differ
         self._now = now  # when an answer carries no Date header: the day it is priced on
-        self.notes = ModelNotes(pricing)  # served models, unpriced answers, lifecycles: said once, kept for the report
+        self.notes: ModelNotes = ModelNotes(pricing)  # served models, unpriced answers, lifecycles, said once
         self._model = model  # --model: the default model for stages that name none
         self._resolver = resolver or SourceResolver()
         self._base_url = base_url or None

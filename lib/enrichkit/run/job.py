@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichkit.config.lifecycle import ModelNotes, check_models
+from enrichkit.config.lifecycle import check_models
 from enrichkit.config.plan import Plan
 from enrichkit.errors import AuthError
 from enrichkit.logs import log
@@ -93,8 +93,8 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         plan.check_prices()
         checked()
         store = JobStore.open(plan, confirm_fresh=confirm_fresh, relock=lock.relock_output, clock=clock)
-        notes = getattr(built.get("llm"), "notes", None)
-        if isinstance(notes, ModelNotes):
+        notes = built["llm"].notes if "llm" in built else None
+        if notes is not None:
             check_models(plan.stages, options.model, plan.pricing, notes)  # a deprecated model: one warning
         plan.pricing.used_grounding(store.cp.totals.search_queries or store.cp.totals.grounded_prompts)
         remote = [p for p in built.values() if p.remote]

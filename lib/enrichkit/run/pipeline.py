@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from enrichkit.config.lifecycle import ModelNotes
 from enrichkit.config.plan import JobMode, Plan
 from enrichkit.errors import EnrichError, StageFailure
 from enrichkit.logs import log
@@ -268,8 +267,9 @@ class Pipeline:
         budget = self.enricher.budget
         if budget is not None:
             self.store.note_unsettled(budget.given_up + (budget.reserved if on_the_wire else 0.0))
-        notes = getattr(self.enricher.providers.get("llm"), "notes", None)
-        if isinstance(notes, ModelNotes):
+        llm = self.enricher.providers.get("llm")
+        if llm is not None and llm.notes is not None:
+            notes = llm.notes
             self.store.note_models(notes.snapshot())
 
     def _figures(self) -> Figures:
