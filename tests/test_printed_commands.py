@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT
 from enrichkit.store.runlock import RunLock
 from fake_gemini import FakeGemini
-from installed import pip_install
+from installed import pip_install_once
 from test_readme import fresh_shell_env
 
 pytestmark = pytest.mark.e2e  # processes and servers: not in `make unit`
@@ -117,9 +117,9 @@ def test_the_lock_error_names_a_cancel_command_that_runs_from_any_folder(folders
     assert status.returncode == 0 and str(data / "out" / "funds.csv") in status.stdout, status.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pip_install(tmp_path_factory.mktemp("installed"))
+    return pip_install_once(tmp_path_factory)
 
 
 def test_the_console_scripts_of_pip_install_print_their_own_names(installed: Path, folders: tuple[Path, Path]

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ROOT
 from fake_gemini import FakeGemini
-from installed import pip_install
+from installed import pip_install_once
 
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -193,9 +193,9 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pip_install(tmp_path_factory.mktemp("installed"))
+    return pip_install_once(tmp_path_factory)
 
 
 def test_the_readme_walk_through_runs_a_first_job_step_by_step_against_the_stand_in(installed: Path, tmp_path: Path
