@@ -144,6 +144,7 @@ def _as_nobody(script: str, *args: str, stdin: str = "") -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_a_second_user_planting_a_job_gets_nothing_run_signalled_or_served(
         shared: Path, tmp_path: Path, jobs: Any, sleepers: list[subprocess.Popen[bytes]]) -> None:
     # The other user's own process, and a job it plants naming that process and its own stages module.
@@ -185,6 +186,7 @@ def test_a_second_user_planting_a_job_gets_nothing_run_signalled_or_served(
 # --- finding 3 and issue 15 class 11: a PID is signalled only when it is the job's run ---------------------
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_cancel_never_signals_a_pid_that_does_not_hold_the_jobs_lock(
         tmp_path: Path, jobs: Any, sleepers: list[subprocess.Popen[bytes]]) -> None:
     """A checkpoint (or `<stem>.lock.owner`) naming an unrelated `sleep` got it killed. Here the PID is
@@ -223,6 +225,7 @@ def test_cancel_never_signals_a_pid_that_does_not_hold_the_jobs_lock(
         holder.stdout.close()
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_a_world_writable_owner_file_is_not_acted_on(tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]) -> None:
     unrelated = _sleeper()
     sleepers.append(unrelated)
@@ -295,6 +298,7 @@ def test_a_fifo_checkpoint_and_an_owner_file_linked_to_dev_zero_never_block_or_f
     assert answer.status_code == 403 and "a symbolic link" in answer.json()["error"]  # not the job's own file
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_sigterm_stops_the_server_with_a_request_in_flight(tmp_path: Path) -> None:
     write_job(tmp_path / "job")
     os.mkfifo(tmp_path / "x.progress.json")

@@ -519,6 +519,7 @@ def test_state_is_running_only_with_a_live_pid_on_this_host() -> None:
     assert decide_state(_cp("completed", pid=200), Owner(200, "here", 0.0), "here", alive) == ("completed", None)
 
 
+@pytest.mark.e2e  # starts a process: not in `make unit`
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times and zombies are read from /proc")
 def test_process_alive_rejects_the_dead_the_unreaped_and_a_reused_pid() -> None:
     assert process_alive(os.getpid())
@@ -529,6 +530,7 @@ def test_process_alive_rejects_the_dead_the_unreaped_and_a_reused_pid() -> None:
     assert not process_alive(child.pid)
 
 
+@pytest.mark.e2e  # starts a process: not in `make unit`
 def test_a_temp_file_is_stale_once_its_writer_is_gone_or_its_pid_is_another_process(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     child = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -679,6 +681,7 @@ def test_validate_of_a_copied_job_folder_says_which_output_it_checked(jobs: Any,
     assert "a copied job folder?" in result.out and str(done.with_name("enriched.csv")) in result.out
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_a_reader_that_goes_away_does_not_change_the_exit_code(done: Path) -> None:
     import subprocess
     import sys
@@ -695,6 +698,7 @@ def test_a_reader_that_goes_away_does_not_change_the_exit_code(done: Path) -> No
         assert proc.wait(timeout=60) == 0, args
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_serve_from_a_python_lacking_only_the_dashboards_packages_runs_with_the_venv(tmp_path: Path) -> None:
     # A system python with every other dependency (here: the venv's packages but fastapi and uvicorn).
     import shutil
