@@ -94,16 +94,17 @@ def test_an_interrupted_run_posts_too(ws: Workspace, receiver: Receiver) -> None
     assert "--resume" in receiver.bodies[0]["text"]
 
 
-def test_a_dead_receiver_changes_nothing_but_a_warning(ws: Workspace) -> None:
+def test_a_dead_receiver_changes_nothing_but_a_warning(fws: Workspace) -> None:
+    """On the fake provider and the fake clock: the waits between the tries (1 s, 2 s) pass on that clock."""
     dead = Receiver(status=500)
     try:
-        proc = ws.run("--notify-url", dead.url)
+        proc = fws.run("--notify-url", dead.url)
     finally:
         dead.close()
     assert proc.returncode == 0, proc.stderr
     assert len(dead.bodies) == 3  # the tries, no more
     assert "notification to" in proc.stderr and "the run's result is unchanged" in proc.stderr
-    assert len(ws.output_ids()) == 40
+    assert len(fws.output_ids()) == 40
 
 
 def test_the_webhook_is_sent_after_the_lock_is_released_so_a_cron_tick_runs(ws: Workspace) -> None:
