@@ -641,7 +641,7 @@ def test_live_run_shows_running_and_cancel_stops_it(jobs: Any, ws: Workspace) ->
 
 
 def test_killed_run_shows_interrupted_and_its_missing_rows(jobs: Any, ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(300))
+    write_csv(ws.input, make_rows(120))  # 3 s of run at this latency; killed after 5 rows, the resume does the rest
     ws.fake.configure(latency=0.05)
     proc = ws.start("--max-workers", "2")
     wait_for(lambda: _rows(ws) >= 5 and read_json(ws.checkpoint)["status"] == "running", what="a running job")
@@ -654,7 +654,7 @@ def test_killed_run_shows_interrupted_and_its_missing_rows(jobs: Any, ws: Worksp
     assert "is gone" in jobs("status", str(ws.checkpoint)).out
     missing = jobs("missing", str(ws.checkpoint))
     assert missing.code == 0, missing.err
-    assert len(missing.out.splitlines()) - 1 == 300 - len(read_csv(ws.output))
+    assert len(missing.out.splitlines()) - 1 == 120 - len(read_csv(ws.output))
     verdict = as_json(jobs("validate", str(ws.checkpoint), "--json"))
     assert [d["kind"] for d in verdict["defects"]] == ["not_done"]
     ws.fake.configure(latency=0)
