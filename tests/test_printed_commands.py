@@ -161,7 +161,7 @@ def test_the_crontab_line_of_the_installed_tool_runs_a_job_in_its_folder(install
     folder = tmp_path / "funds"
     folder.mkdir()
     sample = (ROOT / "data" / "sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (folder / "funds.csv").write_text("".join(sample[:9]), encoding="utf-8")
+    (folder / "funds.csv").write_text("".join(sample[:4]), encoding="utf-8")  # 3 records
     (folder / "stages.toml").write_text((ROOT / "data" / "stages.toml").read_text(encoding="utf-8"), encoding="utf-8")
     (folder / ".env").write_text(f"GEMINI_API_KEY=cron-key-123456\nGEMINI_BASE_URL={fake.url}\n", encoding="utf-8")
     command = line.group(1).replace("/srv/jobs/funds", str(folder)).replace("/home/me/.local/bin", str(installed))
@@ -170,5 +170,5 @@ def test_the_crontab_line_of_the_installed_tool_runs_a_job_in_its_folder(install
         proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, cwd=tmp_path, env=env,
                               timeout=180)
         assert proc.returncode == 0, (folder / "out" / "enrich.log").read_text()
-    assert len(_rows(folder / "out" / "funds.csv")) == 8
-    assert "Done: all 8 records enriched" in (folder / "out" / "enrich.log").read_text()
+    assert len(_rows(folder / "out" / "funds.csv")) == 3
+    assert "Done: all 3 records enriched" in (folder / "out" / "enrich.log").read_text()
