@@ -54,8 +54,8 @@ def _fast(ws: Workspace) -> dict[str, str]:
     return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
 
 
-def test_a_finished_run_posts_one_summary(ws: Workspace, receiver: Receiver) -> None:
-    proc = ws.run("--notify-url", receiver.url)
+def test_a_finished_run_posts_one_summary(fws: Workspace, receiver: Receiver) -> None:
+    proc = fws.run("--notify-url", receiver.url)
     assert proc.returncode == 0, proc.stderr
     assert len(receiver.bodies) == 1
     body = receiver.bodies[0]
@@ -75,10 +75,10 @@ def test_failures_and_a_budget_are_posted_with_their_exit_codes(ws: Workspace, r
     assert len(receiver.bodies) == 2
 
 
-def test_the_stages_file_can_name_the_url(ws: Workspace, receiver: Receiver) -> None:
-    ws.stages.write_text(ws.stages.read_text().replace("[defaults]", f'[defaults]\nnotify_url = "{receiver.url}"'),
-                         encoding="utf-8")
-    assert ws.run().returncode == 0
+def test_the_stages_file_can_name_the_url(fws: Workspace, receiver: Receiver) -> None:
+    fws.stages.write_text(fws.stages.read_text().replace("[defaults]", f'[defaults]\nnotify_url = "{receiver.url}"'),
+                          encoding="utf-8")
+    assert fws.run().returncode == 0
     assert len(receiver.bodies) == 1
 
 
