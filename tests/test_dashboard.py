@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
+from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, rows_written, wait_for, write_csv
 from enrichkit.jobs import catalog as catalog_module
 from enrichkit.jobs import server as server_module
 from enrichkit.jobs.catalog import Secrets
@@ -371,8 +371,7 @@ def test_cancel_stops_a_live_run_and_resume_finishes_it_and_a_second_start_is_re
     api = client(ws.tmp)
     run = ws.start("--max-workers", "1")
     try:
-        wait_for(lambda: ws.checkpoint.exists() and read_json(ws.checkpoint)["completed_count"] > 0,
-                 what="the first checkpoint")
+        wait_for(lambda: ws.checkpoint.exists() and rows_written(ws) > 0, what="the first rows")
         job_id = read_json(ws.checkpoint)["job_id"]
         live = keys(api)[job_id]
         assert live["state"] == "running" and live["can_resume"] is False
