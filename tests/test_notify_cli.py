@@ -94,6 +94,7 @@ def test_an_interrupted_run_posts_too(ws: Workspace, receiver: Receiver) -> None
     assert "--resume" in receiver.bodies[0]["text"]
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_dead_receiver_changes_nothing_but_a_warning(fws: Workspace) -> None:
     """On the fake provider and the fake clock: the waits between the tries (1 s, 2 s) pass on that clock."""
     dead = Receiver(status=500)
