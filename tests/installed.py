@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -26,12 +28,27 @@ def pip_install(where: Path) -> Path:
                           capture_output=True, text=True).stdout.strip()
     ours = [p for p in sys.path if p.endswith("site-packages")]
     Path(site, "dependencies.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
-    built = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                            "--disable-pip-version-check", str(source)],
-                           capture_output=True, text=True, timeout=300, cwd=where)
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+           "--disable-pip-version-check", str(source)]
+    # Offline with the test environment's setuptools (on the venv's path through the .pth; requirements-dev.txt
+    # pins one that builds wheels itself); failing that, as pip builds by default (its backend from the index).
+    built = subprocess.run([*pip, "--no-build-isolation", "--no-index"], capture_output=True, text=True, timeout=300,
+                           cwd=where)
+    if built.returncode != 0:
+        built = subprocess.run(pip, capture_output=True, text=True, timeout=300, cwd=where)
     if built.returncode != 0:  # no index for setuptools here: the console scripts as pip writes them
         _console_scripts(python, source / "lib", venv / "bin")
     return venv / "bin"
+
+
+_installed: list[Path] = []
+
+
+def pip_install_once(factory: pytest.TempPathFactory) -> Path:
+    """`pip_install` once per test session (per worker): every test of the console scripts shares it."""
+    if not _installed:
+        _installed.append(pip_install(factory.mktemp("installed")))
+    return _installed[0]
 
 
 def _console_scripts(python: Path, lib: Path, folder: Path) -> None:

@@ -1,5 +1,5 @@
-"""The dashboard in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`) driven by
-Selenium watches a job run against the stand-in, cancels it and resumes it from the page.
+"""The dashboard in a real browser (`make slow`): headless Chromium (Debian's `chromium` and `chromium-driver`)
+driven by Selenium watches a job run against the stand-in, cancels it and resumes it from the page.
 
 Install the browser with `apt-get install -y chromium chromium-driver` (`.ci/run` does); without it the
 test is skipped. `ENRICHKIT_SCREENSHOT=1` also writes the running job's page to docs/dashboard.png.
@@ -23,9 +23,13 @@ from conftest import JOBS, ROOT, Workspace, expected_ids, make_rows, read_json, 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="no Chromium: install Debian's browser with `apt-get install -y chromium chromium-driver`")
+pytestmark = [
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no Chromium: install Debian's browser with "
+                       "`apt-get install -y chromium chromium-driver`"),
+    # `make slow` (CI runs it): `make test` shows the same flow (a live run listed, cancelled, resumed to the end)
+    # through the API the page calls, in test_dashboard.py's test_cancel_stops_a_live_run_and_resume_finishes_it...
+    pytest.mark.slow,
+]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
+from conftest import API_KEY, Workspace, expected_ids, make_rows, read_json, rows_written, wait_for, write_csv
 from enrichkit.jobs import catalog as catalog_module
 from enrichkit.jobs import server as server_module
 from enrichkit.jobs.catalog import Secrets
@@ -359,16 +359,33 @@ def test_cancel_signals_the_live_run(tmp_path: Path, stand_in_run: subprocess.Po
     assert api.post("/api/jobs/enrich_live/resume", headers=POST).status_code == 409  # nothing pending
 
 
-def test_resume_starts_the_job_and_a_second_start_is_reported_as_locked(ws: Workspace,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    write_csv(ws.input, make_rows(30))
-    first = ws.run("--limit", "10")
-    assert first.returncode == 1, first.stderr
+def test_cancel_stops_a_live_run_and_resume_finishes_it_and_a_second_start_is_reported_as_locked(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's flow (test_browser.py clicks it in Chromium, in `make slow`) through the API the page calls: a
+    real run against the stand-in listed as running, cancelled (exit 130, interrupted, records left), resumed
+    (refused while another run holds the lock), and finished, every record once."""
+    write_csv(ws.input, make_rows(60))
+    ws.fake.configure(latency=0.05)  # one worker: 3 s of run to cancel
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)  # what the server's environment gives the runs it starts
     monkeypatch.setenv("GEMINI_BASE_URL", ws.fake.url)
     api = client(ws.tmp)
-    job_id = read_json(ws.checkpoint)["job_id"]
-    assert keys(api)[job_id]["can_resume"] is True
+    run = ws.start("--max-workers", "1")
+    try:
+        wait_for(lambda: ws.checkpoint.exists() and rows_written(ws) > 0, what="the first rows")
+        job_id = read_json(ws.checkpoint)["job_id"]
+        live = keys(api)[job_id]
+        assert live["state"] == "running" and live["can_resume"] is False
+        answer = api.post(f"/api/jobs/{job_id}/cancel", headers=POST)
+        assert answer.status_code == 202 and answer.json()["pid"] == run.pid
+        assert run.wait(timeout=30) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate(timeout=30)
+    stopped = keys(api)[job_id]
+    assert stopped["state"] == "interrupted" and stopped["can_resume"] is True and 0 < stopped["done"] < 60
+    assert api.post(f"/api/jobs/{job_id}/cancel", headers=POST).status_code == 409  # no run is active now
+    ws.fake.configure(latency=0)
     # Another run holds the lock (and has not named itself yet): the started run exits 3, and the page says so.
     lock = RunLock(ws.output.with_name("enriched.lock"), ws.output)
     lock.acquire()

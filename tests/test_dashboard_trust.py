@@ -144,6 +144,7 @@ def _as_nobody(script: str, *args: str, stdin: str = "") -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_a_second_user_planting_a_job_gets_nothing_run_signalled_or_served(
         shared: Path, tmp_path: Path, jobs: Any, sleepers: list[subprocess.Popen[bytes]]) -> None:
     # The other user's own process, and a job it plants naming that process and its own stages module.
@@ -185,6 +186,7 @@ def test_a_second_user_planting_a_job_gets_nothing_run_signalled_or_served(
 # --- finding 3 and issue 15 class 11: a PID is signalled only when it is the job's run ---------------------
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_cancel_never_signals_a_pid_that_does_not_hold_the_jobs_lock(
         tmp_path: Path, jobs: Any, sleepers: list[subprocess.Popen[bytes]]) -> None:
     """A checkpoint (or `<stem>.lock.owner`) naming an unrelated `sleep` got it killed. Here the PID is
@@ -223,6 +225,7 @@ def test_cancel_never_signals_a_pid_that_does_not_hold_the_jobs_lock(
         holder.stdout.close()
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_a_world_writable_owner_file_is_not_acted_on(tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]) -> None:
     unrelated = _sleeper()
     sleepers.append(unrelated)
@@ -295,6 +298,7 @@ def test_a_fifo_checkpoint_and_an_owner_file_linked_to_dev_zero_never_block_or_f
     assert answer.status_code == 403 and "a symbolic link" in answer.json()["error"]  # not the job's own file
 
 
+@pytest.mark.e2e  # starts processes: not in `make unit`
 def test_sigterm_stops_the_server_with_a_request_in_flight(tmp_path: Path) -> None:
     write_job(tmp_path / "job")
     os.mkfifo(tmp_path / "x.progress.json")
@@ -354,22 +358,22 @@ def test_a_malformed_checkpoint_is_one_broken_entry_and_every_other_job_is_liste
 
 
 def test_a_warm_listing_reads_no_unchanged_checkpoint_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for i in range(30):
+    for i in range(8):  # any number shows it: an unchanged one is never read again
         write_job(tmp_path / f"job{i:02d}", n=10)
     reads: list[Path] = []
     real = catalog_module.read_job_summary
     monkeypatch.setattr(catalog_module, "read_job_summary", lambda path: reads.append(path) or real(path))
     api = client(tmp_path)
     first = api.get("/api/jobs").json()["jobs"]
-    assert len(first) == 30 and len(reads) == 30
+    assert len(first) == 8 and len(reads) == 8
     assert api.get("/api/jobs").json() == {"dir": str(tmp_path), "jobs": first}
-    assert len(reads) == 30  # nothing changed: nothing read
+    assert len(reads) == 8  # nothing changed: nothing read
     changed = tmp_path / "job07" / "out" / "enriched.progress.json"
     cp = read_checkpoint(changed)
     cp.status = "interrupted"
     write_checkpoint(changed, cp)
     states = {j["checkpoint"]: j["state"] for j in api.get("/api/jobs").json()["jobs"]}
-    assert reads[30:] == [changed] and states[str(changed)] == "interrupted"
+    assert reads[8:] == [changed] and states[str(changed)] == "interrupted"
 
 
 # --- finding 8: CSV downloads and `jobs.py export --format csv` quote a bare CR ----------------------------------

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e  # processes and servers: not in `make unit`
 
 def test_the_demo_echoes_its_environment_and_closes_with_a_reusable_command(tmp_path: Path) -> None:
     sample = (ROOT / "data" / "sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (tmp_path / "funds.csv").write_text("".join(sample[:7]), encoding="utf-8")
+    (tmp_path / "funds.csv").write_text("".join(sample[:3]), encoding="utf-8")  # 2 records
     output = tmp_path / "out" / "demo" / "enriched.csv"
     lines: list[str] = []
     assert run(tmp_path / "funds.csv", ROOT / "data" / "stages.toml", output, say=lines.append) == 0

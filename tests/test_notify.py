@@ -17,6 +17,7 @@ import requests
 from conftest import API_KEY
 from enrichkit.commands import enrich_command
 from enrichkit.redact import forget_secrets, register_secret
+from enrichkit.run import notify as notify_module
 from enrichkit.run.notify import build_summary, notify_run_end, send_summary
 from enrichkit.store.jobfiles import JobPaths
 
@@ -124,6 +125,7 @@ def report(status: str = "interrupted", exit_code: int = 130, **changes: Any) ->
     return data
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_one_post_with_the_run_summary_and_a_paragraph_for_slack(paths: JobPaths) -> None:
     with Receiver(200) as hook:
         assert notify_run_end(hook.url, report(), paths) is None
@@ -162,6 +164,7 @@ def test_the_command_to_continue_fits_how_the_run_ended(paths: JobPaths, status:
     assert f"{status} (exit {code})" in summary["text"]
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_failing_receiver_is_tried_three_times_with_backoff(paths: JobPaths) -> None:
     with Receiver(500) as hook:
         waits = Waits(lambda: len(hook.posts))
@@ -171,6 +174,7 @@ def test_a_failing_receiver_is_tried_three_times_with_backoff(paths: JobPaths) -
     assert "s3cretWebhookToken" not in warning  # a webhook's path is its secret
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_receiver_that_recovers_gets_the_summary_once(paths: JobPaths) -> None:
     with Receiver(503, 200) as hook:
         waits = Waits(lambda: len(hook.posts))
@@ -179,6 +183,7 @@ def test_a_receiver_that_recovers_gets_the_summary_once(paths: JobPaths) -> None
     assert hook.posts[0]["body"] == hook.posts[1]["body"]
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_dead_receiver_costs_only_the_tries(paths: JobPaths) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -192,6 +197,7 @@ def test_a_dead_receiver_costs_only_the_tries(paths: JobPaths) -> None:
                        "result is unchanged")
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_wrong_url_is_not_tried_again(paths: JobPaths) -> None:
     with Receiver(404) as hook:
         waits = Waits(lambda: len(hook.posts))
@@ -217,6 +223,7 @@ def test_each_try_has_a_ten_second_timeout(paths: JobPaths) -> None:
     assert [c["timeout"] for c in calls] == [10.0] and calls[0]["json"]["job_id"] == "enrich_20261124_100000_abcdef"
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_stop_never_waits_for_an_unanswered_request(paths: JobPaths) -> None:
     with Receiver("hang") as hook:  # held longer than the receiver would hold it (30 s): only the stop can end it
         warning = send_summary(hook.url, build_summary(report(), paths), should_stop=hook.got.is_set, timeout=60)
@@ -225,6 +232,7 @@ def test_a_stop_never_waits_for_an_unanswered_request(paths: JobPaths) -> None:
     assert still_held and len(hook.posts) == 1  # it returned while the receiver still held the request
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_stop_between_tries_ends_them(paths: JobPaths) -> None:
     with Receiver(500) as hook:
         waits = Waits(lambda: len(hook.posts))
@@ -232,6 +240,7 @@ def test_a_stop_between_tries_ends_them(paths: JobPaths) -> None:
     assert len(hook.posts) == 1 and waits.between_tries == [] and warning is not None and "abandoned" in warning
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_ctrl_c_during_a_notification_is_a_warning_not_an_exception(paths: JobPaths) -> None:
     def interrupted() -> bool:
         raise KeyboardInterrupt
@@ -241,6 +250,7 @@ def test_ctrl_c_during_a_notification_is_a_warning_not_an_exception(paths: JobPa
     assert warning is not None and "abandoned (interrupted)" in warning
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_the_api_key_never_leaves_in_a_notification(paths: JobPaths, secrets: None) -> None:
     leaky = report(message=f"stopped: 401 for key {API_KEY}")
     with Receiver(200) as hook:
@@ -292,9 +302,13 @@ class Dribbler:
         self.sock.close()
 
 
-def test_a_dribbling_receiver_gets_no_more_than_the_notifications_deadline(paths: JobPaths) -> None:
+@pytest.mark.e2e  # a receiver on a socket: not in `make unit`
+def test_a_dribbling_receiver_gets_no_more_than_the_notifications_deadline(paths: JobPaths,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding 9: a receiver sending a byte every few seconds kept the run (and its lock) alive past 150 s:
-    the per-read timeout is no deadline. The clock here runs 1 s per look; every try and wait ends by 30 s."""
+    the per-read timeout is no deadline. The clock here runs 1 s per look; every try and wait ends by 30 s.
+    The wait for the answer looks every 5 ms (not 0.1 s): the same 30 looks, in a fraction of a second."""
+    monkeypatch.setattr(notify_module, "_POLL", 0.005)
     now = [0.0]
 
     def clock() -> float:
@@ -335,6 +349,7 @@ def test_each_try_and_wait_fits_in_what_is_left_of_the_thirty_seconds(paths: Job
     assert now[0] <= 30.0
 
 
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
 def test_a_redirect_is_reported_and_not_followed(paths: JobPaths) -> None:
     """Finding 10: a 3xx sent the summary (paths, host name, the resume command) to a second host."""
     with Receiver(200) as elsewhere:

@@ -54,8 +54,8 @@ def _fast(ws: Workspace) -> dict[str, str]:
     return ws.env(ENRICHKIT_BACKOFF_BASE="0.01")
 
 
-def test_a_finished_run_posts_one_summary(ws: Workspace, receiver: Receiver) -> None:
-    proc = ws.run("--notify-url", receiver.url)
+def test_a_finished_run_posts_one_summary(fws: Workspace, receiver: Receiver) -> None:
+    proc = fws.run("--notify-url", receiver.url)
     assert proc.returncode == 0, proc.stderr
     assert len(receiver.bodies) == 1
     body = receiver.bodies[0]
@@ -75,10 +75,10 @@ def test_failures_and_a_budget_are_posted_with_their_exit_codes(ws: Workspace, r
     assert len(receiver.bodies) == 2
 
 
-def test_the_stages_file_can_name_the_url(ws: Workspace, receiver: Receiver) -> None:
-    ws.stages.write_text(ws.stages.read_text().replace("[defaults]", f'[defaults]\nnotify_url = "{receiver.url}"'),
-                         encoding="utf-8")
-    assert ws.run().returncode == 0
+def test_the_stages_file_can_name_the_url(fws: Workspace, receiver: Receiver) -> None:
+    fws.stages.write_text(fws.stages.read_text().replace("[defaults]", f'[defaults]\nnotify_url = "{receiver.url}"'),
+                          encoding="utf-8")
+    assert fws.run().returncode == 0
     assert len(receiver.bodies) == 1
 
 
@@ -94,16 +94,18 @@ def test_an_interrupted_run_posts_too(ws: Workspace, receiver: Receiver) -> None
     assert "--resume" in receiver.bodies[0]["text"]
 
 
-def test_a_dead_receiver_changes_nothing_but_a_warning(ws: Workspace) -> None:
+@pytest.mark.e2e  # a receiver on 127.0.0.1: not in `make unit`
+def test_a_dead_receiver_changes_nothing_but_a_warning(fws: Workspace) -> None:
+    """On the fake provider and the fake clock: the waits between the tries (1 s, 2 s) pass on that clock."""
     dead = Receiver(status=500)
     try:
-        proc = ws.run("--notify-url", dead.url)
+        proc = fws.run("--notify-url", dead.url)
     finally:
         dead.close()
     assert proc.returncode == 0, proc.stderr
     assert len(dead.bodies) == 3  # the tries, no more
     assert "notification to" in proc.stderr and "the run's result is unchanged" in proc.stderr
-    assert len(ws.output_ids()) == 40
+    assert len(fws.output_ids()) == 40
 
 
 def test_the_webhook_is_sent_after_the_lock_is_released_so_a_cron_tick_runs(ws: Workspace) -> None:

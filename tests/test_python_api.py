@@ -57,10 +57,10 @@ def test_the_installed_package_has_the_public_surface_and_its_files(api_site: Pa
     names = set(json.loads(done.stdout))
     assert {"enrich", "Job", "RunResult", "Event", "EnrichError", "ConfigError", "InputError", "AuthError",
             "LockedError", "UsageError"} <= names
-    script = run_api(api_site, "", tmp_path)  # the console script, from the installed folder
+    # the console script, from the installed folder (the run above checked its enrichkit is the installed one)
     version = subprocess.run([sys.executable, str(api_site / "bin" / "enrichkit"), "--version"], capture_output=True,
                              text=True, env={"PYTHONPATH": str(api_site), "PATH": "/usr/bin:/bin"}, timeout=60)
-    assert script.returncode == 0 and version.returncode == 0 and "enrichkit 0.1.0" in version.stdout
+    assert version.returncode == 0 and "enrichkit 0.1.0" in version.stdout
 
 
 def test_the_docs_examples_run(api_site: Path, tmp_path: Path, fake: FakeGemini) -> None:

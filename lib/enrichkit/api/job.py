@@ -268,7 +268,8 @@ class Job:
 
         self._waiting = StopSignal(drain_seconds=0)
         try:
-            warning = notify_run_end(url, report, job.plan.paths, should_stop=self._waiting)
+            warning = notify_run_end(url, report, job.plan.paths, should_stop=self._waiting, sleep=self._sleep,
+                                     clock=self._clock)
         finally:
             self._waiting = None
         if warning:
