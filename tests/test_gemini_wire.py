@@ -17,6 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
+from enrichkit.providers.gemini import http_options
 from fake_gemini import FakeGemini
 
 FLASH = "gemini-2.5-flash"
@@ -29,12 +30,13 @@ SEARCH = [types.Tool(google_search=types.GoogleSearch())]
 
 @pytest.fixture
 def client_for() -> Iterator[Callable[..., genai.Client]]:
-    """Clients built as enrichkit builds them: Gemini API (not Vertex), SDK retries off."""
+    """Clients built as enrichkit builds them (`http_options`): Gemini API (not Vertex), SDK retries off, the
+    process's one TLS context."""
     clients: list[genai.Client] = []
 
     def make(fake: FakeGemini, headers: dict[str, str] | None = None, timeout_ms: int = 5000) -> genai.Client:
-        options = types.HttpOptions(base_url=fake.url, api_version="v1beta", timeout=timeout_ms, headers=headers,
-                                    retry_options=types.HttpRetryOptions(attempts=1))
+        options = http_options(fake.url, timeout_ms / 1000)
+        options.headers = headers
         client = genai.Client(api_key="test-key", vertexai=False, http_options=options)
         clients.append(client)
         return client
@@ -380,7 +382,7 @@ def test_error_faults(serve: Any, client_for: Any, fault: str, code: int, status
 
 def test_server_timeout_header_shorter_than_the_work_is_a_504(serve: Any, client_for: Any) -> None:
     fake = serve(latency=0.5)
-    exc = fails(client_for(fake, headers={"X-Server-Timeout": "0.1"}))
+    exc = fails(client_for(fake, headers={"X-Server-Timeout": "0.05"}))
     assert isinstance(exc, errors.ServerError) and (exc.code, exc.status) == (504, "DEADLINE_EXCEEDED")
     assert fake.stats()["faults"] == {"deadline_504": 1}
 

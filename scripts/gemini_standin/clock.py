@@ -15,16 +15,17 @@ import time
 
 
 class ScaledClock:
-    """Seconds that pass `speed` times faster than real ones (1: the real clock); thread-safe (reads only)."""
+    """Seconds that pass `speed` times faster than real ones; thread-safe (reads only). It starts at the
+    monotonic clock's reading, so at speed 1 it is the monotonic clock (`FakeGemini.origin` is on it)."""
 
-    def __init__(self, speed: float = 1.0, start: float = 1000.0) -> None:
+    def __init__(self, speed: float = 1.0) -> None:
         if speed <= 0:
             raise ValueError("speed must be more than 0")
         self.speed = speed
-        self._start, self._real_start = start, time.monotonic()
+        self._start = time.monotonic()
 
     def __call__(self) -> float:
-        return self._start + (time.monotonic() - self._real_start) * self.speed
+        return self._start + (time.monotonic() - self._start) * self.speed
 
     def sleep(self, seconds: float) -> None:
         time.sleep(self.real(seconds))
