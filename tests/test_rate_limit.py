@@ -1,8 +1,8 @@
 """Against a quota: 429s pause every worker and never fail a record; quota and outages stop resumably.
 
 The stand-in and the run share one clock that runs SPEED times faster than real time (`ScaledClock`): Google's
-60 s quota window, the retry delays its 429s name, the pauses, backoff and circuit breaker are the product's
-own, and a minute takes a fraction of a second."""
+60 s quota window, the retry delays its 429s name, the pauses and the circuit breaker are the product's own
+(the backoff is short, as before), and a minute takes a fraction of a second."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeGemini]:
 
 
 def run(ws: Workspace, *args: str) -> Completed:
-    """The CLI in this process on the stand-in's clock."""
+    """The CLI in this process on the stand-in's clock, with short backoffs (a retry does not outwait an outage)."""
     assert isinstance(ws.fake, FakeGemini)
     with use(clock=ws.fake.clock):
-        return ws.run(*args)
+        return ws.run(*args, env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
 
 
 @pytest.mark.parametrize("fake", [2 * SPEED], indirect=True)  # what it counts does not hang on a window's edges
