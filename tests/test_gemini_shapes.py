@@ -19,6 +19,10 @@ from fake_gemini import FakeGemini, ScaledClock
 ROWS = 12
 
 
+def _speed(speed: float) -> str:
+    return f"{speed:g}x"
+
+
 @pytest.fixture
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeGemini]:
     """The stand-in; on a clock that runs faster for a test that asks (indirect parametrization: its speed),
@@ -144,7 +148,8 @@ def test_a_spend_cap_429_stops_with_a_billing_line_naming_the_tier_cap(ws: Works
     assert "Tier 1: $250" in line and "billing" in line and "--resume" in line
 
 
-@pytest.mark.parametrize("fake", [100.0], indirect=True)  # a 429 without a delay pauses every worker 2 s
+# 100x: a 429 without a delay pauses every worker 2 s.
+@pytest.mark.parametrize("fake", [100.0], indirect=True, ids=_speed)
 def test_detail_less_429s_and_server_errors_are_retried_to_success(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(40))
     ws.fake.configure(faults={"bare_429": 0.1, "overloaded_503": 0.1, "html_502": 0.05, "internal_500": 0.05},
@@ -305,7 +310,8 @@ def test_flex_costs_half_the_tokens(ws: Workspace) -> None:
 # --- overload, fallback, environment -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fake", [10.0], indirect=True)  # seconds of overload, cool-down and latency, 10x faster
+# 10x: the second of overload, the breaker's cool-down and the latency.
+@pytest.mark.parametrize("fake", [10.0], indirect=True, ids=_speed)
 def test_a_sustained_overload_switches_to_the_fallback_model_and_back(ws: Workspace) -> None:
     ws.stages.write_text(ws.stages.read_text().replace('prompt = "Who is', 'fallback_model = "gemini-2.5-flash-lite"\n'
                                                        'prompt = "Who is'), encoding="utf-8")

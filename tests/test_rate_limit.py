@@ -17,6 +17,10 @@ from fake_gemini import FakeGemini, ScaledClock
 SPEED = 240.0  # a 60 s window in 0.25 s
 
 
+def _speed(speed: float) -> str:
+    return f"{speed:g}x"
+
+
 @pytest.fixture
 def fake(request: pytest.FixtureRequest) -> Iterator[FakeGemini]:
     """The stand-in on a clock SPEED times faster (or the speed a test asks for: indirect parametrization)."""
@@ -31,7 +35,8 @@ def run(ws: Workspace, *args: str) -> Completed:
         return ws.run(*args, env=ws.env(ENRICHKIT_BACKOFF_BASE="0.01"))
 
 
-@pytest.mark.parametrize("fake", [2 * SPEED], indirect=True)  # what it counts does not hang on a window's edges
+# Twice SPEED: what it asserts (no failure, bounded waste) does not hang on where a window ends.
+@pytest.mark.parametrize("fake", [2 * SPEED], indirect=True, ids=_speed)
 def test_429_storm_with_retry_delay_fails_no_record(ws: Workspace) -> None:
     # 5 requests per minute, hammered by 10 workers that were told no rpm at all.
     write_csv(ws.input, make_rows(40))
@@ -80,7 +85,8 @@ def test_daily_quota_stops_resumably_then_resume_completes(ws: Workspace) -> Non
     exactly_once(ws, filled=None)
 
 
-@pytest.mark.parametrize("fake", [30.0], indirect=True)  # a request's real milliseconds stay short of the outage
+# 30x: a request's real milliseconds stay short next to the 2 s outage and the breaker's cool-down.
+@pytest.mark.parametrize("fake", [30.0], indirect=True, ids=_speed)
 def test_outage_opens_the_breaker_and_the_run_recovers(ws: Workspace) -> None:
     ws.fake.configure(outage=2.0, outage_after=10)
     proc = run(ws, "--max-workers", "4", "--max-retries", "3")
