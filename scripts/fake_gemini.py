@@ -26,6 +26,7 @@ from gemini_standin import (
     QuotaWindow,
     Raw,
     Reply,
+    ScaledClock,
     coerce,
     error_body,
     error_fault,
@@ -40,8 +41,8 @@ from gemini_standin import (
 
 __all__ = [
     "ANSWER_FAULTS", "CATALOGUE", "CHOICES", "ERROR_FAULTS", "FAULTS", "RETIRED", "FakeConfig", "FakeGemini",
-    "ModelInfo", "QuotaWindow", "Raw", "Reply", "coerce", "error_body", "error_fault", "main", "make_value",
-    "not_found", "parse_args", "quota_error", "quota_ids", "resource",
+    "ModelInfo", "QuotaWindow", "Raw", "Reply", "ScaledClock", "coerce", "error_body", "error_fault", "main",
+    "make_value", "not_found", "parse_args", "quota_error", "quota_ids", "resource",
 ]
 
 if __name__ == "__main__":

@@ -45,16 +45,16 @@ JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 
 @pytest.fixture
 def client_for() -> Iterator[Any]:
-    """A google-genai client aimed at a stand-in, with the SDK's own retries off (enrichkit retries)."""
+    """A google-genai client aimed at a stand-in, built as enrichkit builds its own (`http_options`: v1beta, the
+    SDK's own retries off, the process's one TLS context)."""
     from google import genai
-    from google.genai import types
+
+    from enrichkit.providers.gemini import http_options
 
     clients: list[Any] = []
 
     def make(fake: Any, key: str = "test-key", timeout_ms: int = 5000) -> Any:
-        options = types.HttpOptions(base_url=fake.url, api_version="v1beta", timeout=timeout_ms,
-                                    retry_options=types.HttpRetryOptions(attempts=1))
-        client = genai.Client(api_key=key, vertexai=False, http_options=options)
+        client = genai.Client(api_key=key, vertexai=False, http_options=http_options(fake.url, timeout_ms / 1000))
         clients.append(client)
         return client
 
@@ -160,11 +160,11 @@ def test_concurrent_clients_over_keep_alive(serve: Any, client_for: Any) -> None
     fake = serve()
     client = client_for(fake)
     with ThreadPoolExecutor(max_workers=20) as pool:
-        texts = list(pool.map(lambda i: ask(client, f"fund {i % 30}").text, range(90)))
+        texts = list(pool.map(lambda i: ask(client, f"fund {i % 20}").text, range(60)))
     assert all(json.loads(text) for text in texts)
-    assert texts[:30] == texts[30:60] == texts[60:]
+    assert texts[:20] == texts[20:40] == texts[40:]
     stats = fake.stats()
-    assert stats["generate"] == 90 and stats["in_flight"] == 0 and len(stats["by_prompt"]) == 30
+    assert stats["generate"] == 60 and stats["in_flight"] == 0 and len(stats["by_prompt"]) == 20
 
 
 def test_count_tokens(serve: Any, client_for: Any) -> None:
@@ -270,7 +270,7 @@ def test_hanging_request_makes_the_client_time_out(serve: Any, client_for: Any) 
 
     fake = serve(timeout_rate=1.0, hang_seconds=3)
     with pytest.raises(httpx2.TimeoutException):
-        ask(client_for(fake, timeout_ms=500), "hello")
+        ask(client_for(fake, timeout_ms=150), "hello")
     assert fake.stats()["faults"] == {"timeout": 1}
 
 
@@ -323,6 +323,22 @@ def post(fake: Any, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, 
 def generate_raw(fake: Any, prompt: str = "Fund Alpha", model: str = MODEL, **extra: Any) -> tuple[int, dict[str, Any]]:
     return post(fake, f"/v1beta/models/{model}:generateContent",
                 {"contents": [{"role": "user", "parts": [{"text": prompt}]}], **extra})
+
+
+def test_a_scaled_clock_runs_the_quota_window_and_the_latency_faster() -> None:
+    clock = fake_gemini.ScaledClock(600)  # a minute in 0.1 s
+    config = fake_gemini.FakeConfig(catalogue="2026-05", rpm=1, latency=30.0)
+    with fake_gemini.FakeGemini(config, clock=clock) as fake:
+        started = time.monotonic()
+        assert generate_raw(fake, "first")[0] == 200
+        assert 0.05 <= time.monotonic() - started < 2  # 30 s of latency on its clock
+        status, body = generate_raw(fake, "second")
+        assert status == 429  # within the minute (of its clock)
+        retry = next(d for d in body["error"]["details"] if d["@type"].endswith(".RetryInfo"))
+        delay = float(retry["retryDelay"].removesuffix("s"))
+        assert 1 <= delay <= 60 and delay == int(delay)  # whole seconds, as Google's 60 s windows say
+        clock.sleep(delay)  # the minute is over on its clock, and in the quota
+        assert generate_raw(fake, "third")[0] == 200
 
 
 def test_sliding_window_frees_a_slot_when_the_oldest_request_is_a_window_old() -> None:
@@ -468,7 +484,7 @@ def test_grounded_wrap_is_fixed_per_prompt_in_mixed_mode(serve: Any) -> None:
 
 
 def test_deadline_from_the_server_timeout_header(serve: Any) -> None:
-    fake = serve(latency=0.3)
+    fake = serve(latency=0.15)
     body = json.dumps({"contents": [{"parts": [{"text": "hi"}]}]}).encode()
     slow = urllib.request.Request(f"{fake.url}/v1beta/models/{MODEL}:generateContent", data=body,
                                   headers={"X-Server-Timeout": "0.05"})

@@ -6,11 +6,44 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Workspace, make_rows, read_csv, read_json, write_csv
+from conftest import Completed, Workspace, make_rows, read_csv, read_json, write_csv
+from enrichkit.testing import use
+from fake_gemini import FakeGemini, ScaledClock
+
+ROWS = 12
+
+
+def _speed(speed: float) -> str:
+    return f"{speed:g}x"
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeGemini]:
+    """The stand-in; on a clock that runs faster for a test that asks (indirect parametrization: its speed),
+    shared with the run (`scaled`): the product's own pauses, backoff and breaker then take no real time."""
+    with FakeGemini(seed=1, catalogue="2026-05", clock=ScaledClock(getattr(request, "param", 1.0))) as server:
+        yield server
+
+
+@pytest.fixture
+def ws(tmp_path: Path, fake: FakeGemini) -> Workspace:
+    """The workspace with ROWS records: each shape shows in a few (a test that needs more writes them)."""
+    workspace = Workspace(tmp_path, fake)
+    write_csv(workspace.input, make_rows(ROWS))
+    return workspace
+
+
+def scaled(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Completed:
+    """The CLI in this process on the stand-in's clock."""
+    assert isinstance(ws.fake, FakeGemini)
+    with use(clock=ws.fake.clock):
+        return ws.run(*args, env=env)
 
 
 def _fast(ws: Workspace, **extra: str) -> dict[str, str]:
@@ -75,7 +108,7 @@ def test_account_429s_stop_at_once_with_a_billing_line_and_resume_later(ws: Work
     assert read_json(ws.checkpoint)["failed_count"] == 0
     ws.fake.configure(faults={})
     assert ws.run("--resume").returncode == 0
-    assert len(ws.output_ids()) == 40
+    assert len(ws.output_ids()) == ROWS
 
 
 def test_a_per_day_429_stops_resumably(ws: Workspace) -> None:
@@ -104,7 +137,7 @@ def test_a_used_up_daily_quota_stops_at_once_saying_when_it_resets(ws: Workspace
     assert ws.fake.stats()["generate"] <= 3  # not paced and retried 25 times each
     assert read_json(ws.checkpoint)["failed_count"] == 0
     ws.fake.configure(faults={})
-    assert ws.run("--resume").returncode == 0 and len(ws.output_ids()) == 40
+    assert ws.run("--resume").returncode == 0 and len(ws.output_ids()) == ROWS
 
 
 def test_a_spend_cap_429_stops_with_a_billing_line_naming_the_tier_cap(ws: Workspace) -> None:
@@ -115,10 +148,13 @@ def test_a_spend_cap_429_stops_with_a_billing_line_naming_the_tier_cap(ws: Works
     assert "Tier 1: $250" in line and "billing" in line and "--resume" in line
 
 
+# 100x: a 429 without a delay pauses every worker 2 s.
+@pytest.mark.parametrize("fake", [100.0], indirect=True, ids=_speed)
 def test_detail_less_429s_and_server_errors_are_retried_to_success(ws: Workspace) -> None:
+    write_csv(ws.input, make_rows(40))
     ws.fake.configure(faults={"bare_429": 0.1, "overloaded_503": 0.1, "html_502": 0.05, "internal_500": 0.05},
                       seed=3)
-    proc = ws.run("--max-retries", "6", env=_fast(ws))
+    proc = scaled(ws, "--max-retries", "6", env=_fast(ws))
     assert proc.returncode == 0, proc.stderr
     assert len(set(ws.output_ids())) == 40
     kinds = {e["error_type"] for e in _errors(ws)}
@@ -138,7 +174,7 @@ def test_blocked_answers_are_their_own_outcome_retried_once_or_never(ws: Workspa
     errors = [e for e in _errors(ws) if e["error_type"] == "blocked"]
     assert len(errors) == tries and {e["row"] for e in errors} == {4}
     cp = read_json(ws.checkpoint)
-    assert cp["failed_count"] == 1 and cp["completed_count"] == 39
+    assert cp["failed_count"] == 1 and cp["completed_count"] == ROWS - 1
     assert read_json(ws.report)["stages"]["poc"]["failed_records"] == {"blocked": 1}
     assert cp["prompt_tokens"] > 0 and cp["cost_usd"] > 0  # the refused prompts were billed, and counted
 
@@ -223,6 +259,7 @@ def test_cost_is_priced_by_the_model_that_served_the_answer(ws: Workspace) -> No
 
 def test_grounding_fees_are_in_the_cost_and_the_budget(ws: Workspace) -> None:
     _stages(ws, SEARCH.format(model="gemini-2.5-flash"))
+    write_csv(ws.input, make_rows(40))  # 30 left after 10: more than $0.50 of grounding fees
     assert ws.run("--limit", "10").returncode == 1
     report = read_json(ws.report)
     assert report["cost"]["grounded_prompts"] == 10
@@ -267,35 +304,46 @@ def test_flex_costs_half_the_tokens(ws: Workspace) -> None:
     assert ws.run("--stages", "poc").returncode == 0
     cp = read_json(ws.checkpoint)
     assert cp["cost_usd"] == pytest.approx((cp["prompt_tokens"] * 0.30 + cp["output_tokens"] * 2.50) / 2e6, abs=2e-6)
-    assert ws.fake.stats()["flex"] == 40
+    assert ws.fake.stats()["flex"] == ROWS
 
 
 # --- overload, fallback, environment -----------------------------------------------------------------------
 
 
+# 10x: the second of overload, the breaker's cool-down and the latency.
+@pytest.mark.parametrize("fake", [10.0], indirect=True, ids=_speed)
 def test_a_sustained_overload_switches_to_the_fallback_model_and_back(ws: Workspace) -> None:
     ws.stages.write_text(ws.stages.read_text().replace('prompt = "Who is', 'fallback_model = "gemini-2.5-flash-lite"\n'
                                                        'prompt = "Who is'), encoding="utf-8")
-    write_csv(ws.input, make_rows(120))
+    write_csv(ws.input, make_rows(60))
     ws.fake.configure(latency=0.04, fault_matching={"overloaded_503": ["model:gemini-2.5-flash"]})  # overloaded
-    healed = threading.Timer(1.0, lambda: ws.fake.configure(fault_matching={}))  # ... for a second
-    healed.start()
+    done = threading.Event()
+
+    def heal() -> None:  # ... for a second of the stand-in's clock from its first 503
+        while not done.is_set() and not ws.fake.stats()["faults"].get("overloaded_503"):
+            done.wait(0.005)
+        if not done.wait(ws.fake.clock.real(1.0)):
+            ws.fake.configure(fault_matching={})
+
+    healer = threading.Thread(target=heal, daemon=True)
+    healer.start()
     try:
-        proc = ws.run("--max-workers", "2", "--max-retries", "8", env=_fast(ws))
+        proc = scaled(ws, "--max-workers", "2", "--max-retries", "8", env=_fast(ws))
     finally:
-        healed.cancel()
+        done.set()
+        healer.join()
     assert proc.returncode == 0, proc.stderr
     served = ws.fake.stats()["served_by"]
     assert served.get("gemini-2.5-flash-lite", 0) > 0 and served.get("gemini-2.5-flash", 0) > 0
     assert "uses gemini-2.5-flash-lite" in proc.stderr and "is back on it" in proc.stderr
-    assert len(set(ws.output_ids())) == 120
+    assert len(set(ws.output_ids())) == 60
     rows = read_csv(ws.output)
     assert all(float(r["_cost_usd"]) > 0 for r in rows)  # priced as the model that served each
     # The same job again from its cache: what the stage's own model answered is reused, what the fallback
     # answered is not taken for the stage model's answer (it is asked again).
     for path in (ws.output, ws.checkpoint, ws.report):
         path.unlink()
-    again = ws.run(env=_fast(ws))
+    again = scaled(ws, env=_fast(ws))
     assert again.returncode == 0, again.stderr
     served_again = Counter(ws.fake.stats()["served_by"]) - Counter(served)
     assert served_again == {"gemini-2.5-flash": served["gemini-2.5-flash-lite"]}
@@ -344,7 +392,8 @@ size_musd = "number"
     ws.fake.configure(fail_matching=["How large is Fund 00004?"])
     assert ws.run("--limit", "8", env=_fast(ws)).returncode == 1
     ws.fake.configure(fail_matching=[])
-    retried = ws.run("--retry-failed")  # the failure is done; 32 records were never tried: not exit 0
-    assert retried.returncode == 1 and "Not finished: 8 done, 32 not yet tried" in retried.stderr, retried.stderr
+    retried = ws.run("--retry-failed")  # the failure is done; 4 records were never tried: not exit 0
+    assert retried.returncode == 1 and f"Not finished: 8 done, {ROWS - 8} not yet tried" in retried.stderr, \
+        retried.stderr
     row = next(r for r in read_csv(ws.output) if r["fund.title"] == "Fund 00004")
     assert json.loads(row["poc_sources"]) and row["poc_grounded"] == "true"  # stage 1 came from the cache

@@ -17,6 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
+from enrichkit.providers.gemini import http_options, tls_context
 from fake_gemini import FakeGemini
 
 FLASH = "gemini-2.5-flash"
@@ -29,12 +30,13 @@ SEARCH = [types.Tool(google_search=types.GoogleSearch())]
 
 @pytest.fixture
 def client_for() -> Iterator[Callable[..., genai.Client]]:
-    """Clients built as enrichkit builds them: Gemini API (not Vertex), SDK retries off."""
+    """Clients built as enrichkit builds them (`http_options`): Gemini API (not Vertex), SDK retries off, the
+    process's one TLS context."""
     clients: list[genai.Client] = []
 
     def make(fake: FakeGemini, headers: dict[str, str] | None = None, timeout_ms: int = 5000) -> genai.Client:
-        options = types.HttpOptions(base_url=fake.url, api_version="v1beta", timeout=timeout_ms, headers=headers,
-                                    retry_options=types.HttpRetryOptions(attempts=1))
+        options = http_options(fake.url, timeout_ms / 1000)
+        options.headers = headers
         client = genai.Client(api_key="test-key", vertexai=False, http_options=options)
         clients.append(client)
         return client
@@ -380,7 +382,7 @@ def test_error_faults(serve: Any, client_for: Any, fault: str, code: int, status
 
 def test_server_timeout_header_shorter_than_the_work_is_a_504(serve: Any, client_for: Any) -> None:
     fake = serve(latency=0.5)
-    exc = fails(client_for(fake, headers={"X-Server-Timeout": "0.1"}))
+    exc = fails(client_for(fake, headers={"X-Server-Timeout": "0.05"}))
     assert isinstance(exc, errors.ServerError) and (exc.code, exc.status) == (504, "DEADLINE_EXCEEDED")
     assert fake.stats()["faults"] == {"deadline_504": 1}
 
@@ -408,8 +410,9 @@ def test_denied_key_is_403_permission_denied(serve: Any, client_for: Any) -> Non
 @pytest.mark.parametrize("retry", [types.HttpRetryOptions(attempts=1), None])
 def test_sdk_retries_are_off_with_one_attempt_or_none(serve: Any, retry: Any) -> None:
     fake = serve(faults={"overloaded_503": 1.0})
-    client = genai.Client(api_key="k", vertexai=False, http_options=types.HttpOptions(
-        base_url=fake.url, api_version="v1beta", retry_options=retry))
+    options = http_options(fake.url, timeout=5)
+    options.retry_options = retry
+    client = genai.Client(api_key="k", vertexai=False, http_options=options)
     with pytest.raises(errors.ServerError):
         generate(client)
     client.close()
@@ -420,7 +423,9 @@ def test_vertexai_false_overrides_the_environment(serve: Any, monkeypatch: pytes
     monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
     assert genai.Client(api_key="k").vertexai is True  # what enrichkit must not get
     fake = serve()
-    client = genai.Client(api_key="k", vertexai=False, http_options=types.HttpOptions(base_url=fake.url))
+    tls = tls_context()
+    client = genai.Client(api_key="k", vertexai=False, http_options=types.HttpOptions(
+        base_url=fake.url, client_args={"verify": tls}, async_client_args={"verify": tls, "ssl": tls}))
     assert client.vertexai is False and generate(client).text
     client.close()
 
@@ -429,3 +434,19 @@ def test_flex_service_tier_reaches_the_server(serve: Any, client_for: Any) -> No
     fake = serve()
     assert generate(client_for(fake), service_tier=types.ServiceTier.FLEX).text
     assert fake.stats()["flex"] == 1
+
+
+def test_clients_share_one_tls_context_that_verifies_as_the_sdks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    import certifi
+
+    first, second = http_options("https://a.example", 5), http_options("https://b.example", 1)
+    assert first.client_args and second.async_client_args
+    shared = first.client_args["verify"]
+    assert shared is tls_context() is second.async_client_args["verify"] is second.async_client_args["ssl"]
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname  # no weaker than the SDK's default
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # honoured, as the SDK honours it
+    own = tls_context()
+    assert own is not shared and own is tls_context()
+    assert len(own.get_ca_certs()) == len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs()) > 0

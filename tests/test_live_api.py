@@ -18,6 +18,7 @@ from google.genai import errors, types
 from conftest import Workspace, make_rows, read_csv, read_json, write_csv
 from enrichkit.config.pricing import load_pricing
 from enrichkit.pace.classify import ANSWER_FINISHES, FINISH_REASONS
+from enrichkit.providers.gemini import http_options
 from fake_gemini import FakeGemini
 
 LLM = """
@@ -158,7 +159,7 @@ def test_every_finish_reason_of_the_pinned_sdk_has_a_decision() -> None:
 def test_a_finish_reason_is_retried_as_the_table_says_not_max_retries_times(
         today: Callable[..., Workspace], reason: str, requests: int) -> None:
     ws = today(rows=1, finish_reason=reason, faults={"finish": 1.0})
-    proc = ws.run("--max-retries", "5")
+    proc = ws.run("--max-retries", "5", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.001"))
     assert proc.returncode == 1, proc.stderr
     assert ws.fake.stats()["generate"] == requests  # each try billed: never more than the table allows
     assert reason in ws.errors.read_text(encoding="utf-8")
@@ -178,7 +179,7 @@ def test_an_account_level_finish_stops_the_run_with_a_line_about_the_account(tod
 
 def test_a_flex_stage_whose_answers_queue_75_s_completes_with_the_default_flags(
         today: Callable[..., Workspace]) -> None:
-    ws = today(extra='service_tier = "flex"', rows=6, flex_latency=75.0, flex_scale=0.002)
+    ws = today(extra='service_tier = "flex"', rows=6, flex_latency=75.0, flex_scale=0.0005)
     proc = ws.run()
     assert proc.returncode == 0, proc.stderr
     assert ws.fake.stats()["faults"].get("deadline_504", 0) == 0 and ws.fake.stats()["flex"] == 6
@@ -186,8 +187,8 @@ def test_a_flex_stage_whose_answers_queue_75_s_completes_with_the_default_flags(
 
 
 def test_a_stage_timeout_key_is_sent_as_its_deadline(today: Callable[..., Workspace]) -> None:
-    ws = today(extra='service_tier = "flex"\ntimeout = 30', rows=2, flex_latency=75.0, flex_scale=0.002)
-    proc = ws.run("--max-retries", "1")
+    ws = today(extra='service_tier = "flex"\ntimeout = 30', rows=2, flex_latency=75.0, flex_scale=0.0005)
+    proc = ws.run("--max-retries", "1", env=ws.env(ENRICHKIT_BACKOFF_BASE="0.001"))
     assert proc.returncode == 1  # its own 30 s, shorter than the queue: the stage's key wins over the flex floor
     assert ws.fake.stats()["faults"]["deadline_504"] == 4
 
@@ -267,9 +268,8 @@ def test_a_setting_the_model_refuses_stops_the_run_at_start(today: Callable[...,
 
 
 def _client(fake: FakeGemini) -> genai.Client:
-    options = types.HttpOptions(base_url=fake.url, api_version="v1beta", timeout=5000,
-                                retry_options=types.HttpRetryOptions(attempts=1))
-    return genai.Client(api_key="k", vertexai=False, http_options=options)
+    """A client as enrichkit builds one (v1beta, SDK retries off, the process's one TLS context)."""
+    return genai.Client(api_key="k", vertexai=False, http_options=http_options(fake.url, timeout=5))
 
 
 def test_the_stand_in_routes_deprecated_names_and_says_so_in_model_status(serve: Callable[..., FakeGemini]) -> None:
@@ -301,7 +301,7 @@ def test_the_stand_in_answers_every_finish_reason(serve: Callable[..., FakeGemin
 
 
 def test_the_stand_in_queues_flex_on_a_scaled_clock(serve: Callable[..., FakeGemini]) -> None:
-    fake = serve(catalogue="2026-12", flex_latency=75.0, flex_scale=0.001)
+    fake = serve(catalogue="2026-12", flex_latency=75.0, flex_scale=0.0005)
     client = _client(fake)
     config = types.GenerateContentConfig(service_tier=types.ServiceTier.FLEX,
                                          http_options=types.HttpOptions(timeout=60_000))

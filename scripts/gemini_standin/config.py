@@ -21,7 +21,7 @@ class FakeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     port_file: str | None = None
-    latency: float = 0.0
+    latency: float = 0.0  # seconds on the stand-in's clock (FakeGemini(clock=...)), as are window and outage
     jitter: float = 0.0
     seed: int = 0
     rpm: int | None = None
@@ -34,7 +34,7 @@ class FakeConfig:
     daily_quota: int | None = None
     error_rate: float = 0.0
     timeout_rate: float = 0.0
-    hang_seconds: float = 30.0
+    hang_seconds: float = 30.0  # real seconds (what it tests is the client's timeout, on the real clock)
     malformed_rate: float = 0.0
     rate_limit_rate: float = 0.0
     outage: float = 0.0

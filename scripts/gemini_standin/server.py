@@ -14,7 +14,6 @@ import re
 import socket
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from .answers import answer
 from .batches import DROP, BatchService
 from .catalogue import CATALOGUE, RETIRED, ModelInfo, model_info, model_page, not_found, request_error, resource
+from .clock import ScaledClock
 from .config import RUNTIME_KEYS, FakeConfig, coerce
 from .faults import ANSWER_FAULTS, ERROR_FAULTS, draw_fault, error_fault, key_refusal, quota_error
 from .grounding import redirect_reply, token_of
@@ -42,10 +42,15 @@ BATCHES_PATH = re.compile(r"^/(?:v1|v1beta)/batches$")
 
 
 class FakeGemini:
-    """The stand-in server: ``start()`` returns the port, ``stop()`` ends it, ``stats()`` counts."""
+    """The stand-in server: ``start()`` returns the port, ``stop()`` ends it, ``stats()`` counts.
 
-    def __init__(self, config: FakeConfig | None = None, **overrides: Any) -> None:
+    `clock` (`ScaledClock`, by default the real one) is the time its quota windows, outages and latencies
+    count in; give the same one to a CLI run in this process to run both faster than real time."""
+
+    def __init__(self, config: FakeConfig | None = None, *, clock: ScaledClock | None = None,
+                 **overrides: Any) -> None:
         self.config = dataclasses.replace(config or FakeConfig(), **overrides)
+        self.clock = clock or ScaledClock()
         self._lock = threading.Lock()  # guards config, counters, the quota windows and the RNG
         self._rng = random.Random(self.config.seed)
         self._stopping = threading.Event()  # wakes requests sleeping out a latency or a hang
@@ -53,7 +58,7 @@ class FakeGemini:
         self._thread: threading.Thread | None = None
         self._connections: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._requests, self._tokens = QuotaWindow(), QuotaWindow()
-        self.origin = time.monotonic()  # fixed windows are aligned to multiples of `window` from here (monotonic)
+        self.origin = self.clock()  # fixed windows are aligned to multiples of `window` from here
         self._outage_from: float | None = None
         self._outage_base = self._daily_base = 0
         self._stats: dict[str, Any] = {
@@ -73,8 +78,8 @@ class FakeGemini:
     def start(self) -> int:
         """Listen and serve in a daemon thread; returns the port."""
         self._server = _Server((self.config.host, self.config.port), self)
-        self.origin = time.monotonic()
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self.origin = self.clock()
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.005,), daemon=True)
         self._thread.start()
         return int(self._server.server_address[1])
 
@@ -127,7 +132,7 @@ class FakeGemini:
             if "daily_quota" in changes:  # a new day: the quota counts answers from now
                 self._daily_base = self._stats["answered"]
             if {"window", "window_mode"} & set(changes):
-                self._requests, self._tokens, self.origin = QuotaWindow(), QuotaWindow(), time.monotonic()
+                self._requests, self._tokens, self.origin = QuotaWindow(), QuotaWindow(), self.clock()
             config = dataclasses.asdict(self.config)
         masked = {k: config[k] and "***" for k in ("require_key", "deny_key")}
         return {**config, **masked}
@@ -295,11 +300,13 @@ class FakeGemini:
             self._stats["by_prompt"][hashlib.sha1(prompt.encode(errors="replace")).hexdigest()[:12]] += 1
             self._stats["by_model"][model] += 1
             info = self._info(model)
-            refused = self._refuse(version, model, info, key, request, prompt, p_tokens, grounded, time.monotonic())
+            refused = self._refuse(version, model, info, key, request, prompt, p_tokens, grounded, self.clock())
             fault = refused[0] if refused else draw_fault(self.config, prompt, self._rng, model)
             cfg = self.config
             jitter = self._rng.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter else 0.0
-            wait = cfg.hang_seconds if fault == "timeout" else max(0.0, cfg.latency + jitter) + flex * cfg.flex_latency
+            # Real seconds: a hang (for the client's timeout), the latency on the stand-in's clock, a flex queue's.
+            latency = self.clock.real(max(0.0, cfg.latency + jitter))
+            wait = cfg.hang_seconds if fault == "timeout" else latency + flex * cfg.flex_latency
             if (not refused and cfg.honor_server_timeout and server_timeout is not None and wait > server_timeout
                     and fault not in (*ERROR_FAULTS, "error", "rate_limit", "timeout")):  # a hang stays a hang
                 fault, wait = "deadline_504", server_timeout  # the server gives up at the caller's deadline
