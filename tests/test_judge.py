@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from enrichkit.pace.judge import ADMITTED, REJECTED, Answer, History, Memory, Requests, judge
+from enrichkit.pace.judge import Answer, History, Memory, judge
+from enrichkit.pace.traffic import ADMITTED, REJECTED, Traffic
 
 W = 60.0  # a minute's window
 
@@ -100,8 +101,8 @@ CASES = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_judge(case: Case) -> None:
     verdicts = [(at, rejected) for at, rejected in answered(case.sent) if at <= case.answer.at]
-    requests = Requests.of(case.memory.window, case.sent, verdicts)
-    decision = judge(History(requests, case.memory), case.answer)
+    traffic = Traffic.of(case.memory.window, case.sent, verdicts)
+    decision = judge(History(traffic, case.memory), case.answer)
     assert decision.pause_until == (None if case.pause_until is None else pytest.approx(case.pause_until))
     assert [name for name, _ in decision.events] == case.events
     assert decision.memory.quota == (None if case.quota is None else pytest.approx(case.quota))
@@ -112,14 +113,14 @@ def test_judge(case: Case) -> None:
 def test_judge_leaves_the_history_it_was_given_as_it_was() -> None:
     given = memory(None, recent=(False,) * 13 + (True,) * 7, streak=7)
     before = copy.deepcopy(given)
-    decision = judge(History(Requests.of(W, FLOOD, answered(FLOOD)), given), Answer(LAST + 0.2, LAST, True, 2.0))
+    decision = judge(History(Traffic.of(W, FLOOD, answered(FLOOD)), given), Answer(LAST + 0.2, LAST, True, 2.0))
     assert decision.memory.quota == 50
     assert given == before
 
 
 def test_a_stated_quota_let_go_too_early_is_kept_twice_as_long_when_stated_again() -> None:
     mem = memory(120, quota=61.2, rate=60.588, forgotten=60.0)  # let go; then a 429 states the same quota
-    decision = judge(History(Requests.of(W, [(400.0, REJECTED)]), mem),
+    decision = judge(History(Traffic.of(W, [(400.0, REJECTED)]), mem),
                      Answer(400.2, 400.0, True, 10.0, names_quota=True, limit=60))
     assert decision.memory.stated_hold == 10
     assert decision.memory.quota == 60
@@ -128,7 +129,7 @@ def test_a_stated_quota_let_go_too_early_is_kept_twice_as_long_when_stated_again
 
 def test_the_events_say_the_new_pace_in_words() -> None:
     case = CASES["a bare 429 in a flood while unpaced pauses everyone and paces at what got through"]
-    decision = judge(History(Requests.of(W, case.sent, answered(case.sent)), case.memory), case.answer)
+    decision = judge(History(Traffic.of(W, case.sent, answered(case.sent)), case.memory), case.answer)
     assert [fields["message"] for _, fields in decision.events] == [
         "429: pausing all workers for 2 s", "pace cut to 50 rpm"]
     assert decision.events[1][1] == {"rpm": 49.5, "from_rpm": None, "quota_rpm": 50.0, "message": "pace cut to 50 rpm"}

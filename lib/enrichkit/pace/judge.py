@@ -1,7 +1,7 @@
 """The 429 judgement: what each answer says the quota is, and what the pool does about it. Pure.
 
 `judge(history, answer) -> Decision`: `history` is what the pool sent and was answered in the last two
-windows (`Requests`) and what the judgement remembers (`Memory`: the quota learnt, the counts since the
+windows (`traffic.Traffic`) and what the judgement remembers (`Memory`: the quota learnt, the counts since the
 pace last changed, a cut under review, a raise on trial); `answer` is one answer, a 429 with what it
 said (its delay, whether it names a per-minute quota, the quota it states) or a success. The decision
 is the end of a pause for every worker (if any), the events to report, and the next `Memory` (whose
@@ -41,10 +41,10 @@ so a quota that comes back is found; each time it is stated again unchanged, the
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from enrichkit.pace.traffic import Traffic
 
 STORM_OF, STORM_429S = 20, 8  # this many 429s among the last answers is a flood (a loaded API's 2 %: never)
 OVERRUN = 1.2  # ... and a storm when the pool sends this much more than the server let through
@@ -59,90 +59,7 @@ STATED_HOLD, MAX_STATED_HOLD = 5, 80  # windows a stated quota caps the pace aft
 BINDING = 0.9  # the pace binds when the pool sent at least this share of it over the last window
 MIN_RPM = 1.0
 
-PENDING, ADMITTED, REJECTED = 0, 1, 2
 Event = tuple[str, dict[str, Any]]
-
-
-class Sent:
-    """One request: when it was sent and what became of it (PENDING, ADMITTED, REJECTED)."""
-
-    __slots__ = ("at", "state")
-
-    def __init__(self, at: float, state: int = PENDING) -> None:
-        self.at, self.state = at, state
-
-
-class Requests:
-    """What the pool sent in the last two windows, and the verdicts of the fresh answers of the last one.
-
-    Appended to in time order by its owner (`QuotaEstimate`); `judge` only reads it.
-    """
-
-    def __init__(self, window: float) -> None:
-        self.window = window
-        self._sent: deque[Sent] = deque()  # oldest first
-        self._verdicts: deque[tuple[float, bool]] = deque()  # (answered at, 429?) of fresh answers, oldest first
-
-    @classmethod
-    def of(cls, window: float, sent: Iterable[tuple[float, int]] = (),
-           verdicts: Iterable[tuple[float, bool]] = ()) -> Requests:
-        """A record built from (sent at, state) and (answered at, 429?) pairs, oldest first (for tests)."""
-        log = cls(window)
-        log._sent.extend(Sent(at, state) for at, state in sent)
-        log._verdicts.extend(verdicts)
-        return log
-
-    def sent(self, now: float) -> Sent:
-        """A request goes at `now`; the returned record is told its answer (`state`)."""
-        request = Sent(now)
-        self._sent.append(request)
-        while self._sent and self._sent[0].at <= now - 2 * self.window:
-            self._sent.popleft()
-        return request
-
-    def answered(self, now: float, rejected: bool) -> None:
-        """A fresh answer (to a request sent at the pace in force) came at `now`."""
-        self._verdicts.append((now, rejected))
-        while self._verdicts and self._verdicts[0][0] <= now - self.window:
-            self._verdicts.popleft()
-
-    def share(self) -> float:
-        """The share of 429s among the fresh answers of the last window."""
-        return sum(rejected for _, rejected in self._verdicts) / max(1, len(self._verdicts))
-
-    def answers_after(self, t: float) -> tuple[int, int]:
-        """(fresh answers, of them 429) of the last window that came after `t`."""
-        answers = rejected = 0
-        for at, refused in reversed(self._verdicts):
-            if at <= t:
-                break
-            answers += 1
-            rejected += refused
-        return answers, rejected
-
-    def window_before(self, t: float) -> tuple[float, int]:
-        """(requests per window the pool sent, requests the server let through) over the window before `t`.
-
-        In a record younger than a window, what it sent so far is scaled to a window. What the server let
-        through is not scaled: a quota's window can fill early.
-        """
-        sent = admitted = 0
-        for request in reversed(self._sent):
-            if request.at < t - self.window:
-                break
-            if request.at < t:
-                sent += 1
-                admitted += request.state != REJECTED
-        span = min(self.window, t - self._sent[0].at) if self._sent else self.window
-        return sent * self.window / max(span, self.window / 60), admitted
-
-    def covers_window(self, t: float) -> bool:
-        """Whether the record reaches a whole window back from `t`."""
-        return bool(self._sent) and t - self._sent[0].at >= self.window
-
-    def sent_after(self, t: float) -> int:
-        """Requests sent after `t`."""
-        return sum(request.at > t for request in self._sent)
 
 
 @dataclass
@@ -191,7 +108,7 @@ class Memory:
 class History(NamedTuple):
     """What `judge` reads: the requests and answers of the last windows, and its memory."""
 
-    requests: Requests
+    traffic: Traffic
     memory: Memory
 
 
@@ -228,10 +145,10 @@ def is_fresh(memory: Memory, answer: Answer) -> bool:
 def judge(history: History, answer: Answer) -> Decision:
     """What `answer` says, given `history`: a pause for everyone, a new pace, or nothing.
 
-    `history.requests` already holds `answer`'s request, its state, and (when fresh) its verdict.
+    `history.traffic` already holds `answer`'s request, its state, and (when fresh) its verdict.
     """
     m = history.memory.copy()
-    log = history.requests
+    log = history.traffic
     events: list[Event] = []
     pause_until = None
     now = answer.at
@@ -258,14 +175,14 @@ def judge(history: History, answer: Answer) -> Decision:
 
 # Each of these changes `m`, the copy `judge` made: never the memory it was given.
 
-def _note(m: Memory, log: Requests, now: float, rejected: bool, events: list[Event]) -> None:
+def _note(m: Memory, log: Traffic, now: float, rejected: bool, events: list[Event]) -> None:
     m.recent = (*m.recent, rejected)[-STORM_OF:]
     m.tally = (m.tally[0] + 1, m.tally[1] + rejected)
     if m.cut is not None and now - m.cut[0] >= m.window:
         _review_cut(m, log, now, m.cut[1], m.cut[2], events)
 
 
-def _review_cut(m: Memory, log: Requests, now: float, before: float, share_then: float,
+def _review_cut(m: Memory, log: Traffic, now: float, before: float, share_then: float,
                 events: list[Event]) -> None:
     """A window after a cut without a pause: if 429s came as often, they were not the pace's. Undo it."""
     m.cut = None
@@ -276,7 +193,7 @@ def _review_cut(m: Memory, log: Requests, now: float, before: float, share_then:
         _mark_change(m, now)
 
 
-def _judge_429(m: Memory, log: Requests, answer: Answer, events: list[Event]) -> float | None:
+def _judge_429(m: Memory, log: Traffic, answer: Answer, events: list[Event]) -> float | None:
     """What a fresh 429 says: a storm, a raise gone too far, a pace a little over the quota, or nothing.
     Returns the end of the pause it calls for, if any."""
     now, sent_at, delay = answer.at, answer.sent_at, answer.delay
@@ -355,7 +272,7 @@ def _storm(m: Memory, now: float, delay: float, quota: float | None, events: lis
     return now + delay
 
 
-def _maybe_raise(m: Memory, log: Requests, now: float, events: list[Event]) -> None:
+def _maybe_raise(m: Memory, log: Traffic, now: float, events: list[Event]) -> None:
     """After a whole window at this pace without a 429, probe a higher quota (up to the configured one)."""
     quota, window = m.quota, m.window
     if m.stated and now - m.stated_at >= m.stated_hold * window:

@@ -1,6 +1,6 @@
 """The quota estimate: the record of requests and answers, and the memory `judge` keeps, applied in order.
 
-`QuotaEstimate` matches each answer to the request its worker sent last, records both (`judge.Requests`),
+`QuotaEstimate` matches each answer to the request its worker sent last, records both (`traffic.Traffic`),
 asks `judge.judge` what the answer says, keeps the memory it returns (the quota learnt and the pace it
 sets: `quota`, `rate`) and counts what happened (429s, pauses, holds, pace cuts and raises) for the
 limiter's figures. The rules themselves are in `enrichkit.pace.judge`.
@@ -14,19 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable
 
-from enrichkit.pace.judge import (
-    ADMITTED,
-    REJECTED,
-    Answer,
-    Decision,
-    Event,
-    History,
-    Memory,
-    Requests,
-    Sent,
-    is_fresh,
-    judge,
-)
+from enrichkit.pace.judge import Answer, Decision, Event, History, Memory, is_fresh, judge
+from enrichkit.pace.traffic import ADMITTED, REJECTED, Sent, Traffic
 
 
 class QuotaEstimate:
@@ -37,7 +26,7 @@ class QuotaEstimate:
     """
 
     def __init__(self, rpm: float | None, *, window: float, headroom: float, now: float) -> None:
-        self.requests = Requests(window)
+        self.traffic = Traffic(window)
         self.memory = Memory.starting(rpm, window=window, headroom=headroom, now=now)
         self._mine: dict[Hashable, Sent] = {}  # each worker's request awaiting its answer
         self.rate_limited = 0  # 429s heard
@@ -55,7 +44,7 @@ class QuotaEstimate:
 
     def on_sent(self, worker: Hashable, now: float) -> None:
         """`worker` sent a request at `now`; its next answer is that request's."""
-        self._mine[worker] = self.requests.sent(now)
+        self._mine[worker] = self.traffic.sent(now)
 
     def on_success(self, worker: Hashable, now: float) -> list[Event]:
         """`worker`'s request was answered (not 429): the pace may rise after a clean window."""
@@ -80,8 +69,8 @@ class QuotaEstimate:
 
     def _apply(self, answer: Answer) -> Decision:
         if is_fresh(self.memory, answer):  # its verdict is part of the history judged
-            self.requests.answered(answer.at, answer.rejected)
-        decision = judge(History(self.requests, self.memory), answer)
+            self.traffic.answered(answer.at, answer.rejected)
+        decision = judge(History(self.traffic, self.memory), answer)
         self.memory = decision.memory
         for name, _ in decision.events:
             self.counts[name] += 1
