@@ -52,7 +52,7 @@ class Schedule(NamedTuple):
     def take(self, now: float, tokens: int, *, rate: float | None, head: bool) -> Schedule:
         """Reserve the slot of a request of `tokens` input tokens going at `now` (when `wait` says it may), at
         `rate` requests per window (None: unpaced). `head`: the taker slept for this very slot."""
-        grid = self.due()
+        grid = max(self.next_req, self.next_tok, self.paused_until)  # `due()`, inline: this is the hot path
         # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh. The head
         # slept for this very slot, so its lateness (a slow wake-up, the GIL) is not idle time: up to a slot.
         slot = grid if now - grid <= (self.gap if head else self.slack) else now
