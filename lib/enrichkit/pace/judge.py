@@ -94,7 +94,8 @@ class Memory:
     probe_wait: int = 1  # clean windows since the last 429 before a raise: more after each raise undone
 
     def copy(self) -> Memory:
-        """A copy to change (`copy.copy` does the same, several times slower: `judge` makes one per answer)."""
+        """A copy to change. Made through `__init__`: `judge` makes one per answer, and `copy.copy` is slower to
+        make and leaves an instance slower to read."""
         return Memory(*_FIELDS(self))
 
     @classmethod
