@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import Abandoned, AuthError, QuotaExhausted, StageFailure
-from enrichkit.pace.retry import AttemptState, CallStats, Guards, RetryPolicy, call_with_retry
+from enrichkit.pace.retry import AttemptState, CallGates, CallStats, RetryPolicy, call_with_retry
 from test_classify import RETRY_INFO, api_error
 
 
@@ -38,7 +38,7 @@ class Run:
         return call_with_retry(call, policy=self.policy, stats=self.stats, provider=provider,
                                should_stop=lambda: self.stop,
                                on_failure=lambda attempt, f: self.seen.append((attempt, f.error_type)),
-                               guards=Guards() if self.remote else None)
+                               gates=CallGates() if self.remote else None)
 
     @property
     def waited(self) -> float:
@@ -122,7 +122,7 @@ def test_a_stop_abandons_the_retry_without_failing_the_record() -> None:
     with pytest.raises(Abandoned):
         call_with_retry(call, policy=RetryPolicy(base=0.001, sleep=lambda _: None), stats=CallStats(),
                         provider="gemini", should_stop=lambda: bool(stop),
-                        on_failure=lambda attempt, f: stop.append(True), guards=Guards())
+                        on_failure=lambda attempt, f: stop.append(True), gates=CallGates())
     assert call.calls == 1
 
 

@@ -16,7 +16,7 @@ the table does not know is retried at most once.
 
 Provider-aware: an `http` stage's 401/403 is that stage's failure (`client_error`), never "check
 GEMINI_API_KEY". A Gemini 429 is further told apart by its quota: per minute, or not said (pace: see
-`enrichkit.pace.quota`); per day (a PerDay quotaId, Search grounding's too, or a Help link and nothing else:
+`enrichkit.pace.judge`); per day (a PerDay quotaId, Search grounding's too, or a Help link and nothing else:
 stop, resumable, saying when it resets); or the account (credits, a monthly spend cap, "limit: 0": stop
 with a billing line). Gemini
 configuration errors (a retired model, an unsupported location or tool combination) carry a fatal

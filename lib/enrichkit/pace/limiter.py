@@ -1,16 +1,13 @@
-"""One pace for all workers: requests spaced just under the quota, pauses, and each worker's own wait.
+"""One pace for all workers: the shell that reads the clock, holds the lock, sleeps, and keeps each worker's wait.
 
-Pacing is GCRA virtual scheduling with a burst of 1: each request reserves the next slot, one
-interval (window/pace s) after the previous one, and input tokens run on a second clock the same
-way; a request goes at the later of the two, and never during a pause or before the worker's own
-retry delay is over. The pace is `headroom` (99 %) of the quota, so a server that counts a window,
-sliding or fixed, never sees more than the quota in one even when requests reach it a little late
-or early.
-
-What the quota is, and so the pace, comes from the answers: `quota.QuotaEstimate` (which also says
-when a flood of 429s pauses every worker). The limiter calls it under its lock and applies what it
-returns. Rates are counted per window: "rpm" is requests per `window` seconds, a minute unless a
-test or the bench shrinks it.
+The rules are pure and live elsewhere: when the next request may go is `schedule.Schedule` (GCRA slots on
+a request clock and a token clock, at `headroom`, 99 %, of the quota, so a server that counts a window,
+sliding or fixed, never sees more than the quota in one even when requests reach it a little late or
+early); what the quota is, and so the pace, and when a flood of 429s pauses every worker, is
+`judge.judge`, applied by `quota.QuotaEstimate`. `Limiter` asks them under its lock with the time,
+keeps what they return, and adds what only a shell can: sleeping in naps, one sleeper per slot, each
+worker's own retry delay after its 429, events sent outside the lock, and the figures. Rates are counted
+per window: "rpm" is requests per `window` seconds, a minute unless a test or the bench shrinks it.
 """
 
 from __future__ import annotations
@@ -20,12 +17,13 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from enrichkit.pace.quota import Event, QuotaEstimate
+from enrichkit.pace.judge import Event
+from enrichkit.pace.quota import QuotaEstimate
+from enrichkit.pace.schedule import Schedule
 
 WINDOW = 60.0  # seconds a quota is counted over (Gemini's quotas are per minute); read when a Limiter is made
 HEADROOM = 0.99  # pace = this share of the quota: room for requests that reach the server late or early
 DEFAULT_PAUSE = 2.0  # when a 429 carries no delay
-LATE_SLACK = 0.1  # a wake-up late by up to this fraction of a slot keeps the grid: threads cannot drift the pace
 
 
 class Limiter:
@@ -45,7 +43,7 @@ class Limiter:
             raise ValueError("rpm and tpm must be positive (or None for no limit)")
         if max_nap <= 0 or not 0 < headroom <= 1:
             raise ValueError("max_nap must be positive and headroom in (0, 1]")
-        self._rpm, self._tpm, self._headroom = rpm, tpm, headroom
+        self._rpm, self._tpm = rpm, tpm
         self._window = WINDOW if window is None else window
         self._clock, self._sleep, self._max_nap = clock, sleep, max_nap
         self._on_event, self._worker = on_event, worker
@@ -54,10 +52,7 @@ class Limiter:
         self._head: Hashable | None = None  # that one: it alone wakes for the next slot
         now = clock()
         self._estimate = QuotaEstimate(rpm, window=self._window, headroom=headroom, now=now)
-        self._next_req = self._next_tok = now  # earliest start of the next request on each clock
-        self._gap = self._slack = 0.0  # the last slot's length, and the lateness that keeps the grid
-        self._paused_until = now
-        self._paused_total = 0.0  # seconds of pause granted, including any still ahead
+        self._schedule = Schedule.starting(now, window=self._window, tpm=tpm, headroom=headroom)
         self._own_wait: dict[Hashable, float] = {}  # a worker's own retry delay, from its last 429
 
     # --- sending ------------------------------------------------------------------------------
@@ -99,21 +94,11 @@ class Limiter:
         """Reserve a slot if one is due: (0.0, _), else (seconds to wait, whether the shared schedule
         binds rather than the worker's own retry delay). Under the lock."""
         now = self._clock()
-        grid = max(self._next_req, self._next_tok, self._paused_until)
-        own = self._own_wait.get(me, grid)
-        start = max(grid, own)
-        if start > now:
-            return start - now, own <= grid
+        wait, shared = self._schedule.wait(now, self._own_wait.get(me))
+        if wait > 0:
+            return wait, shared
         self._own_wait.pop(me, None)
-        # A wake-up a little late keeps the slot grid (no drift); after idle time, start afresh. The head
-        # slept for this very slot, so its lateness (a slow wake-up, the GIL) is not idle time: up to a slot.
-        slot = grid if now - grid <= (self._gap if self._head == me else self._slack) else now
-        rate = self._estimate.rate
-        gap_req = self._window / rate if rate else 0.0
-        gap_tok = max(0, tokens) * self._window / (self._tpm * self._headroom) if self._tpm else 0.0
-        self._next_req, self._next_tok = slot + gap_req, slot + gap_tok
-        self._gap = max(gap_req, gap_tok)
-        self._slack = LATE_SLACK * self._gap
+        self._schedule = self._schedule.take(now, tokens, rate=self._estimate.rate, head=self._head == me)
         self._estimate.on_sent(me, now)
         return 0.0, False
 
@@ -128,11 +113,7 @@ class Limiter:
         if self._tpm is None or actual == estimated:
             return
         with self._lock:
-            shifted = self._next_tok + (actual - estimated) * self._window / (self._tpm * self._headroom)
-            if actual < estimated:
-                # Credit back, but never into the past: time nobody used cannot be spent in a burst later.
-                shifted = max(shifted, min(self._next_tok, self._clock()))
-            self._next_tok = shifted
+            self._schedule = self._schedule.settle(self._clock(), estimated, actual)
 
     # --- answers ------------------------------------------------------------------------------
 
@@ -159,12 +140,11 @@ class Limiter:
             delay = DEFAULT_PAUSE if retry_after is None else max(0.0, retry_after)
             own = max(self._own_wait.get(me, now), now + delay)
             self._own_wait[me] = own
-            pause_until, events = self._estimate.on_rate_limited(me, now, delay, quota=quota, limit=limit)
-            if pause_until is not None and pause_until > self._paused_until:  # a later, shorter one never shortens it
-                self._paused_total += pause_until - max(self._paused_until, now)
-                self._paused_until = pause_until
-            wait = max(own, self._paused_until) - now
-        self._emit(events)
+            decision = self._estimate.on_rate_limited(me, now, delay, quota=quota, limit=limit)
+            if decision.pause_until is not None:
+                self._schedule = self._schedule.pause(now, decision.pause_until)
+            wait = max(own, self._schedule.paused_until) - now
+        self._emit(decision.events)
         return wait
 
     def _emit(self, events: list[Event]) -> None:
@@ -184,15 +164,15 @@ class Limiter:
     def paused_until(self) -> float:
         """Clock time before which no request is let through (in the past when not paused)."""
         with self._lock:
-            return self._paused_until
+            return self._schedule.paused_until
 
     def snapshot(self) -> dict[str, Any]:
         """Figures for progress lines, `jobs.py status` and the final report."""
         with self._lock:
-            ahead = max(0.0, self._paused_until - self._clock())
-            est = self._estimate
+            ahead = self._schedule.paused_ahead(self._clock())
+            est, counts = self._estimate, self._estimate.counts
             return {"rpm": self._rpm, "tpm": self._tpm, "current_rpm": est.rate, "quota_rpm": est.quota,
-                    "window_seconds": self._window, "rate_limited": est.rate_limited, "pauses": est.pauses,
-                    "holds": est.holds,
-                    "paused_seconds": round(self._paused_total - ahead, 3), "paused_for": round(ahead, 3),
-                    "decreases": est.decreases, "increases": est.increases}
+                    "window_seconds": self._window, "rate_limited": est.rate_limited, "pauses": counts["pause"],
+                    "holds": counts["hold"],
+                    "paused_seconds": round(self._schedule.paused_total - ahead, 3), "paused_for": round(ahead, 3),
+                    "decreases": counts["decrease"], "increases": counts["increase"]}

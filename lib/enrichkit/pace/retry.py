@@ -2,7 +2,8 @@
 
 As tenacity does it: one state object per call (`AttemptState`, its `RetryCallState`) that small pure
 policies read (`RetryPolicy.retryable`, `RetryPolicy.wait`; the backoff is tenacity's full-jitter
-exponential), and a loop of single attempts (`_attempt`: breaker, pace, call, classify) between them.
+exponential), and a loop of single attempts (`_attempt`: breaker, budget, pace, call, classify) between
+them; a remote call's attempt passes its `CallGates` (its model's limiter, its breaker, its cost).
 Transient failures (see `enrichkit.pace.classify`) are retried up to `max_retries`; 429s are paced by the
 limiter and do not use up attempts; a failure that says how often it may be retried (a SAFETY finish:
 once; a blocked prompt: never) is held to that.
@@ -115,8 +116,10 @@ def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should
 
 
 @dataclass
-class Guards:
-    """What stands between a remote call and the network: the pace and the circuit breaker."""
+class CallGates:
+    """The gates one attempt of a remote call passes before it goes, and reports to after: its model's pace
+    (the limiter, and the input tokens it reserves), its circuit breaker, and what the budget reserves for it
+    and then charges. A local call (a python stage) has none."""
 
     limiter: Limiter | None = None
     breaker: CircuitBreaker | None = None
@@ -128,21 +131,21 @@ class Guards:
 
 def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats, provider: str,
                     should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
-                    guards: Guards | Callable[[], Guards] | None = None, budget: Budget | None = None) -> T:
+                    gates: CallGates | Callable[[], CallGates] | None = None, budget: Budget | None = None) -> T:
     """Run `call` until it succeeds, a permanent error, or the retry budget is spent.
 
     Raises the last `StageFailure`; `Abandoned` when the run stops meanwhile; or the fatal error that
     ends the whole run (`AuthError`, `QuotaExhausted`, `BillingError`, `OutageError`, a `ConfigError`).
     `on_failure(attempt, failure)` sees every failed attempt; `provider` is the stage kind, for
-    classification. Without `guards` the call is local (a python stage): tried at once, not paced; a callable
-    `guards` is asked before each attempt (a stage that moves to its fallback model moves to its pace too).
+    classification. Without `gates` the call is local (a python stage): tried at once, not paced; a callable
+    `gates` is asked before each attempt (a stage that moves to its fallback model moves to its pace too).
     """
-    route = guards if callable(guards) else (lambda: guards or Guards())
+    route = gates if callable(gates) else (lambda: gates or CallGates())
     state = AttemptState()
     while True:
         state.number += 1
         try:
-            return _attempt(call, state, route(), remote=guards is not None, policy=policy, stats=stats,
+            return _attempt(call, state, route(), remote=gates is not None, policy=policy, stats=stats,
                             provider=provider, should_stop=should_stop, on_failure=on_failure, budget=budget)
         except StageFailure:
             if not policy.retryable(state):
@@ -150,10 +153,10 @@ def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallSt
         interruptible_sleep(policy.wait(state), policy.sleep, should_stop)
 
 
-def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: bool, policy: RetryPolicy,
+def _attempt(call: Callable[[], T], state: AttemptState, g: CallGates, *, remote: bool, policy: RetryPolicy,
              stats: CallStats, provider: str, should_stop: Callable[[], bool],
              on_failure: Callable[[int, StageFailure], None], budget: Budget | None = None) -> T:
-    """One attempt through its guards (breaker, budget, then pace); a failure is classified, told to the guards
+    """One attempt through its gates (breaker, budget, then pace); a failure is classified, told to the gates
     and `on_failure`, recorded in `state`, and raised. The budget's reservation is settled with what it cost."""
     state.paced = g.limiter is not None
     # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
@@ -203,7 +206,7 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: Guards, *, remote: b
     return result
 
 
-def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, streak: int) -> None:
+def _raise_if_fatal(failure: StageFailure, g: CallGates, policy: RetryPolicy, streak: int) -> None:
     """Errors that end the whole run: every record would meet them."""
     if failure.fatal is not None:
         raise failure.fatal from None
@@ -214,7 +217,7 @@ def _raise_if_fatal(failure: StageFailure, g: Guards, policy: RetryPolicy, strea
         raise unreachable(failure) from None
 
 
-def _account(failure: StageFailure, g: Guards) -> None:
+def _account(failure: StageFailure, g: CallGates) -> None:
     if g.breaker is not None:
         if failure.shed:
             pass  # a flex queue's wait or shedding says nothing of an outage: the breaker neither opens nor closes

@@ -22,7 +22,7 @@ from enrichkit.pace.breaker import CircuitBreaker
 from enrichkit.pace.budget import Budget
 from enrichkit.pace.classify import classify_error
 from enrichkit.pace.limiter import Limiter
-from enrichkit.pace.retry import CallStats, Guards, RetryPolicy, call_with_retry, interruptible_sleep
+from enrichkit.pace.retry import CallGates, CallStats, RetryPolicy, call_with_retry, interruptible_sleep
 from enrichkit.providers.base import Answer, Provider, Request, Usage
 from enrichkit.run.counters import Counters
 from enrichkit.store.cache import ResponseCache
@@ -162,14 +162,14 @@ class Enricher:
             self._report(result, stage, attempt, failure)
 
         chosen = [request]
-        guards: Callable[[], Guards] | None = None
+        gates: Callable[[], CallGates] | None = None
         if provider.remote:
             fallback = request.stage.fallback_model if provider.has_models else None
             if fallback == request.pace:
                 fallback = None
             built: list[Request] = []  # the fallback request, made the first time it is needed
 
-            def route() -> Guards:
+            def route() -> CallGates:
                 # Each attempt goes where it can: the stage's model, or its fallback while that model's breaker
                 # is open (a sustained overload), and waits for that model's pace and breaker.
                 use = request
@@ -178,17 +178,17 @@ class Enricher:
                         built.append(provider.with_model(request, fallback))
                     use = built[0]
                 chosen[0] = use
-                return Guards(limiter=self.limiters(use.pace) if use.pace else None,
-                              breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
-                              actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
-                              worst_cost=use.worst_cost, cost=_cost)
+                return CallGates(limiter=self.limiters(use.pace) if use.pace else None,
+                                 breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
+                                 actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
+                                 worst_cost=use.worst_cost, cost=_cost)
 
-            guards = route
+            gates = route
         stats = CallStats()
         try:
             answer = call_with_retry(lambda: provider.call(chosen[0]), policy=self.policy, stats=stats,
                                      provider=provider.kind, should_stop=self.should_stop, on_failure=on_failure,
-                                     guards=guards, budget=self.budget if provider.remote else None)
+                                     gates=gates, budget=self.budget if provider.remote else None)
         finally:
             c = result.counters
             c.requests += stats.requests
