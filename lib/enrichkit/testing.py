@@ -77,9 +77,9 @@ class FakeProvider(BaseProvider):
 
     def prepare(self, stage: Stage, values: dict[str, str]) -> Request:
         text = stage.prompt.render(values) if stage.prompt is not None else " ".join(values.values())
-        material = {"stage": stage.name, "text": text} if self.remote else None
+        answer_inputs = {"stage": stage.name, "text": text} if self.remote else None
         worst = self.usage.cost_usd if self.worst_cost is None else self.worst_cost
-        return Request(stage, {"text": text, "values": dict(values)}, material, pace="fake-model" if self.remote
+        return Request(stage, {"text": text, "values": dict(values)}, answer_inputs, model="fake-model" if self.remote
                        else None, input_tokens=len(text) // 4 + 1, worst_cost=worst if self.remote else 0.0)
 
     def call(self, request: Request) -> Answer:

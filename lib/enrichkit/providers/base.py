@@ -43,23 +43,23 @@ class Answer:
 
 @dataclass(frozen=True)
 class Request:
-    """One prepared call. `material` is everything that decides the answer (the cache key is its hash;
-    None: never cached); `pace` names the limiter it counts against (a model; None: not paced);
-    `input_tokens` is the estimate the limiter reserves before the answer says the real count; `worst_cost` what
-    the budget reserves (`enrichkit.pace.budget`)."""
+    """One prepared call. `answer_inputs` is everything that decides the answer (the cache key is its hash;
+    None: never cached); `model` is the model it calls, which names the limiter and breaker it counts against
+    (None: not paced); `input_tokens` is the estimate the limiter reserves before the answer says the real count;
+    `worst_cost` what the budget reserves (`enrichkit.pace.budget`)."""
 
     stage: Stage
     payload: Any
-    material: dict[str, Any] | None = None
-    pace: str | None = None
+    answer_inputs: dict[str, Any] | None = None
+    model: str | None = None
     input_tokens: int = 0
     worst_cost: float = 0.0  # the most one call can cost (USD): reserved against --max-cost before it is sent
 
     @functools.cached_property
     def cache_key(self) -> str | None:
-        if self.material is None:
+        if self.answer_inputs is None:
             return None
-        blob = json.dumps(self.material, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+        blob = json.dumps(self.answer_inputs, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:32]
 
 

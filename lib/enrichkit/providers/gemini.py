@@ -121,9 +121,9 @@ def build_request(stage: Stage, rendered: str, model: str, aliases: dict[str, st
     schema = json_schema(stage)
     payload = {"model": model, "prompt": prompt, "rendered": rendered, "settings": settings, "json_mode": json_mode,
                "schema": schema, "flex": settings.get("service_tier") == "flex"}
-    material = {"kind": "llm", "model": model, "prompt": prompt, "settings": settings, "search": stage.search,
+    answer_inputs = {"kind": "llm", "model": model, "prompt": prompt, "settings": settings, "search": stage.search,
                 "schema": schema, "json_mode": json_mode}
-    return Request(stage, payload, material, pace=model, input_tokens=len(prompt) // 4 + 1)
+    return Request(stage, payload, answer_inputs, model=model, input_tokens=len(prompt) // 4 + 1)
 
 
 class GeminiProvider(BaseProvider):

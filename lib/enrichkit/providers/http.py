@@ -38,7 +38,7 @@ class HttpProvider(BaseProvider):
                    "headers": {k: t.render(values) for k, t in stage.headers.items()},
                    "json": render_tree(stage.body, values) if stage.body is not None else None}
         # Everything the request carries decides its answer (the key is a hash: header secrets are not stored).
-        return Request(stage, payload, material={"kind": "http", **payload, "fields": stage.fields})
+        return Request(stage, payload, answer_inputs={"kind": "http", **payload, "fields": stage.fields})
 
     def call(self, request: Request) -> Answer:
         session = self._sessions.get()  # this worker's; a request given up on takes it along (not thread-safe)

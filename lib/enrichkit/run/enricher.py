@@ -165,7 +165,7 @@ class Enricher:
         gates: Callable[[], CallGates] | None = None
         if provider.remote:
             fallback = request.stage.fallback_model if provider.has_models else None
-            if fallback == request.pace:
+            if fallback == request.model:
                 fallback = None
             built: list[Request] = []  # the fallback request, made the first time it is needed
 
@@ -178,8 +178,8 @@ class Enricher:
                         built.append(provider.with_model(request, fallback))
                     use = built[0]
                 chosen[0] = use
-                return CallGates(limiter=self.limiters(use.pace) if use.pace else None,
-                                 breaker=self.breakers.get(use.pace or provider.kind), tokens=use.input_tokens,
+                return CallGates(limiter=self.limiters(use.model) if use.model else None,
+                                 breaker=self.breakers.get(use.model or provider.kind), tokens=use.input_tokens,
                                  actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
                                  worst_cost=use.worst_cost, cost=_cost)
 
@@ -205,9 +205,9 @@ class Enricher:
 
     def _overloaded(self, request: Request, fallback: str) -> bool:
         """Is the request's model in a breaker cool-down? Logs each switch to the fallback and back."""
-        breaker = self.breakers.get(request.pace or "")
+        breaker = self.breakers.get(request.model or "")
         overloaded = breaker is not None and breaker.cooling_down()
-        model = request.pace or ""
+        model = request.model or ""
         with self._switch_lock:
             was = model in self._falling_back
             if overloaded and not was:
