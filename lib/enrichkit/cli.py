@@ -210,13 +210,13 @@ def _run(given: dict[str, Any]) -> int:
                         batch_chunk=int(_env_float("ENRICHKIT_BATCH_CHUNK", 5000)),
                         batch_settle=_env_float("ENRICHKIT_BATCH_SETTLE", 60.0),
                         batch_crash_at=_crash_hook(os.environ.get("ENRICHKIT_BATCH_CRASH_AT", "")))
-    edge = _Edge()
+    hooks = _ProcessHooks()
     job = Job(given.pop("input"), given.pop("output"), stages=given.pop("stages_file", None),
-              select_stages=given.pop("stages", None), progress=True, confirm=edge.confirm,
+              select_stages=given.pop("stages", None), progress=True, confirm=hooks.confirm,
               drain_seconds=_env_float("ENRICHKIT_DRAIN_SECONDS", 10.0), _settings=settings,
               _on_environment=_export_env_files, **given)
-    edge.job = job
-    with edge.signals():
+    hooks.job = job
+    with hooks.signals():
         result = job.run()
     if result.error is not None:
         say(f"enrich: error: {redact(str(result.error))}")
@@ -244,7 +244,7 @@ def _crash_hook(points: str) -> Callable[[str], None] | None:
     return crash
 
 
-class _Edge:
+class _ProcessHooks:
     """The process's part of a run: signals and the --fresh question on a terminal.
 
     From the moment the job exists, SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) are handled:
