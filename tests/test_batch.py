@@ -336,7 +336,7 @@ def test_the_cron_line_submits_then_collects_on_each_tick_and_ends_with_0(ws: Wo
 
 
 def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: Workspace) -> None:
-    # The create's answer is lost and the list leaves its job (…-t1) out; the run waits its settle time (0.5 s),
+    # The create's answer is lost and the list leaves its job (…-t1) out; the run waits its settle time (0.1 s),
     # creates the chunk again (…-t2), and only then does the list show the first job: the run cancels it while it
     # is still PENDING (nothing billed). The Google jobs run once that is done.
     ws.fake.configure(batch_drop_create=1, batch_list_lag=3600, batch_pending=3600, batch_seconds=0.05)
@@ -351,7 +351,7 @@ def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: 
 
     thread = ExThread(google, "google")
     thread.start()
-    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100", ENRICHKIT_BATCH_SETTLE="0.1"))
     thread.join()
     assert proc.returncode == 0, proc.stderr
     batch = ws.fake.stats()["batch"]

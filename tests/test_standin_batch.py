@@ -48,7 +48,7 @@ def ended(c: Any, name: str) -> Any:
 
 @pytest.fixture
 def batch_fake(serve: Callable[..., FakeGemini]) -> Iterator[FakeGemini]:
-    yield serve(seed=3)
+    yield serve(seed=3, batch_pending=0.0, batch_seconds=0.05)  # a job ends 0.05 s after its create
 
 
 def test_upload_over_8_mib_create_get_list_download_every_key_once(batch_fake: FakeGemini) -> None:
@@ -82,12 +82,13 @@ def test_line_errors_and_missing_lines_are_per_key(batch_fake: FakeGemini) -> No
 
 
 def test_dropped_create_made_the_job_and_list_finds_it_after_its_lag(batch_fake: FakeGemini) -> None:
-    batch_fake.configure(batch_drop_create=1, batch_list_lag=0.3)
+    batch_fake.configure(batch_drop_create=1, batch_list_lag=3600)
     c = client(batch_fake)
     with pytest.raises(Exception):  # noqa: B017 - the SDK's transport error, whatever httpx calls it
         submit(c, jsonl(3), "lost-answer")
     assert batch_fake.stats()["batch"]["creates_by_name"] == {"lost-answer": 1}
     assert list(c.batches.list(config={"page_size": 10})) == []  # not listed yet: the lag
+    batch_fake.configure(batch_list_lag=0.2)  # the lag, as the list reads it now: past in 0.2 s of the create
     wait_for(lambda: [j.display_name for j in c.batches.list(config={"page_size": 10})] == ["lost-answer"])
 
 
