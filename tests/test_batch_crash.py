@@ -1,6 +1,8 @@
 """Batch mode survives kill -9 at every transition: the process dies at point P (ENRICHKIT_BATCH_CRASH_AT, an
-os._exit as abrupt as kill -9), then --resume: one Google job per display name and per chunk, every line billed
-once, every record in the output exactly once."""
+os._exit as abrupt as kill -9), or is killed (SIGKILL) at random, then --resume: one Google job per display name
+and per chunk, every line billed once, every record in the output exactly once. A create in doubt (its job made,
+the answer lost) is also left by a detached run whose create answer the stand-in drops: the tests of what a
+resume, --cancel-batches and --fresh do with one run in-process."""
 
 from __future__ import annotations
 
@@ -41,11 +43,11 @@ def assert_never_twice(ws: Workspace, chunks: int, lines: int) -> None:
     exactly_once(ws)  # row by row: whole rows, none twice, every record, its LLM answer in it
 
 
-def create_in_doubt(ws: Workspace, settle: str) -> None:
+def create_in_doubt(ws: Workspace) -> None:
     """A detached batch run whose first create made its Google job, but the answer was lost (the job is not listed
     yet): that chunk is left `creating`, in doubt, as a kill just after the create leaves it."""
     ws.fake.configure(batch_drop_create=1, batch_list_lag=3600, batch_pending=30)
-    first = ws.run(*FAST, "--batch-detach", env=batch_env(ws, ENRICHKIT_BATCH_SETTLE=settle))
+    first = ws.run(*FAST, "--batch-detach", env=batch_env(ws))
     assert first.returncode == 5, first.stderr
     assert ws.fake.stats()["batch"]["dropped_creates"] == 1
 
@@ -152,7 +154,7 @@ def test_a_list_that_fails_while_a_create_is_in_doubt_is_asked_again(ws: Workspa
 
     from enrichkit.batch.google import BatchClient
 
-    create_in_doubt(ws, settle="30")
+    create_in_doubt(ws)
     ws.fake.configure(batch_list_lag=0, batch_pending=0)  # the job is listed now (and every job ends at once)
     real = BatchClient.jobs
     calls = {"n": 0}
@@ -172,7 +174,7 @@ def test_a_list_that_fails_while_a_create_is_in_doubt_is_asked_again(ws: Workspa
 
 
 def test_cancel_batches_waits_for_a_lagging_list_before_giving_up_a_create_in_doubt(ws: Workspace) -> None:
-    create_in_doubt(ws, settle="30")
+    create_in_doubt(ws)
     lagging = list_catches_up_once_asked(ws)
     cancel = ws.run("--resume", "--cancel-batches", env=batch_env(ws, ENRICHKIT_BATCH_SETTLE="30"))
     lagging.join()
@@ -182,7 +184,7 @@ def test_cancel_batches_waits_for_a_lagging_list_before_giving_up_a_create_in_do
 
 
 def test_fresh_cancel_batches_finds_and_cancels_the_job_of_a_create_in_doubt(ws: Workspace) -> None:
-    create_in_doubt(ws, settle="30")
+    create_in_doubt(ws)
     old = set(ws.fake.stats()["batch"]["jobs"])
     lagging = list_catches_up_once_asked(ws)
     fresh = ws.run("--fresh", "--yes", "--cancel-batches", *FAST, "--batch-detach",
