@@ -8,9 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COLUMNS, Workspace, expected_ids, read_csv, read_json
+from conftest import COLUMNS, ExThread, Workspace, expected_ids, read_csv, read_json, wait_for
 
 FAST = ("--batch", "--batch-poll", "0.05")
+
+
+@pytest.fixture
+def ws(ws: Workspace) -> Workspace:
+    """The workspace; its stand-in's batch jobs end 0.05 s after their create (a test slows them where it needs)."""
+    ws.fake.configure(batch_pending=0.0, batch_seconds=0.05)
+    return ws
+
+
+def jobs_cli(ws: Workspace, *args: str) -> tuple[int, str, str]:
+    """`scripts/jobs.py ARGS` in this process: (exit code, stdout, stderr)."""
+    from enrichkit.jobs.cli import main
+    from fakes import run_cli
+
+    done = run_cli(main, args, env=ws.env(), cwd=ws.tmp)
+    return done.returncode, done.stdout, done.stderr
 
 
 def batch_env(ws: Workspace, **extra: str) -> dict[str, str]:
@@ -137,10 +153,6 @@ def test_batch_costs_half_the_token_price(ws: Workspace) -> None:
 
 def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
     import signal
-    import subprocess
-    import sys
-
-    from conftest import JOBS, wait_for
 
     ws.fake.configure(batch_seconds=60)
     proc = ws.start(*FAST, env=batch_env(ws))
@@ -151,10 +163,9 @@ def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
     assert proc.returncode == 130, stderr
     assert "3 Google batch job(s) keep running (40 requests, billed when they finish)" in stderr
     assert "--cancel-batches" in stderr
-    status = subprocess.run([sys.executable, str(JOBS), "status", str(ws.checkpoint), "--json"], capture_output=True,
-                            text=True, env=ws.env(), timeout=60)
-    assert status.returncode == 0, status.stderr
-    shown = json.loads(status.stdout)
+    code, out, err = jobs_cli(ws, "status", str(ws.checkpoint), "--json")
+    assert code == 0, err
+    shown = json.loads(out)
     assert shown["state"] == "waiting" and shown["batch"]["jobs_in_flight"] == 3
     assert shown["can_resume"] is True and "--resume" in shown["next_command"]  # the next run collects them
     assert {job["google_state"] for job in shown["batch"]["jobs"]} <= {"PENDING", "RUNNING"}
@@ -218,17 +229,11 @@ def test_retry_failed_gives_failed_lines_new_tries(ws: Workspace) -> None:
 
 
 def test_jobs_cancel_says_the_google_jobs_go_on(ws: Workspace) -> None:
-    import subprocess
-    import sys
-
-    from conftest import JOBS
-
     ws.fake.configure(batch_seconds=30)
     assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
-    proc = subprocess.run([sys.executable, str(JOBS), "cancel", str(ws.checkpoint)], capture_output=True, text=True,
-                          env=ws.env(), timeout=60)
-    assert "3 Google batch job(s) of this job keep running at Google" in proc.stdout, proc.stdout + proc.stderr
-    assert "--cancel-batches" in proc.stdout
+    _, out, err = jobs_cli(ws, "cancel", str(ws.checkpoint))
+    assert "3 Google batch job(s) of this job keep running at Google" in out, out + err
+    assert "--cancel-batches" in out
 
 
 def test_the_ledger_obeys_the_path_collision_rule(ws: Workspace) -> None:
@@ -239,7 +244,7 @@ def test_the_ledger_obeys_the_path_collision_rule(ws: Workspace) -> None:
 
 
 def test_a_create_refused_429_waits_for_a_job_in_flight_to_end(ws: Workspace) -> None:
-    ws.fake.configure(batch_create_429=1, batch_seconds=0.5)
+    ws.fake.configure(batch_create_429=1, batch_seconds=0.2)
     proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="20"))
     assert proc.returncode == 0, proc.stderr
     assert ws.fake.stats()["batch"]["create_429"] == 1 and ws.fake.stats()["batch"]["creates"] == 2
@@ -316,24 +321,38 @@ def test_the_cron_line_submits_then_collects_on_each_tick_and_ends_with_0(ws: Wo
             f"INPUT={ws.input}", f"OUTPUT={ws.output}", f"STAGES={ws.stages}", "ARGS=--batch --batch-detach"]
     ws.fake.configure(batch_seconds=30)
     ticks = []
-    for _ in range(3):
+    # Two ticks, each a process: the first submits and exits 5, the next collects (a tick that finds Google still
+    # running exits 5 again and creates nothing: test_detach_exits_5_while_google_runs_then_resume_collects).
+    for _ in range(2):
         tick = subprocess.run(line, capture_output=True, text=True, timeout=90, cwd=ROOT, env=batch_env(ws),
                               stdin=subprocess.DEVNULL)
         # make reports a recipe's exit code N as "Error N" (and exits 2 itself)
         ticks.append(5 if "Error 5" in tick.stderr else tick.returncode)
         if ticks[-1] != 5:
             break
-        if len(ticks) == 2:
-            ws.fake.configure(batch_seconds=0.05)  # Google is done by the third tick
-    assert ticks == [5, 5, 0], tick.stderr
+        ws.fake.configure(batch_seconds=0.05)  # Google is done by the next tick
+    assert ticks == [5, 0], tick.stderr
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws)) and ws.fake.stats()["batch"]["creates"] == 3
 
 
 def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: Workspace) -> None:
-    # The create's answer is lost and the list shows the job only after 2 s; the run waits 0.5 s, creates the
-    # chunk again (…-t2), then meets the first job (…-t1) in the list and cancels it while it is still PENDING.
-    ws.fake.configure(batch_drop_create=1, batch_list_lag=2.0, batch_pending=4.0, batch_seconds=0.1)
-    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100"))
+    # The create's answer is lost and the list leaves its job (…-t1) out; the run waits its settle time (0.1 s),
+    # creates the chunk again (…-t2), and only then does the list show the first job: the run cancels it while it
+    # is still PENDING (nothing billed). The Google jobs run once that is done.
+    ws.fake.configure(batch_drop_create=1, batch_list_lag=3600, batch_pending=3600, batch_seconds=0.05)
+
+    def google() -> None:
+        try:
+            wait_for(lambda: ws.fake.stats()["batch"]["creates"] == 2, what="the chunk to be created again")
+            ws.fake.configure(batch_list_lag=0)
+            wait_for(lambda: "BATCH_STATE_CANCELLED" in ws.fake.stats()["batch"]["jobs"].values(), what="a cancel")
+        finally:
+            ws.fake.configure(batch_list_lag=0, batch_pending=0)  # whatever happened, the run can end
+
+    thread = ExThread(google, "google")
+    thread.start()
+    proc = ws.run(*FAST, env=batch_env(ws, ENRICHKIT_BATCH_CHUNK="100", ENRICHKIT_BATCH_SETTLE="0.1"))
+    thread.join()
     assert proc.returncode == 0, proc.stderr
     batch = ws.fake.stats()["batch"]
     names = sorted(batch["creates_by_name"])
@@ -344,12 +363,23 @@ def test_a_lost_create_listed_after_the_settle_time_is_cancelled_as_a_stray(ws: 
     assert sorted(ws.output_ids()) == sorted(expected_ids(ws))
 
 
+@pytest.mark.e2e  # it starts the stand-in (a server)
 def test_make_demo_batch_runs_the_sample_job_as_cron_would_to_exit_0(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from conftest import ENRICH, ROOT
     from demo_batch import main
+    from enrichkit.cli import main as cli
+    from fakes import run_cli
+
+    def tick(cmd: list[str], env: dict[str, str]) -> int:
+        # The tick's very command, run in this process (cron's processes are the cron line's test, above)
+        assert cmd[:2] == [sys.executable, str(ENRICH)]
+        return run_cli(cli, cmd[2:], env=env, cwd=ROOT).returncode
 
     output = tmp_path / "demo" / "enriched.csv"
-    assert main([str(output)]) == 0
+    assert main([str(output)], pending=0.0, running=0.05, pause=0.1, tick=tick) == 0
     said = capsys.readouterr().out
     assert "exit code 5 (Google jobs still running" in said and "exit code 0;" in said
     assert "(at most 1 per request); 0 synchronous calls" in said
@@ -420,3 +450,11 @@ def test_a_stage_renamed_while_its_google_jobs_fly_is_collected_without_a_traceb
     assert "Traceback" not in proc.stderr
     ids = ws.output_ids()
     assert len(ids) == len(set(ids)) == 40
+
+
+def test_a_create_in_doubt_asks_the_list_every_second_or_every_poll_when_shorter() -> None:
+    from enrichkit.batch.parts import list_pause
+
+    assert list_pause(poll=60, settle=60) == 1.0  # the defaults: once a second
+    assert list_pause(poll=0.05, settle=30) == 0.05  # --batch-poll 0.05 (the tests)
+    assert list_pause(poll=60, settle=0.5) == 0.5 and list_pause(poll=0.01, settle=0) == 0.05

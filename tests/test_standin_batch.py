@@ -48,12 +48,12 @@ def ended(c: Any, name: str) -> Any:
 
 @pytest.fixture
 def batch_fake(serve: Callable[..., FakeGemini]) -> Iterator[FakeGemini]:
-    yield serve(seed=3)
+    yield serve(seed=3, batch_pending=0.0, batch_seconds=0.05)  # a job ends 0.05 s after its create
 
 
 def test_upload_over_8_mib_create_get_list_download_every_key_once(batch_fake: FakeGemini) -> None:
     c = client(batch_fake)
-    data = jsonl(20_000, pad=420)
+    data = jsonl(200, pad=42_000)  # few long lines: the size is what matters here, each line costs an answer
     assert len(data) > 8 * 1024 * 1024 + 1  # the SDK sends it in more than one chunk
     job = submit(c, data, "enrich_x-poc-c1-a1")
     assert job.display_name == "enrich_x-poc-c1-a1" and job.name.startswith("batches/")
@@ -62,10 +62,10 @@ def test_upload_over_8_mib_create_get_list_download_every_key_once(batch_fake: F
     assert [j.display_name for j in c.batches.list(config={"page_size": 10})] == ["enrich_x-poc-c1-a1"]
     lines = [json.loads(line) for line in c.files.download(file=job.dest.file_name).decode().splitlines()]
     keys = [line["key"] for line in lines]
-    assert sorted(keys) == sorted(f"k{i}" for i in range(20_000)) and keys != sorted(keys, key=lambda k: int(k[1:]))
+    assert sorted(keys) == sorted(f"k{i}" for i in range(200)) and keys != sorted(keys, key=lambda k: int(k[1:]))
     assert all("usageMetadata" in line["response"] and line["response"]["modelVersion"] for line in lines)
     raw = json.loads(c._api_client.request("get", job.name, {}, None).body)  # batchStats: only in the raw JSON
-    assert raw["metadata"]["batchStats"]["successfulRequestCount"] == "20000" and raw["done"] is True
+    assert raw["metadata"]["batchStats"]["successfulRequestCount"] == "200" and raw["done"] is True
     stats = batch_fake.stats()["batch"]
     assert stats["creates_by_name"] == {"enrich_x-poc-c1-a1": 1} and stats["max_billed_per_key"] == 1
     assert stats["upload_bytes"] == len(data)
@@ -82,12 +82,13 @@ def test_line_errors_and_missing_lines_are_per_key(batch_fake: FakeGemini) -> No
 
 
 def test_dropped_create_made_the_job_and_list_finds_it_after_its_lag(batch_fake: FakeGemini) -> None:
-    batch_fake.configure(batch_drop_create=1, batch_list_lag=0.3)
+    batch_fake.configure(batch_drop_create=1, batch_list_lag=3600)
     c = client(batch_fake)
     with pytest.raises(Exception):  # noqa: B017 - the SDK's transport error, whatever httpx calls it
         submit(c, jsonl(3), "lost-answer")
     assert batch_fake.stats()["batch"]["creates_by_name"] == {"lost-answer": 1}
     assert list(c.batches.list(config={"page_size": 10})) == []  # not listed yet: the lag
+    batch_fake.configure(batch_list_lag=0.2)  # the lag, as the list reads it now: past in 0.2 s of the create
     wait_for(lambda: [j.display_name for j in c.batches.list(config={"page_size": 10})] == ["lost-answer"])
 
 

@@ -21,7 +21,9 @@ Faults, each "the next N" (a counter) so a test says exactly which job meets it:
 is made, the answer is a dropped connection), `batch_create_429` (a Help-only 429, no job made); per line:
 `batch_line_error_matching`
 (a prompt with that text gets a status line), `batch_line_error_rate`, `batch_missing_matching`
-(no line at all); `batch_list_lag` (seconds a new job stays out of the list).
+(no line at all); `batch_list_lag` (seconds a new job stays out of the list). Like the job's states, the lag is
+read when the list is asked, from the config as it is then: a test can hold a job out of the list (a long lag)
+until its run reached the point the test wants, then let it show (`configure(batch_list_lag=0)`).
 
 Counters (in /_stats under "batch"): creates per display name, lines billed per key, uploads, bytes.
 """
@@ -194,8 +196,7 @@ class BatchService:
             self._jobs[name] = {"name": name, "model": f"models/{model}", "display": display, "source": source,
                                 "lines": [line for line in lines if line.strip()], "created": now, "updated": now,
                                 "state": "BATCH_STATE_PENDING", "end_state": end, "output": None, "error": None,
-                                "ended": None, "stats": None, "transient": transient,
-                                "listed_from": now + cfg.batch_list_lag}
+                                "ended": None, "stats": None, "transient": transient}
             self.creates[display] += 1
             self.stats["creates"] += 1
             drop = cfg.batch_drop_create > 0
@@ -220,7 +221,8 @@ class BatchService:
         with self._lock:
             self.stats["lists"] += 1
             now = self._clock()
-            jobs = sorted((j for j in self._jobs.values() if j["listed_from"] <= now),
+            lag = self.config.batch_list_lag
+            jobs = sorted((j for j in self._jobs.values() if j["created"] + lag <= now),
                           key=lambda j: j["created"], reverse=True)
             for job in jobs[start:start + size]:
                 self._advance(job)

@@ -41,6 +41,12 @@ class BatchSettings:
     crash_at: Callable[[str], None] = lambda point: None
 
 
+def list_pause(poll: float, settle: float) -> float:
+    """The pause between two looks at `batches.list` for the job of a create in doubt: a second, or less when the
+    settle time or --batch-poll is shorter (the tests poll every 0.05 s)."""
+    return min(1.0, max(min(poll, settle), 0.05))
+
+
 @dataclass(frozen=True)
 class _Queued:
     """A request line waiting for its chunk: only its text is kept (a million Request objects would not fit)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from enrichkit.batch.google import BatchClient
 from enrichkit.batch.ledger import IN_FLIGHT, Chunk, Ledger, ledger_path
-from enrichkit.batch.parts import BatchSettings, _display_prefix
+from enrichkit.batch.parts import BatchSettings, _display_prefix, list_pause
 from enrichkit.batch.run import BatchRun
 from enrichkit.config.plan import Plan
 from enrichkit.errors import ConfigError, UsageError
@@ -61,7 +61,8 @@ def before_open(plan: Plan, settings: Settings) -> None:
         try:
             for chunk in flying:
                 if chunk.state == "creating" and not chunk.batch_name:
-                    _cancel_in_doubt(client, ledger.meta("job_id") or "", chunk, settings.batch_settle)
+                    _cancel_in_doubt(client, ledger.meta("job_id") or "", chunk, settings.batch_settle,
+                                     options.batch_poll)
                 if chunk.batch_name:
                     try:
                         client.cancel(chunk.batch_name)
@@ -75,7 +76,7 @@ def before_open(plan: Plan, settings: Settings) -> None:
         ledger.close()
 
 
-def _cancel_in_doubt(client: BatchClient, job_id: str, chunk: Chunk, settle: float) -> None:
+def _cancel_in_doubt(client: BatchClient, job_id: str, chunk: Chunk, settle: float, poll: float) -> None:
     """A create whose answer was lost may have made a job, listed late: looked for by display name until the
     list had its settle time, and cancelled when found (else the old job would run on, and be billed)."""
     prefix = _display_prefix(job_id, chunk)
@@ -92,7 +93,7 @@ def _cancel_in_doubt(client: BatchClient, job_id: str, chunk: Chunk, settle: flo
                 log.info("cancel of %s: %s", job.name, str(exc)[:160])
         if found or (found is not None and time.time() - (chunk.creating_at or 0.0) >= settle):
             return
-        time.sleep(min(1.0, max(settle, 0.05)))
+        time.sleep(list_pause(poll, settle))
 
 
 def batch_run(plan: Plan, job: Job, settings: Settings, *, stop: StopSignal, progress: Progress,

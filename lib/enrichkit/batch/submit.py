@@ -14,6 +14,7 @@ from enrichkit.batch.parts import (
     _display_prefix,
     _Queued,
     _write_durably,
+    list_pause,
 )
 from enrichkit.errors import ConfigError
 from enrichkit.logs import log
@@ -221,7 +222,7 @@ class Submitting(BatchState):
                 if found is not None and time.time() - (chunk.creating_at or 0.0) >= self.settings.settle:
                     self.ledger.set_chunk(chunk.id, state="uploaded")
                     break
-                self.sleep(min(1.0, max(self.settings.settle, 0.05)))
+                self.sleep(list_pause(self.settings.poll, self.settings.settle))
 
     def _chunk_file(self, chunk_id: int) -> Path:
         folder = self.ledger.path.with_name(self.ledger.path.name.removesuffix(".sqlite") + ".files")
