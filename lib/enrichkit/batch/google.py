@@ -94,10 +94,11 @@ class BatchClient:
         from google import genai
         from google.genai import types
 
+        from enrichkit.providers.gemini import http_options
+
         self._types = types
-        options = types.HttpOptions(base_url=base_url or None, api_version="v1beta", timeout=int(timeout * 1000),
-                                    retry_options=types.HttpRetryOptions(attempts=1))
-        self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
+        # The same options as the run's client: v1beta, one attempt, and the process's one TLS context.
+        self._client = genai.Client(api_key=api_key, vertexai=False, http_options=http_options(base_url, timeout))
 
     def upload(self, data: bytes, display_name: str) -> str:
         """A JSONL request file through the resumable upload (chunked by the SDK); returns its `files/…` name. The
