@@ -10,15 +10,16 @@ import pytest
 
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, rows_written, wait_for, write_csv
 
-# The interrupted run's input: at 0.1 s an answer and 4 workers (40 rows a second), the signal lands some
-# 10 rows in with more than a second of rows to spare; the resume (in-process, the stand-in then answering at
-# once) does the rest.
-ROWS = 60
+# The interrupted runs' input: at 0.3 s an answer and 4 workers (13 rows a second), the signal lands some 10 rows
+# in with 5 s of rows to spare (a busy machine starves the test for seconds); the resume (in-process, the stand-in
+# then answering at once) does the rest.
+ROWS = 80
+LATENCY = 0.3
 
 
 def test_sigint_mid_run_exits_130_then_resume_completes_exactly_once(ws: Workspace) -> None:
     write_csv(ws.input, make_rows(ROWS))
-    ws.fake.configure(latency=0.1)
+    ws.fake.configure(latency=LATENCY)
     proc = ws.start("--max-workers", "4")
     wait_for(lambda: rows_written(ws) >= 10, what="first rows")
     proc.send_signal(signal.SIGINT)
@@ -39,8 +40,8 @@ def test_sigint_mid_run_exits_130_then_resume_completes_exactly_once(ws: Workspa
 
 
 def test_sigterm_is_handled_like_sigint(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(200))
-    ws.fake.configure(latency=0.05)
+    write_csv(ws.input, make_rows(ROWS))
+    ws.fake.configure(latency=LATENCY)
     proc = ws.start("--max-workers", "4")
     wait_for(lambda: rows_written(ws) >= 5, what="first rows")
     proc.send_signal(signal.SIGTERM)
