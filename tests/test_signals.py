@@ -10,11 +10,10 @@ import pytest
 
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, rows_written, wait_for, write_csv
 
-# The interrupted runs' input: at 0.3 s an answer and 4 workers (13 rows a second), the signal lands some 10 rows
-# in with 5 s of rows to spare (a busy machine starves the test for seconds); the resume (in-process, the stand-in
-# then answering at once) does the rest.
+# The interrupted runs' input: at 0.15 s an answer and 4 workers (27 rows a second), the signal lands some 10 rows
+# in with 2.5 s of rows to spare; the resume (in-process, the stand-in then answering at once) does the rest.
 ROWS = 80
-LATENCY = 0.3
+LATENCY = 0.15
 
 
 def test_sigint_mid_run_exits_130_then_resume_completes_exactly_once(ws: Workspace) -> None:
