@@ -253,8 +253,9 @@ def test_a_temp_file_left_by_a_kill_during_a_checkpoint_write_is_removed(ws: Wor
 
 def _with_closed(fd: int, args: list[str]) -> list[str]:
     """`args` run by a shell with descriptor `fd` closed (`>&-`, `2>&-`, `<&-`), as a user's shell line does; fd 3:
-    stderr closed and then taken by a file open for reading, as pyenv's `python` shim leaves it."""
-    redirect = {0: "<&-", 1: ">&-", 2: "2>&-", 3: "2</dev/null"}[fd]
+    stderr closed and then taken by a file open for reading, as pyenv's `python` shim leaves it; "fd" 4: all three
+    closed."""
+    redirect = {0: "<&-", 1: ">&-", 2: "2>&-", 3: "2</dev/null", 4: ">&- 2>&- <&-"}[fd]
     return ["sh", "-c", f'exec "$@" {redirect}', "sh", *args]
 
 
@@ -272,9 +273,10 @@ def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert sorted(sws.output_ids()) == sorted(expected_ids(sws))
     assert read_json(sws.checkpoint)["status"] == "completed"
+    # The job tools, each with each stream closed (and all three).
     for command in (["status", str(sws.checkpoint)], ["validate", str(sws.checkpoint)], ["list", str(sws.tmp)],
                     ["missing", str(sws.checkpoint)]):
-        for fd in (1, 2, 3, 0):
+        for fd in (1, 2, 3, 0, 4):
             proc = subprocess.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
                                   text=True, cwd=sws.tmp, timeout=60)
             assert proc.returncode == 0, (command, fd, proc.stderr)

@@ -19,12 +19,12 @@ def _ids(n: int, seed: int = 1) -> list[str]:
 
 
 def test_idset_membership_order_and_merges() -> None:
-    ids = _ids(150_000)
+    ids = _ids(40_000)  # about 10 to each of the 4,096 buckets: inserts land between, before and after
     s = IdSet()
     for record_id in ids:
         s.add(record_id)
     s.add(ids[0])
-    assert len(s) == 150_000
+    assert len(s) == 40_000
     assert all(i in s for i in ids[::997])
     assert "ffffffffffffffff" not in s or "ffffffffffffffff" in ids
     assert list(s) == sorted(ids)

@@ -17,19 +17,20 @@ def _limit_file_size(limit: int) -> None:
 
 
 def test_the_output_cannot_grow_then_resume_completes_exactly_once(ws: Workspace) -> None:
-    write_csv(ws.input, make_rows(300))
+    write_csv(ws.input, make_rows(150))
     import subprocess
 
+    # Room for about 40 of the 150 rows.
     proc = subprocess.run(ws.args("--max-workers", "8", "--checkpoint-interval", "5"), capture_output=True, text=True,
-                          env=ws.env(), cwd=ws.tmp, timeout=60, preexec_fn=lambda: _limit_file_size(20_000))
+                          env=ws.env(), cwd=ws.tmp, timeout=60, preexec_fn=lambda: _limit_file_size(8_000))
     assert proc.returncode == 1, proc.stderr
     last = next(line for line in reversed(proc.stderr.splitlines()) if line and not line.startswith("  "))  # closing
     assert f"cannot write {ws.output}" in proc.stderr and "--resume" in last, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(ws.tmp.rglob(".*.tmp")), "a temp file was left behind"
-    written = len(ws.output_ids()) if ws.output.stat().st_size < 20_000 else None
+    written = len(ws.output_ids()) if ws.output.stat().st_size < 8_000 else None
     paid = ws.fake.stats()["generate"]
-    assert paid <= 300 - 100  # it stopped sending: far fewer answers were bought than records exist
+    assert paid <= 150 - 50  # it stopped sending: far fewer answers were bought than records exist
     cp = read_json(ws.checkpoint)
     assert cp["status"] == "interrupted"
     assert cp["completed_count"] <= (written or cp["completed_count"])  # never claims a row it could not write
@@ -57,8 +58,13 @@ def test_an_error_log_that_cannot_be_written_stops_the_run(ws: Workspace) -> Non
     exactly_once(ws)
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_checkpoint_that_cannot_be_written_stops_the_run(fws: Workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import enrichkit.store.jobstore as store
+
+    ws = fws  # the fake provider, each answer 0.03 s on the fake clock: checkpoints come due without real waits
+    assert ws.provider is not None and ws.clock is not None
+    clock = ws.clock
+    ws.provider.on_call = lambda request: clock.advance(0.03)
 
     calls = {"n": 0}
     real = store.write_checkpoint
@@ -70,8 +76,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkey
         real(path, cp)
 
     monkeypatch.setattr(store, "write_checkpoint", failing)
-    write_csv(ws.input, make_rows(200))
-    ws.fake.configure(latency=0.03)  # a run of some seconds: checkpoints are written at most once a second
+    write_csv(ws.input, make_rows(200))  # a run of some (fake) seconds: checkpoints are written at most once a second
     proc = ws.run("--checkpoint-interval", "1", "--max-workers", "2")
     assert proc.returncode == 1, proc.stderr
     assert f"cannot write {ws.checkpoint}: No space left on device" in proc.stderr
@@ -88,8 +93,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run(ws: Workspace, monkey
 def test_records_handed_to_an_output_that_failed_are_done_again_by_the_next_resume(ws: Workspace) -> None:
     import subprocess
 
-    write_csv(ws.input, make_rows(300))
-    assert ws.run("--limit", "50").returncode == 1
+    write_csv(ws.input, make_rows(100))
+    assert ws.run("--limit", "30").returncode == 1
     room = ws.output.stat().st_size + 3_000  # the disk fills a few rows into the resumed run
     proc = subprocess.run(ws.args("--resume", "--max-workers", "4"), capture_output=True, text=True, env=ws.env(),
                           cwd=ws.tmp, timeout=60, preexec_fn=lambda: _limit_file_size(room))

@@ -67,7 +67,7 @@ def test_a_stop_starts_no_record_that_was_not_started(tmp_path: Path) -> None:
         if len(provider.calls) == 8:
             stop.interrupt("SIGINT")  # Ctrl+C while 8 calls have started
             started.set()
-        time.sleep(0.2)
+        time.sleep(0.05)  # in flight when the stop comes
 
     provider = FakeProvider(on_call=slow)
     begun = time.monotonic()

@@ -130,25 +130,25 @@ def test_a_bare_resume_continues_with_the_recorded_options(sws: Workspace) -> No
     assert read_json(sws.checkpoint)["options"]["max_workers"] == 4
 
 
-def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(sws: Workspace) -> None:
+def test_the_same_stages_file_given_again_by_a_relative_path_is_no_override(ws: Workspace) -> None:
     args = ("--input", "input.csv", "--output", "out/enriched.csv", "--stages-file", "stages.toml")
-    assert sws.run(*args, "--limit", "5", base=False).returncode == 1  # records left
-    resumed = sws.run(*args, "--resume", base=False)
+    assert ws.run(*args, "--limit", "5", base=False).returncode == 1  # records left
+    resumed = ws.run(*args, "--resume", base=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "overrides" not in resumed.stderr
 
 
-def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_without_paying_twice(sws: Workspace) -> None:
-    assert sws.run("--limit", "5").returncode == 1  # records left
-    sws.checkpoint.write_text('{"version": 1, "job_id": ', encoding="utf-8")  # a hand edit gone wrong
-    refused = sws.run("--resume")
+def test_a_corrupt_checkpoint_says_how_to_rebuild_the_job_from_the_output_without_paying_twice(ws: Workspace) -> None:
+    assert ws.run("--limit", "5").returncode == 1  # records left
+    ws.checkpoint.write_text('{"version": 1, "job_id": ', encoding="utf-8")  # a hand edit gone wrong
+    refused = ws.run("--resume")
     assert refused.returncode == 2 and "corrupt checkpoint" in refused.stderr, refused.stderr
     assert "move it aside" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
-    sws.checkpoint.rename(sws.tmp / "broken.json")  # as the message says
-    sent = sws.fake.stats()["generate"]
-    assert sws.run("--resume").returncode == 0
-    assert sws.fake.stats()["generate"] == sent + 35  # the 5 rows in the output were not paid again
-    exactly_once(sws)
+    ws.checkpoint.rename(ws.tmp / "broken.json")  # as the message says
+    sent = ws.fake.stats()["generate"]
+    assert ws.run("--resume").returncode == 0
+    assert ws.fake.stats()["generate"] == sent + 35  # the 5 rows in the output were not paid again
+    exactly_once(ws)
 
 
 def test_a_resume_that_changes_the_model_needs_allow_config_change(sws: Workspace) -> None:

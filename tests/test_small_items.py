@@ -18,6 +18,13 @@ from enrichkit.tables import precount
 from fakes import run_cli
 
 
+@pytest.fixture
+def ws(fws: Workspace) -> Workspace:
+    """This file's runs answer from the fake provider on a fake clock; `sws` (the stand-in) where its answers are
+    the point (a search stage's sources, numbers typed as declared)."""
+    return fws
+
+
 def _start_line(said: str) -> str:
     return next(line for line in said.splitlines() if ": new job, " in line or ": resuming, " in line)
 
@@ -80,7 +87,8 @@ GROUNDED = STAGES.replace('model = "gemini-2.5-flash"', 'model = "gemini-3.5-fla
     'name = "poc"\n', 'name = "poc"\nsearch = true\n')
 
 
-def test_a_jsonl_export_writes_sources_and_queries_as_arrays(ws: Workspace, tmp_path: Path) -> None:
+def test_a_jsonl_export_writes_sources_and_queries_as_arrays(sws: Workspace, tmp_path: Path) -> None:
+    ws = sws
     ws.stages.write_text(GROUNDED, encoding="utf-8")
     write_csv(ws.input, make_rows(6))
     assert ws.run().returncode == 0
@@ -120,8 +128,9 @@ def test_a_key_added_to_a_stage_is_named(ws: Workspace) -> None:
     assert proc.returncode == 2 and "stage 'poc': system_instruction changed" in proc.stderr
 
 
-def test_a_stage_renamed_under_allow_config_change_is_the_jobs_stage_from_then_on(ws: Workspace,
+def test_a_stage_renamed_under_allow_config_change_is_the_jobs_stage_from_then_on(sws: Workspace,
                                                                                   tmp_path: Path) -> None:
+    ws = sws
     assert ws.run("--limit", "5").returncode == 1  # --limit with records left
     ws.stages.write_text(STAGES.replace('name = "poc"', 'name = "contact"'), encoding="utf-8")
     ok = ws.run("--resume", "--allow-config-change")

@@ -385,12 +385,26 @@ def _boot_time() -> float:
 def same_file(a: Path, b: Path) -> bool:
     """Do `a` and `b` name the same file: the same path after resolving links, or the same inode (a hard
     link)? A path that does not exist yet can only match by its resolved name."""
+    return same_identity(file_identity(a), file_identity(b))
+
+
+FileIdentity = tuple[Path, tuple[int, int] | None] | None
+
+
+def file_identity(path: Path) -> FileIdentity:
+    """What `same_file` compares, found once for a path compared with many: its name with links resolved and
+    its inode (None while nothing is there); None when it cannot be resolved (it then matches nothing)."""
     try:
-        if a.resolve() == b.resolve():
-            return True
+        resolved = path.resolve()
     except (OSError, RuntimeError):
-        return False
+        return None
     try:
-        return a.samefile(b)
+        found = path.stat()
     except OSError:
-        return False
+        return resolved, None
+    return resolved, (found.st_dev, found.st_ino)
+
+
+def same_identity(a: FileIdentity, b: FileIdentity) -> bool:
+    """`same_file` on two identities from `file_identity`."""
+    return a is not None and b is not None and (a[0] == b[0] or (a[1] is not None and a[1] == b[1]))
