@@ -28,7 +28,7 @@ def use_project_python(script: str) -> None:
     if VENV_PYTHON.exists() and not _in_venv() and not os.environ.get("ENRICHKIT_VENV_TRIED"):
         os.environ["ENRICHKIT_VENV_TRIED"] = "1"
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), script, *sys.argv[1:]])
-    if _in_venv() and (VENV / ".installed").exists():
+    if _in_venv() and _stamp_is_current():
         return  # `make install` put every requirement there (its stamp is written last): no 80 ms of metadata reads
     missing = [name for name in required() if not _installed(name)]
     if missing:
@@ -46,6 +46,15 @@ def required() -> list[str]:
         return []
     names = (re.split(r"[\s=<>!~;\[@]", line.split("#", 1)[0].strip(), maxsplit=1)[0] for line in lines)
     return [name for name in names if name and not name.startswith("-")]
+
+
+def _stamp_is_current() -> bool:
+    """`make install`'s stamp is there and newer than requirements.txt (a pull that adds a requirement makes it
+    stale until make runs again)."""
+    try:
+        return (VENV / ".installed").stat().st_mtime >= REQUIREMENTS.stat().st_mtime
+    except OSError:
+        return False
 
 
 def _in_venv() -> bool:

@@ -126,6 +126,9 @@ class Job:
         self._opening = True
         try:
             opened = self._open()
+        except OSError as exc:  # a folder or file the job needs cannot be made or read: the CLI's exit 2
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UsageError(f"{where}{exc.strerror or exc}") from exc
         finally:
             self._opening = False
         return opened if isinstance(opened, RunResult) else self._run_opened(opened)

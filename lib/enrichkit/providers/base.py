@@ -1,6 +1,6 @@
 """The provider seam: what every kind of stage (Gemini, HTTP, a Python function) offers the pipeline.
 
-    request = provider.prepare(stage, values)   # pure: what to send, its cache key, its pace
+    request = provider.prepare(stage, values)   # pure: what to send, its cache key, its model
     answer = provider.call(request)             # one attempt; raises on failure (classified by kind)
 
 Retries, pacing, the circuit breaker and the cache live around `call`, in `enrichkit.run.enricher`;
