@@ -24,7 +24,7 @@ from enrichkit.commands import enrich_command
 from enrichkit.errors import ConfigError
 from enrichkit.jobs.cli import main
 from enrichkit.jobs.state import decide_state, duration_text, load_status
-from enrichkit.run.counters import Counters
+from enrichkit.run.counters import Counters, StageTable
 from enrichkit.run.notify import build_summary
 from enrichkit.store.checkpoint import Checkpoint, CheckpointSummary, read_checkpoint, read_summary, write_checkpoint
 from enrichkit.store.jobfiles import Owner, process_alive, remove_stale_temps
@@ -106,8 +106,9 @@ def write_job(tmp: Path, *, n: int = 40, failed: tuple[int, ...] = (), pending: 
                     elapsed_seconds=60.0, run_started_at="2026-11-20T10:00:00Z", run_done=10, run_seconds=20.0,
                     runs=2, filled={"poc_name": len(done), "poc_email": len(done) - 1, "confidence": len(done),
                                     "email_domain": 0},
-                    stage_totals={"poc": {"succeeded": len(done), "failed_records": {"client_error": len(failed)},
-                                          "attempt_errors": {"rate_limit": 2}}},
+                    stage_totals=StageTable.from_json({"poc": {"succeeded": len(done),
+                                                               "failed_records": {"client_error": len(failed)},
+                                                               "attempt_errors": {"rate_limit": 2}}}),
                     pace={"gemini-2.5-flash": {"rpm": 10, "current_rpm": 7.5, "pauses": 2, "paused_seconds": 34.0,
                                                "decreases": 1}},
                     pid=999_999_999, **cp_fields)

@@ -28,7 +28,6 @@ RETRY_ELSEWHERE = ("missing", "expired", "cancelled", "failed_job")  # no answer
 SYNC_AFTER = 2  # a (stage, record) whose line was lost this often (missing, expired, a failed job) goes synchronously
 PROGRESS_EVERY = 600.0  # a line per Google job at least this often while waiting
 STRAY_WINDOW = 3600.0  # how long a chunk created again is watched for its first create's job
-_RETRIED = frozenset({"rate_limit", "timeout", "server_error", "validation_error"})
 
 
 @dataclass

@@ -12,7 +12,6 @@ from typing import Any
 from enrichkit.batch.google import request_line
 from enrichkit.batch.ledger import Item, item_key
 from enrichkit.batch.parts import (
-    _RETRIED,
     SYNC_AFTER,
     BatchState,
     _Assembled,
@@ -23,7 +22,7 @@ from enrichkit.batch.parts import (
 )
 from enrichkit.config.plan import JobMode
 from enrichkit.config.stages import Stage
-from enrichkit.errors import StageFailure
+from enrichkit.errors import TRANSIENT, StageFailure
 from enrichkit.providers.base import Request
 from enrichkit.run.enricher import RecordResult
 from enrichkit.tables.records import Record
@@ -167,7 +166,7 @@ class Sweeping(BatchState):
         if last is not None and last.state == "error":
             failure = StageFailure(last.error_type or "server_error", last.message or "")
             out.logs.append(self._attempt_line(result, stage, last))
-            if last.error_type not in _RETRIED or len(errors) > self.opts.max_retries:
+            if last.error_type not in TRANSIENT or len(errors) > self.opts.max_retries:
                 result.failure, result.failed_stage = failure, stage.name
                 return False
         if len(lost) >= SYNC_AFTER:

@@ -98,10 +98,6 @@ class Checkpoint:
     batch: dict[str, Any] | None = None  # --batch: the Google batch jobs (enrichkit.batch.ledger.Ledger.summary)
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_ERRORS))
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.stage_totals, StageTable):  # given as the file holds it (a dict of dicts)
-            self.stage_totals = StageTable.from_json(self.stage_totals)
-
     @property
     def completed_count(self) -> int:
         return len(self.completed_ids)
