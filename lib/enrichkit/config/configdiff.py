@@ -1,4 +1,4 @@
-"""What changed in a job's configuration: the stages file's material behind the config fingerprint (kept in the
+"""What changed in a job's configuration: the stages file's inputs to the config fingerprint (kept in the
 checkpoint) compared key by key, so a resume that stops on a change says which stage and key changed."""
 
 from __future__ import annotations

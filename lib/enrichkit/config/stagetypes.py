@@ -200,10 +200,10 @@ class StagesConfig:
 
     def fingerprint(self, id_columns: Sequence[str] | None, model: str | None = None) -> str:
         """Hash of what decides the answers: the selected stages, the models, the ID columns."""
-        blob = json.dumps(self.config_material(id_columns, model), sort_keys=True, default=str).encode()
+        blob = json.dumps(self.fingerprint_inputs(id_columns, model), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def config_material(self, id_columns: Sequence[str] | None, model: str | None = None) -> dict[str, Any]:
+    def fingerprint_inputs(self, id_columns: Sequence[str] | None, model: str | None = None) -> dict[str, Any]:
         """What the fingerprint hashes (kept in the checkpoint, so a change can be named: config.configdiff)."""
         return {
             "stages": [s.raw for s in self.stages],

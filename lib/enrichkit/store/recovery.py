@@ -147,7 +147,7 @@ def _merge_output(plan: Plan, found: RecoveredJob) -> None:
 
 
 def _config(plan: Plan) -> dict[str, Any]:
-    return plan.stages.config_material(plan.options.id_columns, plan.options.model)
+    return plan.stages.fingerprint_inputs(plan.options.id_columns, plan.options.model)
 
 
 def _check_identity(plan: Plan, cp: Checkpoint, input_info: dict[str, Any]) -> bool:
