@@ -159,6 +159,30 @@ def test_a_second_signal_abandons_after_a_budget_or_fatal_stop() -> None:
         assert stop.leaving() and stop.abandoning()
 
 
+def test_a_run_is_never_abandoning_before_its_stopping_flag_is_set() -> None:
+    """The retry reads the plain `stopping` flag before every attempt and wait and asks `abandoning()` only once it is
+    set: every way of abandoning sets the flag first."""
+    from enrichkit.testing import FakeClock
+
+    clock = FakeClock()
+    fresh = StopSignal(clock, drain_seconds=1)
+    clock.advance(5)
+    assert not fresh.stopping and not fresh.abandoning()
+    ways = []
+    drained = StopSignal(clock, drain_seconds=1)
+    drained.request("signal")
+    clock.advance(2)  # past the drain deadline
+    ways.append(drained)
+    abandoned = StopSignal(clock)
+    abandoned.abandon()  # a fatal error
+    ways.append(abandoned)
+    twice = StopSignal(clock)
+    twice.interrupt("SIGINT")
+    twice.interrupt("SIGINT")
+    ways.append(twice)
+    assert all(stop.abandoning() and stop.stopping and stop() for stop in ways)
+
+
 def test_a_signal_only_sets_flags_and_leaves_a_line_for_the_main_loop(capsys: pytest.CaptureFixture[str]) -> None:
     stop = StopSignal(drain_seconds=10)
     stop.interrupt("SIGTERM")

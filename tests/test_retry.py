@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from enrichkit.errors import Abandoned, AuthError, QuotaExhausted, StageFailure
-from enrichkit.pace.retry import AttemptState, CallGates, CallStats, RetryPolicy, call_with_retry
+from enrichkit.pace.retry import AttemptState, CallGates, RetryPolicy, call_with_retry
+from enrichkit.run.counters import Counters
+from enrichkit.run.stopping import StopSignal
 from test_classify import RETRY_INFO, api_error
 
 
@@ -16,7 +18,7 @@ class Script:
         self.outcomes = list(outcomes)
         self.calls = 0
 
-    def __call__(self) -> str:
+    def __call__(self, request: object = None) -> str:
         self.calls += 1
         if self.outcomes:
             raise self.outcomes.pop(0)
@@ -29,14 +31,16 @@ class Run:
     def __init__(self, max_retries: int = 2, base: float = 1.0, stop: bool = False, remote: bool = True) -> None:
         self.naps: list[float] = []
         self.seen: list[tuple[int, str]] = []
-        self.stats = CallStats()
+        self.stats = Counters()  # what the attempts counted (a record's counters in the enricher)
         self.policy = RetryPolicy(max_retries=max_retries, base=base, sleep=self.naps.append)
-        self.stop = stop
+        self.stop = StopSignal()
+        if stop:
+            self.stop.abandon()
         self.remote = remote
 
     def __call__(self, call: Script, provider: str = "gemini") -> str:
-        return call_with_retry(call, policy=self.policy, stats=self.stats, provider=provider,
-                               should_stop=lambda: self.stop,
+        return call_with_retry(call, "request", policy=self.policy, counters=self.stats, provider=provider,
+                               stop=self.stop,
                                on_failure=lambda attempt, f: self.seen.append((attempt, f.error_type)),
                                gates=CallGates() if self.remote else None)
 
@@ -117,12 +121,11 @@ def test_auth_error_stops_the_run_for_gemini_only() -> None:
 
 
 def test_a_stop_abandons_the_retry_without_failing_the_record() -> None:
-    stop: list[bool] = []
+    stop = StopSignal()
     call = Script(api_error(503, "UNAVAILABLE"))
     with pytest.raises(Abandoned):
-        call_with_retry(call, policy=RetryPolicy(base=0.001, sleep=lambda _: None), stats=CallStats(),
-                        provider="gemini", should_stop=lambda: bool(stop),
-                        on_failure=lambda attempt, f: stop.append(True), gates=CallGates())
+        call_with_retry(call, "request", policy=RetryPolicy(base=0.001, sleep=lambda _: None), counters=Counters(),
+                        provider="gemini", stop=stop, on_failure=lambda attempt, f: stop.abandon(), gates=CallGates())
     assert call.calls == 1
 
 
@@ -163,3 +166,40 @@ def test_the_retry_policies_read_one_attempt_state(monkeypatch: pytest.MonkeyPat
     assert policy.wait(_state(limited, paced=True)) == 0.0
     assert policy.wait(_state(limited)) == 7.0
     assert policy.wait(_state(server, server)) == pytest.approx(2.0)  # full jitter's top at 2 failures
+
+
+def test_a_budget_without_a_limit_reserves_nothing_but_hears_of_a_request_given_up_at_its_deadline() -> None:
+    """No --max-cost: nothing is reserved or settled per attempt, yet a request given up at its deadline (which
+    Google may still bill) is noted, for the job's `unsettled_usd`."""
+    from enrichkit.pace.budget import Budget
+    from enrichkit.pace.deadline import DeadlineExceeded
+
+    budget = Budget(None)
+    gates = CallGates(worst_cost=0.004, cost=lambda answer: 0.001)
+    run = Run(max_retries=0)
+    assert call_with_retry(Script(), "request", policy=run.policy, counters=Counters(), provider="gemini",
+                           stop=StopSignal(), on_failure=lambda attempt, f: None, gates=gates, budget=budget) == "ok"
+    assert (budget.reserved, budget.spent, budget.given_up) == (0.0, 0.0, 0.0)
+    with pytest.raises(StageFailure) as failed:
+        call_with_retry(Script(DeadlineExceeded("no complete answer")), "request", policy=run.policy,
+                        counters=Counters(), provider="gemini", stop=StopSignal(), on_failure=lambda attempt, f: None,
+                        gates=gates, budget=budget)
+    assert failed.value.error_type == "timeout"
+    assert (budget.reserved, budget.given_up) == (0.0, 0.004)
+
+
+def test_a_metered_budget_reserves_the_worst_case_and_settles_what_the_answer_cost() -> None:
+    from enrichkit.pace.budget import Budget
+
+    budget = Budget(1.0)
+    held: list[float] = []
+
+    def call(request: object) -> str:
+        held.append(budget.reserved)
+        return "ok"
+
+    assert call_with_retry(call, "request", policy=RetryPolicy(), counters=Counters(), provider="gemini",
+                           stop=StopSignal(), on_failure=lambda attempt, f: None,
+                           gates=CallGates(worst_cost=0.004, cost=lambda answer: 0.001), budget=budget) == "ok"
+    assert held == [0.004]  # reserved while on the wire
+    assert (budget.reserved, budget.spent) == (0.0, 0.001)

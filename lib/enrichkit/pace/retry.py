@@ -15,7 +15,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import tenacity
 
@@ -30,17 +30,20 @@ from enrichkit.pace.breaker import CircuitBreaker
 from enrichkit.pace.budget import Budget
 from enrichkit.pace.classify import classify_error, unreachable
 from enrichkit.pace.limiter import Limiter
+from enrichkit.run.counters import Counters
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-@dataclass
-class CallStats:
-    """What one call's attempts were, counted by the loop and summed by the enricher."""
+class Stop(Protocol):
+    """What a call reads of the run's stop (`enrichkit.run.stopping.StopSignal`): `stopping`, a plain flag read
+    before every attempt and wait, and `abandoning()`, asked only once the flag is set (a call in flight is given up
+    only at a stop's deadline, a fatal error or a second Ctrl+C)."""
 
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
+    stopping: bool
+
+    def abandoning(self) -> bool: ...
 
 
 @dataclass
@@ -103,13 +106,19 @@ class RetryPolicy:
 
 
 def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should_stop: Callable[[], bool]) -> None:
-    """Sleep in short naps; raise `Abandoned` as soon as the run is stopping."""
+    """Sleep in short naps; raise `Abandoned` as soon as the run is stopping (checked after the last nap too)."""
+    _nap(seconds, sleep, should_stop)
+    if should_stop():
+        raise Abandoned()
+
+
+def _nap(seconds: float, sleep: Callable[[float], object], should_stop: Callable[[], bool]) -> None:
+    """Sleep in short naps, each after a check that the run is not stopping (`Abandoned`). Not after the last one:
+    the retry's next attempt checks first thing."""
     left = seconds
-    while True:
+    while left > 0:
         if should_stop():
             raise Abandoned()
-        if left <= 0:
-            return
         step = min(left, 0.25)
         sleep(step)
         left -= step
@@ -119,7 +128,8 @@ def interruptible_sleep(seconds: float, sleep: Callable[[float], object], should
 class CallGates:
     """The gates one attempt of a remote call passes before it goes, and reports to after: its model's pace
     (the limiter, and the input tokens it reserves), its circuit breaker, and what the budget reserves for it
-    and then charges. A local call (a python stage) has none."""
+    and then charges; `request` is what the attempt sends when not the call's own (a fallback model's). A local call
+    (a python stage) has none."""
 
     limiter: Limiter | None = None
     breaker: CircuitBreaker | None = None
@@ -127,41 +137,54 @@ class CallGates:
     actual_tokens: Callable[[Any], int] | None = None  # the answer's real input tokens
     worst_cost: float = 0.0  # what the budget reserves before the attempt (USD)
     cost: Callable[[Any], float] = lambda answer_or_failure: 0.0  # what an attempt cost (an answer, a failure)
+    request: Any = None  # what this attempt sends, when not the call's own request (None: the call's own)
 
 
-def call_with_retry(call: Callable[[], T], *, policy: RetryPolicy, stats: CallStats, provider: str,
-                    should_stop: Callable[[], bool], on_failure: Callable[[int, StageFailure], None],
+_LOCAL = CallGates()  # a local call's: none
+
+
+def call_with_retry(send: Callable[[R], T], request: R, *, policy: RetryPolicy, counters: Counters, provider: str,
+                    stop: Stop, on_failure: Callable[[int, StageFailure], None],
                     gates: CallGates | Callable[[], CallGates] | None = None, budget: Budget | None = None) -> T:
-    """Run `call` until it succeeds, a permanent error, or the retry budget is spent.
+    """Send `request` (`send(request)`, one attempt) until it succeeds, a permanent error, or the retry budget is spent.
 
     Raises the last `StageFailure`; `Abandoned` when the run stops meanwhile; or the fatal error that
     ends the whole run (`AuthError`, `QuotaExhausted`, `BillingError`, `OutageError`, a `ConfigError`).
     `on_failure(attempt, failure)` sees every failed attempt; `provider` is the stage kind, for
-    classification. Without `gates` the call is local (a python stage): tried at once, not paced; a callable
-    `gates` is asked before each attempt (a stage that moves to its fallback model moves to its pace too).
+    classification; the attempts are counted into `counters` (requests, retries, 429s). Without `gates` the call
+    is local (a python stage): tried at once, not paced; a callable `gates` is asked before each attempt (a stage
+    that moves to its fallback model moves to its pace too, and sends the fallback's request). A `budget` without
+    a limit reserves nothing: it only hears of a request given up at its deadline (maybe billed).
     """
-    route = gates if callable(gates) else (lambda: gates or CallGates())
+    fixed = gates if isinstance(gates, CallGates) else _LOCAL
+    route = None if gates is None or isinstance(gates, CallGates) else gates
+
+    def should_stop() -> bool:  # the waits' check: the flag, then (only once it is set) the deadline
+        return stop.stopping and stop.abandoning()
+
     state = AttemptState()
     while True:
         state.number += 1
+        g = fixed if route is None else route()
         try:
-            return _attempt(call, state, route(), remote=gates is not None, policy=policy, stats=stats,
-                            provider=provider, should_stop=should_stop, on_failure=on_failure, budget=budget)
+            return _attempt(send, request if g.request is None else g.request, state, g, remote=gates is not None,
+                            policy=policy, counters=counters, provider=provider, should_stop=should_stop,
+                            on_failure=on_failure, budget=budget)
         except StageFailure:
             if not policy.retryable(state):
                 raise
-        interruptible_sleep(policy.wait(state), policy.sleep, should_stop)
+        _nap(policy.wait(state), policy.sleep, should_stop)
 
 
-def _attempt(call: Callable[[], T], state: AttemptState, g: CallGates, *, remote: bool, policy: RetryPolicy,
-             stats: CallStats, provider: str, should_stop: Callable[[], bool],
+def _attempt(send: Callable[[R], T], request: R, state: AttemptState, g: CallGates, *, remote: bool,
+             policy: RetryPolicy, counters: Counters, provider: str, should_stop: Callable[[], bool],
              on_failure: Callable[[int, StageFailure], None], budget: Budget | None = None) -> T:
     """One attempt through its gates (breaker, budget, then pace); a failure is classified, told to the gates
     and `on_failure`, recorded in `state`, and raised. The budget's reservation is settled with what it cost."""
     state.paced = g.limiter is not None
     # A stop abandons calls that go out or wait; a local first attempt (a python stage) still runs,
     # so a record whose answers are all in is written rather than redone.
-    if should_stop() and (remote or state.number > 1):
+    if (remote or state.number > 1) and should_stop():
         raise Abandoned()
     try:
         if g.breaker is not None and not g.breaker.before_request(should_stop):
@@ -169,34 +192,36 @@ def _attempt(call: Callable[[], T], state: AttemptState, g: CallGates, *, remote
     except OutageTooLong as exc:
         raise OutageError(f"the API has been failing for {exc.seconds:.0f} s (longer than --max-outage); "
                           "run again with --resume when it is back") from None
-    held = budget.reserve(g.worst_cost, should_stop) if budget is not None else 0.0
+    metered = budget is not None and budget.limit is not None  # else nothing is reserved, nothing to settle
+    held = budget.reserve(g.worst_cost, should_stop) if metered and budget is not None else 0.0
     cost = given_up = 0.0
     try:
         if g.limiter is not None and not g.limiter.acquire(g.tokens, should_stop):
             raise Abandoned()
         if remote:
-            stats.requests += 1
+            counters.requests += 1
             if state.number > 1:
-                stats.retries += 1
+                counters.retries += 1
         try:
-            result = call()
+            result = send(request)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes unlabelled
             failure = classify_error(exc, provider=provider)
             # A request given up at its deadline may still be answered and billed: its worst case stays spent.
             if failure.error_type == "timeout":
                 given_up = g.worst_cost
-            else:
+            elif metered:
                 cost = g.cost(failure)
             on_failure(state.number, failure)
             _account(failure, g)
             _raise_if_fatal(failure, g, policy, state.streak + 1)
             state.record(failure)
             if failure.error_type == "rate_limit":
-                stats.rate_limited += 1
+                counters.rate_limited += 1
             raise failure from None
-        cost = g.cost(result)
+        if metered:
+            cost = g.cost(result)
     finally:
-        if budget is not None:
+        if budget is not None and (metered or given_up):
             budget.settle(held, cost, given_up=given_up)
     if g.breaker is not None:
         g.breaker.record_success()

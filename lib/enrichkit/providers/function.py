@@ -39,7 +39,11 @@ class FunctionProvider(BaseProvider):
         missing = [f for f in stage.fields if f not in result]
         if missing:
             raise StageFailure("client_error", f"{stage.function} returned no {', '.join(missing)}")
-        return Answer({name: stringify(result[name]) for name in stage.fields})
+        cells = {}
+        for name in stage.fields:
+            value = result[name]
+            cells[name] = value if type(value) is str else stringify(value)  # a str is a cell already
+        return Answer(cells)
 
     def close(self) -> None:
         return None

@@ -22,9 +22,10 @@ from enrichkit.pace.breaker import CircuitBreaker
 from enrichkit.pace.budget import Budget
 from enrichkit.pace.classify import classify_error
 from enrichkit.pace.limiter import Limiter
-from enrichkit.pace.retry import CallGates, CallStats, RetryPolicy, call_with_retry, interruptible_sleep
+from enrichkit.pace.retry import CallGates, RetryPolicy, call_with_retry, interruptible_sleep
 from enrichkit.providers.base import Answer, Provider, Request, Usage
 from enrichkit.run.counters import Counters
+from enrichkit.run.stopping import StopSignal
 from enrichkit.store.cache import ResponseCache
 from enrichkit.tables.records import Record
 from enrichkit.tables.scan import Position
@@ -85,12 +86,12 @@ class Enricher:
     `providers` maps a stage kind (llm, python, http) to its provider; `limiters(pace)` gives the
     limiter of a model (one per model: quotas are per model); `breakers` one per model, and one for
     the http stages (keyed "http"); `on_attempt_error` hears of each failed attempt (a job's `Inbox.put`:
-    the main thread logs it).
+    the main thread logs it); `stop` is the run's (its calls and waits are given up once it is abandoning).
     """
 
     providers: dict[str, Provider]
     policy: RetryPolicy
-    should_stop: Callable[[], bool]
+    stop: StopSignal
     on_attempt_error: Callable[[AttemptError], None] = lambda error: None
     limiters: Callable[[str], Limiter | None] = lambda pace: None
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -115,7 +116,7 @@ class Enricher:
                     values.update({f: values.get(f, "") for f in stage.fields})
                     continue
                 if ran and self.delay:
-                    interruptible_sleep(self.delay, self.policy.sleep, self.should_stop)
+                    interruptible_sleep(self.delay, self.policy.sleep, self.stop.abandoning)
                 ran += 1
                 started = self.clock()
                 answer = self._run_stage(stage, values, result)
@@ -153,7 +154,8 @@ class Enricher:
         return answer
 
     def _call(self, provider: Provider, request: Request, result: RecordResult) -> tuple[Answer, Request]:
-        """The answer and the request that gave it (the stage's model, or its fallback)."""
+        """The answer and the request that gave it (the stage's model, or its fallback). A remote call's answer
+        (and a billed failure's) is charged to the record once; a local call bills nothing."""
         stage = request.stage
 
         def on_failure(attempt: int, failure: StageFailure) -> None:
@@ -161,47 +163,49 @@ class Enricher:
                 self._charge(result, stage.name, failure.usage)
             self._report(result, stage, attempt, failure)
 
-        chosen = [request]
-        gates: Callable[[], CallGates] | None = None
+        chosen = request
+        gates: CallGates | Callable[[], CallGates] | None = None
         if provider.remote:
             fallback = request.stage.fallback_model if provider.has_models else None
-            if fallback == request.model:
-                fallback = None
-            built: list[Request] = []  # the fallback request, made the first time it is needed
+            if fallback is None or fallback == request.model:
+                gates = self._gates(provider, request)
+            else:
+                alternate = fallback
+                built: list[Request] = []  # the fallback request, made the first time it is needed
 
-            def route() -> CallGates:
-                # Each attempt goes where it can: the stage's model, or its fallback while that model's breaker
-                # is open (a sustained overload), and waits for that model's pace and breaker.
-                use = request
-                if fallback is not None and self._overloaded(request, fallback):
-                    if not built:
-                        built.append(provider.with_model(request, fallback))
-                    use = built[0]
-                chosen[0] = use
-                return CallGates(limiter=self.limiters(use.model) if use.model else None,
-                                 breaker=self.breakers.get(use.model or provider.kind), tokens=use.input_tokens,
-                                 actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
-                                 worst_cost=use.worst_cost, cost=_cost)
+                def route() -> CallGates:
+                    # Each attempt goes where it can: the stage's model, or its fallback while that model's breaker
+                    # is open (a sustained overload), and waits for that model's pace and breaker.
+                    nonlocal chosen
+                    use = request
+                    if self._overloaded(request, alternate):
+                        if not built:
+                            built.append(provider.with_model(request, alternate))
+                        use = built[0]
+                    chosen = use
+                    return self._gates(provider, use)
 
-            gates = route
-        stats = CallStats()
-        try:
-            answer = call_with_retry(lambda: provider.call(chosen[0]), policy=self.policy, stats=stats,
-                                     provider=provider.kind, should_stop=self.should_stop, on_failure=on_failure,
-                                     gates=gates, budget=self.budget if provider.remote else None)
-        finally:
-            c = result.counters
-            c.requests += stats.requests
-            c.retries += stats.retries
-            c.rate_limited += stats.rate_limited
-        self._charge(result, stage.name, answer.usage)
-        return answer, chosen[0]
+                gates = route
+        answer = call_with_retry(provider.call, request, policy=self.policy, counters=result.counters,
+                                 provider=provider.kind, stop=self.stop, on_failure=on_failure, gates=gates,
+                                 budget=self.budget if provider.remote else None)
+        if provider.remote:
+            self._charge(result, stage.name, answer.usage)
+        return answer, chosen
+
+    def _gates(self, provider: Provider, use: Request) -> CallGates:
+        """What an attempt of `use` passes: its model's limiter and breaker, what it reserves of the pace and budget."""
+        return CallGates(limiter=self.limiters(use.model) if use.model else None,
+                         breaker=self.breakers.get(use.model or provider.kind), tokens=use.input_tokens,
+                         actual_tokens=lambda answer: answer.usage.prompt_tokens or use.input_tokens,
+                         worst_cost=use.worst_cost, cost=_cost, request=use)
 
     @staticmethod
     def _charge(result: RecordResult, stage: str, usage: Usage) -> None:
+        cost = usage.cost_usd
         result.counters.add(usage)
-        if usage.cost_usd:
-            result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + usage.cost_usd
+        if cost:
+            result.stage_cost[stage] = result.stage_cost.get(stage, 0.0) + cost
 
     def _overloaded(self, request: Request, fallback: str) -> bool:
         """Is the request's model in a breaker cool-down? Logs each switch to the fallback and back."""

@@ -102,7 +102,7 @@ def open_job(plan: Plan, settings: Settings, *, stop: StopSignal, clock: Callabl
         policy = RetryPolicy(max_retries=options.max_retries, base=settings.backoff_base, sleep=sleep)
         budget = Budget(options.max_cost, store.cp.totals.cost_usd + store.cp.unsettled_usd)
         inbox = Inbox()
-        enricher = Enricher(providers=built, policy=policy, should_stop=stop.abandoning, limiters=limiters.get,
+        enricher = Enricher(providers=built, policy=policy, stop=stop, limiters=limiters.get,
                             breakers=breakers, cache=cache, budget=budget, delay=options.delay, clock=clock,
                             on_attempt_error=inbox.put)
     except BaseException:

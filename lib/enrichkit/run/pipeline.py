@@ -211,7 +211,7 @@ class Pipeline:
         inbox = self._inbox
         woken = self.clock()
         for item in items:
-            if self.stop():
+            if self.stop.stopping:
                 inbox.append([RecordResult(item.record_id, item.record.row, item.start, abandoned=True)])
                 continue
             try:

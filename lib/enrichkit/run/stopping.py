@@ -13,10 +13,10 @@ DRAIN_SECONDS = 10.0  # SPEC: in-flight records get this long to finish after SI
 class StopSignal:
     """Read by everyone.
 
-    - `stop()` / `__call__`: take no new records, and start no record not yet started; the ones in
-      flight may finish, stages and retries included, until the drain deadline;
+    - `stopping` (a plain flag; `stop()` / `__call__` reads it): take no new records, and start no record not yet
+      started; the ones in flight may finish, stages and retries included, until the drain deadline;
     - `abandoning()`: workers give up at their next call or wait (the deadline, a fatal error, a
-      second Ctrl+C);
+      second Ctrl+C); never before `stopping` is set, so a hot path reads the flag first;
     - `leaving()`: the main loop stops waiting for them (the deadline, a second Ctrl+C).
     """
 
@@ -25,7 +25,7 @@ class StopSignal:
         self.drain_seconds = drain_seconds
         # Plain attributes, not Events: a signal handler must take no lock the interrupted thread may hold
         # (threading.Event.set does). Setting and reading a bool is atomic under the GIL.
-        self._stopping = False
+        self.stopping = False
         self._abandoning = False
         self._leaving = False
         self.reason: str | None = None
@@ -33,29 +33,29 @@ class StopSignal:
         self._announce: str | None = None  # a line for the main loop to print (never printed from a handler)
 
     def request(self, reason: str) -> None:
-        if not self._stopping:
+        if not self.stopping:
             self.reason = reason
             self.deadline = self._clock() + self.drain_seconds
-            self._stopping = True
+            self.stopping = True
 
     def abandon(self) -> None:
-        self._stopping = True
+        self.stopping = True
         self._abandoning = True
 
     def __call__(self) -> bool:
-        return self._stopping
+        return self.stopping
 
     def abandoning(self) -> bool:
-        return self._abandoning or (self._stopping and self._clock() > self.deadline)
+        return self._abandoning or (self.stopping and self._clock() > self.deadline)
 
     def leaving(self) -> bool:
-        return self._leaving or (self._stopping and self._clock() > self.deadline)
+        return self._leaving or (self.stopping and self._clock() > self.deadline)
 
     def interrupt(self, name: str) -> None:
         """A signal (SIGINT, SIGTERM): the first one drains, any later one abandons the records in flight,
         whatever stopped the run first (a budget, a fatal error, the first signal). Safe in a handler:
         it only assigns attributes (the clock it reads takes no lock)."""
-        if self._stopping:
+        if self.stopping:
             self._leaving = True
             self.abandon()
             self._announce = f"{name} again: abandoning the records in flight (they are redone on --resume)"

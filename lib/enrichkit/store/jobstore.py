@@ -122,15 +122,13 @@ class JobStore:
     def commit(self, r: RecordResult) -> None:
         """A finished, failed or abandoned record: its row, its figures, and the resume mark past it once it is
         written or failed. The row is flushed by `flush()`, which the pipeline calls once per batch of results."""
-        self.tally.charged(r)
         if r.values is not None:
-            self.output.write(r.values, r.record_id, f"{r.counters.cost_usd:.6f}")
-            self.tally.written(r, r.values)
-            self.cadence.counted()
-        elif r.failure is not None:
-            self.tally.failed(r, r.failure.error_type)
-            self.cadence.counted()
-        self.tally.run_stages(r)
+            try:
+                self.output.write(r.values, r.record_id, f"{r.counters.cost_usd:.6f}")
+            except WriteFailed:
+                self.tally.charged(r)  # its row is lost, but what its calls cost is the job's
+                raise
+        self.tally.committed(r)
         if r.values is not None or r.failure is not None:
             self.mark.closed(r.record_id)
 
@@ -196,7 +194,7 @@ class JobStore:
         self.output.flush()
 
     def save_due(self) -> bool:
-        return self.cadence.due()
+        return self.cadence.due(self.run.completed + self.run.failed)
 
     def save(self, read_to: Position | None = None, *, pace: dict[str, Any] | None = None) -> None:
         """fsync the output, claim its rows, record the resume mark (the walk having read to `read_to`), write the
@@ -224,7 +222,7 @@ class JobStore:
             raise self.failures.broke(self.paths.checkpoint, exc) from None
         st = self.paths.checkpoint.stat()
         self._written_stat = (st.st_ino, st.st_mtime_ns)
-        self.cadence.saved(started)
+        self.cadence.saved(started, self.run.completed + self.run.failed)
 
     def _guard_foreign_writer(self) -> None:
         """Two jobs given one --checkpoint would overwrite each other's: stop when another process wrote it."""

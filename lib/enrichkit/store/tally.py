@@ -19,6 +19,16 @@ class Tally:
         self.run.counters.add(r.counters)
         self.cp.totals.add(r.counters)
 
+    def committed(self, r: RecordResult) -> None:
+        """A result the job store committed (its row written, or its failure recorded, or abandoned): everything it
+        adds to the job's and the run's figures, booked in one go."""
+        self.charged(r)
+        if r.values is not None:
+            self.written(r, r.values)
+        elif r.failure is not None:
+            self.failed(r, r.failure.error_type)
+        self.run_stages(r)
+
     def charged(self, r: RecordResult) -> None:
         """A result about to be written or failed: its calls, and the job's stage figures (stages done, skipped, their
         cost)."""
