@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -150,5 +151,5 @@ class StageTable(dict[str, StageTotals]):
         return cls({str(name): StageTotals.from_json(dict(entry)) for name, entry in (data or {}).items()})
 
 
-def _counts(data: Any) -> Counter[str]:
+def _counts(data: Mapping[str, Any] | None) -> Counter[str]:
     return Counter({str(key): int(n) for key, n in (data or {}).items()})

@@ -75,15 +75,12 @@ class Inbox:
     def put(self, message: Message) -> None:
         self.messages.append(message)
 
-    def wake(self) -> None:
-        self.woken.set()
-
 
 @dataclass
 class Enricher:
     """Runs a record's stages in order; shared by all workers (every part is thread-safe).
 
-    `providers` maps a stage kind (llm, python, http) to its provider; `limiters(pace)` gives the
+    `providers` maps a stage kind (llm, python, http) to its provider; `limiters(model)` gives the
     limiter of a model (one per model: quotas are per model); `breakers` one per model, and one for
     the http stages (keyed "http"); `on_attempt_error` hears of each failed attempt (a job's `Inbox.put`:
     the main thread logs it); `stop` is the run's (its calls and waits are given up once it is abandoning).
@@ -93,7 +90,7 @@ class Enricher:
     policy: RetryPolicy
     stop: StopSignal
     on_attempt_error: Callable[[AttemptError], None] = lambda error: None
-    limiters: Callable[[str], Limiter | None] = lambda pace: None
+    limiters: Callable[[str], Limiter | None] = lambda model: None
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache | None = None
     budget: Budget | None = None  # --max-cost: each paid call reserves its worst case before it goes

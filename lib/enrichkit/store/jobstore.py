@@ -64,7 +64,6 @@ class JobStore:
         self.failures = WriteFailures()
         self.output = OutputRows(self.paths.output, self.failures)
         self.errorlog: ErrorLog | None = None
-        self.replaced_values = 0
         self.cadence = SaveCadence(plan.options.checkpoint_interval, clock)
         self._run_started = clock()
         self._elapsed_mark = clock()
@@ -162,7 +161,7 @@ class JobStore:
     def note_unsettled(self, usd: float) -> None:
         """What this run's requests given up at their deadline (or left on the wire) may have cost: Google may answer
         and bill them all the same, so --max-cost counts it in later runs."""
-        self.cp.unsettled_usd = self._unsettled_before + usd
+        self.cp.unsettled_usd = self.unsettled(usd)
 
     def note_batch(self, summary: dict[str, Any]) -> None:
         """--batch: the Google batch jobs, as the ledger sums them up (`batch.ledger.Ledger.summary`)."""
@@ -267,7 +266,6 @@ class JobStore:
                 self.failures.broke(self.paths.errors, exc)
 
     def _value_replaced(self, column: str, record_id: str) -> None:
-        self.replaced_values += 1
         log.warning("record %s: a value of %s could not be written as UTF-8 (a lone surrogate?); the "
                     "characters were replaced", record_id, column)
 
