@@ -93,6 +93,9 @@ PRICE_KEYS = {"input": _number(0), "output": _number(0), "cached_input": _number
 
 def load_stages(path: str | Path) -> StagesConfig:
     """Read and check a stages file; every problem is a one-line `ConfigError`."""
+    if not str(path):  # a job whose stages came from Python records no file (Path("") would read the folder ".")
+        raise ConfigError("this job's stages were given in Python, not in a stages file: give them again "
+                          "(enrichkit.enrich(..., stages=[...], resume=True)), or a stages file (--stages-file)")
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
