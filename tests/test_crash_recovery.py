@@ -128,6 +128,22 @@ def test_stale_checkpoint_is_caught_up_from_the_output_tail(ws: Workspace) -> No
     assert ws.fake.stats()["generate"] == 40  # the 10 rows after the old checkpoint were not paid again
 
 
+def test_the_cost_of_rows_written_after_the_last_checkpoint_is_counted_on_resume(ws: Workspace) -> None:
+    """A crash after rows were written but before the checkpoint: their answers were billed, so the job's cost
+    (and what --max-cost counts) takes the `_cost_usd` the rows carry; it is never below what the rows say."""
+    assert ws.run("--limit", "5").returncode == 1
+    old = ws.checkpoint.read_bytes()
+    assert ws.run("--resume", "--limit", "10").returncode == 1
+    ws.checkpoint.write_bytes(old)  # as if the last checkpoint writes never happened
+    assert ws.run("--resume").returncode == 0
+    with ws.output.open(encoding="utf-8", newline="") as f:
+        costs = [float(row["_cost_usd"]) for row in csv.DictReader(f)]
+    assert sum(costs) > 0
+    state = read_json(ws.checkpoint)
+    counted = state["token_cost_usd"] + state["grounding_cost_usd"]
+    assert sum(costs) - 1e-9 <= counted <= sum(costs) + len(costs) * 1e-6  # the rows' 6 decimals, rounded up
+
+
 def test_resume_starts_reading_after_the_rows_already_done(ws: Workspace) -> None:
     assert ws.run("--limit", "10").returncode == 1
     mark = read_json(ws.checkpoint)["resume_at"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,15 +50,20 @@ class Recovered:
     job_ids: Counter[str] = field(default_factory=Counter)  # the `_job_id`s of the rows read
     repeated: list[tuple[str, int]] = field(default_factory=list)  # (record ID, line) of rows whose ID came before
     header_found: bool = False
+    unbooked_usd: float = 0.0  # the `_cost_usd` of the rows read that `unbooked` says the checkpoint has not counted
+    unbooked_rows: int = 0
 
 
 def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[str] = (),
-                   trusted: tuple[int, int] | None = None) -> Recovered:
+                   trusted: tuple[int, int] | None = None,
+                   unbooked: Callable[[str, str], bool] | None = None) -> Recovered:
     """Read the `_record_id`s back, check the header and cut a torn last row off.
 
     `trusted` = (size, crc32) from the checkpoint: when the file's first `size` bytes still have that
     CRC, only what follows is read; the checkpoint already lists their IDs. Raises ConfigError when the
     header is not the one this job writes (a UTF-8 BOM and CRLF line ends, as Excel saves, are fine).
+    `unbooked(record_id, job_id)`: whether a row's `_cost_usd` is missing from the checkpoint's totals (a row
+    written after its last write, before a crash); those costs are summed into `unbooked_usd`.
     """
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
@@ -80,7 +86,7 @@ def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[st
     if trusted and trusted[0] <= size and file_crc32(path, trusted[0]) == trusted[1]:
         start, start_crc = trusted
     try:
-        rec = _read_rows(path, columns, fields, start)
+        rec = _read_rows(path, columns, fields, start, unbooked)
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     if rec.torn_bytes:
@@ -92,7 +98,8 @@ def recover_output(path: str | Path, columns: Sequence[str], fields: Sequence[st
     return rec
 
 
-def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start: int) -> Recovered:
+def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start: int,
+               unbooked: Callable[[str, str], bool] | None = None) -> Recovered:
     width = len(columns)
     field_index = [(name, columns.index(name)) for name in fields if name in columns]
     rec = Recovered(IdSet())
@@ -110,6 +117,14 @@ def _read_rows(path: Path, columns: Sequence[str], fields: Sequence[str], start:
         for name, i in field_index:
             if row[i].strip():
                 rec.filled[name] += 1
+        if unbooked is not None and row[-3] and unbooked(row[-2], row[-1]):
+            try:
+                cost = float(row[-3])
+            except ValueError:
+                return
+            if math.isfinite(cost) and cost > 0:
+                rec.unbooked_usd += cost + 5e-7  # written to 6 decimals: never count less than it was
+                rec.unbooked_rows += 1
 
     last_line = 0
     with open(path, "rb") as raw:

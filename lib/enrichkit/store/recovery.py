@@ -86,7 +86,19 @@ def _merge_output(plan: Plan, found: RecoveredJob) -> None:
     crc = cp.output_crc32
     intact = crc is not None and cp.output_rows == cp.completed_count and cp.lists_intact()
     trusted = (cp.output_bytes, crc) if found.mode != JobMode.NEW and intact and crc is not None else None
-    rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted)
+    # Rows of this job that the checkpoint does not list were written after its last write (a crash between):
+    # their cost was billed but is not in the checkpoint's totals; the rows say it (`_cost_usd`).
+    booked = cp.completed_ids
+
+    def unbooked(record_id: str, job_id: str) -> bool:
+        return job_id == cp.job_id and record_id not in booked
+
+    rec = recover_output(paths.output, plan.columns, plan.stages.output_fields, trusted,
+                         unbooked if found.mode != JobMode.NEW else None)
+    if rec.unbooked_usd:
+        cp.totals.token_cost_usd += rec.unbooked_usd  # the split into tokens and grounding is not in the row
+        log.info("added $%.6f to the job's cost: what %d row(s) written after its last checkpoint cost",
+                 rec.unbooked_usd, rec.unbooked_rows)
     if rec.torn_bytes:
         log.warning("cut a torn last row (%d bytes) from %s: a crash interrupted its write; that record will "
                     "be done again", rec.torn_bytes, paths.output)
