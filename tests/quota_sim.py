@@ -1,9 +1,11 @@
 """Quota simulators on a fake clock, and a discrete-event run of N workers sharing one Limiter.
 
-No threads and no sleeping: each simulated worker asks `Limiter.try_acquire` for a slot, is told how
-long to wait, and asks again then; a request reaches the quota after some network jitter and is
-answered `latency` seconds later, when the worker reports `on_success` or `on_rate_limited` (the
-limiter tells workers apart by `worker=`, here the simulated worker's number). Same seed, same run.
+No threads and no sleeping: each simulated worker asks `Limiter.try_acquire` for a slot and is told how
+long to wait; it then waits as `Limiter.acquire` would: alone until its own retry delay ends, or, held by
+the shared schedule, as the one worker that asks again at the slot (the head) or in turn behind it. A
+request reaches the quota after some network jitter and is answered `latency` seconds later, when the
+worker reports `on_success` or `on_rate_limited` (the limiter tells workers apart by `worker=`, here the
+simulated worker's number). Same seed, same run.
 
 The quotas count what the server admits with the stand-in's own code (`gemini_standin.quota`): over a
 sliding window or fixed windows, with "exact" delays (until a slot frees or the window ends, in whole
@@ -20,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichkit.pace.limiter import Limiter
+from enrichkit.pace.limiter import DEFAULT_PAUSE, Limiter
 from gemini_standin.quota import QuotaWindow, retry_delay
 
 
@@ -103,6 +105,19 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
         seq += 1
         heapq.heappush(queue, (at, seq, kind, worker, data))
 
+    # `Limiter.acquire`'s turns: of the workers the shared schedule holds, only the head is scheduled at its
+    # wait; the others wait in turn (oldest first) and a slot taken by the head wakes the next one, which
+    # asks at once. A waiter also wakes every `max_nap` s, which matters only while there is no head (the
+    # one woken took its slot at once and woke nobody): the head wakes at the slot, and the slot never
+    # comes sooner, so a waiter's own naps cannot win it before the head.
+    nap = limiter_options.get("max_nap", 0.25)
+    head: int | None = None
+    head_wakes = 0.0  # when the head asks next
+    waiting: dict[int, float] = {}  # waiter -> when it began waiting, in the order they came
+    armed: set[int] = set()  # waiters with a nap's end queued
+    woken = False  # a waiter woken by a taken slot has yet to ask
+    own: dict[int, float] = {}  # a worker's own retry time after its 429, as the limiter keeps it
+
     for w in range(workers):
         push(0.0, "poll", w)
     answers: list[tuple[float, float, bool]] = []  # (arrived at, answered at, 429?)
@@ -112,14 +127,45 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
         if at > seconds:
             break
         now[0], me[0] = at, worker
+        if kind == "nap":
+            if waiting.get(worker) != data:
+                continue  # woken meanwhile
+            armed.discard(worker)
+            if head is not None or woken:
+                continue  # the head (or the one just woken) asks first: it waits on
+            del waiting[worker]
+            kind = "poll"
         if kind == "poll":
+            if data == "woken":
+                woken = False
             wait = limiter.try_acquire(500)
             if wait > 0:
-                push(at + wait, "poll", worker)
+                mine = own.get(worker)
+                if mine is not None and at + wait <= mine + 1e-9:
+                    push(at + wait, "poll", worker)  # its own retry delay binds: it sleeps alone
+                elif head is None or head == worker:
+                    head, head_wakes = worker, at + wait
+                    push(head_wakes, "poll", worker)
+                else:
+                    waiting[worker] = at
             else:
+                own.pop(worker, None)
+                if head == worker:
+                    head = None
+                    if waiting:
+                        woken = True
+                        nxt = next(iter(waiting))
+                        del waiting[nxt]
+                        armed.discard(nxt)
+                        push(at, "poll", nxt, "woken")
                 if at >= stalled_until and hiccups[0] and rng.random() < hiccups[0]:
                     stalled_until = at + hiccups[1]
                 push(max(at, stalled_until) + rng.uniform(0, jitter), "arrive", worker)
+            if head is None and not woken:
+                for w, since in waiting.items():
+                    if w not in armed:
+                        armed.add(w)
+                        push(since + nap * (math.floor((at - since) / nap) + 1), "nap", w, since)
         elif kind == "arrive":
             delay = quota.admit(at)
             named = delay is not None
@@ -132,9 +178,14 @@ def simulate(quota: SlidingQuota, rpm: float | None, *, seconds: float, warmup: 
             if delay is None:
                 limiter.on_success()
             else:
-                limiter.on_rate_limited(None if bare else delay, quota=named if tell_quota else None,
+                retry = None if bare else delay
+                limiter.on_rate_limited(retry, quota=named if tell_quota else None,
                                         limit=quota.cap if tell_limit and named else None)
-            push(at, "poll", worker)
+                own[worker] = max(own.get(worker, at), at + (DEFAULT_PAUSE if retry is None else max(0.0, retry)))
+            if head is not None and head_wakes > at and own.get(worker, at) <= at:
+                waiting[worker] = at  # it would be told to wait for the head's slot, and wait in turn
+            else:
+                push(at, "poll", worker)
     return _result(quota, answers, seconds, warmup, limiter, events)
 
 

@@ -452,6 +452,9 @@ def test_random_429s_named_as_such_never_cut_a_known_pace() -> None:
 
 def test_a_quota_stated_in_the_429_is_learnt_at_once() -> None:
     run = simulate(fixed(), None, seconds=20 * W, warmup=W, tell_quota=True, tell_limit=True)
+    first = run.events[0]
+    assert (first[1], first[2].get("quota_rpm")) == ("decrease", CAP)  # the first 429 sets it: no flood, no pause
+    assert run.snapshot["pauses"] == 0
     assert run.snapshot["quota_rpm"] == CAP
     assert run.ratio >= 0.97
 
@@ -478,7 +481,11 @@ def test_a_pace_cut_to_a_stated_quota_rises_again_when_the_quota_comes_back() ->
 
 
 def test_a_stated_quota_that_holds_is_probed_ever_less_often() -> None:
-    run = simulate(SlidingQuota(CAP, W), 3 * CAP, seconds=200 * W, warmup=W, tell_quota=True, tell_limit=True)
+    # Probes after 5, 10, 20, 40 ... windows (the stated quota held each time): four fit in 90 windows.
+    run = simulate(SlidingQuota(CAP, W), 3 * CAP, seconds=90 * W, warmup=W, tell_quota=True, tell_limit=True)
+    probes = [at for at, name, _ in run.events if name == "increase"]
+    assert len(probes) >= 4
+    assert all(later > 1.5 * sooner for sooner, later in itertools.pairwise(gaps(probes)))
     assert run.ratio >= 0.97
     assert run.share_429 <= 0.005
 
