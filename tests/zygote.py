@@ -22,7 +22,8 @@ Import-time state the zygote's imports would hand to every child (audited in lib
 never taken or advanced in the zygote (single-threaded, runs nothing); `logging` is only given a NullHandler at
 import (the CLI sets its handler on the child's stderr when it runs); `scripts/_bootstrap` (sys.path, the venv
 re-exec) is not preloaded, so each child runs it. What the child resets: os.environ, the folder, TZ (tzset),
-sys.argv/path/std streams, signal dispositions, `random`'s seed. Shared, as a fork shares it: the str hash seed.
+sys.argv/path/std streams, signal dispositions, the seed of every module-level `random.Random` (random's own,
+trio's). Shared, as a fork shares it: the str hash seed (no test or product code depends on set order).
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ PRELOAD = ["google.genai", "google.genai.types", "httpx", "pydantic", "filelock"
            "enrichkit.run.pipeline", "enrichkit.providers.gemini", "enrichkit.providers.function",
            "enrichkit.batch.start", "enrichkit.batch.run", "enrichkit.batch.sweep", "enrichkit.batch.collect",
            "enrichkit.tables.delimited", "enrichkit.tables.jsonlines", "enrichkit.tables.xlsx",
-           "enrichkit.tables.workbooks", "enrichkit.tables.text"]
+           "enrichkit.tables.workbooks", "enrichkit.tables.text", "enrichkit.builtin"]
+# What the SDK's HTTP transport imports when the first client is made (as google-genai 3.4 does; skipped if absent).
+LAZY = ["httpcore2", "trio", "truststore", "h11", "sortedcontainers", "attrs", "outcome", "anyio.streams.tls",
+        "google.auth.aio.credentials"]
 # Read by the interpreter's start-up, before any code: a child of the zygote would have the zygote's.
 STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG")
 OFF = "ENRICHKIT_TEST_REAL_PROCESSES"
@@ -75,7 +79,19 @@ def serve(path: str) -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in LAZY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     sys.path[:] = startup_path
+    import random
+
+    # Module-level generators seeded at import (random's own, trio's scheduler's): reseeded in every child.
+    _RANDOMS.extend(value for module in list(sys.modules.values()) for value in vars(module).values()
+                    if isinstance(value, random.Random) and not isinstance(value, random.SystemRandom))
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the children's collections need not walk (and so copy) the zygote's objects
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -161,6 +177,7 @@ def _child(request: dict[str, Any], fds: list[int], sockets: list[socket.socket]
 
 
 _KEPT: list[Any] = []  # the zygote's own std streams: never finalized in a child (they would close fds 0-2)
+_RANDOMS: list[Any] = []
 
 
 def _become(request: dict[str, Any], fds: list[int], sockets: list[socket.socket], wake: tuple[int, int]) -> None:
@@ -206,9 +223,8 @@ def _become(request: dict[str, Any], fds: list[int], sockets: list[socket.socket
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     sys.path[0] = str(Path(script).resolve().parent)
-    import random
-
-    random.seed()
+    for generator in _RANDOMS:
+        generator.seed()
 
 
 def _stream(fd: int, like: IO[str] | None, unbuffered: bool) -> io.TextIOWrapper | None:
