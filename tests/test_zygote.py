@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 
 import zygote
-from conftest import Workspace, exactly_once, make_rows, rows_written, wait_for, write_csv
+from conftest import JOBS, Workspace, exactly_once, make_rows, rows_written, wait_for, write_csv
 
 
 def _same(text: str) -> list[str]:
@@ -48,3 +52,22 @@ def test_a_zygote_child_runs_as_a_real_process_does_and_dies_by_kill_9_as_one(
     done = ws.run_process("--resume")
     assert done.returncode == 0, done.stderr
     exactly_once(ws)
+
+
+def test_a_dead_zygote_gives_way_to_real_processes_with_one_warning(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = object.__new__(zygote._Zygote)  # the worker's zygote, as found after it died
+    gone.proc, gone.env = dead, dict(os.environ)
+    monkeypatch.setattr(zygote, "_zygote", gone)
+    monkeypatch.setattr(zygote, "_failed", False)
+    with (tmp_path / "zygote.log").open("wb") as gone.log:
+        with pytest.warns(RuntimeWarning, match="real processes from now on: the zygote died"):
+            first = zygote.run([sys.executable, str(JOBS), "--help"], capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0 and "usage:" in first.stdout, first.stderr
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            with zygote.popen([sys.executable, str(JOBS), "--help"], stdout=subprocess.PIPE, text=True) as second:
+                assert isinstance(second, subprocess.Popen)
+                assert "usage:" in second.communicate(timeout=60)[0]
