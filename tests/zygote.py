@@ -6,7 +6,7 @@ fresh interpreter per pytest worker that imports those modules once, then waits 
 is a fork of it, which then becomes `python <script> <args>` as a fresh interpreter would: the caller's
 environment, folder and std streams (sent with SCM_RIGHTS; a closed one stays closed), the signal dispositions
 of a fresh Python (plus the ones the caller ignores, which a real child inherits), `sys.argv`, `sys.path[0]`,
-std streams built as start-up builds them (PYTHONUNBUFFERED, a tty's line buffering), `random` reseeded, and
+std streams built as start-up builds them (PYTHONUNBUFFERED, a tty's line buffering), `random` reseeded and
 the exit as the interpreter's: non-daemon threads joined, atexit run, stdio flushed, SystemExit mapped, an
 uncaught exception's traceback and 1, an uncaught KeyboardInterrupt a death by SIGINT. Its pid is a real pid
 (kill -9, signals, locks); the zygote reaps it and reports the status (-9 for kill -9, as subprocess does).
@@ -23,7 +23,9 @@ never taken or advanced in the zygote (single-threaded, runs nothing); `logging`
 import (the CLI sets its handler on the child's stderr when it runs); `scripts/_bootstrap` (sys.path, the venv
 re-exec) is not preloaded, so each child runs it. What the child resets: os.environ, the folder, TZ (tzset),
 sys.argv/path/std streams, signal dispositions, the seed of every module-level `random.Random` (random's own,
-trio's). Shared, as a fork shares it: the str hash seed (no test or product code depends on set order).
+trio's). Checked unset after the imports: tempfile.tempdir, mimetypes, warnings raised, threads (one).
+Shared, as a fork shares it: the str hash seed (a real process draws its own; every child iterates a set of
+strings in the same order).
 """
 
 from __future__ import annotations
