@@ -62,6 +62,7 @@ def test_a_dead_zygote_gives_way_to_real_processes_with_one_warning(tmp_path: Pa
     gone.proc, gone.env = dead, dict(os.environ)
     monkeypatch.setattr(zygote, "_zygote", gone)
     monkeypatch.setattr(zygote, "_failed", False)
+    monkeypatch.delenv(zygote.OFF, raising=False)  # the zygote's path, even in a run with the switch on
     with (tmp_path / "zygote.log").open("wb") as gone.log:
         with pytest.warns(RuntimeWarning, match="real processes from now on: the zygote died"):
             first = zygote.run([sys.executable, str(JOBS), "--help"], capture_output=True, text=True, timeout=60)
