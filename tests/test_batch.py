@@ -137,9 +137,9 @@ def test_batch_costs_half_the_token_price(ws: Workspace) -> None:
 
 def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
     import signal
+    import subprocess
     import sys
 
-    import zygote
     from conftest import JOBS, wait_for
 
     ws.fake.configure(batch_seconds=60)
@@ -151,8 +151,8 @@ def test_ctrl_c_leaves_google_jobs_running_and_says_so(ws: Workspace) -> None:
     assert proc.returncode == 130, stderr
     assert "3 Google batch job(s) keep running (40 requests, billed when they finish)" in stderr
     assert "--cancel-batches" in stderr
-    status = zygote.run([sys.executable, str(JOBS), "status", str(ws.checkpoint), "--json"], capture_output=True,
-                        text=True, env=ws.env(), timeout=60)
+    status = subprocess.run([sys.executable, str(JOBS), "status", str(ws.checkpoint), "--json"], capture_output=True,
+                            text=True, env=ws.env(), timeout=60)
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["state"] == "waiting" and shown["batch"]["jobs_in_flight"] == 3
@@ -218,15 +218,15 @@ def test_retry_failed_gives_failed_lines_new_tries(ws: Workspace) -> None:
 
 
 def test_jobs_cancel_says_the_google_jobs_go_on(ws: Workspace) -> None:
+    import subprocess
     import sys
 
-    import zygote
     from conftest import JOBS
 
     ws.fake.configure(batch_seconds=30)
     assert ws.run(*FAST, "--batch-detach", env=batch_env(ws)).returncode == 5
-    proc = zygote.run([sys.executable, str(JOBS), "cancel", str(ws.checkpoint)], capture_output=True, text=True,
-                      env=ws.env(), timeout=60)
+    proc = subprocess.run([sys.executable, str(JOBS), "cancel", str(ws.checkpoint)], capture_output=True, text=True,
+                          env=ws.env(), timeout=60)
     assert "3 Google batch job(s) of this job keep running at Google" in proc.stdout, proc.stdout + proc.stderr
     assert "--cancel-batches" in proc.stdout
 
