@@ -12,11 +12,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import zygote
 from conftest import ENRICH, JOBS, make_rows, wait_for, write_csv
 from enrichkit.tables.records import InputTable, Record, make_record_id
 from fakes import assert_exactly_once, read_rows, rows_written
@@ -59,7 +57,9 @@ def expected(tmp_path: Path) -> set[str]:
 def shell(command: list[str], redirect: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """`command` with the streams `redirect` closes closed (`>&-` stdout, `2>&-` stderr, `<&-` stdin), as sh closes
     them (zygote.run: forked from the tests' zygote, or run by sh); a closed stream's capture is empty."""
-    streams: dict[str, Any] = {"stdin": None, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    import zygote
+
+    streams: dict[str, object] = {"stdin": None, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     for word in redirect.split():
         streams[{">&-": "stdout", "2>&-": "stderr", "<&-": "stdin"}[word]] = zygote.CLOSED
     done = zygote.run(command, text=True, cwd=cwd, timeout=timeout, **streams)
@@ -94,8 +94,8 @@ def test_sighup_drains_writes_the_report_and_exits_130(tmp_path: Path) -> None:
     """A closed terminal or SSH session (SIGHUP) is a stop like SIGTERM: in-flight records finish, the
     checkpoint says interrupted, the report is written, exit 130; a resume finishes exactly once."""
     args = python_job(tmp_path, n=300, function="stage_funcs:slow")
-    proc = zygote.popen([*args, "--max-workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([*args, "--max-workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     output = tmp_path / "out" / "o.csv"
     wait_for(lambda: rows_written(output) >= 4, what="a few rows")
     proc.send_signal(signal.SIGHUP)
@@ -105,8 +105,8 @@ def test_sighup_drains_writes_the_report_and_exits_130(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "o.progress.json").read_text())["status"] == "interrupted"
     assert (tmp_path / "out" / "o.report.json").exists()
     assert rows_written(output) < 300
-    done = zygote.run([*args, "--resume", "--max-workers", "20"], cwd=tmp_path, capture_output=True, text=True,
-                      timeout=90)
+    done = subprocess.run([*args, "--resume", "--max-workers", "20"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=90)
     assert done.returncode == 0, done.stderr
     assert_exactly_once(output, expected(tmp_path), filled="email_domain")
 
@@ -168,6 +168,8 @@ poc_name = "string"
 
 
 def test_a_thread_left_by_a_python_stage_does_not_hold_the_exit(tmp_path: Path) -> None:
+    import zygote
+
     args = python_job(tmp_path, n=10, function="stage_funcs:leaves_a_thread")
     done = zygote.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
