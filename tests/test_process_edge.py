@@ -55,15 +55,12 @@ def expected(tmp_path: Path) -> set[str]:
 
 
 def shell(command: list[str], redirect: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """`command` with the streams `redirect` closes closed (`>&-` stdout, `2>&-` stderr, `<&-` stdin), as sh closes
-    them (zygote.run: forked from the tests' zygote, or run by sh); a closed stream's capture is empty."""
+    """`command` run by sh with `redirect` (`>&-` closes stdout, `2>&-` stderr, `<&-` stdin); by the zygote as sh
+    would run it, when it is a CLI script (tests/zygote.py)."""
     import zygote
 
-    streams: dict[str, object] = {"stdin": None, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    for word in redirect.split():
-        streams[{">&-": "stdout", "2>&-": "stderr", "<&-": "stdin"}[word]] = zygote.CLOSED
-    done = zygote.run(command, text=True, cwd=cwd, timeout=timeout, **streams)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout or "", done.stderr or "")
+    return zygote.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *command], capture_output=True, text=True,
+                      cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("redirect", [">&-", "2>&-", "<&-", ">&- 2>&- <&-"])

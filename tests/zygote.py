@@ -67,6 +67,11 @@ LAZY = ["httpcore2", "trio", "truststore", "h11", "sortedcontainers", "attrs", "
 STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG")
 OFF = "ENRICHKIT_TEST_REAL_PROCESSES"
 CLOSED = -3  # as a std stream of `popen`: closed in the child (as `>&-` in a shell)
+_SHUT_PIPE = -4  # a pipe whose child end a shell closed: the caller reads nothing from it
+_READ_NULL = -5  # /dev/null opened for reading (as `2</dev/null`)
+_READ_NULL_SHUT_PIPE = -6  # both: the caller's pipe, which the shell replaced by /dev/null for reading
+# `["sh", "-c", 'exec "$@" <these>', "sh", *command]`, as tests close streams: the same, by the zygote
+SHELL_REDIRECTS = {"<&-": (0, CLOSED), ">&-": (1, CLOSED), "2>&-": (2, CLOSED), "2</dev/null": (2, _READ_NULL)}
 REPLY_SECONDS = 30.0
 HEADER = struct.Struct("!I")
 
@@ -414,20 +419,39 @@ def popen(args: Sequence[Any], *, stdin: Any = None, stdout: Any = None, stderr:
           start_new_session: bool = False, **options: Any) -> subprocess.Popen[Any] | ZygoteProcess:
     """`subprocess.Popen` for the CLI scripts through the zygote; a real Popen for anything else (see module)."""
     real_env = dict(os.environ if env is None else env)
-    if _eligible(args, real_env, options) and (server := _server()) is not None:
+    command, streams = _unwrapped(args, [stdin, stdout, stderr])
+    if _eligible(command, real_env, options) and (server := _server()) is not None:
         try:
-            return ZygoteProcess(server, [str(a) for a in args], stdin=stdin, stdout=stdout, stderr=stderr,
-                                 text=text, env=real_env, cwd=str(cwd) if cwd is not None else str(Path.cwd()),
+            return ZygoteProcess(server, [str(a) for a in command], stdin=streams[0], stdout=streams[1],
+                                 stderr=streams[2], text=text, env=real_env,
+                                 cwd=str(cwd) if cwd is not None else str(Path.cwd()),
                                  start_new_session=start_new_session)
         except OSError as exc:
             _broken(f"a start failed: {exc!r}")
-    streams = (stdin, stdout, stderr)
+    streams = [stdin, stdout, stderr]
     if CLOSED in streams:  # closed as a shell closes them, then the command itself
         shut = " ".join(f"{fd}>&-" for fd, s in enumerate(streams) if s == CLOSED)
         args = ["sh", "-c", f'exec "$@" {shut}', "sh", *args]
-        streams = tuple(None if s == CLOSED else s for s in streams)
+        streams = [None if s == CLOSED else s for s in streams]
     return subprocess.Popen(list(args), stdin=streams[0], stdout=streams[1], stderr=streams[2], text=text,
                             env=env, cwd=cwd, start_new_session=start_new_session, **options)
+
+
+def _unwrapped(args: Sequence[Any], streams: list[Any]) -> tuple[Sequence[Any], list[Any]]:
+    """A command a shell runs only to close or replace std streams, and the streams it then has; else as given."""
+    if len(args) < 5 or list(args[:2]) != ["sh", "-c"] or args[3] != "sh" or not str(args[2]).startswith(
+            'exec "$@"'):
+        return args, streams
+    words = str(args[2]).split()[2:]
+    if not all(word in SHELL_REDIRECTS for word in words):
+        return args, streams
+    streams = list(streams)
+    for word in words:
+        fd, how = SHELL_REDIRECTS[word]
+        if streams[fd] == subprocess.PIPE:
+            how = _SHUT_PIPE if how == CLOSED else _READ_NULL_SHUT_PIPE
+        streams[fd] = how
+    return args[4:], streams
 
 
 def run(args: Sequence[Any], *, input: str | bytes | None = None, capture_output: bool = False,
@@ -520,6 +544,17 @@ class ZygoteProcess:
     def _child_end(target: int, spec: Any, close_after: list[int], mine: dict[int, int]) -> int | None:
         if spec == CLOSED:
             return None
+        if spec in (_SHUT_PIPE, _READ_NULL_SHUT_PIPE):
+            r, w = os.pipe()
+            child, parent = (r, w) if target == 0 else (w, r)
+            os.close(child)
+            mine[target] = parent
+            if spec == _SHUT_PIPE:
+                return None
+        if spec in (_READ_NULL, _READ_NULL_SHUT_PIPE):
+            fd = os.open(os.devnull, os.O_RDONLY)
+            close_after.append(fd)
+            return fd
         if spec is None:
             try:
                 os.fstat(target)
