@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import fakes  # noqa: E402
+import zygote  # noqa: E402
 from fake_gemini import FakeConfig, FakeGemini  # noqa: E402
 from fakes import Completed, FakeClock, FakeProvider, assert_exactly_once, run_cli, run_process  # noqa: E402
+from zygote import ZygoteProcess  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,6 +61,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in E2E_FILES:
             item.add_marker(pytest.mark.e2e)
+
+@pytest.fixture(scope="session", autouse=True)
+def _zygote_closed_at_the_end() -> Iterator[None]:
+    """The worker's zygote (tests/zygote.py, started by its first process) stops with the session."""
+    yield
+    zygote.close()
+
 
 ENRICH = ROOT / "scripts" / "enrich.py"
 JOBS = ROOT / "scripts" / "jobs.py"
@@ -188,9 +197,10 @@ class Workspace:
         """The CLI as a real process, for what only a process shows."""
         return run_process(self.args(*extra, base=base), env=env or self.env(), cwd=self.tmp, timeout=timeout)
 
-    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env or self.env(), cwd=self.tmp, stdin=subprocess.DEVNULL)
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str] | ZygoteProcess:
+        """The CLI as a real process, left running (forked from the tests' zygote: see tests/zygote.py)."""
+        return zygote.popen(self.args(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or self.env(), cwd=self.tmp, stdin=subprocess.DEVNULL)
 
     def output_ids(self) -> list[str]:
         return [row["_record_id"] for row in read_csv(self.output)]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zygote
 from enrichkit.testing import FakeClock, FakeProvider, Outcome
 
 # The fake clock and provider are the library's own (`enrichkit.testing`), public for users' tests too.
@@ -58,8 +59,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], args: Sequence[str], *,
 
 def run_process(args: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float = 90
                 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    """A real process (forked from the tests' zygote when it is one of the CLI scripts: see tests/zygote.py)."""
+    return zygote.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+                      stdin=subprocess.DEVNULL)
 
 
 # --- what every durability test checks -----------------------------------------------------------------

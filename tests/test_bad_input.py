@@ -263,12 +263,13 @@ def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_
     import subprocess
     import sys
 
+    import zygote  # forks as sh would run them (tests/zygote.py)
     from conftest import JOBS
 
     for fd, extra in ((1, ["--limit", "10"]), (2, ["--resume", "--limit", "10"]), (3, ["--resume", "--limit", "10"]),
                       (0, ["--resume"])):
-        proc = subprocess.run(_with_closed(fd, sws.args(*extra)), capture_output=True, text=True, env=sws.env(),
-                              cwd=sws.tmp, timeout=90)
+        proc = zygote.run(_with_closed(fd, sws.args(*extra)), capture_output=True, text=True, env=sws.env(),
+                          cwd=sws.tmp, timeout=90)
         assert proc.returncode == (1 if "--limit" in extra else 0), (fd, proc.stderr)  # records left: 1
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert sorted(sws.output_ids()) == sorted(expected_ids(sws))

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import zygote
 from conftest import JOBS, ROOT, Workspace, expected_ids, make_rows, read_json, wait_for, write_csv
 
 RECORDS = 80
@@ -82,8 +83,8 @@ def test_cron_starts_the_same_line_until_done_and_the_job_is_exactly_once(ws: Wo
     assert kills >= 3 and refused >= 1  # the job really was cut, and really was started twice at once
     ws.fake.configure(latency=0, jitter=0)
 
-    validate = subprocess.run([sys.executable, str(JOBS), "validate", str(ws.checkpoint)], capture_output=True,
-                              text=True, timeout=60)
+    validate = zygote.run([sys.executable, str(JOBS), "validate", str(ws.checkpoint)], capture_output=True,
+                          text=True, timeout=60)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     ids = ws.output_ids()
     assert len(ids) == len(set(ids)) == RECORDS and set(ids) == expected_ids(ws)

@@ -687,12 +687,13 @@ def test_a_reader_that_goes_away_does_not_change_the_exit_code(done: Path) -> No
     import subprocess
     import sys
 
+    import zygote
     from conftest import JOBS
 
     for args in (["validate", str(done)], ["list", str(done.parent.parent)], ["missing", str(done)],
                  ["export", str(done), "--format", "jsonl", "--output", "-"]):
-        proc = subprocess.Popen([sys.executable, str(JOBS), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        proc = zygote.popen([sys.executable, str(JOBS), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         proc.stdout.readline()
         proc.stdout.close()

@@ -53,9 +53,12 @@ def expected(tmp_path: Path) -> set[str]:
 
 
 def shell(command: list[str], redirect: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """`command` run by sh with `redirect` (`>&-` closes stdout, `2>&-` stderr, `<&-` stdin)."""
-    return subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *command], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    """`command` run by sh with `redirect` (`>&-` closes stdout, `2>&-` stderr, `<&-` stdin); by the zygote as sh
+    would run it, when it is a CLI script (tests/zygote.py)."""
+    import zygote
+
+    return zygote.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *command], capture_output=True, text=True,
+                      cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("redirect", [">&-", "2>&-", "<&-", ">&- 2>&- <&-"])
@@ -95,9 +98,10 @@ def test_sighup_drains_writes_the_report_and_exits_130(tmp_path: Path) -> None:
 
 
 def test_a_thread_left_by_a_python_stage_does_not_hold_the_exit(tmp_path: Path) -> None:
+    import zygote
+
     args = python_job(tmp_path, n=10, function="stage_funcs:leaves_a_thread")
-    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = zygote.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert "Done: all 10 records enriched." in done.stderr
     header, rows = read_rows(tmp_path / "out" / "o.csv")

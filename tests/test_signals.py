@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import zygote
 from conftest import Workspace, expected_ids, make_rows, read_csv, read_json, rows_written, wait_for, write_csv
 
 # The interrupted runs' input: at 0.15 s an answer and 4 workers (27 rows a second), the signal lands some 10 rows
@@ -55,8 +56,8 @@ def test_sigterm_while_the_models_are_checked_at_start_exits_130_with_nothing_wr
     with socket.create_server(("127.0.0.1", 0)) as api:  # accepts the model check's connection, never answers
         api.settimeout(60)
         env = ws.env(GEMINI_BASE_URL=f"http://127.0.0.1:{api.getsockname()[1]}")
-        proc = subprocess.Popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                cwd=ws.tmp, stdin=subprocess.DEVNULL)
+        proc = zygote.popen(ws.args(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ws.tmp, stdin=subprocess.DEVNULL)
         connection, _ = api.accept()  # the run is checking its model: before any record, before any handler
         with connection:
             proc.send_signal(signal.SIGTERM)
@@ -72,8 +73,8 @@ def test_second_ctrl_c_abandons_in_flight_records(ws: Workspace) -> None:
     err_path = ws.tmp / "stderr.txt"
     with open(err_path, "w") as err_file:
         # A drain long enough that only the second Ctrl+C can end the run before communicate() gives up.
-        proc = subprocess.Popen(ws.args("--max-workers", "4", "--timeout", "300"), stdout=subprocess.DEVNULL,
-                                stderr=err_file, env=ws.env(ENRICHKIT_DRAIN_SECONDS="600"), cwd=ws.tmp)
+        proc = zygote.popen(ws.args("--max-workers", "4", "--timeout", "300"), stdout=subprocess.DEVNULL,
+                            stderr=err_file, env=ws.env(ENRICHKIT_DRAIN_SECONDS="600"), cwd=ws.tmp)
         wait_for(lambda: rows_written(ws) >= 5, what="first rows")
         ws.fake.configure(latency=600)  # every request now hangs
         wait_for(lambda: ws.fake.stats()["in_flight"] >= 1, what="a request to hang")  # so there is a drain
