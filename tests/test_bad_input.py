@@ -260,7 +260,6 @@ def _with_closed(fd: int, args: list[str]) -> list[str]:
 
 
 def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_files(sws: Workspace) -> None:
-    import subprocess
     import sys
 
     import zygote  # forks as sh would run them (tests/zygote.py)
@@ -278,8 +277,8 @@ def test_a_stream_closed_before_the_start_changes_neither_the_exit_code_nor_the_
     for command in (["status", str(sws.checkpoint)], ["validate", str(sws.checkpoint)], ["list", str(sws.tmp)],
                     ["missing", str(sws.checkpoint)]):
         for fd in (1, 2, 3, 0, 4):
-            proc = subprocess.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
-                                  text=True, cwd=sws.tmp, timeout=60)
+            proc = zygote.run(_with_closed(fd, [sys.executable, str(JOBS), *command]), capture_output=True,
+                              text=True, cwd=sws.tmp, timeout=60)
             assert proc.returncode == 0, (command, fd, proc.stderr)
             assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
 
