@@ -35,11 +35,12 @@ enrich: $(STAMP)
 demo-batch: $(STAMP)
 	$(PY) scripts/demo_batch.py
 
-## test: lint, then types beside the suite (CI runs this, then `make slow`). Three workers on two cores: a third
-## of a test's time is waiting on a process, a socket or a file, and mypy takes what the waits leave.
+## test: lint, types and the suite (CI runs this, then `make slow`). Three workers on two cores: a third of a
+## test's time is waiting on a process, a socket or a file.
 test: $(STAMP)
 	$(PY) -m ruff check lib scripts tests
-	$(PY) -m mypy & types=$$!; $(PY) -m pytest -q -n 3 -m "not slow"; tests=$$?; wait $$types && exit $$tests
+	$(PY) -m mypy
+	$(PY) -m pytest -q -n 3 -m "not slow"
 
 ## slow: the variants `make test` leaves out (every crash point, pip installs, the browser); CI runs both
 slow: $(STAMP)

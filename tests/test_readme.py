@@ -82,6 +82,7 @@ def _shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 120) -
                           stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow  # every command as written, each a fresh shell and process: `make slow`, CI
 def test_every_readme_enrich_command_passes_a_dry_run_in_a_fresh_shell(checkout: Path) -> None:
     commands = _readme_lines("python scripts/enrich.py")
     assert len(commands) >= 4
@@ -93,6 +94,7 @@ def test_every_readme_enrich_command_passes_a_dry_run_in_a_fresh_shell(checkout:
         assert "nothing was called and nothing was written" in proc.stdout, command
 
 
+@pytest.mark.slow  # every command as written, each a fresh shell and process: `make slow`, CI
 def test_every_readme_jobs_command_works_on_a_job_in_a_fresh_shell(checkout: Path) -> None:
     env = fresh_shell_env()
     # A job of the sample's 542 records through the python stage alone (no API needed to make one).
@@ -149,6 +151,7 @@ def test_a_python_without_the_dependencies_is_told_how_to_get_them() -> None:
     assert proc.returncode == 2 and "make install" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # every command as written, each a fresh shell and process: `make slow`, CI
 def test_the_readme_cron_and_retry_lines_run_a_job_to_the_end_in_a_fresh_shell(tmp_path: Path, fake: FakeGemini
                                                                               ) -> None:
     """The crontab lines (through make, and the python command beside it) and the make line that retries the
