@@ -42,7 +42,7 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -q -n 3 -m "not slow"
 
-## slow: the variants `make test` leaves out (every crash point, pip installs, the browser); CI runs both
+## slow: the variants `make test` leaves out (every crash point, each README command in a fresh shell, the browser)
 slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
 
