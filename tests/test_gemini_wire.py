@@ -17,7 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from enrichkit.providers.gemini import http_options, tls_context
+from enrichkit.providers.genai_client import http_options, tls_context
 from fake_gemini import FakeGemini
 
 FLASH = "gemini-2.5-flash"

@@ -94,7 +94,7 @@ class BatchClient:
         from google import genai
         from google.genai import types
 
-        from enrichkit.providers.gemini import http_options
+        from enrichkit.providers.genai_client import http_options
 
         self._types = types
         # The same options as the run's client: v1beta, one attempt, and the process's one TLS context.
